@@ -1,0 +1,423 @@
+//! Where a callback goes: its media, its address, and the dialing policy every number passes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::country::Id as Region;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// How the customer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Media {
+    /// A phone call to an E.164 number through the trunk.
+    Voice,
+    /// A SIP call straight to a SIP URI.
+    Sip,
+    /// A text message to an E.164 number.
+    Sms,
+}
+
+impl Media {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Media::Voice => "voice",
+            Media::Sip => "sip",
+            Media::Sms => "sms",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Media::Voice, Media::Sip, Media::Sms]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
+
+    /// Whether this media is reached at a phone number (as opposed to a SIP URI).
+    pub fn uses_phone_number(self) -> bool {
+        !matches!(self, Media::Sip)
+    }
+}
+
+/// A phone number in E.164 form (`+12125550100`) that passed the dialing policy when it was set.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PhoneNumber {
+    e164: String,
+    region: Option<Region>,
+}
+
+impl PhoneNumber {
+    pub fn e164(&self) -> &str {
+        &self.e164
+    }
+
+    /// The number's country (an ISO 3166 code such as `US` or `JM`), where the metadata knows it.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_ref().map(|r| r.as_ref())
+    }
+
+    /// The number with all but the country code and the first three digits hidden, for logs.
+    pub fn masked(&self) -> String {
+        let keep = self.e164.len().min(5);
+        format!("{}{}", &self.e164[..keep], "*".repeat(self.e164.len() - keep))
+    }
+
+    /// The last `n` digits, for caller verification.
+    pub fn last_digits(&self, n: usize) -> &str {
+        &self.e164[self.e164.len().saturating_sub(n)..]
+    }
+}
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber({})", self.masked())
+    }
+}
+
+/// A `sip:` or `sips:` URI with a user part and a host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SipUri(String);
+
+impl SipUri {
+    pub fn parse(text: &str) -> Result<Self, AddressError> {
+        let rest = text
+            .strip_prefix("sip:")
+            .or_else(|| text.strip_prefix("sips:"))
+            .ok_or(AddressError::NotSipUri)?;
+        let (user, host) = rest.split_once('@').ok_or(AddressError::NotSipUri)?;
+        let host_ok = !host.is_empty()
+            && host.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || b"-.:[];=_".contains(&b)
+            });
+        let user_ok = !user.is_empty()
+            && user.bytes().all(|b| b.is_ascii_graphic() && !b"<>\"@".contains(&b));
+        if host_ok && user_ok {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(AddressError::NotSipUri)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The callback's address: a number for voice and text messages, a SIP URI for SIP calls.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    Phone(PhoneNumber),
+    Sip(SipUri),
+}
+
+impl Address {
+    /// Parses `text` as the address for `media`, checking numbers against `policy`.
+    pub fn parse(media: Media, text: &str, policy: &DialingPolicy) -> Result<Self, AddressError> {
+        if media.uses_phone_number() {
+            policy.check(text).map(Address::Phone)
+        } else {
+            SipUri::parse(text.trim()).map(Address::Sip)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Address::Phone(n) => n.e164(),
+            Address::Sip(u) => u.as_str(),
+        }
+    }
+
+    pub fn fits(&self, media: Media) -> bool {
+        matches!(self, Address::Phone(_)) == media.uses_phone_number()
+    }
+
+    /// The address with phone digits hidden, for logs.
+    pub fn masked(&self) -> String {
+        match self {
+            Address::Phone(n) => n.masked(),
+            Address::Sip(u) => u.as_str().to_owned(),
+        }
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Why an address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("`{0}` is not allowed in a phone number: give digits only, with a leading + and the country code")]
+    ForbiddenCharacter(char),
+    #[error("this is not a phone number: {0}")]
+    Unparseable(String),
+    #[error("this number does not exist in its country's numbering plan")]
+    InvalidNumber,
+    #[error("numbers in {0} may not be called")]
+    RegionNotAllowed(String),
+    #[error("{0} numbers may not be called")]
+    TypeNotAllowed(NumberType),
+    #[error("numbers starting {0} may not be called")]
+    PrefixBlocked(String),
+    #[error("numbers must start with one of the allowed prefixes")]
+    PrefixNotAllowed,
+    #[error("a SIP address must look like sip:user@host")]
+    NotSipUri,
+    #[error("a {media} callback needs {wanted}")]
+    WrongKind { media: &'static str, wanted: &'static str },
+}
+
+/// The kinds of number libphonenumber's metadata tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NumberType {
+    FixedLine,
+    Mobile,
+    FixedLineOrMobile,
+    TollFree,
+    PremiumRate,
+    SharedCost,
+    PersonalNumber,
+    Voip,
+    Pager,
+    Uan,
+    Emergency,
+    Voicemail,
+    ShortCode,
+    StandardRate,
+    Carrier,
+    NoInternational,
+    Unknown,
+}
+
+impl From<phonenumber::Type> for NumberType {
+    fn from(t: phonenumber::Type) -> Self {
+        use phonenumber::Type as T;
+        match t {
+            T::FixedLine => Self::FixedLine,
+            T::Mobile => Self::Mobile,
+            T::FixedLineOrMobile => Self::FixedLineOrMobile,
+            T::TollFree => Self::TollFree,
+            T::PremiumRate => Self::PremiumRate,
+            T::SharedCost => Self::SharedCost,
+            T::PersonalNumber => Self::PersonalNumber,
+            T::Voip => Self::Voip,
+            T::Pager => Self::Pager,
+            T::Uan => Self::Uan,
+            T::Emergency => Self::Emergency,
+            T::Voicemail => Self::Voicemail,
+            T::ShortCode => Self::ShortCode,
+            T::StandardRate => Self::StandardRate,
+            T::Carrier => Self::Carrier,
+            T::NoInternational => Self::NoInternational,
+            T::Unknown => Self::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for NumberType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self).expect("unit variant");
+        f.write_str(text.as_str().unwrap_or_default().replace('_', "-").as_str())
+    }
+}
+
+/// Which numbers callbackd may call: checked whenever a number is set and again before a dial.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialingPolicy {
+    /// The deployment's own country: numbers written without `+` are read as national numbers
+    /// of this country.
+    #[serde(deserialize_with = "region")]
+    pub home_region: Region,
+    /// Countries (ISO 3166 codes, not calling codes: +1 also covers Caribbean countries) whose
+    /// numbers may be called. Defaults to the home region alone.
+    #[serde(default, deserialize_with = "regions")]
+    pub allowed_regions: Vec<Region>,
+    /// Kinds of number that may be called; premium-rate, shared-cost, personal and other
+    /// special numbers are left out by default.
+    #[serde(default = "default_allowed_types")]
+    pub allowed_types: Vec<NumberType>,
+    /// When not empty, an E.164 number must start with one of these (e.g. `+1212`).
+    #[serde(default)]
+    pub allowed_prefixes: Vec<String>,
+    /// E.164 prefixes that are never called, whatever else allows them.
+    #[serde(default)]
+    pub blocked_prefixes: Vec<String>,
+}
+
+fn default_allowed_types() -> Vec<NumberType> {
+    use NumberType::*;
+    vec![FixedLine, Mobile, FixedLineOrMobile, TollFree, Voip]
+}
+
+fn parse_region(text: &str) -> Result<Region, String> {
+    Region::from_str(text).map_err(|_| format!("`{text}` is not an ISO 3166 country code such as US or GB"))
+}
+
+fn region<'de, D: Deserializer<'de>>(d: D) -> Result<Region, D::Error> {
+    parse_region(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn regions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Region>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|t| parse_region(t).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+impl DialingPolicy {
+    /// A policy allowing the usual kinds of number in one country.
+    pub fn home(region: &str) -> Result<Self, String> {
+        Ok(Self {
+            home_region: parse_region(region)?,
+            allowed_regions: Vec::new(),
+            allowed_types: default_allowed_types(),
+            allowed_prefixes: Vec::new(),
+            blocked_prefixes: Vec::new(),
+        })
+    }
+
+    /// Parses, normalises and checks a number.
+    pub fn check(&self, text: &str) -> Result<PhoneNumber, AddressError> {
+        let text = text.trim();
+        // Visual grouping is fine; anything a dialer could read as a command is not.
+        if let Some(c) = text
+            .chars()
+            .enumerate()
+            .find(|&(i, c)| !(c.is_ascii_digit() || " -().".contains(c) || (c == '+' && i == 0)))
+            .map(|(_, c)| c)
+        {
+            return Err(AddressError::ForbiddenCharacter(c));
+        }
+        if !text.chars().any(|c| c.is_ascii_digit()) {
+            return Err(AddressError::Unparseable("it has no digits".into()));
+        }
+        let number = phonenumber::parse(Some(self.home_region), text)
+            .map_err(|e| AddressError::Unparseable(e.to_string()))?;
+        if number.extension().is_some() {
+            return Err(AddressError::ForbiddenCharacter('x'));
+        }
+        if !phonenumber::is_valid(&number) {
+            return Err(AddressError::InvalidNumber);
+        }
+        let region = number.country().id();
+        let allowed_regions: &[Region] = if self.allowed_regions.is_empty() {
+            std::slice::from_ref(&self.home_region)
+        } else {
+            &self.allowed_regions
+        };
+        if !region.is_some_and(|r| allowed_regions.contains(&r)) {
+            let name = region.map_or("an unknown country".to_owned(), |r| r.as_ref().to_owned());
+            return Err(AddressError::RegionNotAllowed(name));
+        }
+        let kind = NumberType::from(number.number_type(&phonenumber::metadata::DATABASE));
+        if !self.allowed_types.contains(&kind) {
+            return Err(AddressError::TypeNotAllowed(kind));
+        }
+        let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+        if let Some(p) = self.blocked_prefixes.iter().find(|p| e164.starts_with(p.as_str())) {
+            return Err(AddressError::PrefixBlocked(p.clone()));
+        }
+        if !self.allowed_prefixes.is_empty()
+            && !self.allowed_prefixes.iter().any(|p| e164.starts_with(p.as_str()))
+        {
+            return Err(AddressError::PrefixNotAllowed);
+        }
+        Ok(PhoneNumber { e164, region })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us() -> DialingPolicy {
+        DialingPolicy::home("US").unwrap()
+    }
+
+    #[test]
+    fn normalises_to_e164() {
+        for text in ["+1 212 555 0100", "(212) 555-0100", "2125550100", "+12125550100"] {
+            assert_eq!(us().check(text).unwrap().e164(), "+12125550100", "{text}");
+        }
+        assert_eq!(us().check("+12125550100").unwrap().region(), Some("US"));
+    }
+
+    #[test]
+    fn refuses_anything_that_is_not_a_plain_number() {
+        for (text, c) in [
+            ("+1212555010a", 'a'),
+            ("2125550100*1", '*'),
+            ("2125550100#", '#'),
+            ("212555&0100", '&'),
+            ("2125550100;ext=1", ';'),
+            ("2125550100@evil", '@'),
+            ("2125550100,,1", ','),
+            ("212+5550100", '+'),
+            ("2125550100w1", 'w'),
+        ] {
+            assert_eq!(us().check(text), Err(AddressError::ForbiddenCharacter(c)), "{text}");
+        }
+        assert!(matches!(us().check(""), Err(AddressError::Unparseable(_))));
+        assert!(matches!(us().check("+1 () -"), Err(AddressError::Unparseable(_))));
+    }
+
+    #[test]
+    fn blocks_premium_rate_by_default() {
+        assert_eq!(
+            us().check("+1 900 555 0100"),
+            Err(AddressError::TypeNotAllowed(NumberType::PremiumRate))
+        );
+        assert!(us().check("+1 800 555 0100").is_ok(), "toll free is fine");
+    }
+
+    #[test]
+    fn nanp_caribbean_is_not_home() {
+        // +1 876 is Jamaica: same country calling code, an international call.
+        assert_eq!(
+            us().check("+1 876 555 0100"),
+            Err(AddressError::RegionNotAllowed("JM".into()))
+        );
+        assert!(us().check("+44 20 7946 0958").is_err());
+        let mut both = us();
+        both.allowed_regions = vec![Region::US, Region::GB];
+        assert_eq!(both.check("+44 20 7946 0958").unwrap().e164(), "+442079460958");
+    }
+
+    #[test]
+    fn invalid_numbers_are_refused() {
+        assert_eq!(us().check("+1 212 555"), Err(AddressError::InvalidNumber));
+    }
+
+    #[test]
+    fn prefixes() {
+        let mut p = us();
+        p.blocked_prefixes = vec!["+1212".into()];
+        assert_eq!(p.check("+12125550100"), Err(AddressError::PrefixBlocked("+1212".into())));
+        let mut p = us();
+        p.allowed_prefixes = vec!["+1646".into()];
+        assert_eq!(p.check("+12125550100"), Err(AddressError::PrefixNotAllowed));
+        assert!(p.check("+16465550100").is_ok());
+    }
+
+    #[test]
+    fn sip_uris() {
+        assert!(SipUri::parse("sip:alice@pbx.example.com").is_ok());
+        assert!(SipUri::parse("sips:1000@[::1]:5061").is_ok());
+        for bad in ["alice@pbx", "sip:alice", "sip:@host", "sip:a b@host", "sip:a@ho st", "tel:+1212"] {
+            assert_eq!(SipUri::parse(bad), Err(AddressError::NotSipUri), "{bad}");
+        }
+    }
+
+    #[test]
+    fn address_follows_media() {
+        let a = Address::parse(Media::Sms, "+12125550100", &us()).unwrap();
+        assert!(a.fits(Media::Voice) && a.fits(Media::Sms) && !a.fits(Media::Sip));
+        assert!(Address::parse(Media::Sip, "+12125550100", &us()).is_err());
+        assert_eq!(a.masked(), "+1212*******");
+        assert_eq!(format!("{:?}", a), "Phone(PhoneNumber(+1212*******))");
+    }
+}
