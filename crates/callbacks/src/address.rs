@@ -43,7 +43,6 @@ impl Media {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PhoneNumber {
     e164: String,
-    region: Option<Region>,
 }
 
 impl PhoneNumber {
@@ -52,8 +51,9 @@ impl PhoneNumber {
     }
 
     /// The number's country (an ISO 3166 code such as `US` or `JM`), where the metadata knows it.
-    pub fn region(&self) -> Option<&str> {
-        self.region.as_ref().map(|r| r.as_ref())
+    pub fn region(&self) -> Option<String> {
+        let number = phonenumber::parse(None, &self.e164).ok()?;
+        number.country().id().map(|r| r.as_ref().to_owned())
     }
 
     /// The number with all but the country code and the first three digits hidden, for logs.
@@ -118,6 +118,22 @@ impl Address {
         } else {
             SipUri::parse(text.trim()).map(Address::Sip)
         }
+    }
+
+    /// An address read back from the store, where it was checked when it was set: only its
+    /// shape is verified, so a later change of dialing policy does not make it unreadable.
+    pub fn stored(media: Media, text: &str) -> Result<Self, AddressError> {
+        if !media.uses_phone_number() {
+            return SipUri::parse(text).map(Address::Sip);
+        }
+        let digits = text.strip_prefix('+').ok_or(AddressError::WrongKind {
+            media: media.as_str(),
+            wanted: "an E.164 number",
+        })?;
+        if !(2..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(AddressError::InvalidNumber);
+        }
+        Ok(Address::Phone(PhoneNumber { e164: text.to_owned() }))
     }
 
     pub fn as_str(&self) -> &str {
@@ -326,7 +342,7 @@ impl DialingPolicy {
         {
             return Err(AddressError::PrefixNotAllowed);
         }
-        Ok(PhoneNumber { e164, region })
+        Ok(PhoneNumber { e164 })
     }
 }
 
@@ -343,7 +359,7 @@ mod tests {
         for text in ["+1 212 555 0100", "(212) 555-0100", "2125550100", "+12125550100"] {
             assert_eq!(us().check(text).unwrap().e164(), "+12125550100", "{text}");
         }
-        assert_eq!(us().check("+12125550100").unwrap().region(), Some("US"));
+        assert_eq!(us().check("+12125550100").unwrap().region().as_deref(), Some("US"));
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl<S: CallbackStore> Callbacks<S> {
         }
         let address = Address::parse(new.media, &new.address, &self.policy.dialing).map_err(Rejection::from)?;
         let time_zone = new.time_zone.unwrap_or_else(|| match &address {
-            Address::Phone(n) => n.region().and_then(timezone::for_region).unwrap_or(queue.time_zone),
+            Address::Phone(n) => n.region().as_deref().and_then(timezone::for_region).unwrap_or(queue.time_zone),
             Address::Sip(_) => queue.time_zone,
         });
         let requested = match new.at {
@@ -172,7 +172,9 @@ impl<S: CallbackStore> Callbacks<S> {
             created_at: now,
             updated_at: now,
         };
-        loop {
+        // Open callbacks use a tiny part of the 10^8 IDs, so a clash is rare and a few fresh
+        // draws always find a free one.
+        for _ in 0..32 {
             let event = Event {
                 callback_id: Some(callback.id),
                 confirmation_id: Some(callback.confirmation_id.to_string()),
@@ -193,6 +195,7 @@ impl<S: CallbackStore> Callbacks<S> {
                 other => return other.map(|()| callback).map_err(CreateError::from),
             }
         }
+        Err(StoreError::DuplicateConfirmationId.into())
     }
 
     /// Applies one modification and returns the callback as changed with its receipt; a

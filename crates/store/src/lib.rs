@@ -1,1 +1,164 @@
+//! The callback store: [`callbacks::CallbackStore`] on PostgreSQL (production, many nodes) and
+//! SQLite (the embedded default, one node).
+//!
+//! Both backends run the same SQL (SQLite accepts PostgreSQL's `$1` placeholders) from one
+//! source file, `sql.rs`, compiled once per driver; only connecting, pragmas and the schema's
+//! column types differ. Migrations are embedded and run when a store is opened.
 
+use std::future::Future;
+
+use callbacks::{Callback, CallbackStore, ConfirmationId, Event, Filter, State, StoreError};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+mod postgres;
+mod sqlite;
+pub mod testing;
+
+/// A pool of one database's connections, with the callback schema migrated.
+#[derive(Debug)]
+pub struct SqlStore<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+}
+
+impl<DB: sqlx::Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        Self { pool: self.pool.clone() }
+    }
+}
+
+pub type PgStore = SqlStore<sqlx::Postgres>;
+pub type SqliteStore = SqlStore<sqlx::Sqlite>;
+
+impl<DB: sqlx::Database> SqlStore<DB> {
+    pub fn pool(&self) -> &sqlx::Pool<DB> {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+}
+
+/// The store a URL names: `postgres://…` or `sqlite://…`.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Connects and runs any pending migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::open(url).await?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::open(url).await?))
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "store URL `{}` must start with postgres:// or sqlite://",
+                redact(url)
+            )))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(s) => s.close().await,
+            Store::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+/// A URL with any password replaced, fit for logs and error messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:****{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        async move {
+            match $self {
+                Store::Postgres($s) => $call.await,
+                Store::Sqlite($s) => $call.await,
+            }
+        }
+    };
+}
+
+impl CallbackStore for Store {
+    fn insert(&self, callback: &Callback, event: &Event) -> impl Future<Output = Result<(), StoreError>> + Send {
+        dispatch!(self, s => s.insert(callback, event))
+    }
+    fn update(&self, callback: &Callback, event: &Event) -> impl Future<Output = Result<(), StoreError>> + Send {
+        dispatch!(self, s => s.update(callback, event))
+    }
+    fn record(&self, event: &Event) -> impl Future<Output = Result<(), StoreError>> + Send {
+        dispatch!(self, s => s.record(event))
+    }
+    fn find(&self, id: &ConfirmationId) -> impl Future<Output = Result<Option<Callback>, StoreError>> + Send {
+        dispatch!(self, s => s.find(id))
+    }
+    fn history(&self, id: Uuid) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
+        dispatch!(self, s => s.history(id))
+    }
+    fn list(&self, filter: &Filter) -> impl Future<Output = Result<Vec<Callback>, StoreError>> + Send {
+        dispatch!(self, s => s.list(filter))
+    }
+    fn counts(&self, queue: &str) -> impl Future<Output = Result<Vec<(State, u64)>, StoreError>> + Send {
+        dispatch!(self, s => s.counts(queue))
+    }
+    fn due(&self, now: DateTime<Utc>, limit: u32) -> impl Future<Output = Result<Vec<Callback>, StoreError>> + Send {
+        dispatch!(self, s => s.due(now, limit))
+    }
+}
+
+/// Maps a driver error to the store's own.
+fn db_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Database(db)
+            if db.is_unique_violation()
+                && (db.constraint().is_some_and(|c| c.contains("confirmation_id"))
+                    || db.message().contains("confirmation_id")) =>
+        {
+            StoreError::DuplicateConfirmationId
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => StoreError::Corrupt(e.to_string()),
+        other => StoreError::Database(other.to_string()),
+    }
+}
+
+fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    StoreError::Database(format!("migrating the schema failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(super::redact("postgres://cb:s3cret@db:5432/cb"), "postgres://cb:****@db:5432/cb");
+        assert_eq!(super::redact("postgres://cb@db/cb"), "postgres://cb@db/cb");
+        assert_eq!(super::redact("sqlite://callbackd.db"), "sqlite://callbackd.db");
+    }
+}
