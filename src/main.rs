@@ -1,1 +1,102 @@
-fn main() {}
+//! callbackd: a telephony callback engine. This binary is the only part with I/O: it reads
+//! the configuration, opens the store, serves the HTTP API and runs the lifecycle clock; the
+//! rules live in the crates under `crates/`.
+
+mod api;
+mod cli;
+mod config;
+mod serve;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "callbackd", version, about = "Telephony callback engine")]
+struct Args {
+    /// The configuration file [default: ./callbackd.toml if present, else the built-in default]
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run callbackd: the HTTP API and the callback lifecycle.
+    Serve,
+    /// Create or upgrade the store's schema, then exit.
+    Migrate,
+    /// Check the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Work on callbacks directly in the store, for operators.
+    Callbacks {
+        #[command(subcommand)]
+        command: cli::CallbacksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load and check the configuration, print a summary, and exit non-zero if it is wrong.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CALLBACKD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let source = config::Source::choose(args.config);
+    let config = match config::Config::load(&source, |k| std::env::var(k).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("callbackd: bad configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let result = runtime.block_on(async {
+        match args.command {
+            Command::Serve => serve::run(config, &source).await,
+            Command::Migrate => {
+                let store = store::Store::open(config.store.url.expose()).await?;
+                println!("{} store is at the current schema", store.backend());
+                store.close().await;
+                Ok(())
+            }
+            Command::Config {
+                command: ConfigCommand::Check,
+            } => {
+                println!(
+                    "{source}: ok; API on {}, {} store, queues: {}",
+                    config.api.listen,
+                    config.store.url.expose().split(':').next().unwrap_or_default(),
+                    config.queues.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+                Ok(())
+            }
+            Command::Callbacks { command } => cli::run(config, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callbackd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The HTTP API (`/api/v1`, JSON) and `/healthz`.
+
+mod error;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use callbacks::{
+    Actor, CallbackStore, Callbacks, Channel, ConfirmationId, Filter, Modification, NewCallback,
+    Source,
+};
+use chrono::Utc;
+use rand::{rngs::StdRng, SeedableRng};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::Store;
+
+pub use error::ApiError;
+
+use crate::config::Secret;
+
+/// The OpenAPI description of this API, kept in the repository.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+pub struct AppState {
+    pub callbacks: Arc<Callbacks<Store>>,
+    pub token: Option<Secret>,
+}
+
+type AppResult<T> = Result<T, ApiError>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/callbacks", post(create).get(list))
+        .route("/callbacks/{confirmation_id}", get(show))
+        .route("/callbacks/{confirmation_id}/modifications", post(modify))
+        .route("/queues", get(queues))
+        .route("/queues/{name}", get(queue))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
+        .with_state(state)
+}
+
+async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| token.matches(p)) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn rng() -> StdRng {
+    StdRng::from_entropy()
+}
+
+fn api_actor() -> Actor {
+    Actor::new(Channel::Api, "api")
+}
+
+fn confirmation_id(text: &str) -> AppResult<ConfirmationId> {
+    ConfirmationId::parse(text)
+        .map_err(|e| ApiError::bad_request("invalid_confirmation_id", format!("`{text}`: {e}")))
+}
+
+/// `ETag`/`If-Match` carry the callback's version, for optimistic concurrency.
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
+}
+
+fn if_match(headers: &HeaderMap) -> AppResult<Option<i64>> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request("bad_if_match", "If-Match must be the callback's ETag, e.g. \"3\"")
+        })
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<NewCallback>, JsonRejection>,
+) -> AppResult<Response> {
+    let Json(new) = body?;
+    let callback = state
+        .callbacks
+        .create(&mut rng(), Utc::now(), &api_actor(), Source::Api, new)
+        .await?;
+    tracing::info!(callback = %callback.id, queue = %callback.queue, address = %callback.address.masked(), "callback created");
+    let tag = etag(callback.version);
+    Ok((StatusCode::CREATED, [(header::ETAG, tag)], Json(callback)).into_response())
+}
+
+async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    let id = confirmation_id(&id)?;
+    let (callback, history) = state
+        .callbacks
+        .show(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no callback has confirmation ID {id}")))?;
+    let tag = etag(callback.version);
+    let mut body = serde_json::to_value(&callback).expect("callbacks serialize");
+    body["history"] = serde_json::to_value(history).expect("events serialize");
+    Ok(([(header::ETAG, tag)], Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    queue: Option<String>,
+    skill: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> AppResult<Json<Value>> {
+    let Query(q) = query?;
+    let wanted_state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            callbacks::State::parse(s).ok_or_else(|| {
+                ApiError::bad_request("bad_query", format!("unknown state `{s}`"))
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("bad_query", "limit must be between 1 and 1000"));
+    }
+    let filter = Filter {
+        state: wanted_state,
+        queue: q.queue,
+        skill: q.skill,
+        limit,
+    };
+    let callbacks = state.callbacks.store.list(&filter).await?;
+    Ok(Json(json!({ "callbacks": callbacks })))
+}
+
+async fn modify(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Modification>, JsonRejection>,
+) -> AppResult<Response> {
+    let id = confirmation_id(&id)?;
+    let expected = if_match(&headers)?;
+    let Json(modification) = body?;
+    let (callback, receipt) = state
+        .callbacks
+        .modify(&mut rng(), Utc::now(), &api_actor(), &id, expected, &modification)
+        .await?;
+    tracing::info!(callback = %callback.id, action = receipt.action, receipt = %receipt.code, state = %callback.state, "callback modified");
+    let tag = etag(callback.version);
+    Ok(([(header::ETAG, tag)], Json(json!({ "receipt": receipt, "callback": callback }))).into_response())
+}
+
+async fn queue_body(state: &AppState, name: &str) -> AppResult<Value> {
+    let queue = state
+        .callbacks
+        .policy
+        .queues
+        .get(name)
+        .ok_or_else(|| ApiError::not_found(format!("there is no queue `{name}`")))?;
+    let counts: BTreeMap<&str, u64> = state
+        .callbacks
+        .store
+        .counts(name)
+        .await?
+        .into_iter()
+        .map(|(s, n)| (s.as_str(), n))
+        .collect();
+    Ok(json!({
+        "name": name,
+        "skills": queue.skills,
+        "time_zone": queue.time_zone.name(),
+        "max_attempts": queue.max_attempts,
+        "retry_backoff_seconds": queue.retry_backoff.iter().map(|d| d.num_seconds()).collect::<Vec<_>>(),
+        "booking_horizon_seconds": queue.booking_horizon.num_seconds(),
+        "expiry_seconds": queue.expiry.num_seconds(),
+        "counts": callbacks::State::ALL.iter().map(|s| (s.as_str(), counts.get(s.as_str()).copied().unwrap_or(0))).collect::<BTreeMap<_, _>>(),
+    }))
+}
+
+async fn queues(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
+    let mut all = Vec::new();
+    for name in state.callbacks.policy.queues.keys() {
+        all.push(queue_body(&state, name).await?);
+    }
+    Ok(Json(json!({ "queues": all })))
+}
+
+async fn queue(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> AppResult<Json<Value>> {
+    Ok(Json(queue_body(&state, &name).await?))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({"status": "ok", "store": state.callbacks.store.backend()}))
+}

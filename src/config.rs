@@ -1,0 +1,265 @@
+//! The configuration file: one TOML file, a few environment overrides, checked at start-up.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use callbacks::{DialingPolicy, Policy, Queue};
+use serde::Deserialize;
+
+/// The configuration shipped in the repository, used when no file is given and
+/// `callbackd.toml` is not in the working directory.
+pub const DEFAULT: &str = include_str!("../callbackd.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    pub dialing: DialingPolicy,
+    pub queues: BTreeMap<String, Queue>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: Secret,
+}
+
+/// A string that is never printed: API tokens, store URLs with passwords.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares in time independent of where the strings differ.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{file}: {key}: {message}")]
+    Invalid { file: String, key: String, message: String },
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    /// The built-in default: no file was named and `callbackd.toml` is not here.
+    Builtin,
+}
+
+impl Source {
+    /// The file named on the command line, else `./callbackd.toml` if present, else the
+    /// built-in default.
+    pub fn choose(named: Option<PathBuf>) -> Self {
+        match named {
+            Some(path) => Source::File(path),
+            None if Path::new("callbackd.toml").exists() => Source::File("callbackd.toml".into()),
+            None => Source::Builtin,
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Builtin => f.write_str("the built-in default configuration"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, applies the environment's overrides from `env`, and checks.
+    pub fn load(source: &Source, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let text = match source {
+            Source::File(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.clone(),
+                source: e,
+            })?,
+            Source::Builtin => DEFAULT.to_owned(),
+        };
+        Self::parse(&source.to_string(), &text, env)
+    }
+
+    pub fn parse(
+        file: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let mut config: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let key = if key == "." { "(top level)".to_owned() } else { key };
+                invalid(&key, e.into_inner().to_string().trim().replace('\n', "\n    "))
+            })?;
+        if let Some(url) = env("DATABASE_URL").or_else(|| env("CALLBACKD_STORE_URL")) {
+            config.store.url = Secret(url);
+        }
+        if let Some(listen) = env("CALLBACKD_API_LISTEN") {
+            config.api.listen = listen.parse().map_err(|_| {
+                invalid("api.listen", format!("CALLBACKD_API_LISTEN=`{listen}` is not an address such as 127.0.0.1:8080"))
+            })?;
+        }
+        if let Some(token) = env("CALLBACKD_API_TOKEN") {
+            config.api.token = Some(Secret(token));
+        }
+        config.check().map_err(|(key, message)| invalid(key, message))?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.api.token.as_ref().is_some_and(|t| t.0.len() < 16) {
+            return Err(("api.token", "a token must be at least 16 characters long".into()));
+        }
+        if !self.api.listen.ip().is_loopback() && self.api.token.is_none() {
+            return Err((
+                "api.listen",
+                format!(
+                    "{} is reachable from other machines; set api.token (or CALLBACKD_API_TOKEN) first",
+                    self.api.listen
+                ),
+            ));
+        }
+        let url = self.store.url.expose();
+        if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| url.starts_with(p)) {
+            return Err(("store.url", "must start with sqlite:// or postgres://".into()));
+        }
+        if self.queues.is_empty() {
+            return Err(("queues", "at least one queue is needed, e.g. [queues.support]".into()));
+        }
+        for queue in self.queues.values() {
+            if queue.skills.is_empty() || queue.skills.iter().any(|s| s.trim().is_empty()) {
+                return Err(("queues.*.skills", "each queue needs at least one non-empty skill".into()));
+            }
+            if queue.max_attempts == 0 || queue.retry_backoff.is_empty() {
+                return Err(("queues.*.max_attempts", "each queue needs max_attempts >= 1 and at least one retry_backoff".into()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            queues: self.queues.clone(),
+            dialing: self.dialing.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse("test.toml", text, no_env).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_default_configuration_is_valid() {
+        let config = Config::parse("callbackd.toml", DEFAULT, no_env).unwrap();
+        assert_eq!(config.api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.store.url.expose(), "sqlite://callbackd.db");
+        assert_eq!(config.queues["support"].skills, ["billing", "technical", "sales"]);
+        assert!(config.api.token.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_name_file_and_key() {
+        let text = DEFAULT.replace("max_attempts = 3", "max_attempts = 3\nmax_attempt = 4");
+        let err = parse(&text).unwrap_err();
+        assert!(err.starts_with("test.toml: queues.support.max_attempt:"), "{err}");
+        assert!(err.contains("unknown field `max_attempt`"), "{err}");
+        assert!(err.contains("line"), "says where: {err}");
+    }
+
+    #[test]
+    fn bad_values_say_what_is_wrong() {
+        let cases = [
+            ("time_zone = \"America/New_York\"", "time_zone = \"Mars/Olympus\"", "queues.support.time_zone"),
+            ("expiry = \"2d\"", "expiry = \"2 days\"", "queues.support.expiry"),
+            ("home_region = \"US\"", "home_region = \"USA\"", "dialing.home_region"),
+            ("calling_window = { all = \"00:00-24:00\" }", "calling_window = { al = \"00:00-24:00\" }", "queues.support.calling_window"),
+            ("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"", "api.listen"),
+            ("\"toll_free\"", "\"toll-free\"", "dialing.allowed_types"),
+        ];
+        for (from, to, key) in cases {
+            let err = parse(&DEFAULT.replace(from, to)).unwrap_err();
+            assert!(err.starts_with(&format!("test.toml: {key}")), "{to}: {err}");
+        }
+        let err = parse("[api\nlisten=1").unwrap_err();
+        assert!(err.starts_with("test.toml:"), "{err}");
+    }
+
+    #[test]
+    fn no_open_bind_without_a_token() {
+        let open = DEFAULT.replace("127.0.0.1:8080", "0.0.0.0:8080");
+        let err = parse(&open).unwrap_err();
+        assert!(err.contains("api.listen") && err.contains("set api.token"), "{err}");
+        let with_token = open.replace("# token = \"a long random string\"", "token = \"0123456789abcdef0123\"");
+        assert!(parse(&with_token).is_ok());
+        let short = with_token.replace("0123456789abcdef0123", "short");
+        assert!(parse(&short).unwrap_err().contains("at least 16"));
+    }
+
+    #[test]
+    fn environment_overrides_single_settings() {
+        let env = |key: &str| match key {
+            "DATABASE_URL" => Some("postgres://cb:pw@127.0.0.1/cb".to_string()),
+            "CALLBACKD_API_LISTEN" => Some("127.0.0.1:9999".to_string()),
+            _ => None,
+        };
+        let config = Config::parse("x", DEFAULT, env).unwrap();
+        assert_eq!(config.store.url.expose(), "postgres://cb:pw@127.0.0.1/cb");
+        assert_eq!(config.api.listen.port(), 9999);
+        let bad = Config::parse("x", DEFAULT, |k| (k == "CALLBACKD_API_LISTEN").then(|| "nope".into()));
+        assert!(bad.unwrap_err().to_string().contains("CALLBACKD_API_LISTEN=`nope`"));
+    }
+
+    #[test]
+    fn secrets_stay_secret() {
+        let config = Config::parse("x", DEFAULT, |k| (k == "CALLBACKD_API_TOKEN").then(|| "0123456789abcdef-secret".into())).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("secret") && !debug.contains("callbackd.db"), "{debug}");
+        let token = config.api.token.unwrap();
+        assert!(token.matches("0123456789abcdef-secret"));
+        assert!(!token.matches("0123456789abcdef-secreT"));
+        assert!(!token.matches(""));
+    }
+}

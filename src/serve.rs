@@ -1,0 +1,74 @@
+//! `callbackd serve`: the HTTP API and the lifecycle clock, until SIGINT or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use callbacks::Callbacks;
+use chrono::Utc;
+use store::Store;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, Source};
+
+/// How often scheduled callbacks are checked for falling due or expiring.
+const LIFECYCLE_TICK: Duration = Duration::from_secs(1);
+
+pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
+    let url = config.store.url.expose();
+    let store = Store::open(url)
+        .await
+        .with_context(|| format!("opening the store at {}", store::redact(url)))?;
+    tracing::info!(config = %source, store = store.backend(), url = %store::redact(url), "store ready");
+    let callbacks = Arc::new(Callbacks {
+        store,
+        policy: config.policy(),
+    });
+    let listener = TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", config.api.listen))?;
+    let address = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when the config asks for port 0.
+    println!("callbackd: HTTP API on http://{address}");
+    tracing::info!(%address, auth = config.api.token.is_some(), "HTTP API listening");
+
+    let lifecycle = tokio::spawn(lifecycle(callbacks.clone()));
+    let state = Arc::new(AppState {
+        callbacks: callbacks.clone(),
+        token: config.api.token.clone(),
+    });
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving HTTP")?;
+    lifecycle.abort();
+    callbacks.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Moves scheduled callbacks into the queue when their time comes and expires stale ones.
+async fn lifecycle(callbacks: Arc<Callbacks<Store>>) {
+    let mut tick = tokio::time::interval(LIFECYCLE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match callbacks.advance(Utc::now(), 500).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(changed = n, "lifecycle steps taken"),
+            Err(e) => tracing::warn!(error = %e, "lifecycle step failed; retrying"),
+        }
+    }
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
