@@ -1,0 +1,146 @@
+//! Shared by the end-to-end tests: run the real `callbackd` binary on loopback and talk HTTP
+//! to it over a real socket.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Where a test's callbacks live: a fresh SQLite file or a fresh PostgreSQL database.
+pub async fn store_url(backend: &str) -> String {
+    match backend {
+        "sqlite" => store::testing::sqlite_url(),
+        "postgres" => store::testing::postgres_url().await,
+        other => panic!("unknown backend {other}"),
+    }
+}
+
+/// The default configuration with the API on a free loopback port and the given store.
+pub fn config(store_url: &str, extra: &str) -> PathBuf {
+    let text = include_str!("../../callbackd.toml")
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("url = \"sqlite://callbackd.db\"", &format!("url = \"{store_url}\""))
+        .replace("# token = \"a long random string\"", extra);
+    let path = std::env::temp_dir().join(format!("callbackd-test-{:016x}.toml", rand::random::<u64>()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn callbackd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callbackd"));
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("CALLBACKD_STORE_URL")
+        .env_remove("CALLBACKD_API_LISTEN")
+        .env_remove("CALLBACKD_API_TOKEN");
+    cmd
+}
+
+/// A running `callbackd serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub fn start(config: &PathBuf) -> Server {
+        let mut child = callbackd()
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CALLBACKD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the callbackd binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("callbackd: HTTP API on http://") {
+                        break url.parse().unwrap();
+                    }
+                }
+                _ => panic!("callbackd exited before listening: {:?}", child.wait()),
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr }
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Response {
+        let body = body.map(Value::to_string);
+        request(self.addr, method, path, headers, body.as_deref()).expect("callbackd answers")
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Response {
+        self.request("POST", path, &[], Some(body))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; `Err` when the server is not there.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or_default();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        head += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    }
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    stream.write_all(format!("{head}\r\n{body}").as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete response"))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let body = if body.is_empty() { Value::Null } else { serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())) };
+    Ok(Response { status, headers, body })
+}
