@@ -58,7 +58,10 @@ pub enum CallbacksCommand {
 }
 
 fn print(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serializable")
+    );
 }
 
 fn parse_id(text: &str) -> anyhow::Result<ConfirmationId> {
@@ -66,7 +69,9 @@ fn parse_id(text: &str) -> anyhow::Result<ConfirmationId> {
 }
 
 fn modification(action: &str, args: &[String]) -> anyhow::Result<Modification> {
-    let media = |t: &str| Media::parse(t).ok_or_else(|| anyhow!("unknown media `{t}`: use voice, sip or sms"));
+    let media = |t: &str| {
+        Media::parse(t).ok_or_else(|| anyhow!("unknown media `{t}`: use voice, sip or sms"))
+    };
     Ok(match (action, args) {
         ("reschedule", [at]) => Modification::Reschedule { at: RequestedTime::parse(at).map_err(|e| anyhow!(e))? },
         ("change-address", [address]) => Modification::ChangeAddress { address: address.clone() },
@@ -86,15 +91,30 @@ fn modification(action: &str, args: &[String]) -> anyhow::Result<Modification> {
 
 pub async fn run(config: Config, command: CallbacksCommand) -> anyhow::Result<()> {
     let store = store::Store::open(config.store.url.expose()).await?;
-    let callbacks = Callbacks { store, policy: config.policy() };
-    let actor = Actor::new(Channel::Cli, std::env::var("USER").unwrap_or_else(|_| "operator".into()));
+    let callbacks = Callbacks {
+        store,
+        policy: config.policy(),
+    };
+    let actor = Actor::new(
+        Channel::Cli,
+        std::env::var("USER").unwrap_or_else(|_| "operator".into()),
+    );
     let mut rng = StdRng::from_entropy();
     let result = match command {
-        CallbacksCommand::Create { queue, address, skill, media, name, at, priority } => {
+        CallbacksCommand::Create {
+            queue,
+            address,
+            skill,
+            media,
+            name,
+            at,
+            priority,
+        } => {
             let new = NewCallback {
                 queue,
                 skill,
-                media: Media::parse(&media).ok_or_else(|| anyhow!("unknown media `{media}`: use voice, sip or sms"))?,
+                media: Media::parse(&media)
+                    .ok_or_else(|| anyhow!("unknown media `{media}`: use voice, sip or sms"))?,
                 address,
                 customer_name: name,
                 at: RequestedTime::parse(&at).map_err(|e| anyhow!(e))?,
@@ -103,29 +123,56 @@ pub async fn run(config: Config, command: CallbacksCommand) -> anyhow::Result<()
                 context: json!({}),
                 enqueued_at: None,
             };
-            let callback = callbacks.create(&mut rng, Utc::now(), &actor, Source::Api, new).await?;
+            let callback = callbacks
+                .create(&mut rng, Utc::now(), &actor, Source::Api, new)
+                .await?;
             print(&callback);
             Ok(())
         }
         CallbacksCommand::Show { confirmation_id } => {
             let id = parse_id(&confirmation_id)?;
-            let (callback, history) = callbacks.show(&id).await?.ok_or_else(|| anyhow!("no callback has confirmation ID {id}"))?;
+            let (callback, history) = callbacks
+                .show(&id)
+                .await?
+                .ok_or_else(|| anyhow!("no callback has confirmation ID {id}"))?;
             let mut body = serde_json::to_value(callback)?;
             body["history"] = serde_json::to_value(history)?;
             print(&body);
             Ok(())
         }
-        CallbacksCommand::List { state, queue, skill, limit } => {
+        CallbacksCommand::List {
+            state,
+            queue,
+            skill,
+            limit,
+        } => {
             let state = state
                 .map(|s| State::parse(&s).ok_or_else(|| anyhow!("unknown state `{s}`")))
                 .transpose()?;
-            print(&callbacks.store.list(&Filter { state, queue, skill, limit }).await?);
+            print(
+                &callbacks
+                    .store
+                    .list(&Filter {
+                        state,
+                        queue,
+                        skill,
+                        limit,
+                    })
+                    .await?,
+            );
             Ok(())
         }
-        CallbacksCommand::Modify { confirmation_id, action, args } => {
+        CallbacksCommand::Modify {
+            confirmation_id,
+            action,
+            args,
+        } => {
             let id = parse_id(&confirmation_id)?;
             let m = modification(&action, &args)?;
-            match callbacks.modify(&mut rng, Utc::now(), &actor, &id, None, &m).await {
+            match callbacks
+                .modify(&mut rng, Utc::now(), &actor, &id, None, &m)
+                .await
+            {
                 Ok((callback, receipt)) => {
                     print(&json!({"receipt": receipt, "callback": callback}));
                     Ok(())

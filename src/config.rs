@@ -62,9 +62,16 @@ impl fmt::Debug for Secret {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{file}: {key}: {message}")]
-    Invalid { file: String, key: String, message: String },
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// Where the configuration comes from.
@@ -98,7 +105,10 @@ impl fmt::Display for Source {
 
 impl Config {
     /// Reads, applies the environment's overrides from `env`, and checks.
-    pub fn load(source: &Source, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn load(
+        source: &Source,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let text = match source {
             Source::File(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
                 path: path.clone(),
@@ -122,27 +132,44 @@ impl Config {
         let mut config: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
             .map_err(|e| {
                 let key = e.path().to_string();
-                let key = if key == "." { "(top level)".to_owned() } else { key };
-                invalid(&key, e.into_inner().to_string().trim().replace('\n', "\n    "))
+                let key = if key == "." {
+                    "(top level)".to_owned()
+                } else {
+                    key
+                };
+                invalid(
+                    &key,
+                    e.into_inner().to_string().trim().replace('\n', "\n    "),
+                )
             })?;
         if let Some(url) = env("DATABASE_URL").or_else(|| env("CALLBACKD_STORE_URL")) {
             config.store.url = Secret(url);
         }
         if let Some(listen) = env("CALLBACKD_API_LISTEN") {
             config.api.listen = listen.parse().map_err(|_| {
-                invalid("api.listen", format!("CALLBACKD_API_LISTEN=`{listen}` is not an address such as 127.0.0.1:8080"))
+                invalid(
+                    "api.listen",
+                    format!(
+                        "CALLBACKD_API_LISTEN=`{listen}` is not an address such as 127.0.0.1:8080"
+                    ),
+                )
             })?;
         }
         if let Some(token) = env("CALLBACKD_API_TOKEN") {
             config.api.token = Some(Secret(token));
         }
-        config.check().map_err(|(key, message)| invalid(key, message))?;
+        config
+            .check()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(config)
     }
 
     fn check(&self) -> Result<(), (&'static str, String)> {
         if self.api.token.as_ref().is_some_and(|t| t.0.len() < 16) {
-            return Err(("api.token", "a token must be at least 16 characters long".into()));
+            return Err((
+                "api.token",
+                "a token must be at least 16 characters long".into(),
+            ));
         }
         if !self.api.listen.ip().is_loopback() && self.api.token.is_none() {
             return Err((
@@ -154,18 +181,33 @@ impl Config {
             ));
         }
         let url = self.store.url.expose();
-        if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| url.starts_with(p)) {
-            return Err(("store.url", "must start with sqlite:// or postgres://".into()));
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
+            return Err((
+                "store.url",
+                "must start with sqlite:// or postgres://".into(),
+            ));
         }
         if self.queues.is_empty() {
-            return Err(("queues", "at least one queue is needed, e.g. [queues.support]".into()));
+            return Err((
+                "queues",
+                "at least one queue is needed, e.g. [queues.support]".into(),
+            ));
         }
         for queue in self.queues.values() {
             if queue.skills.is_empty() || queue.skills.iter().any(|s| s.trim().is_empty()) {
-                return Err(("queues.*.skills", "each queue needs at least one non-empty skill".into()));
+                return Err((
+                    "queues.*.skills",
+                    "each queue needs at least one non-empty skill".into(),
+                ));
             }
             if queue.max_attempts == 0 || queue.retry_backoff.is_empty() {
-                return Err(("queues.*.max_attempts", "each queue needs max_attempts >= 1 and at least one retry_backoff".into()));
+                return Err((
+                    "queues.*.max_attempts",
+                    "each queue needs max_attempts >= 1 and at least one retry_backoff".into(),
+                ));
             }
         }
         Ok(())
@@ -196,7 +238,10 @@ mod tests {
         let config = Config::parse("callbackd.toml", DEFAULT, no_env).unwrap();
         assert_eq!(config.api.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.store.url.expose(), "sqlite://callbackd.db");
-        assert_eq!(config.queues["support"].skills, ["billing", "technical", "sales"]);
+        assert_eq!(
+            config.queues["support"].skills,
+            ["billing", "technical", "sales"]
+        );
         assert!(config.api.token.is_none());
     }
 
@@ -204,7 +249,10 @@ mod tests {
     fn unknown_keys_name_file_and_key() {
         let text = DEFAULT.replace("max_attempts = 3", "max_attempts = 3\nmax_attempt = 4");
         let err = parse(&text).unwrap_err();
-        assert!(err.starts_with("test.toml: queues.support.max_attempt:"), "{err}");
+        assert!(
+            err.starts_with("test.toml: queues.support.max_attempt:"),
+            "{err}"
+        );
         assert!(err.contains("unknown field `max_attempt`"), "{err}");
         assert!(err.contains("line"), "says where: {err}");
     }
@@ -212,11 +260,31 @@ mod tests {
     #[test]
     fn bad_values_say_what_is_wrong() {
         let cases = [
-            ("time_zone = \"America/New_York\"", "time_zone = \"Mars/Olympus\"", "queues.support.time_zone"),
-            ("expiry = \"2d\"", "expiry = \"2 days\"", "queues.support.expiry"),
-            ("home_region = \"US\"", "home_region = \"USA\"", "dialing.home_region"),
-            ("calling_window = { all = \"00:00-24:00\" }", "calling_window = { al = \"00:00-24:00\" }", "queues.support.calling_window"),
-            ("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"", "api.listen"),
+            (
+                "time_zone = \"America/New_York\"",
+                "time_zone = \"Mars/Olympus\"",
+                "queues.support.time_zone",
+            ),
+            (
+                "expiry = \"2d\"",
+                "expiry = \"2 days\"",
+                "queues.support.expiry",
+            ),
+            (
+                "home_region = \"US\"",
+                "home_region = \"USA\"",
+                "dialing.home_region",
+            ),
+            (
+                "calling_window = { all = \"00:00-24:00\" }",
+                "calling_window = { al = \"00:00-24:00\" }",
+                "queues.support.calling_window",
+            ),
+            (
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"localhost\"",
+                "api.listen",
+            ),
             ("\"toll_free\"", "\"toll-free\"", "dialing.allowed_types"),
         ];
         for (from, to, key) in cases {
@@ -231,8 +299,14 @@ mod tests {
     fn no_open_bind_without_a_token() {
         let open = DEFAULT.replace("127.0.0.1:8080", "0.0.0.0:8080");
         let err = parse(&open).unwrap_err();
-        assert!(err.contains("api.listen") && err.contains("set api.token"), "{err}");
-        let with_token = open.replace("# token = \"a long random string\"", "token = \"0123456789abcdef0123\"");
+        assert!(
+            err.contains("api.listen") && err.contains("set api.token"),
+            "{err}"
+        );
+        let with_token = open.replace(
+            "# token = \"a long random string\"",
+            "token = \"0123456789abcdef0123\"",
+        );
         assert!(parse(&with_token).is_ok());
         let short = with_token.replace("0123456789abcdef0123", "short");
         assert!(parse(&short).unwrap_err().contains("at least 16"));
@@ -248,15 +322,26 @@ mod tests {
         let config = Config::parse("x", DEFAULT, env).unwrap();
         assert_eq!(config.store.url.expose(), "postgres://cb:pw@127.0.0.1/cb");
         assert_eq!(config.api.listen.port(), 9999);
-        let bad = Config::parse("x", DEFAULT, |k| (k == "CALLBACKD_API_LISTEN").then(|| "nope".into()));
-        assert!(bad.unwrap_err().to_string().contains("CALLBACKD_API_LISTEN=`nope`"));
+        let bad = Config::parse("x", DEFAULT, |k| {
+            (k == "CALLBACKD_API_LISTEN").then(|| "nope".into())
+        });
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("CALLBACKD_API_LISTEN=`nope`"));
     }
 
     #[test]
     fn secrets_stay_secret() {
-        let config = Config::parse("x", DEFAULT, |k| (k == "CALLBACKD_API_TOKEN").then(|| "0123456789abcdef-secret".into())).unwrap();
+        let config = Config::parse("x", DEFAULT, |k| {
+            (k == "CALLBACKD_API_TOKEN").then(|| "0123456789abcdef-secret".into())
+        })
+        .unwrap();
         let debug = format!("{config:?}");
-        assert!(!debug.contains("secret") && !debug.contains("callbackd.db"), "{debug}");
+        assert!(
+            !debug.contains("secret") && !debug.contains("callbackd.db"),
+            "{debug}"
+        );
         let token = config.api.token.unwrap();
         assert!(token.matches("0123456789abcdef-secret"));
         assert!(!token.matches("0123456789abcdef-secreT"));

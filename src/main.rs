@@ -84,7 +84,13 @@ fn main() -> ExitCode {
                 println!(
                     "{source}: ok; API on {}, {} store, queues: {}",
                     config.api.listen,
-                    config.store.url.expose().split(':').next().unwrap_or_default(),
+                    config
+                        .store
+                        .url
+                        .expose()
+                        .split(':')
+                        .next()
+                        .unwrap_or_default(),
                     config.queues.keys().cloned().collect::<Vec<_>>().join(", ")
                 );
                 Ok(())

@@ -117,9 +117,11 @@ impl From<PathRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match self {
-            ApiError::Request { status, code, message } => {
-                (status, json!({"error": {"code": code, "message": message}}))
-            }
+            ApiError::Request {
+                status,
+                code,
+                message,
+            } => (status, json!({"error": {"code": code, "message": message}})),
             ApiError::Refused(refused) => {
                 let reason = refused.rejection.reason();
                 (
@@ -136,14 +138,18 @@ impl IntoResponse for ApiError {
                     StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                (status, json!({"error": {"code": "store_error", "message": e.to_string()}}))
+                (
+                    status,
+                    json!({"error": {"code": "store_error", "message": e.to_string()}}),
+                )
             }
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }

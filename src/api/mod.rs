@@ -95,7 +95,10 @@ fn if_match(headers: &HeaderMap) -> AppResult<Option<i64>> {
         .and_then(|v| v.parse().ok())
         .map(Some)
         .ok_or_else(|| {
-            ApiError::bad_request("bad_if_match", "If-Match must be the callback's ETag, e.g. \"3\"")
+            ApiError::bad_request(
+                "bad_if_match",
+                "If-Match must be the callback's ETag, e.g. \"3\"",
+            )
         })
 }
 
@@ -113,10 +116,7 @@ async fn create(
     Ok((StatusCode::CREATED, [(header::ETAG, tag)], Json(callback)).into_response())
 }
 
-async fn show(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> AppResult<Response> {
+async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> AppResult<Response> {
     let id = confirmation_id(&id)?;
     let (callback, history) = state
         .callbacks
@@ -147,14 +147,16 @@ async fn list(
         .state
         .as_deref()
         .map(|s| {
-            callbacks::State::parse(s).ok_or_else(|| {
-                ApiError::bad_request("bad_query", format!("unknown state `{s}`"))
-            })
+            callbacks::State::parse(s)
+                .ok_or_else(|| ApiError::bad_request("bad_query", format!("unknown state `{s}`")))
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("bad_query", "limit must be between 1 and 1000"));
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "limit must be between 1 and 1000",
+        ));
     }
     let filter = Filter {
         state: wanted_state,
@@ -177,11 +179,22 @@ async fn modify(
     let Json(modification) = body?;
     let (callback, receipt) = state
         .callbacks
-        .modify(&mut rng(), Utc::now(), &api_actor(), &id, expected, &modification)
+        .modify(
+            &mut rng(),
+            Utc::now(),
+            &api_actor(),
+            &id,
+            expected,
+            &modification,
+        )
         .await?;
     tracing::info!(callback = %callback.id, action = receipt.action, receipt = %receipt.code, state = %callback.state, "callback modified");
     let tag = etag(callback.version);
-    Ok(([(header::ETAG, tag)], Json(json!({ "receipt": receipt, "callback": callback }))).into_response())
+    Ok((
+        [(header::ETAG, tag)],
+        Json(json!({ "receipt": receipt, "callback": callback })),
+    )
+        .into_response())
 }
 
 async fn queue_body(state: &AppState, name: &str) -> AppResult<Value> {
@@ -219,7 +232,10 @@ async fn queues(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
     Ok(Json(json!({ "queues": all })))
 }
 
-async fn queue(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> AppResult<Json<Value>> {
+async fn queue(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> AppResult<Json<Value>> {
     Ok(Json(queue_body(&state, &name).await?))
 }
 

@@ -23,9 +23,15 @@ pub async fn store_url(backend: &str) -> String {
 pub fn config(store_url: &str, extra: &str) -> PathBuf {
     let text = include_str!("../../callbackd.toml")
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
-        .replace("url = \"sqlite://callbackd.db\"", &format!("url = \"{store_url}\""))
+        .replace(
+            "url = \"sqlite://callbackd.db\"",
+            &format!("url = \"{store_url}\""),
+        )
         .replace("# token = \"a long random string\"", extra);
-    let path = std::env::temp_dir().join(format!("callbackd-test-{:016x}.toml", rand::random::<u64>()));
+    let path = std::env::temp_dir().join(format!(
+        "callbackd-test-{:016x}.toml",
+        rand::random::<u64>()
+    ));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -72,7 +78,13 @@ impl Server {
         Server { child, addr }
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Response {
         let body = body.map(Value::to_string);
         request(self.addr, method, path, headers, body.as_deref()).expect("callbackd answers")
     }
@@ -102,7 +114,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -119,7 +134,10 @@ pub fn request(
     let body = body.unwrap_or_default();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if !body.is_empty() {
-        head += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+        head += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
     }
     for (k, v) in headers {
         head += &format!("{k}: {v}\r\n");
@@ -128,9 +146,9 @@ pub fn request(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete response"))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete response")
+    })?;
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -141,6 +159,14 @@ pub fn request(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let body = if body.is_empty() { Value::Null } else { serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())) };
-    Ok(Response { status, headers, body })
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()))
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }

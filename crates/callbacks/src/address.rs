@@ -59,7 +59,11 @@ impl PhoneNumber {
     /// The number with all but the country code and the first three digits hidden, for logs.
     pub fn masked(&self) -> String {
         let keep = self.e164.len().min(5);
-        format!("{}{}", &self.e164[..keep], "*".repeat(self.e164.len() - keep))
+        format!(
+            "{}{}",
+            &self.e164[..keep],
+            "*".repeat(self.e164.len() - keep)
+        )
     }
 
     /// The last `n` digits, for caller verification.
@@ -86,11 +90,13 @@ impl SipUri {
             .ok_or(AddressError::NotSipUri)?;
         let (user, host) = rest.split_once('@').ok_or(AddressError::NotSipUri)?;
         let host_ok = !host.is_empty()
-            && host.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || b"-.:[];=_".contains(&b)
-            });
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[];=_".contains(&b));
         let user_ok = !user.is_empty()
-            && user.bytes().all(|b| b.is_ascii_graphic() && !b"<>\"@".contains(&b));
+            && user
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"<>\"@".contains(&b));
         if host_ok && user_ok {
             Ok(Self(text.to_owned()))
         } else {
@@ -133,7 +139,9 @@ impl Address {
         if !(2..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(AddressError::InvalidNumber);
         }
-        Ok(Address::Phone(PhoneNumber { e164: text.to_owned() }))
+        Ok(Address::Phone(PhoneNumber {
+            e164: text.to_owned(),
+        }))
     }
 
     pub fn as_str(&self) -> &str {
@@ -182,7 +190,10 @@ pub enum AddressError {
     #[error("a SIP address must look like sip:user@host")]
     NotSipUri,
     #[error("a {media} callback needs {wanted}")]
-    WrongKind { media: &'static str, wanted: &'static str },
+    WrongKind {
+        media: &'static str,
+        wanted: &'static str,
+    },
 }
 
 /// The kinds of number libphonenumber's metadata tells apart.
@@ -270,7 +281,8 @@ fn default_allowed_types() -> Vec<NumberType> {
 }
 
 fn parse_region(text: &str) -> Result<Region, String> {
-    Region::from_str(text).map_err(|_| format!("`{text}` is not an ISO 3166 country code such as US or GB"))
+    Region::from_str(text)
+        .map_err(|_| format!("`{text}` is not an ISO 3166 country code such as US or GB"))
 }
 
 fn region<'de, D: Deserializer<'de>>(d: D) -> Result<Region, D::Error> {
@@ -334,11 +346,18 @@ impl DialingPolicy {
             return Err(AddressError::TypeNotAllowed(kind));
         }
         let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
-        if let Some(p) = self.blocked_prefixes.iter().find(|p| e164.starts_with(p.as_str())) {
+        if let Some(p) = self
+            .blocked_prefixes
+            .iter()
+            .find(|p| e164.starts_with(p.as_str()))
+        {
             return Err(AddressError::PrefixBlocked(p.clone()));
         }
         if !self.allowed_prefixes.is_empty()
-            && !self.allowed_prefixes.iter().any(|p| e164.starts_with(p.as_str()))
+            && !self
+                .allowed_prefixes
+                .iter()
+                .any(|p| e164.starts_with(p.as_str()))
         {
             return Err(AddressError::PrefixNotAllowed);
         }
@@ -356,10 +375,18 @@ mod tests {
 
     #[test]
     fn normalises_to_e164() {
-        for text in ["+1 212 555 0100", "(212) 555-0100", "2125550100", "+12125550100"] {
+        for text in [
+            "+1 212 555 0100",
+            "(212) 555-0100",
+            "2125550100",
+            "+12125550100",
+        ] {
             assert_eq!(us().check(text).unwrap().e164(), "+12125550100", "{text}");
         }
-        assert_eq!(us().check("+12125550100").unwrap().region().as_deref(), Some("US"));
+        assert_eq!(
+            us().check("+12125550100").unwrap().region().as_deref(),
+            Some("US")
+        );
     }
 
     #[test]
@@ -375,10 +402,17 @@ mod tests {
             ("212+5550100", '+'),
             ("2125550100w1", 'w'),
         ] {
-            assert_eq!(us().check(text), Err(AddressError::ForbiddenCharacter(c)), "{text}");
+            assert_eq!(
+                us().check(text),
+                Err(AddressError::ForbiddenCharacter(c)),
+                "{text}"
+            );
         }
         assert!(matches!(us().check(""), Err(AddressError::Unparseable(_))));
-        assert!(matches!(us().check("+1 () -"), Err(AddressError::Unparseable(_))));
+        assert!(matches!(
+            us().check("+1 () -"),
+            Err(AddressError::Unparseable(_))
+        ));
     }
 
     #[test]
@@ -400,7 +434,10 @@ mod tests {
         assert!(us().check("+44 20 7946 0958").is_err());
         let mut both = us();
         both.allowed_regions = vec![Region::US, Region::GB];
-        assert_eq!(both.check("+44 20 7946 0958").unwrap().e164(), "+442079460958");
+        assert_eq!(
+            both.check("+44 20 7946 0958").unwrap().e164(),
+            "+442079460958"
+        );
     }
 
     #[test]
@@ -412,7 +449,10 @@ mod tests {
     fn prefixes() {
         let mut p = us();
         p.blocked_prefixes = vec!["+1212".into()];
-        assert_eq!(p.check("+12125550100"), Err(AddressError::PrefixBlocked("+1212".into())));
+        assert_eq!(
+            p.check("+12125550100"),
+            Err(AddressError::PrefixBlocked("+1212".into()))
+        );
         let mut p = us();
         p.allowed_prefixes = vec!["+1646".into()];
         assert_eq!(p.check("+12125550100"), Err(AddressError::PrefixNotAllowed));
@@ -423,7 +463,14 @@ mod tests {
     fn sip_uris() {
         assert!(SipUri::parse("sip:alice@pbx.example.com").is_ok());
         assert!(SipUri::parse("sips:1000@[::1]:5061").is_ok());
-        for bad in ["alice@pbx", "sip:alice", "sip:@host", "sip:a b@host", "sip:a@ho st", "tel:+1212"] {
+        for bad in [
+            "alice@pbx",
+            "sip:alice",
+            "sip:@host",
+            "sip:a b@host",
+            "sip:a@ho st",
+            "tel:+1212",
+        ] {
             assert_eq!(SipUri::parse(bad), Err(AddressError::NotSipUri), "{bad}");
         }
     }

@@ -67,7 +67,10 @@ impl State {
             (self, to),
             (Scheduled, Queued | Paused | Cancelled | Expired)
                 | (Queued, Scheduled | Dialing | Paused | Cancelled | Expired)
-                | (Dialing, Connected | Queued | Scheduled | Failed | Paused | Cancelled)
+                | (
+                    Dialing,
+                    Connected | Queued | Scheduled | Failed | Paused | Cancelled
+                )
                 | (Connected, Completed)
                 | (Paused, Queued | Scheduled | Cancelled)
         )
@@ -264,10 +267,17 @@ mod tests {
         }
         for terminal in [Completed, Cancelled, Failed, Expired] {
             assert!(!terminal.is_open());
-            assert!(State::ALL.iter().all(|to| !terminal.can_become(*to)), "{terminal} is final");
+            assert!(
+                State::ALL.iter().all(|to| !terminal.can_become(*to)),
+                "{terminal} is final"
+            );
         }
         assert_eq!(
-            IllegalTransition { from: Paused, to: Dialing }.to_string(),
+            IllegalTransition {
+                from: Paused,
+                to: Dialing
+            }
+            .to_string(),
             "a callback cannot go from paused to dialing"
         );
     }
@@ -285,6 +295,8 @@ mod tests {
         assert_eq!(RequestedTime::parse("asap"), Ok(RequestedTime::Asap));
         let at = RequestedTime::parse("2026-11-23T15:00:00-05:00").unwrap();
         assert_eq!(serde_json::to_value(at).unwrap(), "2026-11-23T20:00:00Z");
-        assert!(RequestedTime::parse("tomorrow").unwrap_err().contains("neither"));
+        assert!(RequestedTime::parse("tomorrow")
+            .unwrap_err()
+            .contains("neither"));
     }
 }

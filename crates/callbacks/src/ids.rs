@@ -142,11 +142,26 @@ mod tests {
     fn parse_rejects_bad_input_before_any_lookup() {
         assert_eq!(
             ConfirmationId::parse("12345"),
-            Err(ConfirmationIdError::WrongLength { expected: 9, found: 5 })
+            Err(ConfirmationIdError::WrongLength {
+                expected: 9,
+                found: 5
+            })
         );
-        assert_eq!(ConfirmationId::parse("1234a6789"), Err(ConfirmationIdError::NotDigits));
-        assert_eq!(ConfirmationId::parse("１２３４５６７８９"), Err(ConfirmationIdError::NotDigits));
-        assert_eq!(ConfirmationId::parse(""), Err(ConfirmationIdError::WrongLength { expected: 9, found: 0 }));
+        assert_eq!(
+            ConfirmationId::parse("1234a6789"),
+            Err(ConfirmationIdError::NotDigits)
+        );
+        assert_eq!(
+            ConfirmationId::parse("１２３４５６７８９"),
+            Err(ConfirmationIdError::NotDigits)
+        );
+        assert_eq!(
+            ConfirmationId::parse(""),
+            Err(ConfirmationIdError::WrongLength {
+                expected: 9,
+                found: 0
+            })
+        );
         let good = ConfirmationId::generate(&mut StdRng::seed_from_u64(3)).to_string();
         let mut typo = good.clone().into_bytes();
         typo[4] = if typo[4] == b'9' { b'0' } else { typo[4] + 1 };

@@ -15,9 +15,13 @@ use crate::queue::Queue;
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Modification {
     /// A new time: `"asap"` or an RFC 3339 time inside the calling window and booking horizon.
-    Reschedule { at: RequestedTime },
+    Reschedule {
+        at: RequestedTime,
+    },
     /// A new number (voice, sms) or SIP URI (sip).
-    ChangeAddress { address: String },
+    ChangeAddress {
+        address: String,
+    },
     /// Another way of reaching the customer; a new address is needed when the old one does not
     /// fit (a number for voice and sms, a SIP URI for sip).
     ChangeMedia {
@@ -26,7 +30,9 @@ pub enum Modification {
         address: Option<String>,
     },
     /// Another department: one of the skills the queue offers.
-    ChangeSkill { skill: String },
+    ChangeSkill {
+        skill: String,
+    },
     /// Into the non-routing wait queue: kept, never dialed, until resumed.
     Pause {},
     /// Back to the active queue, keeping the original place in line.
@@ -373,7 +379,9 @@ mod tests {
         let paused = apply(Modification::Pause {}, State::Queued).unwrap();
         assert_eq!(paused.state, State::Paused);
         assert_eq!(paused.version, 5);
-        let resumed = Modification::Resume {}.apply(&paused, &queue(), &dialing(), now()).unwrap();
+        let resumed = Modification::Resume {}
+            .apply(&paused, &queue(), &dialing(), now())
+            .unwrap();
         assert_eq!(resumed.state, State::Queued);
         assert_eq!(resumed.enqueued_at, callback(State::Queued).enqueued_at);
     }
@@ -382,19 +390,41 @@ mod tests {
     fn resume_of_a_later_booking_waits_for_its_time() {
         let mut paused = callback(State::Paused);
         paused.next_attempt_at = now() + Duration::hours(1);
-        let resumed = Modification::Resume {}.apply(&paused, &queue(), &dialing(), now()).unwrap();
+        let resumed = Modification::Resume {}
+            .apply(&paused, &queue(), &dialing(), now())
+            .unwrap();
         assert_eq!(resumed.state, State::Scheduled);
     }
 
     #[test]
     fn illegal_in_state_names_the_state() {
         let err = apply(Modification::Resume {}, State::Queued).unwrap_err();
-        assert_eq!(err, Rejection::IllegalInState { action: "resume", state: State::Queued });
+        assert_eq!(
+            err,
+            Rejection::IllegalInState {
+                action: "resume",
+                state: State::Queued
+            }
+        );
         assert_eq!(err.reason(), FailureReason::IllegalInState);
-        assert_eq!(err.to_string(), "a queued callback cannot be given a resume");
-        for state in [State::Connected, State::Cancelled, State::Completed, State::Expired] {
+        assert_eq!(
+            err.to_string(),
+            "a queued callback cannot be given a resume"
+        );
+        for state in [
+            State::Connected,
+            State::Cancelled,
+            State::Completed,
+            State::Expired,
+        ] {
             assert!(apply(Modification::Cancel {}, state).is_err(), "{state}");
-            assert!(apply(Modification::ChangeSkill { skill: "technical".into() }, state).is_err());
+            assert!(apply(
+                Modification::ChangeSkill {
+                    skill: "technical".into()
+                },
+                state
+            )
+            .is_err());
         }
         assert!(apply(Modification::Pause {}, State::Paused).is_err());
     }
@@ -403,53 +433,131 @@ mod tests {
     fn reschedule_checks_window_horizon_and_past() {
         let ny = chrono_tz::America::New_York;
         // Tuesday 10:00 in New York: inside the window.
-        let ok = ny.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap().to_utc();
-        let later = apply(Modification::Reschedule { at: RequestedTime::At(ok) }, State::Queued).unwrap();
+        let ok = ny
+            .with_ymd_and_hms(2026, 11, 24, 10, 0, 0)
+            .unwrap()
+            .to_utc();
+        let later = apply(
+            Modification::Reschedule {
+                at: RequestedTime::At(ok),
+            },
+            State::Queued,
+        )
+        .unwrap();
         assert_eq!((later.state, later.next_attempt_at), (State::Scheduled, ok));
         assert_eq!(later.expires_at, ok + queue().expiry);
-        assert_eq!(later.enqueued_at, callback(State::Queued).enqueued_at, "keeps its place");
-        let night = ny.with_ymd_and_hms(2026, 11, 24, 22, 0, 0).unwrap().to_utc();
         assert_eq!(
-            apply(Modification::Reschedule { at: RequestedTime::At(night) }, State::Queued),
+            later.enqueued_at,
+            callback(State::Queued).enqueued_at,
+            "keeps its place"
+        );
+        let night = ny
+            .with_ymd_and_hms(2026, 11, 24, 22, 0, 0)
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            apply(
+                Modification::Reschedule {
+                    at: RequestedTime::At(night)
+                },
+                State::Queued
+            ),
             Err(Rejection::OutsideCallingWindow)
         );
         assert_eq!(
-            apply(Modification::Reschedule { at: RequestedTime::At(now() - Duration::hours(1)) }, State::Queued),
+            apply(
+                Modification::Reschedule {
+                    at: RequestedTime::At(now() - Duration::hours(1))
+                },
+                State::Queued
+            ),
             Err(Rejection::InThePast)
         );
         let far = ny.with_ymd_and_hms(2027, 1, 5, 10, 0, 0).unwrap().to_utc();
         assert_eq!(
-            apply(Modification::Reschedule { at: RequestedTime::At(far) }, State::Queued),
+            apply(
+                Modification::Reschedule {
+                    at: RequestedTime::At(far)
+                },
+                State::Queued
+            ),
             Err(Rejection::BeyondHorizon { days: 14 })
         );
-        let asap = Modification::Reschedule { at: RequestedTime::Asap };
+        let asap = Modification::Reschedule {
+            at: RequestedTime::Asap,
+        };
         let mut scheduled = callback(State::Scheduled);
         scheduled.next_attempt_at = ok;
         let now_due = asap.apply(&scheduled, &queue(), &dialing(), now()).unwrap();
-        assert_eq!((now_due.state, now_due.next_attempt_at), (State::Queued, now()));
+        assert_eq!(
+            (now_due.state, now_due.next_attempt_at),
+            (State::Queued, now())
+        );
         let paused = apply(asap, State::Paused).unwrap();
-        assert_eq!(paused.state, State::Paused, "a paused callback stays paused");
+        assert_eq!(
+            paused.state,
+            State::Paused,
+            "a paused callback stays paused"
+        );
     }
 
     #[test]
     fn change_address_goes_through_the_dialing_policy() {
-        let changed = apply(Modification::ChangeAddress { address: "(646) 555-0199".into() }, State::Queued).unwrap();
+        let changed = apply(
+            Modification::ChangeAddress {
+                address: "(646) 555-0199".into(),
+            },
+            State::Queued,
+        )
+        .unwrap();
         assert_eq!(changed.address.as_str(), "+16465550199");
-        let blocked = apply(Modification::ChangeAddress { address: "+19005550100".into() }, State::Queued).unwrap_err();
+        let blocked = apply(
+            Modification::ChangeAddress {
+                address: "+19005550100".into(),
+            },
+            State::Queued,
+        )
+        .unwrap_err();
         assert_eq!(blocked.reason(), FailureReason::BlockedByPolicy);
-        let garbage = apply(Modification::ChangeAddress { address: "123;drop".into() }, State::Queued).unwrap_err();
+        let garbage = apply(
+            Modification::ChangeAddress {
+                address: "123;drop".into(),
+            },
+            State::Queued,
+        )
+        .unwrap_err();
         assert_eq!(garbage.reason(), FailureReason::InvalidInput);
     }
 
     #[test]
     fn change_media_keeps_address_consistent() {
-        let sms = apply(Modification::ChangeMedia { media: Media::Sms, address: None }, State::Queued).unwrap();
-        assert_eq!((sms.media, sms.address.as_str()), (Media::Sms, "+12125550100"));
-        let err = apply(Modification::ChangeMedia { media: Media::Sip, address: None }, State::Queued).unwrap_err();
+        let sms = apply(
+            Modification::ChangeMedia {
+                media: Media::Sms,
+                address: None,
+            },
+            State::Queued,
+        )
+        .unwrap();
+        assert_eq!(
+            (sms.media, sms.address.as_str()),
+            (Media::Sms, "+12125550100")
+        );
+        let err = apply(
+            Modification::ChangeMedia {
+                media: Media::Sip,
+                address: None,
+            },
+            State::Queued,
+        )
+        .unwrap_err();
         assert_eq!(err.reason(), FailureReason::InvalidInput);
         assert_eq!(err.to_string(), "a sip callback needs a SIP URI");
         let sip = apply(
-            Modification::ChangeMedia { media: Media::Sip, address: Some("sip:ada@pbx.example.net".into()) },
+            Modification::ChangeMedia {
+                media: Media::Sip,
+                address: Some("sip:ada@pbx.example.net".into()),
+            },
             State::Queued,
         )
         .unwrap();
@@ -458,21 +566,54 @@ mod tests {
 
     #[test]
     fn change_skill_only_to_skills_the_queue_offers() {
-        assert_eq!(apply(Modification::ChangeSkill { skill: "technical".into() }, State::Queued).unwrap().skill, "technical");
-        let err = apply(Modification::ChangeSkill { skill: "sales".into() }, State::Queued).unwrap_err();
-        assert_eq!(err.to_string(), "the queue has no skill `sales`; it offers billing, technical");
+        assert_eq!(
+            apply(
+                Modification::ChangeSkill {
+                    skill: "technical".into()
+                },
+                State::Queued
+            )
+            .unwrap()
+            .skill,
+            "technical"
+        );
+        let err = apply(
+            Modification::ChangeSkill {
+                skill: "sales".into(),
+            },
+            State::Queued,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the queue has no skill `sales`; it offers billing, technical"
+        );
     }
 
     #[test]
     fn cancel_and_pause_while_dialing() {
-        assert_eq!(apply(Modification::Cancel {}, State::Dialing).unwrap().state, State::Cancelled);
-        assert_eq!(apply(Modification::Pause {}, State::Dialing).unwrap().state, State::Paused);
+        assert_eq!(
+            apply(Modification::Cancel {}, State::Dialing)
+                .unwrap()
+                .state,
+            State::Cancelled
+        );
+        assert_eq!(
+            apply(Modification::Pause {}, State::Dialing).unwrap().state,
+            State::Paused
+        );
     }
 
     #[test]
     fn json_form() {
-        let m: Modification = serde_json::from_str(r#"{"action":"reschedule","at":"asap"}"#).unwrap();
-        assert_eq!(m, Modification::Reschedule { at: RequestedTime::Asap });
+        let m: Modification =
+            serde_json::from_str(r#"{"action":"reschedule","at":"asap"}"#).unwrap();
+        assert_eq!(
+            m,
+            Modification::Reschedule {
+                at: RequestedTime::Asap
+            }
+        );
         let m: Modification = serde_json::from_str(r#"{"action":"pause"}"#).unwrap();
         assert_eq!(m, Modification::Pause {});
         for bad in [

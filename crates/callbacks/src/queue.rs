@@ -8,8 +8,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::address::DialingPolicy;
 use crate::callback::RequestedTime;
-use crate::modification::Rejection;
 use crate::duration::serde_duration;
+use crate::modification::Rejection;
 
 /// Everything the domain needs to know from the configuration.
 #[derive(Debug, Clone)]
@@ -31,13 +31,22 @@ pub struct Queue {
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// Wait after each failed attempt; the last entry repeats.
-    #[serde(default = "default_backoff", deserialize_with = "serde_duration::deserialize_list")]
+    #[serde(
+        default = "default_backoff",
+        deserialize_with = "serde_duration::deserialize_list"
+    )]
     pub retry_backoff: Vec<Duration>,
     /// How far ahead a callback may be booked.
-    #[serde(default = "default_horizon", deserialize_with = "serde_duration::deserialize")]
+    #[serde(
+        default = "default_horizon",
+        deserialize_with = "serde_duration::deserialize"
+    )]
     pub booking_horizon: Duration,
     /// How long after it falls due an undialed callback expires.
-    #[serde(default = "default_expiry", deserialize_with = "serde_duration::deserialize")]
+    #[serde(
+        default = "default_expiry",
+        deserialize_with = "serde_duration::deserialize"
+    )]
     pub expiry: Duration,
 }
 
@@ -45,7 +54,11 @@ fn default_max_attempts() -> u32 {
     3
 }
 fn default_backoff() -> Vec<Duration> {
-    vec![Duration::minutes(5), Duration::minutes(15), Duration::hours(1)]
+    vec![
+        Duration::minutes(5),
+        Duration::minutes(15),
+        Duration::hours(1),
+    ]
 }
 fn default_horizon() -> Duration {
     Duration::days(14)
@@ -61,7 +74,12 @@ impl Queue {
 
     /// Whether a customer may ask to be called at `at`: not in the past, within the booking
     /// horizon, and inside the calling window in the customer's time zone `tz`.
-    pub fn check_time(&self, at: RequestedTime, tz: Tz, now: DateTime<Utc>) -> Result<(), Rejection> {
+    pub fn check_time(
+        &self,
+        at: RequestedTime,
+        tz: Tz,
+        now: DateTime<Utc>,
+    ) -> Result<(), Rejection> {
         let RequestedTime::At(t) = at else {
             return Ok(());
         };
@@ -82,7 +100,10 @@ impl Queue {
     /// The wait before the next attempt after `attempts` failed ones.
     pub fn backoff(&self, attempts: u32) -> Duration {
         let i = (attempts.max(1) as usize - 1).min(self.retry_backoff.len().saturating_sub(1));
-        self.retry_backoff.get(i).copied().unwrap_or_else(Duration::zero)
+        self.retry_backoff
+            .get(i)
+            .copied()
+            .unwrap_or_else(Duration::zero)
     }
 }
 
@@ -99,7 +120,9 @@ pub struct CallingWindow {
 
 impl CallingWindow {
     pub fn always() -> Self {
-        Self { days: [Some((0, 1440)); 7] }
+        Self {
+            days: [Some((0, 1440)); 7],
+        }
     }
 
     /// Whether `at` falls inside the window in time zone `tz`.
@@ -121,7 +144,10 @@ impl CallingWindow {
             let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
             (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
         };
-        let (start, end) = (minutes(start).ok_or_else(bad)?, minutes(end).ok_or_else(bad)?);
+        let (start, end) = (
+            minutes(start).ok_or_else(bad)?,
+            minutes(end).ok_or_else(bad)?,
+        );
         if start >= end {
             return Err(format!("`{text}` ends before it starts"));
         }
@@ -172,8 +198,10 @@ mod tests {
     use chrono::TimeZone;
 
     fn window(toml_like: &[(&str, &str)]) -> Result<CallingWindow, String> {
-        let map: BTreeMap<String, String> =
-            toml_like.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: BTreeMap<String, String> = toml_like
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         serde_json::from_value(serde_json::to_value(map).unwrap()).map_err(|e| e.to_string())
     }
 
@@ -184,12 +212,24 @@ mod tests {
         // Monday 2026-11-23 14:30 UTC is 09:30 in New York.
         let monday = Utc.with_ymd_and_hms(2026, 11, 23, 14, 30, 0).unwrap();
         assert!(w.contains(monday, ny));
-        assert!(!w.contains(monday, chrono_tz::America::Los_Angeles), "06:30 in LA");
-        let saturday_11 = ny.with_ymd_and_hms(2026, 11, 28, 11, 0, 0).unwrap().to_utc();
+        assert!(
+            !w.contains(monday, chrono_tz::America::Los_Angeles),
+            "06:30 in LA"
+        );
+        let saturday_11 = ny
+            .with_ymd_and_hms(2026, 11, 28, 11, 0, 0)
+            .unwrap()
+            .to_utc();
         assert!(w.contains(saturday_11, ny));
-        let sunday = ny.with_ymd_and_hms(2026, 11, 29, 11, 0, 0).unwrap().to_utc();
+        let sunday = ny
+            .with_ymd_and_hms(2026, 11, 29, 11, 0, 0)
+            .unwrap()
+            .to_utc();
         assert!(!w.contains(sunday, ny));
-        let five_pm = ny.with_ymd_and_hms(2026, 11, 23, 17, 0, 0).unwrap().to_utc();
+        let five_pm = ny
+            .with_ymd_and_hms(2026, 11, 23, 17, 0, 0)
+            .unwrap()
+            .to_utc();
         assert!(!w.contains(five_pm, ny), "the end is exclusive");
     }
 
@@ -197,17 +237,29 @@ mod tests {
     fn precedence_and_midnight() {
         let w = window(&[("all", "00:00-24:00"), ("sun", "closed")]).unwrap();
         let ny = chrono_tz::America::New_York;
-        let late = ny.with_ymd_and_hms(2026, 11, 23, 23, 59, 0).unwrap().to_utc();
+        let late = ny
+            .with_ymd_and_hms(2026, 11, 23, 23, 59, 0)
+            .unwrap()
+            .to_utc();
         assert!(w.contains(late, ny));
-        let sunday = ny.with_ymd_and_hms(2026, 11, 29, 11, 0, 0).unwrap().to_utc();
+        let sunday = ny
+            .with_ymd_and_hms(2026, 11, 29, 11, 0, 0)
+            .unwrap()
+            .to_utc();
         assert!(!w.contains(sunday, ny));
     }
 
     #[test]
     fn bad_windows_say_what_is_wrong() {
-        assert!(window(&[("monday", "09:00-17:00")]).unwrap_err().contains("unknown day `monday`"));
-        assert!(window(&[("mon", "9-5")]).unwrap_err().contains("not opening hours"));
-        assert!(window(&[("mon", "17:00-09:00")]).unwrap_err().contains("ends before it starts"));
+        assert!(window(&[("monday", "09:00-17:00")])
+            .unwrap_err()
+            .contains("unknown day `monday`"));
+        assert!(window(&[("mon", "9-5")])
+            .unwrap_err()
+            .contains("not opening hours"));
+        assert!(window(&[("mon", "17:00-09:00")])
+            .unwrap_err()
+            .contains("ends before it starts"));
         assert!(window(&[("mon", "09:00-24:30")]).is_err());
     }
 

@@ -135,9 +135,14 @@ impl<S: CallbackStore> Callbacks<S> {
             }
             .into());
         }
-        let address = Address::parse(new.media, &new.address, &self.policy.dialing).map_err(Rejection::from)?;
+        let address = Address::parse(new.media, &new.address, &self.policy.dialing)
+            .map_err(Rejection::from)?;
         let time_zone = new.time_zone.unwrap_or_else(|| match &address {
-            Address::Phone(n) => n.region().as_deref().and_then(timezone::for_region).unwrap_or(queue.time_zone),
+            Address::Phone(n) => n
+                .region()
+                .as_deref()
+                .and_then(timezone::for_region)
+                .unwrap_or(queue.time_zone),
             Address::Sip(_) => queue.time_zone,
         });
         let requested = match new.at {
@@ -224,9 +229,9 @@ impl<S: CallbackStore> Callbacks<S> {
                     expected,
                     found: old.version,
                 }),
-                _ => self.queue(&old.queue).and_then(|queue| {
-                    modification.apply(old, queue, &self.policy.dialing, now)
-                }),
+                _ => self
+                    .queue(&old.queue)
+                    .and_then(|queue| modification.apply(old, queue, &self.policy.dialing, now)),
             },
         };
         let event = |outcome, receipt: &Receipt, new: Option<&Callback>| Event {
@@ -248,7 +253,11 @@ impl<S: CallbackStore> Callbacks<S> {
         let rejection = match result {
             Ok(new) => {
                 let ok = receipt(Outcome::Success);
-                match self.store.update(&new, &event(Outcome::Success, &ok, Some(&new))).await {
+                match self
+                    .store
+                    .update(&new, &event(Outcome::Success, &ok, Some(&new)))
+                    .await
+                {
                     Ok(()) => return Ok((new, ok)),
                     Err(StoreError::Conflict { found }) => Rejection::Conflict {
                         expected: new.version - 1,
@@ -310,7 +319,10 @@ impl<S: CallbackStore> Callbacks<S> {
     }
 
     /// The callback with this confirmation ID and its history.
-    pub async fn show(&self, id: &ConfirmationId) -> Result<Option<(Callback, Vec<Event>)>, StoreError> {
+    pub async fn show(
+        &self,
+        id: &ConfirmationId,
+    ) -> Result<Option<(Callback, Vec<Event>)>, StoreError> {
         let Some(callback) = self.store.find(id).await? else {
             return Ok(None);
         };

@@ -90,8 +90,10 @@ pub trait CallbackStore: Send + Sync {
     fn history(&self, id: Uuid) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
 
     /// Callbacks matching `filter`, in dialing order.
-    fn list(&self, filter: &Filter)
-        -> impl Future<Output = Result<Vec<Callback>, StoreError>> + Send;
+    fn list(
+        &self,
+        filter: &Filter,
+    ) -> impl Future<Output = Result<Vec<Callback>, StoreError>> + Send;
 
     /// How many callbacks of `queue` are in each state.
     fn counts(

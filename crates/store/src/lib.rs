@@ -5,8 +5,6 @@
 //! source file, `sql.rs`, compiled once per driver; only connecting, pragmas and the schema's
 //! column types differ. Migrations are embedded and run when a store is opened.
 
-use std::future::Future;
-
 use callbacks::{Callback, CallbackStore, ConfirmationId, Event, Filter, State, StoreError};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -23,7 +21,9 @@ pub struct SqlStore<DB: sqlx::Database> {
 
 impl<DB: sqlx::Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone() }
+        Self {
+            pool: self.pool.clone(),
+        }
     }
 }
 
@@ -93,38 +93,36 @@ pub fn redact(url: &str) -> String {
 
 macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
-        async move {
-            match $self {
-                Store::Postgres($s) => $call.await,
-                Store::Sqlite($s) => $call.await,
-            }
+        match $self {
+            Store::Postgres($s) => $call.await,
+            Store::Sqlite($s) => $call.await,
         }
     };
 }
 
 impl CallbackStore for Store {
-    fn insert(&self, callback: &Callback, event: &Event) -> impl Future<Output = Result<(), StoreError>> + Send {
+    async fn insert(&self, callback: &Callback, event: &Event) -> Result<(), StoreError> {
         dispatch!(self, s => s.insert(callback, event))
     }
-    fn update(&self, callback: &Callback, event: &Event) -> impl Future<Output = Result<(), StoreError>> + Send {
+    async fn update(&self, callback: &Callback, event: &Event) -> Result<(), StoreError> {
         dispatch!(self, s => s.update(callback, event))
     }
-    fn record(&self, event: &Event) -> impl Future<Output = Result<(), StoreError>> + Send {
+    async fn record(&self, event: &Event) -> Result<(), StoreError> {
         dispatch!(self, s => s.record(event))
     }
-    fn find(&self, id: &ConfirmationId) -> impl Future<Output = Result<Option<Callback>, StoreError>> + Send {
+    async fn find(&self, id: &ConfirmationId) -> Result<Option<Callback>, StoreError> {
         dispatch!(self, s => s.find(id))
     }
-    fn history(&self, id: Uuid) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
+    async fn history(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {
         dispatch!(self, s => s.history(id))
     }
-    fn list(&self, filter: &Filter) -> impl Future<Output = Result<Vec<Callback>, StoreError>> + Send {
+    async fn list(&self, filter: &Filter) -> Result<Vec<Callback>, StoreError> {
         dispatch!(self, s => s.list(filter))
     }
-    fn counts(&self, queue: &str) -> impl Future<Output = Result<Vec<(State, u64)>, StoreError>> + Send {
+    async fn counts(&self, queue: &str) -> Result<Vec<(State, u64)>, StoreError> {
         dispatch!(self, s => s.counts(queue))
     }
-    fn due(&self, now: DateTime<Utc>, limit: u32) -> impl Future<Output = Result<Vec<Callback>, StoreError>> + Send {
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Callback>, StoreError> {
         dispatch!(self, s => s.due(now, limit))
     }
 }
@@ -134,7 +132,9 @@ fn db_error(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::Database(db)
             if db.is_unique_violation()
-                && (db.constraint().is_some_and(|c| c.contains("confirmation_id"))
+                && (db
+                    .constraint()
+                    .is_some_and(|c| c.contains("confirmation_id"))
                     || db.message().contains("confirmation_id")) =>
         {
             StoreError::DuplicateConfirmationId
@@ -144,7 +144,9 @@ fn db_error(e: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => StoreError::Corrupt(e.to_string()),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
         other => StoreError::Database(other.to_string()),
     }
 }
@@ -157,8 +159,14 @@ fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
 mod tests {
     #[test]
     fn passwords_never_reach_logs() {
-        assert_eq!(super::redact("postgres://cb:s3cret@db:5432/cb"), "postgres://cb:****@db:5432/cb");
+        assert_eq!(
+            super::redact("postgres://cb:s3cret@db:5432/cb"),
+            "postgres://cb:****@db:5432/cb"
+        );
         assert_eq!(super::redact("postgres://cb@db/cb"), "postgres://cb@db/cb");
-        assert_eq!(super::redact("sqlite://callbackd.db"), "sqlite://callbackd.db");
+        assert_eq!(
+            super::redact("sqlite://callbackd.db"),
+            "sqlite://callbackd.db"
+        );
     }
 }

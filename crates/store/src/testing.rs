@@ -36,7 +36,9 @@ pub async fn postgres_url() -> String {
         .await
         .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));
     conn.close().await.ok();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
     format!("{base}/{name}")
 }
 
@@ -46,7 +48,8 @@ pub async fn discard(url: &str) {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{path}{suffix}"));
         }
-    } else if let (Ok(admin), Some((_, name))) = (std::env::var(POSTGRES_ENV), url.rsplit_once('/')) {
+    } else if let (Ok(admin), Some((_, name))) = (std::env::var(POSTGRES_ENV), url.rsplit_once('/'))
+    {
         if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .execute(&mut conn)

@@ -74,7 +74,10 @@ macro_rules! conformance {
 
 async fn open(url: &str) -> Arc<Callbacks<Store>> {
     let store = Store::open(url).await.expect("store opens and migrates");
-    Arc::new(Callbacks { store, policy: policy() })
+    Arc::new(Callbacks {
+        store,
+        policy: policy(),
+    })
 }
 
 conformance!(
@@ -90,12 +93,30 @@ conformance!(
 
 async fn create_find_and_history_round_trip(_url: &str, cb: Arc<Callbacks<Store>>) {
     let mut rng = StdRng::seed_from_u64(1);
-    let created = cb.create(&mut rng, t0(), &api(), Source::Api, request("+1 212 555 0100")).await.unwrap();
+    let created = cb
+        .create(
+            &mut rng,
+            t0(),
+            &api(),
+            Source::Api,
+            request("+1 212 555 0100"),
+        )
+        .await
+        .unwrap();
     assert_eq!(created.state, State::Queued);
     assert_eq!(created.address.as_str(), "+12125550100");
-    assert_eq!(created.time_zone, chrono_tz::America::New_York, "US spans zones: queue default");
+    assert_eq!(
+        created.time_zone,
+        chrono_tz::America::New_York,
+        "US spans zones: queue default"
+    );
     assert_eq!(created.enqueued_at, t0());
-    let found = cb.store.find(&created.confirmation_id).await.unwrap().unwrap();
+    let found = cb
+        .store
+        .find(&created.confirmation_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found, created, "what is read is what was written");
     let (_, history) = cb.show(&created.confirmation_id).await.unwrap().unwrap();
     assert_eq!(history.len(), 1);
@@ -110,11 +131,24 @@ async fn create_find_and_history_round_trip(_url: &str, cb: Arc<Callbacks<Store>
     uk.at = RequestedTime::At(t0() + Duration::hours(3));
     let mut cb_uk = cb.policy.clone();
     cb_uk.dialing.allowed_regions = vec!["US".parse().unwrap(), "GB".parse().unwrap()];
-    let cb2 = Callbacks { store: cb.store.clone(), policy: cb_uk };
-    let created = cb2.create(&mut rng, t0(), &api(), Source::Chat, uk).await.unwrap();
+    let cb2 = Callbacks {
+        store: cb.store.clone(),
+        policy: cb_uk,
+    };
+    let created = cb2
+        .create(&mut rng, t0(), &api(), Source::Chat, uk)
+        .await
+        .unwrap();
     assert_eq!(created.time_zone, chrono_tz::Europe::London);
     assert_eq!(created.state, State::Scheduled);
-    assert_eq!(cb.store.find(&created.confirmation_id).await.unwrap().unwrap(), created);
+    assert_eq!(
+        cb.store
+            .find(&created.confirmation_id)
+            .await
+            .unwrap()
+            .unwrap(),
+        created
+    );
 }
 
 /// Random digits on a script, then a counter: forces confirmation-ID clashes on demand.
@@ -147,105 +181,297 @@ impl rand_core::RngCore for Scripted {
 
 async fn confirmation_ids_are_unique_among_open_callbacks(_url: &str, cb: Arc<Callbacks<Store>>) {
     let same = [1, 2, 3, 4, 5, 6, 7, 8];
-    let mut first_rng = Scripted { digits: same.into(), counter: 0 };
-    let first = cb.create(&mut first_rng, t0(), &api(), Source::Api, request("+12125550100")).await.unwrap();
-    let mut clash = Scripted { digits: same.iter().chain(&[8, 7, 6, 5, 4, 3, 2, 1]).copied().collect(), counter: 1000 };
-    let second = cb.create(&mut clash, t0(), &api(), Source::Api, request("+12125550101")).await.unwrap();
-    assert_ne!(first.confirmation_id, second.confirmation_id, "a clash draws a new ID");
+    let mut first_rng = Scripted {
+        digits: same.into(),
+        counter: 0,
+    };
+    let first = cb
+        .create(
+            &mut first_rng,
+            t0(),
+            &api(),
+            Source::Api,
+            request("+12125550100"),
+        )
+        .await
+        .unwrap();
+    let mut clash = Scripted {
+        digits: same
+            .iter()
+            .chain(&[8, 7, 6, 5, 4, 3, 2, 1])
+            .copied()
+            .collect(),
+        counter: 1000,
+    };
+    let second = cb
+        .create(
+            &mut clash,
+            t0(),
+            &api(),
+            Source::Api,
+            request("+12125550101"),
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        first.confirmation_id, second.confirmation_id,
+        "a clash draws a new ID"
+    );
     assert!(second.confirmation_id.as_str().starts_with("87654321"));
 
     // Once the first is closed its ID may be issued again, and the open one is what it finds.
-    cb.modify(&mut StdRng::seed_from_u64(2), t0(), &api(), &first.confirmation_id, None, &Modification::Cancel {})
+    cb.modify(
+        &mut StdRng::seed_from_u64(2),
+        t0(),
+        &api(),
+        &first.confirmation_id,
+        None,
+        &Modification::Cancel {},
+    )
+    .await
+    .unwrap();
+    let mut reuse = Scripted {
+        digits: same.into(),
+        counter: 5000,
+    };
+    let third = cb
+        .create(
+            &mut reuse,
+            t0(),
+            &api(),
+            Source::Api,
+            request("+12125550102"),
+        )
         .await
         .unwrap();
-    let mut reuse = Scripted { digits: same.into(), counter: 5000 };
-    let third = cb.create(&mut reuse, t0(), &api(), Source::Api, request("+12125550102")).await.unwrap();
     assert_eq!(third.confirmation_id, first.confirmation_id);
-    let found = cb.store.find(&first.confirmation_id).await.unwrap().unwrap();
+    let found = cb
+        .store
+        .find(&first.confirmation_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.id, third.id);
 }
 
 async fn every_modification_is_recorded_with_its_receipt(_url: &str, cb: Arc<Callbacks<Store>>) {
     let mut rng = StdRng::seed_from_u64(3);
-    let created = cb.create(&mut rng, t0(), &api(), Source::Api, request("+12125550100")).await.unwrap();
+    let created = cb
+        .create(&mut rng, t0(), &api(), Source::Api, request("+12125550100"))
+        .await
+        .unwrap();
     let id = created.confirmation_id.clone();
     let steps = [
         (Modification::Pause {}, State::Paused),
         (Modification::Resume {}, State::Queued),
-        (Modification::Reschedule { at: RequestedTime::At(t0() + Duration::hours(2)) }, State::Scheduled),
-        (Modification::Reschedule { at: RequestedTime::Asap }, State::Queued),
-        (Modification::ChangeAddress { address: "+1 646 555 0199".into() }, State::Queued),
-        (Modification::ChangeMedia { media: Media::Sms, address: None }, State::Queued),
-        (Modification::ChangeSkill { skill: "technical".into() }, State::Queued),
+        (
+            Modification::Reschedule {
+                at: RequestedTime::At(t0() + Duration::hours(2)),
+            },
+            State::Scheduled,
+        ),
+        (
+            Modification::Reschedule {
+                at: RequestedTime::Asap,
+            },
+            State::Queued,
+        ),
+        (
+            Modification::ChangeAddress {
+                address: "+1 646 555 0199".into(),
+            },
+            State::Queued,
+        ),
+        (
+            Modification::ChangeMedia {
+                media: Media::Sms,
+                address: None,
+            },
+            State::Queued,
+        ),
+        (
+            Modification::ChangeSkill {
+                skill: "technical".into(),
+            },
+            State::Queued,
+        ),
         (Modification::Cancel {}, State::Cancelled),
     ];
     let mut receipts = Vec::new();
     let mut now = t0();
     for (i, (m, state)) in steps.iter().enumerate() {
         now += Duration::seconds(10);
-        let (after, receipt) = cb.modify(&mut rng, now, &api(), &id, None, m).await.unwrap();
+        let (after, receipt) = cb
+            .modify(&mut rng, now, &api(), &id, None, m)
+            .await
+            .unwrap();
         assert_eq!(after.state, *state, "after {}", m.action());
         assert_eq!(after.version, i as i64 + 2);
         assert_eq!(receipt.outcome, Outcome::Success);
-        assert_eq!(after.enqueued_at, created.enqueued_at, "the place in line is kept");
+        assert_eq!(
+            after.enqueued_at, created.enqueued_at,
+            "the place in line is kept"
+        );
         assert_eq!(cb.store.find(&id).await.unwrap().unwrap(), after);
         receipts.push(receipt.code);
     }
     let stored = cb.store.find(&id).await.unwrap().unwrap();
     assert_eq!(stored.address.as_str(), "+16465550199");
-    assert_eq!((stored.media, stored.skill.as_str()), (Media::Sms, "technical"));
+    assert_eq!(
+        (stored.media, stored.skill.as_str()),
+        (Media::Sms, "technical")
+    );
 
     let (_, history) = cb.show(&id).await.unwrap().unwrap();
     let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["created", "pause", "resume", "reschedule", "reschedule", "change_address", "change_media", "change_skill", "cancel"]
+        [
+            "created",
+            "pause",
+            "resume",
+            "reschedule",
+            "reschedule",
+            "change_address",
+            "change_media",
+            "change_skill",
+            "cancel"
+        ]
     );
-    let logged: Vec<_> = history[1..].iter().map(|e| e.receipt.clone().unwrap()).collect();
+    let logged: Vec<_> = history[1..]
+        .iter()
+        .map(|e| e.receipt.clone().unwrap())
+        .collect();
     assert_eq!(logged, receipts);
     let change = &history[5].changes;
     assert_eq!(change["address"]["from"], "+12125550100");
     assert_eq!(change["address"]["to"], "+16465550199");
     assert!(change.get("state").is_none(), "only what changed is listed");
-    assert_eq!((history[1].from_state, history[1].to_state), (Some(State::Queued), Some(State::Paused)));
+    assert_eq!(
+        (history[1].from_state, history[1].to_state),
+        (Some(State::Queued), Some(State::Paused))
+    );
 }
 
 async fn refused_modifications_change_nothing(_url: &str, cb: Arc<Callbacks<Store>>) {
     let mut rng = StdRng::seed_from_u64(4);
-    let created = cb.create(&mut rng, t0(), &api(), Source::Api, request("+12125550100")).await.unwrap();
+    let created = cb
+        .create(&mut rng, t0(), &api(), Source::Api, request("+12125550100"))
+        .await
+        .unwrap();
     let id = created.confirmation_id.clone();
     let attempts = [
-        (Modification::ChangeAddress { address: "+1 900 555 0100".into() }, FailureReason::BlockedByPolicy),
-        (Modification::ChangeAddress { address: "+1 876 555 0100".into() }, FailureReason::BlockedByPolicy),
-        (Modification::ChangeAddress { address: "555;0100".into() }, FailureReason::InvalidInput),
-        (Modification::ChangeSkill { skill: "astrology".into() }, FailureReason::InvalidInput),
+        (
+            Modification::ChangeAddress {
+                address: "+1 900 555 0100".into(),
+            },
+            FailureReason::BlockedByPolicy,
+        ),
+        (
+            Modification::ChangeAddress {
+                address: "+1 876 555 0100".into(),
+            },
+            FailureReason::BlockedByPolicy,
+        ),
+        (
+            Modification::ChangeAddress {
+                address: "555;0100".into(),
+            },
+            FailureReason::InvalidInput,
+        ),
+        (
+            Modification::ChangeSkill {
+                skill: "astrology".into(),
+            },
+            FailureReason::InvalidInput,
+        ),
         (Modification::Resume {}, FailureReason::IllegalInState),
-        (Modification::Reschedule { at: RequestedTime::At(t0() - Duration::hours(1)) }, FailureReason::InvalidInput),
-        (Modification::Reschedule { at: RequestedTime::At(t0() + Duration::days(30)) }, FailureReason::InvalidInput),
-        (Modification::ChangeMedia { media: Media::Sip, address: None }, FailureReason::InvalidInput),
+        (
+            Modification::Reschedule {
+                at: RequestedTime::At(t0() - Duration::hours(1)),
+            },
+            FailureReason::InvalidInput,
+        ),
+        (
+            Modification::Reschedule {
+                at: RequestedTime::At(t0() + Duration::days(30)),
+            },
+            FailureReason::InvalidInput,
+        ),
+        (
+            Modification::ChangeMedia {
+                media: Media::Sip,
+                address: None,
+            },
+            FailureReason::InvalidInput,
+        ),
     ];
     for (m, reason) in &attempts {
         let refused = refusal(cb.modify(&mut rng, t0(), &api(), &id, None, m).await);
-        assert_eq!(refused.receipt.outcome, Outcome::Failure(*reason), "{}", m.action());
+        assert_eq!(
+            refused.receipt.outcome,
+            Outcome::Failure(*reason),
+            "{}",
+            m.action()
+        );
         assert_eq!(refused.rejection.reason(), *reason);
     }
-    assert_eq!(cb.store.find(&id).await.unwrap().unwrap(), created, "nothing changed");
+    assert_eq!(
+        cb.store.find(&id).await.unwrap().unwrap(),
+        created,
+        "nothing changed"
+    );
     let (_, history) = cb.show(&id).await.unwrap().unwrap();
-    assert_eq!(history.len(), 1 + attempts.len(), "every refusal is in the history");
-    assert!(history[1..].iter().all(|e| e.receipt.is_some() && e.outcome != Outcome::Success));
+    assert_eq!(
+        history.len(),
+        1 + attempts.len(),
+        "every refusal is in the history"
+    );
+    assert!(history[1..]
+        .iter()
+        .all(|e| e.receipt.is_some() && e.outcome != Outcome::Success));
 
-    let stale = refusal(cb.modify(&mut rng, t0(), &api(), &id, Some(created.version - 1), &Modification::Pause {}).await);
-    assert_eq!(stale.receipt.outcome, Outcome::Failure(FailureReason::Conflict));
+    let stale = refusal(
+        cb.modify(
+            &mut rng,
+            t0(),
+            &api(),
+            &id,
+            Some(created.version - 1),
+            &Modification::Pause {},
+        )
+        .await,
+    );
+    assert_eq!(
+        stale.receipt.outcome,
+        Outcome::Failure(FailureReason::Conflict)
+    );
 
     let unknown = ConfirmationId::generate(&mut StdRng::seed_from_u64(404));
-    let missing = refusal(cb.modify(&mut rng, t0(), &api(), &unknown, None, &Modification::Cancel {}).await);
-    assert_eq!(missing.receipt.outcome, Outcome::Failure(FailureReason::NotFound));
+    let missing = refusal(
+        cb.modify(
+            &mut rng,
+            t0(),
+            &api(),
+            &unknown,
+            None,
+            &Modification::Cancel {},
+        )
+        .await,
+    );
+    assert_eq!(
+        missing.receipt.outcome,
+        Outcome::Failure(FailureReason::NotFound)
+    );
     assert!(missing.callback.is_none());
 }
 
 async fn concurrent_modifications_apply_exactly_one(_url: &str, cb: Arc<Callbacks<Store>>) {
     let mut rng = StdRng::seed_from_u64(5);
-    let created = cb.create(&mut rng, t0(), &api(), Source::Api, request("+12125550100")).await.unwrap();
+    let created = cb
+        .create(&mut rng, t0(), &api(), Source::Api, request("+12125550100"))
+        .await
+        .unwrap();
     let id = created.confirmation_id.clone();
     for round in 0..20i64 {
         let version = cb.store.find(&id).await.unwrap().unwrap().version;
@@ -254,49 +480,131 @@ async fn concurrent_modifications_apply_exactly_one(_url: &str, cb: Arc<Callback
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(seed);
                 let who = Actor::new(Channel::Api, format!("client{seed}"));
-                cb.modify(&mut rng, t0(), &who, &id, Some(version), &m).await
+                cb.modify(&mut rng, t0(), &who, &id, Some(version), &m)
+                    .await
             })
         };
         // Both clients looked the callback up at `version` and now change it at once.
-        let a = client(10 + round as u64, Modification::ChangeSkill { skill: "sales".into() });
-        let b = client(100 + round as u64, Modification::ChangeAddress { address: format!("+1646555{:04}", round) });
+        let a = client(
+            10 + round as u64,
+            Modification::ChangeSkill {
+                skill: "sales".into(),
+            },
+        );
+        let b = client(
+            100 + round as u64,
+            Modification::ChangeAddress {
+                address: format!("+1646555{:04}", round),
+            },
+        );
         let (a, b) = (a.await.unwrap(), b.await.unwrap());
         let (won, lost) = match (a, b) {
             (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
             other => panic!("round {round}: exactly one must apply, got {other:?}"),
         };
         assert_eq!(won.0.version, version + 1);
-        assert_eq!(refusal(Err::<(), _>(lost)).receipt.outcome, Outcome::Failure(FailureReason::Conflict));
-        assert_eq!(cb.store.find(&id).await.unwrap().unwrap(), won.0, "the winner is what is stored");
+        assert_eq!(
+            refusal(Err::<(), _>(lost)).receipt.outcome,
+            Outcome::Failure(FailureReason::Conflict)
+        );
+        assert_eq!(
+            cb.store.find(&id).await.unwrap().unwrap(),
+            won.0,
+            "the winner is what is stored"
+        );
     }
     let (_, history) = cb.show(&id).await.unwrap().unwrap();
-    let successes = history.iter().filter(|e| e.action != "created" && e.outcome == Outcome::Success).count();
-    let conflicts = history.iter().filter(|e| e.outcome == Outcome::Failure(FailureReason::Conflict)).count();
+    let successes = history
+        .iter()
+        .filter(|e| e.action != "created" && e.outcome == Outcome::Success)
+        .count();
+    let conflicts = history
+        .iter()
+        .filter(|e| e.outcome == Outcome::Failure(FailureReason::Conflict))
+        .count();
     assert_eq!((successes, conflicts), (20, 20));
 }
 
 async fn list_is_in_dialing_order_and_filters(_url: &str, cb: Arc<Callbacks<Store>>) {
     let mut rng = StdRng::seed_from_u64(6);
     let mut made = Vec::new();
-    for (i, (priority, minutes_ago, skill)) in
-        [(0, 10, "billing"), (0, 30, "technical"), (5, 1, "billing"), (0, 20, "billing")].into_iter().enumerate()
+    for (i, (priority, minutes_ago, skill)) in [
+        (0, 10, "billing"),
+        (0, 30, "technical"),
+        (5, 1, "billing"),
+        (0, 20, "billing"),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut r = request(&format!("+1212555{:04}", i));
         r.priority = priority;
         r.skill = Some(skill.into());
         r.enqueued_at = Some(t0() - Duration::minutes(minutes_ago));
-        made.push(cb.create(&mut rng, t0(), &api(), Source::Api, r).await.unwrap());
+        made.push(
+            cb.create(&mut rng, t0(), &api(), Source::Api, r)
+                .await
+                .unwrap(),
+        );
     }
-    cb.modify(&mut rng, t0(), &api(), &made[3].confirmation_id, None, &Modification::Pause {}).await.unwrap();
-    let all = cb.store.list(&Filter { limit: 100, ..Filter::default() }).await.unwrap();
+    cb.modify(
+        &mut rng,
+        t0(),
+        &api(),
+        &made[3].confirmation_id,
+        None,
+        &Modification::Pause {},
+    )
+    .await
+    .unwrap();
+    let all = cb
+        .store
+        .list(&Filter {
+            limit: 100,
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
     let order: Vec<_> = all.iter().map(|c| c.id).collect();
-    assert_eq!(order, [made[2].id, made[1].id, made[3].id, made[0].id], "priority, then place in line");
-    let queued = cb.store.list(&Filter { state: Some(State::Queued), queue: Some("support".into()), skill: Some("billing".into()), limit: 100 }).await.unwrap();
-    assert_eq!(queued.iter().map(|c| c.id).collect::<Vec<_>>(), [made[2].id, made[0].id]);
-    let limited = cb.store.list(&Filter { limit: 1, ..Filter::default() }).await.unwrap();
+    assert_eq!(
+        order,
+        [made[2].id, made[1].id, made[3].id, made[0].id],
+        "priority, then place in line"
+    );
+    let queued = cb
+        .store
+        .list(&Filter {
+            state: Some(State::Queued),
+            queue: Some("support".into()),
+            skill: Some("billing".into()),
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        queued.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [made[2].id, made[0].id]
+    );
+    let limited = cb
+        .store
+        .list(&Filter {
+            limit: 1,
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(limited.len(), 1);
-    let counts: BTreeMap<State, u64> = cb.store.counts("support").await.unwrap().into_iter().collect();
-    assert_eq!(counts, BTreeMap::from([(State::Queued, 3), (State::Paused, 1)]));
+    let counts: BTreeMap<State, u64> = cb
+        .store
+        .counts("support")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        counts,
+        BTreeMap::from([(State::Queued, 3), (State::Paused, 1)])
+    );
     assert!(cb.store.counts("nowhere").await.unwrap().is_empty());
 }
 
@@ -304,39 +612,100 @@ async fn scheduled_callbacks_fall_due_and_expire(_url: &str, cb: Arc<Callbacks<S
     let mut rng = StdRng::seed_from_u64(7);
     let mut later = request("+12125550100");
     later.at = RequestedTime::At(t0() + Duration::hours(1));
-    let later = cb.create(&mut rng, t0(), &api(), Source::Api, later).await.unwrap();
-    let asap = cb.create(&mut rng, t0(), &api(), Source::Api, request("+12125550101")).await.unwrap();
-    assert_eq!(cb.advance(t0() + Duration::minutes(59), 100).await.unwrap(), 0);
+    let later = cb
+        .create(&mut rng, t0(), &api(), Source::Api, later)
+        .await
+        .unwrap();
+    let asap = cb
+        .create(&mut rng, t0(), &api(), Source::Api, request("+12125550101"))
+        .await
+        .unwrap();
+    assert_eq!(
+        cb.advance(t0() + Duration::minutes(59), 100).await.unwrap(),
+        0
+    );
     assert_eq!(cb.advance(t0() + Duration::hours(1), 100).await.unwrap(), 1);
-    let due = cb.store.find(&later.confirmation_id).await.unwrap().unwrap();
+    let due = cb
+        .store
+        .find(&later.confirmation_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(due.state, State::Queued);
     let (_, history) = cb.show(&later.confirmation_id).await.unwrap().unwrap();
     assert_eq!(history.last().unwrap().action, "due");
     assert_eq!(history.last().unwrap().channel, Channel::System);
     // Two days after falling due, both expire: the queue's expiry.
-    assert_eq!(cb.advance(t0() + Duration::days(2) + Duration::hours(1), 100).await.unwrap(), 2);
+    assert_eq!(
+        cb.advance(t0() + Duration::days(2) + Duration::hours(1), 100)
+            .await
+            .unwrap(),
+        2
+    );
     for id in [&later.confirmation_id, &asap.confirmation_id] {
-        assert_eq!(cb.store.find(id).await.unwrap().unwrap().state, State::Expired);
+        assert_eq!(
+            cb.store.find(id).await.unwrap().unwrap().state,
+            State::Expired
+        );
     }
     // A paused callback never expires.
-    let paused = cb.create(&mut rng, t0(), &api(), Source::Api, request("+12125550102")).await.unwrap();
-    cb.modify(&mut rng, t0(), &api(), &paused.confirmation_id, None, &Modification::Pause {}).await.unwrap();
+    let paused = cb
+        .create(&mut rng, t0(), &api(), Source::Api, request("+12125550102"))
+        .await
+        .unwrap();
+    cb.modify(
+        &mut rng,
+        t0(),
+        &api(),
+        &paused.confirmation_id,
+        None,
+        &Modification::Pause {},
+    )
+    .await
+    .unwrap();
     assert_eq!(cb.advance(t0() + Duration::days(30), 100).await.unwrap(), 0);
 }
 
 async fn reopening_keeps_everything(url: &str, cb: Arc<Callbacks<Store>>) {
     let mut rng = StdRng::seed_from_u64(8);
-    let created = cb.create(&mut rng, t0(), &api(), Source::Ivr, request("+12125550100")).await.unwrap();
+    let created = cb
+        .create(&mut rng, t0(), &api(), Source::Ivr, request("+12125550100"))
+        .await
+        .unwrap();
     let stale = created.clone();
-    cb.modify(&mut rng, t0(), &api(), &created.confirmation_id, None, &Modification::Pause {}).await.unwrap();
+    cb.modify(
+        &mut rng,
+        t0(),
+        &api(),
+        &created.confirmation_id,
+        None,
+        &Modification::Pause {},
+    )
+    .await
+    .unwrap();
     // A writer holding an old version gets a conflict from the store itself.
-    let event = cb.show(&created.confirmation_id).await.unwrap().unwrap().1.remove(0);
+    let event = cb
+        .show(&created.confirmation_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+        .remove(0);
     let mut bumped = stale;
     bumped.version += 1;
-    assert!(matches!(cb.store.update(&bumped, &event).await, Err(StoreError::Conflict { found: 2 })));
+    assert!(matches!(
+        cb.store.update(&bumped, &event).await,
+        Err(StoreError::Conflict { found: 2 })
+    ));
     let before = cb.show(&created.confirmation_id).await.unwrap().unwrap();
     // A second opening (a restart, another node) migrates nothing and sees everything.
-    let again = Callbacks { store: Store::open(url).await.unwrap(), policy: policy() };
-    assert_eq!(again.show(&created.confirmation_id).await.unwrap().unwrap(), before);
+    let again = Callbacks {
+        store: Store::open(url).await.unwrap(),
+        policy: policy(),
+    };
+    assert_eq!(
+        again.show(&created.confirmation_id).await.unwrap().unwrap(),
+        before
+    );
     again.store.close().await;
 }

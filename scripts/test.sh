@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test of callbackd on a fresh machine: installs what the tests need from Debian
+# packages, starts a throwaway PostgreSQL on loopback, checks formatting and lints, runs the
+# whole workspace's tests, and stops PostgreSQL again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_packages=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresql)
+if [ ${#need_packages[@]} -gt 0 ]; then
+  echo "== installing ${need_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_packages[@]}" >/dev/null
+fi
+
+pgdir=$(mktemp -d /tmp/callbackd-pg.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+trap 'scripts/pg.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
+echo "== starting PostgreSQL on 127.0.0.1:$port"
+CALLBACKD_TEST_POSTGRES=$(scripts/pg.sh start "$pgdir" "$port")
+export CALLBACKD_TEST_POSTGRES
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace "$@"

@@ -1,0 +1,149 @@
+//! The command line: config checking that stops start-up with file, key and reason, and the
+//! operators' `callbacks` commands working straight on the store.
+
+mod common;
+
+use common::{callbackd, config};
+use serde_json::Value;
+
+fn run(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
+    let out = callbackd()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_check_accepts_the_default_and_names_what_is_wrong() {
+    let good = config("sqlite:///tmp/unused.db", "");
+    let (code, out, _) = run(&["config", "check"], &good);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(": ok; API on 127.0.0.1:0, sqlite store, queues: support"),
+        "{out}"
+    );
+
+    let text = std::fs::read_to_string(&good).unwrap();
+    let bad = good.with_extension("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replace(
+            "booking_horizon = \"14d\"",
+            "booking_horizon = \"two weeks\"",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["config", "check"], &bad);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!(
+            "{}: queues.support.booking_horizon",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("line"), "{err}");
+
+    std::fs::write(
+        &bad,
+        text.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:8080\""),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["serve"], &bad);
+    assert_eq!(code, 2, "start-up refuses an open API without a token");
+    assert!(
+        err.contains("api.listen") && err.contains("set api.token"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(
+        &["config", "check"],
+        std::path::Path::new("/nonexistent/callbackd.toml"),
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot read /nonexistent/callbackd.toml"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn operators_work_on_callbacks_from_the_command_line() {
+    let url = store::testing::sqlite_url();
+    let cfg = config(&url, "");
+    let (code, out, err) = run(&["migrate"], &cfg);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sqlite store is at the current schema"));
+
+    let (code, out, err) = run(
+        &[
+            "callbacks",
+            "create",
+            "--queue",
+            "support",
+            "--address",
+            "+1 212 555 0100",
+            "--skill",
+            "sales",
+            "--name",
+            "Ada",
+        ],
+        &cfg,
+    );
+    assert_eq!(code, 0, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let id = created["confirmation_id"].as_str().unwrap();
+
+    let (code, out, _) = run(&["callbacks", "modify", id, "pause"], &cfg);
+    assert_eq!(code, 0);
+    let modified: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(modified["callback"]["state"], "paused");
+    assert_eq!(modified["receipt"]["outcome"], "success");
+
+    let (code, out, err) = run(
+        &["callbacks", "modify", id, "change-address", "+19005550100"],
+        &cfg,
+    );
+    assert_eq!(code, 1, "a refusal exits non-zero");
+    assert!(
+        err.contains("refused: premium-rate numbers may not be called"),
+        "{err}"
+    );
+    let refused: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(refused["receipt"]["outcome"], "blocked_by_policy");
+
+    let (code, _, err) = run(&["callbacks", "modify", id, "teleport"], &cfg);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("`teleport` with 0 argument(s) is not a modification"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["callbacks", "show", "12345678"], &cfg);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a confirmation ID"), "{err}");
+
+    let (code, out, _) = run(&["callbacks", "show", id], &cfg);
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    let actions: Vec<&str> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["created", "pause", "change_address"]);
+    assert_eq!(shown["history"][1]["channel"], "cli");
+
+    let (code, out, _) = run(&["callbacks", "list", "--state", "paused"], &cfg);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    store::testing::discard(&url).await;
+}
