@@ -13,7 +13,7 @@ start)
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres "$dir"
   as_pg "'$bindir/initdb' -D '$dir/data' -A trust -U postgres --no-sync >'$dir/initdb.log' 2>&1"
-  as_pg "'$bindir/pg_ctl' -D '$dir/data' -w -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300\" -l '$dir/log' start >/dev/null"
+  as_pg "'$bindir/pg_ctl' -D '$dir/data' -w -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=${CALLBACKD_PG_FSYNC:-off} -c max_connections=300\" -l '$dir/log' start >/dev/null"
   echo "postgres://postgres@127.0.0.1:$port/postgres"
   ;;
 stop)
