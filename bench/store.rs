@@ -51,7 +51,10 @@ fn row(cb: &Callback, postgres: bool) -> String {
         if postgres {
             format!("'{}'", t.to_rfc3339())
         } else {
-            format!("'{}'", t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+            format!(
+                "'{}'",
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+            )
         }
     };
     let id = if postgres {
@@ -92,7 +95,11 @@ async fn load(store: &Store, template: &Callback, rows: usize) -> Vec<Confirmati
             cb.skill = ["billing", "technical", "sales"][i % 3].into();
             let sep = if callbacks.is_empty() { "" } else { "," };
             write!(callbacks, "{sep}{}", row(&cb, postgres)).unwrap();
-            let id = if postgres { format!("'{}'", cb.id) } else { format!("X'{}'", cb.id.simple()) };
+            let id = if postgres {
+                format!("'{}'", cb.id)
+            } else {
+                format!("X'{}'", cb.id.simple())
+            };
             write!(events, "{sep}({id}, '{}', '{}', 'api', 'bench', 'created', 'success', NULL, NULL, 'queued', '{{}}')",
                 cb.confirmation_id, cb.created_at.to_rfc3339()).unwrap();
             ids.push(cb.confirmation_id);
@@ -116,7 +123,10 @@ async fn load(store: &Store, template: &Callback, rows: usize) -> Vec<Confirmati
         Store::Sqlite(s) => sqlx::raw_sql(analyze).execute(s.pool()).await.map(drop),
     }
     .unwrap();
-    eprintln!("  loaded {rows} callbacks in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "  loaded {rows} callbacks in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     ids
 }
 
@@ -126,11 +136,22 @@ async fn measure(name: &str, url: &str, report: &mut String) {
     let clients: usize = env("CALLBACKD_BENCH_CLIENTS", "16").parse().unwrap();
     eprintln!("{name}:");
     let store = Store::open(url).await.expect("store opens");
-    let cb = Arc::new(Callbacks { store, policy: policy() });
+    let cb = Arc::new(Callbacks {
+        store,
+        policy: policy(),
+    });
     let actor = Actor::new(Channel::Api, "bench");
     let template = cb
-        .create(&mut StdRng::seed_from_u64(1), Utc::now(), &actor, callbacks::Source::Api,
-            serde_json::from_value(serde_json::json!({"queue": "support", "address": "+12125550100"})).unwrap())
+        .create(
+            &mut StdRng::seed_from_u64(1),
+            Utc::now(),
+            &actor,
+            callbacks::Source::Api,
+            serde_json::from_value(
+                serde_json::json!({"queue": "support", "address": "+12125550100"}),
+            )
+            .unwrap(),
+        )
         .await
         .unwrap();
     let ids = Arc::new(load(&cb.store, &template, rows).await);
@@ -161,9 +182,17 @@ async fn measure(name: &str, url: &str, report: &mut String) {
                 while Instant::now() < until {
                     // Client c owns the IDs congruent to c, so clients never conflict.
                     let i = rng.gen_range(0..ids.len() / clients) * clients + c;
-                    let m = if paused.insert(i) { Modification::Pause {} } else { paused.remove(&i); Modification::Resume {} };
+                    let m = if paused.insert(i) {
+                        Modification::Pause {}
+                    } else {
+                        paused.remove(&i);
+                        Modification::Resume {}
+                    };
                     let t = Instant::now();
-                    match cb.modify(&mut rng, Utc::now(), &actor, &ids[i], None, &m).await {
+                    match cb
+                        .modify(&mut rng, Utc::now(), &actor, &ids[i], None, &m)
+                        .await
+                    {
                         Ok(_) => latencies.push(t.elapsed()),
                         Err(ModifyError::Refused(r)) => panic!("refused: {}", r.rejection),
                         Err(e) => panic!("store error: {e}"),

@@ -45,10 +45,18 @@ impl Secret {
         &self.0
     }
 
-    /// Compares in time independent of where the strings differ.
+    /// Compares in a time that depends only on the candidate's length, not on the secret's
+    /// length or on where the two differ.
     pub fn matches(&self, candidate: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+        let (secret, candidate) = (self.0.as_bytes(), candidate.as_bytes());
+        if secret.is_empty() {
+            return false;
+        }
+        let mut diff = secret.len() ^ candidate.len();
+        for (i, byte) in candidate.iter().enumerate() {
+            diff |= usize::from(byte ^ secret[i % secret.len()]);
+        }
+        diff == 0
     }
 }
 
@@ -313,6 +321,28 @@ mod tests {
     }
 
     #[test]
+    fn semantic_problems_name_the_queue() {
+        let err = parse(&DEFAULT.replace(
+            "skills = [\"billing\", \"technical\", \"sales\"]",
+            "skills = []",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("test.toml: queues.support.skills:"),
+            "{err}"
+        );
+        let err = parse(&DEFAULT.replace(
+            "# blocked_prefixes = [\"+1900\"]",
+            "blocked_prefixes = [\"1900\"]",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("test.toml: dialing:") && err.contains("`1900`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn environment_overrides_single_settings() {
         let env = |key: &str| match key {
             "DATABASE_URL" => Some("postgres://cb:pw@127.0.0.1/cb".to_string()),
@@ -346,5 +376,9 @@ mod tests {
         assert!(token.matches("0123456789abcdef-secret"));
         assert!(!token.matches("0123456789abcdef-secreT"));
         assert!(!token.matches(""));
+        assert!(
+            !token.matches("0123456789abcdef-secret0123456789abcdef-secret"),
+            "a repeat is not a match"
+        );
     }
 }

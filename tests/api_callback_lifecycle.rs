@@ -139,6 +139,7 @@ fn full_lifecycle_with_receipts_and_history(url: &str) {
         queue.body["skills"],
         json!(["billing", "technical", "sales"])
     );
+    assert_eq!(queue.body["calling_window"]["mon"], "00:00-24:00");
     assert_eq!(
         server.get("/api/v1/queues").body["queues"][0]["name"],
         "support"
@@ -269,7 +270,8 @@ fn bad_requests_get_json_errors_and_change_nothing(url: &str) {
     );
     assert_eq!(
         (r.status, r.body["receipt"]["outcome"].as_str()),
-        (409, Some("conflict"))
+        (412, Some("conflict")),
+        "a stale If-Match is a failed precondition"
     );
     let r = server.request(
         "POST",
@@ -310,13 +312,52 @@ fn bad_requests_get_json_errors_and_change_nothing(url: &str) {
             r.body
         );
     }
+    let r = server.request(
+        "POST",
+        &modification_path,
+        &[("If-Match", "*")],
+        Some(&json!({"action": "resume"})),
+    );
+    assert_eq!(r.status, 200, "If-Match: * means any version");
+    let r = server.request(
+        "POST",
+        &modification_path,
+        &[],
+        Some(&json!({"action": "pause"})),
+    );
+    assert_eq!(r.status, 200);
+
+    // Text PostgreSQL cannot store is refused up front, not a 500.
+    for body in [
+        json!({"queue": "support", "address": "+12125550100", "customer_name": "Ada\u{0}"}),
+        json!({"queue": "support", "address": "+12125550100", "context": {"note": "a\u{0}b"}}),
+        json!({"queue": "support", "address": "+12125550100", "context": [1, 2]}),
+        json!({"queue": "support", "address": "+12125550100", "media": "sip", "address": "sip:ada@pbx.example.com"}),
+    ] {
+        let r = server.post("/api/v1/callbacks", &body);
+        assert_eq!(r.status, 422, "{body}: {:?}", r.body);
+    }
+    let r = server.get("/api/v1/callbacks?queue=%00");
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("bad_query"))
+    );
+    let r = server.get("/api/v1/callbacks?state=&queue=");
+    assert_eq!(r.status, 200, "empty parameters are no filter");
+    assert_eq!(r.body["callbacks"].as_array().unwrap().len(), 1);
+    let r = server.get("/api/v1/callbacks/%FF");
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("bad_path"))
+    );
+
     let unknown = server.get("/api/v1/callbacks/000000000");
     assert_eq!(unknown.status, 404, "a well-formed ID that matches nothing");
 
     let shown = server.get(&format!("/api/v1/callbacks/{id}"));
     assert_eq!(
-        shown.body["version"], 2,
-        "only the one accepted pause changed it"
+        shown.body["version"], 4,
+        "only the accepted pause, resume and pause changed it"
     );
     assert_eq!(shown.body["state"], "paused");
     let counts = server.get("/api/v1/queues/support").body["counts"].clone();
@@ -360,6 +401,18 @@ async fn a_configured_token_is_required() {
             )
             .status,
         200
+    );
+    assert_eq!(
+        server
+            .request(
+                "GET",
+                "/api/v1/queues",
+                &[("Authorization", "bearer s3cret-token-0123456789")],
+                None
+            )
+            .status,
+        200,
+        "the scheme is case-insensitive"
     );
     assert_eq!(
         server.get("/healthz").status,

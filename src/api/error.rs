@@ -17,6 +17,8 @@ pub enum ApiError {
         message: String,
     },
     Refused(Box<Refused>),
+    /// Refused because the callback is no longer at the version in `If-Match`.
+    Conditional(Box<Refused>),
     Store(StoreError),
 }
 
@@ -34,6 +36,19 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
             message: message.into(),
+        }
+    }
+
+    /// A conflict with a version the client named in `If-Match` is a failed precondition
+    /// (412), not a race (409).
+    pub fn precondition(self, conditional: bool) -> Self {
+        match self {
+            ApiError::Refused(r)
+                if conditional && r.rejection.reason() == FailureReason::Conflict =>
+            {
+                ApiError::Conditional(r)
+            }
+            other => other,
         }
     }
 
@@ -114,6 +129,13 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+fn refused_body(refused: &Refused) -> serde_json::Value {
+    json!({
+        "error": {"code": refused.rejection.reason().as_str(), "message": refused.rejection.to_string()},
+        "receipt": refused.receipt,
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match self {
@@ -122,25 +144,29 @@ impl IntoResponse for ApiError {
                 code,
                 message,
             } => (status, json!({"error": {"code": code, "message": message}})),
-            ApiError::Refused(refused) => {
-                let reason = refused.rejection.reason();
-                (
-                    status_of(reason),
-                    json!({
-                        "error": {"code": reason.as_str(), "message": refused.rejection.to_string()},
-                        "receipt": refused.receipt,
-                    }),
-                )
+            ApiError::Refused(refused) => (
+                status_of(refused.rejection.reason()),
+                refused_body(&refused),
+            ),
+            ApiError::Conditional(refused) => {
+                (StatusCode::PRECONDITION_FAILED, refused_body(&refused))
             }
             ApiError::Store(e) => {
+                // The details are for the operator's log, not for the client.
                 tracing::error!(error = %e, "store failure while serving the API");
-                let status = match e {
-                    StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                let (status, message) = match e {
+                    StoreError::Unavailable(_) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the store is unavailable; try again shortly",
+                    ),
+                    _ => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the store failed; the error is in callbackd's log",
+                    ),
                 };
                 (
                     status,
-                    json!({"error": {"code": "store_error", "message": e.to_string()}}),
+                    json!({"error": {"code": "store_error", "message": message}}),
                 )
             }
         };

@@ -5,7 +5,7 @@ mod error;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -54,11 +54,14 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
+        // The scheme name is case-insensitive (RFC 9110 section 11.1).
         let presented = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         if !presented.is_some_and(|p| token.matches(p)) {
             return ApiError::unauthorized().into_response();
         }
@@ -84,10 +87,14 @@ fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
 }
 
+/// The version named by `If-Match`; `*` (any version) is the same as no condition.
 fn if_match(headers: &HeaderMap) -> AppResult<Option<i64>> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
+    if value.as_bytes().trim_ascii() == b"*" {
+        return Ok(None);
+    }
     value
         .to_str()
         .ok()
@@ -116,7 +123,11 @@ async fn create(
     Ok((StatusCode::CREATED, [(header::ETAG, tag)], Json(callback)).into_response())
 }
 
-async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> AppResult<Response> {
+async fn show(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> AppResult<Response> {
+    let Path(id) = path?;
     let id = confirmation_id(&id)?;
     let (callback, history) = state
         .callbacks
@@ -143,8 +154,19 @@ async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> AppResult<Json<Value>> {
     let Query(q) = query?;
-    let wanted_state = q
-        .state
+    // An empty parameter (`?state=`) is the same as none; control characters are never a
+    // queue or skill name.
+    let given = |v: Option<String>| -> AppResult<Option<String>> {
+        match v.filter(|v| !v.is_empty()) {
+            Some(v) if v.chars().any(char::is_control) => Err(ApiError::bad_request(
+                "bad_query",
+                "parameters must not contain control characters",
+            )),
+            other => Ok(other),
+        }
+    };
+    let (wanted_state, queue, skill) = (given(q.state)?, given(q.queue)?, given(q.skill)?);
+    let wanted_state = wanted_state
         .as_deref()
         .map(|s| {
             callbacks::State::parse(s)
@@ -160,8 +182,8 @@ async fn list(
     }
     let filter = Filter {
         state: wanted_state,
-        queue: q.queue,
-        skill: q.skill,
+        queue,
+        skill,
         limit,
     };
     let callbacks = state.callbacks.store.list(&filter).await?;
@@ -170,10 +192,11 @@ async fn list(
 
 async fn modify(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Json<Modification>, JsonRejection>,
 ) -> AppResult<Response> {
+    let Path(id) = path?;
     let id = confirmation_id(&id)?;
     let expected = if_match(&headers)?;
     let Json(modification) = body?;
@@ -187,7 +210,8 @@ async fn modify(
             expected,
             &modification,
         )
-        .await?;
+        .await
+        .map_err(|e| ApiError::from(e).precondition(expected.is_some()))?;
     tracing::info!(callback = %callback.id, action = receipt.action, receipt = %receipt.code, state = %callback.state, "callback modified");
     let tag = etag(callback.version);
     Ok((
@@ -216,6 +240,7 @@ async fn queue_body(state: &AppState, name: &str) -> AppResult<Value> {
         "name": name,
         "skills": queue.skills,
         "time_zone": queue.time_zone.name(),
+        "calling_window": queue.calling_window,
         "max_attempts": queue.max_attempts,
         "retry_backoff_seconds": queue.retry_backoff.iter().map(|d| d.num_seconds()).collect::<Vec<_>>(),
         "booking_horizon_seconds": queue.booking_horizon.num_seconds(),
@@ -234,8 +259,9 @@ async fn queues(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
 
 async fn queue(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> AppResult<Json<Value>> {
+    let Path(name) = path?;
     Ok(Json(queue_body(&state, &name).await?))
 }
 

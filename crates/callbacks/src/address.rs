@@ -83,25 +83,69 @@ impl fmt::Debug for PhoneNumber {
 pub struct SipUri(String);
 
 impl SipUri {
+    /// `sip:user@host[:port]` or `sips:…`; parameters and headers are refused, so nothing
+    /// beyond the user and the host can steer the call.
     pub fn parse(text: &str) -> Result<Self, AddressError> {
         let rest = text
             .strip_prefix("sip:")
             .or_else(|| text.strip_prefix("sips:"))
             .ok_or(AddressError::NotSipUri)?;
-        let (user, host) = rest.split_once('@').ok_or(AddressError::NotSipUri)?;
-        let host_ok = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[];=_".contains(&b));
+        let (user, hostport) = rest.split_once('@').ok_or(AddressError::NotSipUri)?;
         let user_ok = !user.is_empty()
             && user
                 .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"<>\"@".contains(&b));
-        if host_ok && user_ok {
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()%+&$,".contains(&b));
+        if user_ok && Self::split_host(hostport).is_some() {
             Ok(Self(text.to_owned()))
         } else {
             Err(AddressError::NotSipUri)
         }
+    }
+
+    /// Host (with IPv6 brackets) and optional port of `host[:port]`.
+    fn split_host(hostport: &str) -> Option<(&str, Option<u16>)> {
+        let (host, port) = if hostport.starts_with('[') {
+            let end = hostport.find(']')?;
+            let (host, rest) = hostport.split_at(end + 1);
+            let inner = &host[1..host.len() - 1];
+            if inner.is_empty()
+                || !inner
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return None;
+            }
+            (host, rest)
+        } else {
+            let end = hostport.find(':').unwrap_or(hostport.len());
+            let (host, rest) = hostport.split_at(end);
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return None;
+            }
+            (host, rest)
+        };
+        let port = match port.strip_prefix(':') {
+            None if port.is_empty() => None,
+            Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(digits.parse().ok()?)
+            }
+            _ => return None,
+        };
+        Some((host, port))
+    }
+
+    pub fn user(&self) -> &str {
+        let rest = self.0.split_once(':').map_or("", |(_, r)| r);
+        rest.split_once('@').map_or("", |(u, _)| u)
+    }
+
+    pub fn host(&self) -> &str {
+        let hostport = self.0.split_once('@').map_or("", |(_, h)| h);
+        Self::split_host(hostport).map_or("", |(h, _)| h)
     }
 
     pub fn as_str(&self) -> &str {
@@ -122,7 +166,7 @@ impl Address {
         if media.uses_phone_number() {
             policy.check(text).map(Address::Phone)
         } else {
-            SipUri::parse(text.trim()).map(Address::Sip)
+            policy.check_sip(text.trim()).map(Address::Sip)
         }
     }
 
@@ -149,6 +193,23 @@ impl Address {
             Address::Phone(n) => n.e164(),
             Address::Sip(u) => u.as_str(),
         }
+    }
+
+    /// The country of a phone number; `None` for SIP URIs and unknown countries.
+    pub fn region(&self) -> Option<String> {
+        match self {
+            Address::Phone(n) => n.region(),
+            Address::Sip(_) => None,
+        }
+    }
+
+    /// The customer's time zone as the address tells it: the number's country where that has
+    /// a single zone, else `fallback`.
+    pub fn time_zone(&self, fallback: chrono_tz::Tz) -> chrono_tz::Tz {
+        self.region()
+            .as_deref()
+            .and_then(crate::timezone::for_region)
+            .unwrap_or(fallback)
     }
 
     pub fn fits(&self, media: Media) -> bool {
@@ -187,8 +248,12 @@ pub enum AddressError {
     PrefixBlocked(String),
     #[error("numbers must start with one of the allowed prefixes")]
     PrefixNotAllowed,
-    #[error("a SIP address must look like sip:user@host")]
+    #[error(
+        "a SIP address must look like sip:user@host or sip:user@host:port, without parameters"
+    )]
     NotSipUri,
+    #[error("SIP callbacks to {0} are not allowed (dialing.sip_domains)")]
+    SipDomainNotAllowed(String),
     #[error("a {media} callback needs {wanted}")]
     WrongKind {
         media: &'static str,
@@ -273,6 +338,10 @@ pub struct DialingPolicy {
     /// E.164 prefixes that are never called, whatever else allows them.
     #[serde(default)]
     pub blocked_prefixes: Vec<String>,
+    /// Hosts that SIP callbacks may go to (a PBX, a trunk); none by default, so `sip` media is
+    /// refused until some are configured.
+    #[serde(default)]
+    pub sip_domains: Vec<String>,
 }
 
 fn default_allowed_types() -> Vec<NumberType> {
@@ -305,7 +374,38 @@ impl DialingPolicy {
             allowed_types: default_allowed_types(),
             allowed_prefixes: Vec::new(),
             blocked_prefixes: Vec::new(),
+            sip_domains: Vec::new(),
         })
+    }
+
+    /// Checks a SIP URI: its host must be an allowed SIP domain, and a user part written as an
+    /// international number (`+…`) must pass the same checks as any number.
+    pub fn check_sip(&self, text: &str) -> Result<SipUri, AddressError> {
+        let uri = SipUri::parse(text)?;
+        let host = uri.host();
+        if !self
+            .sip_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(host))
+        {
+            return Err(AddressError::SipDomainNotAllowed(host.to_owned()));
+        }
+        if uri.user().starts_with('+') {
+            self.check(uri.user())?;
+        }
+        Ok(uri)
+    }
+
+    /// The first configuration problem, if any: prefixes must be E.164 (`+` and digits).
+    pub fn problem(&self) -> Option<String> {
+        self.allowed_prefixes
+            .iter()
+            .chain(&self.blocked_prefixes)
+            .find(|p| {
+                p.strip_prefix('+')
+                    .is_none_or(|d| d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .map(|p| format!("prefix `{p}` must be `+` followed by digits, e.g. \"+1900\""))
     }
 
     /// Parses, normalises and checks a number.
@@ -461,8 +561,10 @@ mod tests {
 
     #[test]
     fn sip_uris() {
-        assert!(SipUri::parse("sip:alice@pbx.example.com").is_ok());
-        assert!(SipUri::parse("sips:1000@[::1]:5061").is_ok());
+        let uri = SipUri::parse("sip:alice@pbx.example.com").unwrap();
+        assert_eq!((uri.user(), uri.host()), ("alice", "pbx.example.com"));
+        let uri = SipUri::parse("sips:1000@[::1]:5061").unwrap();
+        assert_eq!((uri.user(), uri.host()), ("1000", "[::1]"));
         for bad in [
             "alice@pbx",
             "sip:alice",
@@ -470,9 +572,40 @@ mod tests {
             "sip:a b@host",
             "sip:a@ho st",
             "tel:+1212",
+            "sip:a@host;maddr=evil.example",
+            "sip:a@host?Route=x",
+            "sip:a;x=y@host",
+            "sip:a@host:",
+            "sip:a@host:99999",
+            "sip:a@[zz]",
+            "sip:a@[::1",
         ] {
             assert_eq!(SipUri::parse(bad), Err(AddressError::NotSipUri), "{bad}");
         }
+    }
+
+    #[test]
+    fn sip_callbacks_only_to_allowed_domains_and_numbers() {
+        let mut p = us();
+        assert_eq!(
+            p.check_sip("sip:ada@pbx.example.com"),
+            Err(AddressError::SipDomainNotAllowed("pbx.example.com".into()))
+        );
+        p.sip_domains = vec!["PBX.example.com".into()];
+        assert!(p.check_sip("sip:ada@pbx.example.com").is_ok());
+        assert!(p.check_sip("sip:+12125550100@pbx.example.com").is_ok());
+        assert_eq!(
+            p.check_sip("sip:+19005550100@pbx.example.com"),
+            Err(AddressError::TypeNotAllowed(NumberType::PremiumRate))
+        );
+    }
+
+    #[test]
+    fn prefixes_must_be_e164() {
+        let mut p = us();
+        assert_eq!(p.problem(), None);
+        p.blocked_prefixes = vec!["1900".into()];
+        assert!(p.problem().unwrap().contains("`1900`"));
     }
 
     #[test]

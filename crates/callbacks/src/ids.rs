@@ -173,7 +173,13 @@ mod tests {
 
     #[test]
     fn serde_validates() {
-        let err = serde_json::from_str::<ConfirmationId>("\"123456789\"");
-        assert!(ConfirmationId::parse("123456789").is_err() == err.is_err());
+        let good = ConfirmationId::generate(&mut StdRng::seed_from_u64(5));
+        let json = serde_json::to_string(&good).unwrap();
+        assert_eq!(serde_json::from_str::<ConfirmationId>(&json).unwrap(), good);
+        let mut typo = good.to_string().into_bytes();
+        typo[0] = if typo[0] == b'9' { b'0' } else { typo[0] + 1 };
+        let typo = format!("\"{}\"", String::from_utf8(typo).unwrap());
+        let err = serde_json::from_str::<ConfirmationId>(&typo).unwrap_err();
+        assert!(err.to_string().contains("check digit"), "{err}");
     }
 }

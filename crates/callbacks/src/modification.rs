@@ -65,6 +65,7 @@ impl Modification {
         let allowed: &[State] = match self {
             Modification::Resume {} => &[Paused],
             Modification::Pause {} => &[Scheduled, Queued, Dialing],
+            Modification::Cancel {} => &[Scheduled, Queued, Dialing, Connected, Paused],
             _ => &[Scheduled, Queued, Dialing, Paused],
         };
         if !allowed.contains(&old.state) {
@@ -106,8 +107,16 @@ impl Modification {
                 cb.skill = skill.clone();
             }
             Modification::Pause {} => cb.set_state(Paused)?,
-            Modification::Resume {} => cb.set_state(due_state(cb.next_attempt_at, now))?,
+            Modification::Resume {} => {
+                cb.set_state(due_state(cb.next_attempt_at, now))?;
+                // Time spent paused does not count towards expiry.
+                cb.expires_at = cb.next_attempt_at.max(now) + queue.expiry;
+            }
             Modification::Cancel {} => cb.set_state(Cancelled)?,
+        }
+        // A number from another country brings that country's time zone, where it has one.
+        if cb.address.region() != old.address.region() {
+            cb.time_zone = cb.address.time_zone(queue.time_zone);
         }
         cb.version += 1;
         cb.updated_at = now;
@@ -158,6 +167,11 @@ pub enum Rejection {
     UnknownSkill { skill: String, offered: Vec<String> },
     #[error("there is no queue `{0}`")]
     UnknownQueue(String),
+    #[error("{field} {problem}")]
+    BadText {
+        field: &'static str,
+        problem: &'static str,
+    },
     #[error("the callback was changed by someone else (version {found}, expected {expected}); look it up again")]
     Conflict { expected: i64, found: i64 },
 }
@@ -175,13 +189,15 @@ impl Rejection {
                 AddressError::RegionNotAllowed(_)
                 | AddressError::TypeNotAllowed(_)
                 | AddressError::PrefixBlocked(_)
-                | AddressError::PrefixNotAllowed,
+                | AddressError::PrefixNotAllowed
+                | AddressError::SipDomainNotAllowed(_),
             ) => FailureReason::BlockedByPolicy,
             Rejection::InThePast
             | Rejection::BeyondHorizon { .. }
             | Rejection::Address(_)
             | Rejection::UnknownSkill { .. }
-            | Rejection::UnknownQueue(_) => FailureReason::InvalidInput,
+            | Rejection::UnknownQueue(_)
+            | Rejection::BadText { .. } => FailureReason::InvalidInput,
             Rejection::Conflict { .. } => FailureReason::Conflict,
         }
     }
@@ -341,7 +357,10 @@ mod tests {
     }
 
     fn dialing() -> DialingPolicy {
-        DialingPolicy::home("US").unwrap()
+        let mut policy = DialingPolicy::home("US").unwrap();
+        policy.allowed_regions = vec!["US".parse().unwrap(), "GB".parse().unwrap()];
+        policy.sip_domains = vec!["pbx.example.net".into()];
+        policy
     }
 
     fn callback(state: State) -> Callback {
@@ -387,6 +406,51 @@ mod tests {
     }
 
     #[test]
+    fn time_spent_paused_does_not_count_towards_expiry() {
+        let mut paused = callback(State::Paused);
+        paused.expires_at = now() - Duration::days(1);
+        let resumed = Modification::Resume {}
+            .apply(&paused, &queue(), &dialing(), now())
+            .unwrap();
+        assert_eq!(resumed.state, State::Queued);
+        assert_eq!(resumed.expires_at, now() + queue().expiry);
+    }
+
+    #[test]
+    fn a_number_from_another_country_brings_its_time_zone() {
+        let uk = apply(
+            Modification::ChangeAddress {
+                address: "+44 20 7946 0958".into(),
+            },
+            State::Queued,
+        )
+        .unwrap();
+        assert_eq!(uk.time_zone, chrono_tz::Europe::London);
+        let back = Modification::ChangeAddress {
+            address: "+1 646 555 0199".into(),
+        }
+        .apply(&uk, &queue(), &dialing(), now())
+        .unwrap();
+        assert_eq!(
+            back.time_zone,
+            chrono_tz::America::New_York,
+            "the US has many zones: the queue's"
+        );
+        let same_country = apply(
+            Modification::ChangeAddress {
+                address: "+1 646 555 0199".into(),
+            },
+            State::Queued,
+        )
+        .unwrap();
+        assert_eq!(
+            same_country.time_zone,
+            callback(State::Queued).time_zone,
+            "kept"
+        );
+    }
+
+    #[test]
     fn resume_of_a_later_booking_waits_for_its_time() {
         let mut paused = callback(State::Paused);
         paused.next_attempt_at = now() + Duration::hours(1);
@@ -411,12 +475,14 @@ mod tests {
             err.to_string(),
             "a queued callback cannot be given a resume"
         );
-        for state in [
-            State::Connected,
-            State::Cancelled,
-            State::Completed,
-            State::Expired,
-        ] {
+        assert_eq!(
+            apply(Modification::Cancel {}, State::Connected)
+                .unwrap()
+                .state,
+            State::Cancelled
+        );
+        assert!(apply(Modification::Pause {}, State::Connected).is_err());
+        for state in [State::Cancelled, State::Completed, State::Expired] {
             assert!(apply(Modification::Cancel {}, state).is_err(), "{state}");
             assert!(apply(
                 Modification::ChangeSkill {

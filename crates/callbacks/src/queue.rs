@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
-use serde::{Deserialize, Deserializer};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::address::DialingPolicy;
 use crate::callback::RequestedTime;
@@ -155,6 +156,28 @@ impl CallingWindow {
     }
 }
 
+/// Shown as it is written: a day to `"HH:MM-HH:MM"` or `"closed"`.
+impl Serialize for CallingWindow {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let mut map = s.serialize_map(Some(7))?;
+        for (day, hours) in days.iter().zip(&self.days) {
+            let text = match hours {
+                Some((start, end)) => format!(
+                    "{:02}:{:02}-{:02}:{:02}",
+                    start / 60,
+                    start % 60,
+                    end / 60,
+                    end % 60
+                ),
+                None => "closed".to_owned(),
+            };
+            map.serialize_entry(day, &text)?;
+        }
+        map.end()
+    }
+}
+
 impl<'de> Deserialize<'de> for CallingWindow {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
@@ -231,6 +254,21 @@ mod tests {
             .unwrap()
             .to_utc();
         assert!(!w.contains(five_pm, ny), "the end is exclusive");
+    }
+
+    #[test]
+    fn shown_as_written() {
+        let w = window(&[
+            ("weekdays", "09:00-17:30"),
+            ("sun", "closed"),
+            ("sat", "00:00-24:00"),
+        ])
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&w).unwrap(),
+            serde_json::json!({"mon": "09:00-17:30", "tue": "09:00-17:30", "wed": "09:00-17:30",
+                "thu": "09:00-17:30", "fri": "09:00-17:30", "sat": "00:00-24:00", "sun": "closed"})
+        );
     }
 
     #[test]

@@ -12,7 +12,6 @@ use crate::modification::{due_state, Actor, Channel, Modification, Outcome, Rece
 use crate::queue::{Policy, Queue};
 
 use crate::store::{CallbackStore, Event, StoreError};
-use crate::timezone;
 
 /// A request for a callback, as it arrives from a channel.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +81,56 @@ pub struct Callbacks<S> {
     pub policy: Policy,
 }
 
+/// Free text must be storable everywhere (PostgreSQL refuses NUL) and sensible to show.
+fn check_text(new: &NewCallback) -> Result<(), Rejection> {
+    fn has_nul(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(map) => {
+                map.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
+            }
+            _ => false,
+        }
+    }
+    if let Some(name) = &new.customer_name {
+        if name.chars().any(char::is_control) {
+            return Err(Rejection::BadText {
+                field: "customer_name",
+                problem: "must not contain control characters",
+            });
+        }
+        if name.chars().count() > 200 {
+            return Err(Rejection::BadText {
+                field: "customer_name",
+                problem: "must be at most 200 characters",
+            });
+        }
+    }
+    if !matches!(
+        new.context,
+        serde_json::Value::Object(_) | serde_json::Value::Null
+    ) {
+        return Err(Rejection::BadText {
+            field: "context",
+            problem: "must be a JSON object",
+        });
+    }
+    if has_nul(&new.context) {
+        return Err(Rejection::BadText {
+            field: "context",
+            problem: "must not contain NUL characters",
+        });
+    }
+    if new.context.to_string().len() > 64 * 1024 {
+        return Err(Rejection::BadText {
+            field: "context",
+            problem: "must be at most 64 KiB",
+        });
+    }
+    Ok(())
+}
+
 /// Times are kept to the microsecond, the precision both stores hold.
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
@@ -127,6 +176,7 @@ impl<S: CallbackStore> Callbacks<S> {
     ) -> Result<Callback, CreateError> {
         let now = micros(now);
         let queue = self.queue(&new.queue)?;
+        check_text(&new)?;
         let skill = new.skill.unwrap_or_else(|| queue.skills[0].clone());
         if !queue.offers_skill(&skill) {
             return Err(Rejection::UnknownSkill {
@@ -137,14 +187,9 @@ impl<S: CallbackStore> Callbacks<S> {
         }
         let address = Address::parse(new.media, &new.address, &self.policy.dialing)
             .map_err(Rejection::from)?;
-        let time_zone = new.time_zone.unwrap_or_else(|| match &address {
-            Address::Phone(n) => n
-                .region()
-                .as_deref()
-                .and_then(timezone::for_region)
-                .unwrap_or(queue.time_zone),
-            Address::Sip(_) => queue.time_zone,
-        });
+        let time_zone = new
+            .time_zone
+            .unwrap_or_else(|| address.time_zone(queue.time_zone));
         let requested = match new.at {
             RequestedTime::At(t) => RequestedTime::At(micros(t)),
             asap => asap,

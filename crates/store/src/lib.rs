@@ -9,6 +9,8 @@ use callbacks::{Callback, CallbackStore, ConfirmationId, Event, Filter, State, S
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+#[cfg(test)]
+mod plans;
 mod postgres;
 mod sqlite;
 pub mod testing;

@@ -13,20 +13,81 @@ use uuid::Uuid;
 type DbRow = <Db as sqlx::Database>::Row;
 type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
 
-const COLUMNS: &str = "id, confirmation_id, queue, skill, media, address, customer_name, \
-    requested_at, time_zone, state, priority, attempts, max_attempts, next_attempt_at, \
-    enqueued_at, expires_at, source, context, version, created_at, updated_at";
+/// The callback columns in the order `bind_callback` binds them.
+macro_rules! columns {
+    () => {
+        "id, confirmation_id, queue, skill, media, address, customer_name, requested_at, \
+         time_zone, state, priority, attempts, max_attempts, next_attempt_at, enqueued_at, \
+         expires_at, source, context, version, created_at, updated_at"
+    };
+}
 
-const EVENT_COLUMNS: &str = "callback_id, confirmation_id, at, channel, actor, action, outcome, \
-    receipt, from_state, to_state, changes";
+macro_rules! event_columns {
+    () => {
+        "callback_id, confirmation_id, at, channel, actor, action, outcome, receipt, \
+         from_state, to_state, changes"
+    };
+}
 
 /// Open states first, then the newest: the callback a confirmation ID stands for.
-const FIND: &str = "SELECT id, confirmation_id, queue, skill, media, address, customer_name, \
-    requested_at, time_zone, state, priority, attempts, max_attempts, next_attempt_at, \
-    enqueued_at, expires_at, source, context, version, created_at, updated_at \
-    FROM callbacks WHERE confirmation_id = $1 \
-    ORDER BY CASE WHEN state IN ('completed', 'cancelled', 'failed', 'expired') THEN 1 ELSE 0 END, \
-    created_at DESC LIMIT 1";
+pub(crate) const FIND: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM callbacks WHERE confirmation_id = $1 \
+     ORDER BY CASE WHEN state IN ('completed', 'cancelled', 'failed', 'expired') THEN 1 ELSE 0 END, \
+     created_at DESC LIMIT 1"
+);
+
+const INSERT: &str = concat!(
+    "INSERT INTO callbacks (",
+    columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+     $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+);
+
+const INSERT_EVENT: &str = concat!(
+    "INSERT INTO callback_events (",
+    event_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+);
+
+const HISTORY: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM callback_events WHERE callback_id = $1 ORDER BY seq"
+);
+
+const DUE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM callbacks \
+     WHERE (state = 'scheduled' AND next_attempt_at <= $1) \
+        OR (state IN ('scheduled', 'queued') AND expires_at <= $1) \
+     ORDER BY next_attempt_at LIMIT $2"
+);
+
+/// The listing query for `filter` in dialing order, with the values its placeholders take
+/// (the limit comes last).
+pub(crate) fn list_sql(filter: &Filter) -> (String, Vec<&str>) {
+    let conditions: Vec<(&str, &str)> = [
+        ("state", filter.state.map(State::as_str)),
+        ("queue", filter.queue.as_deref()),
+        ("skill", filter.skill.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| value.map(|v| (column, v)))
+    .collect();
+    let mut sql = concat!("SELECT ", columns!(), " FROM callbacks").to_owned();
+    for (i, (column, _)) in conditions.iter().enumerate() {
+        sql += if i == 0 { " WHERE " } else { " AND " };
+        sql += &format!("{column} = ${}", i + 1);
+    }
+    sql += &format!(
+        " ORDER BY priority DESC, enqueued_at, id LIMIT ${}",
+        conditions.len() + 1
+    );
+    (sql, conditions.into_iter().map(|(_, v)| v).collect())
+}
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("unknown {what} `{value}`"))
@@ -130,10 +191,7 @@ async fn insert_event<'c, E>(executor: E, event: &Event) -> Result<(), StoreErro
 where
     E: sqlx::Executor<'c, Database = Db>,
 {
-    sqlx::query(&format!(
-        "INSERT INTO callback_events ({EVENT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-    ))
+    sqlx::query(INSERT_EVENT)
     .bind(event.callback_id)
     .bind(event.confirmation_id.as_deref())
     .bind(event.at)
@@ -151,14 +209,22 @@ where
     Ok(())
 }
 
+impl SqlStore<Db> {
+    async fn fetch_callbacks(&self, query: Query<'_>) -> Result<Vec<Callback>, StoreError> {
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(callback_from_row)
+            .collect()
+    }
+}
+
 impl CallbackStore for SqlStore<Db> {
     async fn insert(&self, callback: &Callback, event: &Event) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let sql = format!(
-            "INSERT INTO callbacks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
-        );
-        bind_callback(sqlx::query(&sql), callback)
+        bind_callback(sqlx::query(INSERT), callback)
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
@@ -216,9 +282,7 @@ impl CallbackStore for SqlStore<Db> {
     }
 
     async fn history(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM callback_events WHERE callback_id = $1 ORDER BY seq"
-        ))
+        sqlx::query(HISTORY)
         .bind(id)
         .fetch_all(&self.pool)
         .await
@@ -229,35 +293,12 @@ impl CallbackStore for SqlStore<Db> {
     }
 
     async fn list(&self, filter: &Filter) -> Result<Vec<Callback>, StoreError> {
-        let conditions: Vec<(&str, &str)> = [
-            ("state", filter.state.map(State::as_str)),
-            ("queue", filter.queue.as_deref()),
-            ("skill", filter.skill.as_deref()),
-        ]
-        .into_iter()
-        .filter_map(|(column, value)| value.map(|v| (column, v)))
-        .collect();
-        let mut sql = format!("SELECT {COLUMNS} FROM callbacks");
-        for (i, (column, _)) in conditions.iter().enumerate() {
-            sql += if i == 0 { " WHERE " } else { " AND " };
-            sql += &format!("{column} = ${}", i + 1);
-        }
-        sql += &format!(
-            " ORDER BY priority DESC, enqueued_at, id LIMIT ${}",
-            conditions.len() + 1
-        );
+        let (sql, values) = list_sql(filter);
         let mut query = sqlx::query(&sql);
-        for (_, value) in &conditions {
-            query = query.bind(*value);
+        for value in values {
+            query = query.bind(value);
         }
-        query
-            .bind(i64::from(filter.limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(callback_from_row)
-            .collect()
+        self.fetch_callbacks(query.bind(i64::from(filter.limit))).await
     }
 
     async fn counts(&self, queue: &str) -> Result<Vec<(State, u64)>, StoreError> {
@@ -277,19 +318,7 @@ impl CallbackStore for SqlStore<Db> {
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Callback>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM callbacks \
-             WHERE (state = 'scheduled' AND next_attempt_at <= $1) \
-                OR (state IN ('scheduled', 'queued') AND expires_at <= $1) \
-             ORDER BY next_attempt_at LIMIT $2"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(callback_from_row)
-        .collect()
+        self.fetch_callbacks(sqlx::query(DUE).bind(now).bind(i64::from(limit)))
+            .await
     }
 }

@@ -86,6 +86,7 @@ conformance!(
     every_modification_is_recorded_with_its_receipt,
     refused_modifications_change_nothing,
     concurrent_modifications_apply_exactly_one,
+    racing_writers_meet_the_version_check_in_the_store,
     list_is_in_dialing_order_and_filters,
     scheduled_callbacks_fall_due_and_expire,
     reopening_keeps_everything,
@@ -663,7 +664,32 @@ async fn scheduled_callbacks_fall_due_and_expire(_url: &str, cb: Arc<Callbacks<S
     )
     .await
     .unwrap();
-    assert_eq!(cb.advance(t0() + Duration::days(30), 100).await.unwrap(), 0);
+    let later = t0() + Duration::days(30);
+    assert_eq!(cb.advance(later, 100).await.unwrap(), 0);
+    // Once resumed, the time it spent paused does not count towards its expiry.
+    cb.modify(
+        &mut rng,
+        later,
+        &api(),
+        &paused.confirmation_id,
+        None,
+        &Modification::Resume {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        cb.advance(later + Duration::seconds(1), 100).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        cb.store
+            .find(&paused.confirmation_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        State::Queued
+    );
 }
 
 async fn reopening_keeps_everything(url: &str, cb: Arc<Callbacks<Store>>) {
@@ -708,4 +734,103 @@ async fn reopening_keeps_everything(url: &str, cb: Arc<Callbacks<Store>>) {
         before
     );
     again.store.close().await;
+}
+
+/// Lets both racers read the callback before either writes, so the store's own version check
+/// (not the service's comparison with a version the client named) decides the race.
+struct Gate {
+    inner: Store,
+    barrier: tokio::sync::Barrier,
+}
+
+impl CallbackStore for Gate {
+    async fn insert(
+        &self,
+        c: &callbacks::Callback,
+        e: &callbacks::Event,
+    ) -> Result<(), StoreError> {
+        self.inner.insert(c, e).await
+    }
+    async fn update(
+        &self,
+        c: &callbacks::Callback,
+        e: &callbacks::Event,
+    ) -> Result<(), StoreError> {
+        self.inner.update(c, e).await
+    }
+    async fn record(&self, e: &callbacks::Event) -> Result<(), StoreError> {
+        self.inner.record(e).await
+    }
+    async fn find(&self, id: &ConfirmationId) -> Result<Option<callbacks::Callback>, StoreError> {
+        let found = self.inner.find(id).await;
+        self.barrier.wait().await;
+        found
+    }
+    async fn history(&self, id: uuid::Uuid) -> Result<Vec<callbacks::Event>, StoreError> {
+        self.inner.history(id).await
+    }
+    async fn list(&self, f: &Filter) -> Result<Vec<callbacks::Callback>, StoreError> {
+        self.inner.list(f).await
+    }
+    async fn counts(&self, q: &str) -> Result<Vec<(State, u64)>, StoreError> {
+        self.inner.counts(q).await
+    }
+    async fn due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<callbacks::Callback>, StoreError> {
+        self.inner.due(now, limit).await
+    }
+}
+
+async fn racing_writers_meet_the_version_check_in_the_store(_url: &str, cb: Arc<Callbacks<Store>>) {
+    let mut rng = StdRng::seed_from_u64(9);
+    let created = cb
+        .create(&mut rng, t0(), &api(), Source::Api, request("+12125550100"))
+        .await
+        .unwrap();
+    let gated = Arc::new(Callbacks {
+        store: Gate {
+            inner: cb.store.clone(),
+            barrier: tokio::sync::Barrier::new(2),
+        },
+        policy: policy(),
+    });
+    let racer = |seed: u64, m: Modification| {
+        let (gated, id) = (gated.clone(), created.confirmation_id.clone());
+        tokio::spawn(async move {
+            gated
+                .modify(
+                    &mut StdRng::seed_from_u64(seed),
+                    t0(),
+                    &api(),
+                    &id,
+                    None,
+                    &m,
+                )
+                .await
+        })
+    };
+    // Both pause, neither naming a version: each finds it queued, one write must lose.
+    let a = racer(1, Modification::Pause {});
+    let b = racer(2, Modification::Pause {});
+    let results = [a.await.unwrap(), b.await.unwrap()];
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    let lost = results.into_iter().find_map(|r| r.err()).unwrap();
+    assert_eq!(
+        refusal(Err::<(), _>(lost)).receipt.outcome,
+        Outcome::Failure(FailureReason::Conflict)
+    );
+    let stored = cb
+        .store
+        .find(&created.confirmation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.state, stored.version), (State::Paused, 2));
 }
