@@ -1,0 +1,13 @@
+//! A sans-IO SIP stack (RFC 3261 and friends).
+//!
+//! It takes bytes, events and the current time, and returns messages to send, events and the
+//! next deadline; it never reads the clock, opens a socket or sleeps. The runtime in the
+//! `callbackd` binary owns the sockets and pumps it.
+
+pub mod auth;
+pub mod header;
+pub mod message;
+pub mod parse;
+pub mod sdp;
+pub mod uri;
+pub mod validate;
