@@ -9,5 +9,7 @@ pub mod header;
 pub mod message;
 pub mod parse;
 pub mod sdp;
+pub mod transaction;
+pub mod ua;
 pub mod uri;
 pub mod validate;

@@ -1,0 +1,1018 @@
+//! The user agent core: answers calls and requests arriving over SIP, keeps their dialogs,
+//! and hangs up (RFC 3261 sections 8, 12, 13, 14 and 15).
+//!
+//! Sans-IO like everything here: feed it datagrams or framed stream messages with
+//! [`UserAgent::handle_message`] and expiries with [`UserAgent::handle_timeout`], drain
+//! [`UserAgent::poll_output`] for what to send and what happened, and wake it again at
+//! [`UserAgent::poll_timeout`]. The runtime decides about media and answers with
+//! [`UserAgent::answer`], [`UserAgent::reject`] or [`UserAgent::hang_up`].
+//!
+//! Requests within a dialog are sent to the address the dialog's INVITE came from (the way a
+//! session border controller treats callers behind NAT), so callbackd never sends to an
+//! address it only read in a Contact header.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand_core::RngCore;
+
+use crate::header::Via;
+use crate::message::{Message, Method, Name};
+use crate::parse::{parse_datagram, Invalid};
+use crate::transaction::client_non_invite::ClientNonInvite;
+use crate::transaction::server_invite::{self, ServerInvite};
+use crate::transaction::server_non_invite::ServerNonInvite;
+use crate::transaction::{earliest, Backoff, Event, Key, Timers, Transport};
+use crate::validate::{answer_invalid, check_request, response_to, Capabilities, RequestHeaders};
+
+/// Settings of the user agent.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub timers: Timers,
+    /// Our address as peers should reach it, for Via and Contact: `host:port`.
+    pub advertised: String,
+    /// `Server` and `User-Agent` header value.
+    pub product: String,
+    /// Calls at once before new INVITEs get 503.
+    pub max_calls: usize,
+    /// New calls per second before new INVITEs get 503.
+    pub max_calls_per_second: u32,
+}
+
+/// A call known to the user agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(u64);
+
+impl fmt::Display for CallHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "call-{}", self.0)
+    }
+}
+
+/// How the message travelled, and so how answers travel back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Link {
+    Udp,
+    Tcp,
+}
+
+impl Link {
+    fn transport(self) -> Transport {
+        match self {
+            Link::Udp => Transport::Unreliable,
+            Link::Tcp => Transport::Reliable,
+        }
+    }
+
+    fn via_name(self) -> &'static str {
+        match self {
+            Link::Udp => "UDP",
+            Link::Tcp => "TCP",
+        }
+    }
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    RemoteHangup,
+    /// We hung up (and the BYE was answered, or went unanswered).
+    LocalHangup,
+    /// The caller cancelled before we answered.
+    Cancelled,
+    /// We refused the call with this status.
+    Rejected(u16),
+    /// Our 2xx was never acknowledged (64·T1); we sent BYE.
+    NoAck,
+}
+
+/// Something the runtime must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    /// A new call: answer, reject or let it ring.
+    Incoming {
+        call: CallHandle,
+        /// The user part of the Request-URI: the number dialled.
+        dialled: String,
+        /// The caller's user part (caller ID), if any.
+        caller: Option<String>,
+        source: SocketAddr,
+        call_id: String,
+        /// The SDP offer, if the INVITE carried one.
+        offer: Option<Bytes>,
+    },
+    /// The ACK for our 2xx came; with the SDP answer when our 2xx carried the offer.
+    Established {
+        call: CallHandle,
+        answer: Option<Bytes>,
+    },
+    /// A re-INVITE or UPDATE brought a new offer (hold, a new address).
+    Reoffer {
+        call: CallHandle,
+        offer: Bytes,
+    },
+    /// A DTMF digit sent as SIP INFO.
+    InfoDigit {
+        call: CallHandle,
+        digit: char,
+    },
+    Ended {
+        call: CallHandle,
+        reason: EndReason,
+    },
+}
+
+/// What the runtime does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Send {
+        to: SocketAddr,
+        link: Link,
+        bytes: Vec<u8>,
+    },
+    Event(CallEvent),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// INVITE received, no final response yet.
+    Ringing,
+    /// 2xx sent, retransmitted until the ACK.
+    Answered,
+    Confirmed,
+    /// Our BYE is out.
+    Ending,
+}
+
+struct Call {
+    handle: CallHandle,
+    phase: Phase,
+    invite_key: Key,
+    invite: Message,
+    source: SocketAddr,
+    link: Link,
+    call_id: String,
+    local_tag: String,
+    /// The caller's From, which is the To of our requests.
+    remote: String,
+    /// Our To as the caller wrote it plus our tag: the From of our requests.
+    local: String,
+    local_cseq: u32,
+    remote_cseq: u32,
+    remote_target: String,
+    route_set: Vec<String>,
+    /// The 2xx and its retransmission schedule (Timer G-like, then the 64·T1 give-up).
+    ok: Option<Message>,
+    retransmit: Option<(Instant, Backoff)>,
+    give_up: Option<Instant>,
+    local_sdp: Option<Bytes>,
+    offer_in_ok: bool,
+    /// Why the call ends once our BYE is answered.
+    ending: Option<EndReason>,
+}
+
+/// The user agent core.
+pub struct UserAgent {
+    config: Config,
+    capabilities: Capabilities,
+    rng: Box<dyn RngCore + Send>,
+    next_handle: u64,
+    calls: HashMap<CallHandle, Call>,
+    /// (Call-ID, our tag) → call.
+    dialogs: HashMap<(String, String), CallHandle>,
+    invites: HashMap<Key, (ServerInvite, SocketAddr, Link)>,
+    others: HashMap<Key, (ServerNonInvite, SocketAddr, Link)>,
+    /// Our BYEs, by branch.
+    byes: HashMap<Key, (ClientNonInvite, CallHandle)>,
+    /// Admission: the start of the current one-second window and calls admitted in it.
+    window: Option<(Instant, u32)>,
+    outputs: VecDeque<Output>,
+}
+
+impl fmt::Debug for UserAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserAgent")
+            .field("calls", &self.calls.len())
+            .field("invites", &self.invites.len())
+            .field("others", &self.others.len())
+            .finish()
+    }
+}
+
+fn hex(rng: &mut dyn RngCore, bytes: usize) -> String {
+    let mut buf = vec![0; bytes];
+    rng.fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a response to a request goes (RFC 3261 section 18.2.2, RFC 3581): back to the source
+/// address, to the port in `rport` or the Via's port.
+fn response_destination(top_via: &Via, source: SocketAddr, link: Link) -> SocketAddr {
+    if link == Link::Tcp {
+        return source;
+    }
+    let port = match top_via.param("rport") {
+        Some(Some(p)) => p.parse().unwrap_or(source.port()),
+        Some(None) => source.port(),
+        None => top_via.port.unwrap_or(5060),
+    };
+    SocketAddr::new(source.ip(), port)
+}
+
+/// Marks the top Via with where the request really came from (RFC 3261 18.2.1, RFC 3581).
+fn stamp_via(request: &mut Message, source: SocketAddr) {
+    let Some(top) = request.headers.first_mut(&Name::Via) else {
+        return;
+    };
+    // Only the first value of a comma-separated line is ours to change.
+    let (first, rest) = match crate::message::split_list(top).next() {
+        Some(first) if first.len() < top.len() => (first.to_owned(), top[first.len()..].to_owned()),
+        _ => (top.clone(), String::new()),
+    };
+    let Ok(mut via) = Via::parse(&first) else {
+        return;
+    };
+    let ip = source.ip().to_string();
+    let bracketed = if source.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.clone()
+    };
+    if via.host != ip && via.host != bracketed {
+        via.params
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("received"));
+        via.params.push(("received".into(), Some(ip)));
+    }
+    if let Some(rport) = via
+        .params
+        .iter_mut()
+        .find(|(n, _)| n.eq_ignore_ascii_case("rport"))
+    {
+        rport.1 = Some(source.port().to_string());
+    }
+    *top = via.to_header_value() + &rest;
+}
+
+/// The digit of a SIP INFO body (`application/dtmf-relay`: `Signal=5`; `application/dtmf`: `5`).
+fn info_digit(content_type: &str, body: &[u8]) -> Option<char> {
+    let text = std::str::from_utf8(body).ok()?;
+    let value = match content_type {
+        "application/dtmf-relay" => text
+            .lines()
+            .find_map(|l| {
+                l.split_once('=')
+                    .filter(|(k, _)| k.trim().eq_ignore_ascii_case("signal"))
+            })
+            .map(|(_, v)| v.trim())?,
+        "application/dtmf" => text.trim(),
+        _ => return None,
+    };
+    let mut chars = value.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_digit() || "*#ABCDabcd".contains(c) => {
+            Some(c.to_ascii_uppercase())
+        }
+        _ => match value {
+            "10" => Some('*'),
+            "11" => Some('#'),
+            _ => None,
+        },
+    }
+}
+
+impl UserAgent {
+    pub fn new(config: Config, rng: Box<dyn RngCore + Send>) -> UserAgent {
+        use Method::*;
+        UserAgent {
+            config,
+            capabilities: Capabilities {
+                methods: vec![Invite, Ack, Bye, Cancel, Options, Info, Update],
+                extensions: vec![],
+            },
+            rng,
+            next_handle: 1,
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            invites: HashMap::new(),
+            others: HashMap::new(),
+            byes: HashMap::new(),
+            window: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Calls in progress (ringing, answered or ending).
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    fn send(&mut self, to: SocketAddr, link: Link, message: &Message) {
+        self.outputs.push_back(Output::Send {
+            to,
+            link,
+            bytes: message.to_bytes(),
+        });
+    }
+
+    fn event(&mut self, event: CallEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    fn with_server(&self, mut response: Message) -> Message {
+        response
+            .headers
+            .push(Name::Server, self.config.product.clone());
+        response
+    }
+
+    /// One message from the network: a UDP datagram, or a message framed off a TCP stream.
+    pub fn handle_message(&mut self, now: Instant, source: SocketAddr, link: Link, bytes: &[u8]) {
+        match parse_datagram(bytes) {
+            Err(invalid) => self.answer_invalid(&invalid, source, link),
+            Ok(message) if message.is_request() => self.handle_request(now, source, link, message),
+            Ok(message) => self.handle_response(now, message),
+        }
+        self.handle_timeout(now);
+    }
+
+    fn answer_invalid(&mut self, invalid: &Invalid, source: SocketAddr, link: Link) {
+        let tag = hex(self.rng.as_mut(), 8);
+        let Some(mut response) = answer_invalid(invalid, &tag) else {
+            return;
+        };
+        let Some(via) = response
+            .headers
+            .get(&Name::Via)
+            .and_then(|v| Via::parse(crate::message::split_list(v).next()?).ok())
+        else {
+            return;
+        };
+        response = self.with_server(response);
+        self.send(response_destination(&via, source, link), link, &response);
+    }
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        link: Link,
+        mut request: Message,
+    ) {
+        stamp_via(&mut request, source);
+        let Some(key) = Key::of_request(&request) else {
+            return;
+        };
+        let is_ack = request.method() == Some(&Method::Ack);
+        // Retransmissions and ACKs for a non-2xx go to their server transaction.
+        if let Some((transaction, _, _)) = self.invites.get_mut(&key) {
+            if !is_ack || transaction.state() == server_invite::State::Completed {
+                transaction.handle_request(&request, now);
+                return;
+            }
+        } else if let Some((transaction, _, _)) = self.others.get_mut(&key) {
+            transaction.handle_request(&request, now);
+            return;
+        }
+        let tag = hex(self.rng.as_mut(), 8);
+        let parsed = match check_request(&request, &self.capabilities) {
+            Ok(parsed) => parsed,
+            Err(refusal) => {
+                if !is_ack {
+                    let response = self.with_server(refusal.response(&request.headers, &tag));
+                    self.respond_new(now, key, request, source, link, response);
+                }
+                return;
+            }
+        };
+        let in_dialog = parsed.to.tag().and_then(|t| {
+            self.dialogs
+                .get(&(parsed.call_id.clone(), t.to_owned()))
+                .copied()
+        });
+        match (&parsed.method, in_dialog) {
+            (Method::Ack, Some(call)) => self.handle_ack(call, &request),
+            (Method::Ack, None) => {}
+            (Method::Invite, None) if parsed.to.tag().is_none() => {
+                self.handle_invite(now, key, request, parsed, source, link)
+            }
+            (Method::Cancel, _) => self.handle_cancel(now, key, request, source, link),
+            (_, Some(call)) => self.handle_in_dialog(now, key, request, parsed, call, source, link),
+            (Method::Options, None) if parsed.to.tag().is_none() => {
+                let response = self.options_response(&request.headers, &tag);
+                self.respond_new(now, key, request, source, link, response);
+            }
+            (_, None) => {
+                let response = self.with_server(response_to(
+                    &request.headers,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    Some(&tag),
+                ));
+                self.respond_new(now, key, request, source, link, response);
+            }
+        }
+    }
+
+    fn options_response(&self, headers: &crate::message::Headers, tag: &str) -> Message {
+        let mut response = self.with_server(response_to(headers, 200, "OK", Some(tag)));
+        response
+            .headers
+            .push(Name::Allow, self.capabilities.allow());
+        response.headers.push(Name::Accept, "application/sdp");
+        response
+    }
+
+    /// Answers a request with a new server transaction that sends `response` right away.
+    fn respond_new(
+        &mut self,
+        now: Instant,
+        key: Key,
+        request: Message,
+        source: SocketAddr,
+        link: Link,
+        response: Message,
+    ) {
+        if request.method() == Some(&Method::Invite) {
+            let mut transaction = ServerInvite::new(request, link.transport(), self.config.timers);
+            // The 100 Trying is moot when the final answer is immediate.
+            while transaction.poll_transmit().is_some() {}
+            transaction.send_response(response, now);
+            self.invites.insert(key, (transaction, source, link));
+        } else {
+            let mut transaction =
+                ServerNonInvite::new(request, link.transport(), self.config.timers);
+            transaction.send_response(response, now);
+            self.others.insert(key, (transaction, source, link));
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> bool {
+        if self.calls.len() >= self.config.max_calls {
+            return false;
+        }
+        let (start, count) = match self.window {
+            Some((start, count)) if now.duration_since(start) < Duration::from_secs(1) => {
+                (start, count)
+            }
+            _ => (now, 0),
+        };
+        if count >= self.config.max_calls_per_second {
+            self.window = Some((start, count));
+            return false;
+        }
+        self.window = Some((start, count + 1));
+        true
+    }
+
+    fn handle_invite(
+        &mut self,
+        now: Instant,
+        key: Key,
+        request: Message,
+        parsed: RequestHeaders,
+        source: SocketAddr,
+        link: Link,
+    ) {
+        let tag = hex(self.rng.as_mut(), 8);
+        if !self.admit(now) {
+            let mut busy = self.with_server(response_to(
+                &request.headers,
+                503,
+                "Service Unavailable",
+                Some(&tag),
+            ));
+            busy.headers.push(Name::RetryAfter, "5");
+            self.respond_new(now, key, request, source, link, busy);
+            return;
+        }
+        let handle = CallHandle(self.next_handle);
+        self.next_handle += 1;
+        let remote = request
+            .headers
+            .get(&Name::From)
+            .unwrap_or_default()
+            .to_owned();
+        let local = format!(
+            "{};tag={tag}",
+            request.headers.get(&Name::To).unwrap_or_default()
+        );
+        let route_set = request
+            .headers
+            .list(&Name::RecordRoute)
+            .unwrap_or_default()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let offer = (!request.body.is_empty()).then(|| request.body.clone());
+        let call = Call {
+            handle,
+            phase: Phase::Ringing,
+            invite_key: key.clone(),
+            invite: request.clone(),
+            source,
+            link,
+            call_id: parsed.call_id.clone(),
+            local_tag: tag.clone(),
+            remote,
+            local,
+            local_cseq: self.rng.next_u32() % 10_000 + 1,
+            remote_cseq: parsed.cseq.number,
+            remote_target: parsed
+                .contact
+                .first()
+                .map_or_else(|| parsed.from.uri.to_string(), |c| c.uri.to_string()),
+            route_set,
+            ok: None,
+            retransmit: None,
+            give_up: None,
+            local_sdp: None,
+            offer_in_ok: offer.is_none(),
+            ending: None,
+        };
+        self.dialogs.insert((parsed.call_id.clone(), tag), handle);
+        self.calls.insert(handle, call);
+        let mut transaction = ServerInvite::new(request, link.transport(), self.config.timers);
+        let destination = response_destination(&parsed.via[0], source, link);
+        while let Some(trying) = transaction.poll_transmit() {
+            let trying = self.with_server(trying);
+            self.send(destination, link, &trying);
+        }
+        self.invites.insert(key, (transaction, source, link));
+        self.event(CallEvent::Incoming {
+            call: handle,
+            dialled: parsed.uri.user.clone().unwrap_or_default(),
+            caller: parsed.from.uri.user.clone(),
+            source,
+            call_id: parsed.call_id,
+            offer,
+        });
+    }
+
+    fn handle_ack(&mut self, handle: CallHandle, request: &Message) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if call.phase != Phase::Answered {
+            return;
+        }
+        call.phase = Phase::Confirmed;
+        call.retransmit = None;
+        call.give_up = None;
+        let answer = (call.offer_in_ok && !request.body.is_empty()).then(|| request.body.clone());
+        self.event(CallEvent::Established {
+            call: handle,
+            answer,
+        });
+    }
+
+    fn handle_cancel(
+        &mut self,
+        now: Instant,
+        key: Key,
+        request: Message,
+        source: SocketAddr,
+        link: Link,
+    ) {
+        let tag = hex(self.rng.as_mut(), 8);
+        let invite_key = match &key {
+            Key::Branch {
+                branch, sent_by, ..
+            } => Key::Branch {
+                branch: branch.clone(),
+                sent_by: sent_by.clone(),
+                method: Method::Invite,
+            },
+            Key::Legacy {
+                uri,
+                from_tag,
+                call_id,
+                cseq,
+                via,
+                ..
+            } => Key::Legacy {
+                uri: uri.clone(),
+                from_tag: from_tag.clone(),
+                call_id: call_id.clone(),
+                cseq: *cseq,
+                via: via.clone(),
+                method: Method::Invite,
+            },
+        };
+        let ringing = self
+            .calls
+            .values()
+            .find(|c| c.invite_key == invite_key && c.phase == Phase::Ringing)
+            .map(|c| c.handle);
+        let Some(handle) = ringing else {
+            let response = self.with_server(response_to(
+                &request.headers,
+                481,
+                "Call/Transaction Does Not Exist",
+                Some(&tag),
+            ));
+            self.respond_new(now, key, request, source, link, response);
+            return;
+        };
+        let ok = self.with_server(response_to(&request.headers, 200, "OK", Some(&tag)));
+        self.respond_new(now, key, request, source, link, ok);
+        self.final_response(now, handle, 487, "Request Terminated");
+        self.end(handle, EndReason::Cancelled);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_in_dialog(
+        &mut self,
+        now: Instant,
+        key: Key,
+        request: Message,
+        parsed: RequestHeaders,
+        handle: CallHandle,
+        source: SocketAddr,
+        link: Link,
+    ) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if parsed.cseq.number <= call.remote_cseq && parsed.method != Method::Invite {
+            let response = response_to(
+                &request.headers,
+                500,
+                "Server Internal Error (CSeq out of order)",
+                None,
+            );
+            let response = self.with_server(response);
+            self.respond_new(now, key, request, source, link, response);
+            return;
+        }
+        call.remote_cseq = parsed.cseq.number;
+        let tag = call.local_tag.clone();
+        let content_type = request
+            .headers
+            .get(&Name::ContentType)
+            .map(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let mut response = self.with_server(response_to(&request.headers, 200, "OK", Some(&tag)));
+        match parsed.method {
+            Method::Bye => {
+                self.respond_new(now, key, request, source, link, response);
+                self.end(handle, EndReason::RemoteHangup);
+                return;
+            }
+            Method::Invite | Method::Update => {
+                let local_sdp = self.calls.get(&handle).and_then(|c| c.local_sdp.clone());
+                if !request.body.is_empty() {
+                    self.event(CallEvent::Reoffer {
+                        call: handle,
+                        offer: request.body.clone(),
+                    });
+                }
+                if let Some(sdp) = local_sdp {
+                    response.headers.push(Name::ContentType, "application/sdp");
+                    response.body = sdp;
+                }
+                response
+                    .headers
+                    .push(Name::Contact, format!("<sip:{}>", self.config.advertised));
+            }
+            Method::Info => {
+                if let Some(digit) = info_digit(&content_type, &request.body) {
+                    self.event(CallEvent::InfoDigit {
+                        call: handle,
+                        digit,
+                    });
+                }
+            }
+            Method::Options => {
+                response = self.options_response(&request.headers, &tag);
+            }
+            _ => {}
+        }
+        self.respond_new(now, key, request, source, link, response);
+    }
+
+    fn handle_response(&mut self, now: Instant, response: Message) {
+        let Some(key) = Key::of_response(&response) else {
+            return;
+        };
+        if let Some((transaction, _)) = self.byes.get_mut(&key) {
+            transaction.handle_response(response, now);
+        }
+    }
+
+    /// Sends a final response to a ringing call's INVITE.
+    fn final_response(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        code: u16,
+        reason: &str,
+    ) -> Option<Message> {
+        let call = self.calls.get(&handle)?;
+        let mut response = response_to(&call.invite.headers, code, reason, Some(&call.local_tag));
+        response
+            .headers
+            .push(Name::Server, self.config.product.clone());
+        let key = call.invite_key.clone();
+        let (transaction, _, _) = self.invites.get_mut(&key)?;
+        transaction.send_response(response.clone(), now);
+        Some(response)
+    }
+
+    /// Answers a ringing call with 200 OK carrying `sdp` (the answer to the caller's offer, or
+    /// our offer when the INVITE had none).
+    pub fn answer(&mut self, now: Instant, handle: CallHandle, sdp: Bytes) {
+        if self
+            .calls
+            .get(&handle)
+            .is_none_or(|c| c.phase != Phase::Ringing)
+        {
+            return;
+        }
+        let contact = format!("<sip:{}>", self.config.advertised);
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        call.local_sdp = Some(sdp.clone());
+        let mut ok = response_to(&call.invite.headers, 200, "OK", Some(&call.local_tag));
+        ok.headers.push(Name::Contact, contact);
+        ok.headers.push(Name::Allow, self.capabilities.allow());
+        ok.headers.push(Name::Server, self.config.product.clone());
+        ok.headers.push(Name::ContentType, "application/sdp");
+        ok.body = sdp;
+        call.phase = Phase::Answered;
+        let mut backoff = Backoff::new(self.config.timers.t1, Some(self.config.timers.t2));
+        if call.link == Link::Udp {
+            call.retransmit = Some((now + backoff.step(), backoff));
+        }
+        call.give_up = Some(now + self.config.timers.transaction_timeout());
+        call.ok = Some(ok.clone());
+        let key = call.invite_key.clone();
+        if let Some((transaction, _, _)) = self.invites.get_mut(&key) {
+            transaction.send_response(ok, now);
+        }
+        self.flush_transactions();
+    }
+
+    /// Sends 180 Ringing for a call not yet answered.
+    pub fn ring(&mut self, now: Instant, handle: CallHandle) {
+        if self
+            .calls
+            .get(&handle)
+            .is_some_and(|c| c.phase == Phase::Ringing)
+        {
+            self.final_or_provisional(now, handle, 180, "Ringing");
+        }
+    }
+
+    fn final_or_provisional(&mut self, now: Instant, handle: CallHandle, code: u16, reason: &str) {
+        self.final_response(now, handle, code, reason);
+        self.flush_transactions();
+    }
+
+    /// Refuses a ringing call (486 busy, 488 no common codec, 480 not available …).
+    pub fn reject(&mut self, now: Instant, handle: CallHandle, code: u16, reason: &str) {
+        if self
+            .calls
+            .get(&handle)
+            .is_some_and(|c| c.phase == Phase::Ringing)
+        {
+            self.final_or_provisional(now, handle, code, reason);
+            self.end(handle, EndReason::Rejected(code));
+        }
+    }
+
+    /// Ends an answered call with BYE (or refuses one still ringing with 480).
+    pub fn hang_up(&mut self, now: Instant, handle: CallHandle) {
+        let Some(phase) = self.calls.get(&handle).map(|c| c.phase) else {
+            return;
+        };
+        match phase {
+            Phase::Ringing => self.reject(now, handle, 480, "Temporarily Unavailable"),
+            Phase::Answered | Phase::Confirmed => {
+                self.send_bye(now, handle, EndReason::LocalHangup)
+            }
+            Phase::Ending => {}
+        }
+    }
+
+    fn send_bye(&mut self, now: Instant, handle: CallHandle, reason: EndReason) {
+        let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        call.phase = Phase::Ending;
+        call.ending = Some(reason);
+        call.retransmit = None;
+        call.give_up = None;
+        call.local_cseq += 1;
+        let mut bye = Message::request(Method::Bye, call.remote_target.clone());
+        bye.headers.push(
+            Name::Via,
+            format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                call.link.via_name(),
+                self.config.advertised
+            ),
+        );
+        bye.headers.push(Name::MaxForwards, "70");
+        for route in &call.route_set {
+            bye.headers.push(Name::Route, route.clone());
+        }
+        bye.headers.push(Name::From, call.local.clone());
+        bye.headers.push(Name::To, call.remote.clone());
+        bye.headers.push(Name::CallId, call.call_id.clone());
+        bye.headers
+            .push(Name::CSeq, format!("{} BYE", call.local_cseq));
+        bye.headers
+            .push(Name::UserAgent, self.config.product.clone());
+        let key = Key::Branch {
+            branch,
+            sent_by: {
+                let (host, port) =
+                    crate::uri::split_hostport(&self.config.advertised).unwrap_or(("", None));
+                format!("{}:{}", host.to_ascii_lowercase(), port.unwrap_or(5060))
+            },
+            method: Method::Bye,
+        };
+        let transaction = ClientNonInvite::new(bye, call.link.transport(), self.config.timers, now);
+        self.byes.insert(key, (transaction, handle));
+        self.flush_transactions();
+    }
+
+    fn end(&mut self, handle: CallHandle, reason: EndReason) {
+        if let Some(call) = self.calls.remove(&handle) {
+            self.dialogs
+                .remove(&(call.call_id.clone(), call.local_tag.clone()));
+            self.event(CallEvent::Ended {
+                call: handle,
+                reason,
+            });
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut no_ack = Vec::new();
+        let mut resend = Vec::new();
+        for call in self.calls.values_mut() {
+            if call.give_up.is_some_and(|at| at <= now) {
+                no_ack.push(call.handle);
+                continue;
+            }
+            if let Some((at, mut backoff)) = call.retransmit {
+                if at <= now {
+                    call.retransmit = Some((now + backoff.step(), backoff));
+                    if let Some(ok) = &call.ok {
+                        let via = ok
+                            .headers
+                            .get(&Name::Via)
+                            .and_then(|v| Via::parse(crate::message::split_list(v).next()?).ok());
+                        if let Some(via) = via {
+                            resend.push((
+                                response_destination(&via, call.source, call.link),
+                                call.link,
+                                ok.clone(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (to, link, ok) in resend {
+            self.send(to, link, &ok);
+        }
+        for handle in no_ack {
+            self.send_bye(now, handle, EndReason::NoAck);
+        }
+        for (transaction, _, _) in self.invites.values_mut() {
+            transaction.handle_timeout(now);
+        }
+        for (transaction, _, _) in self.others.values_mut() {
+            transaction.handle_timeout(now);
+        }
+        for (transaction, _) in self.byes.values_mut() {
+            transaction.handle_timeout(now);
+        }
+        self.flush_transactions();
+    }
+
+    /// Moves what the transactions want sent to the outputs, and forgets finished ones.
+    fn flush_transactions(&mut self) {
+        let mut sends = Vec::new();
+        let mut finished = Vec::new();
+        for (key, (transaction, source, link)) in self.invites.iter_mut() {
+            while let Some(message) = transaction.poll_transmit() {
+                sends.push((message, *source, *link));
+            }
+            while let Some(event) = transaction.poll_event() {
+                if event == Event::Terminated {
+                    finished.push(key.clone());
+                }
+            }
+        }
+        for key in finished.drain(..) {
+            self.invites.remove(&key);
+        }
+        for (key, (transaction, source, link)) in self.others.iter_mut() {
+            while let Some(message) = transaction.poll_transmit() {
+                sends.push((message, *source, *link));
+            }
+            while let Some(event) = transaction.poll_event() {
+                if event == Event::Terminated {
+                    finished.push(key.clone());
+                }
+            }
+        }
+        for key in finished.drain(..) {
+            self.others.remove(&key);
+        }
+        for (message, source, link) in sends {
+            let via = message
+                .headers
+                .get(&Name::Via)
+                .and_then(|v| Via::parse(crate::message::split_list(v).next()?).ok());
+            if let Some(via) = via {
+                self.send(response_destination(&via, source, link), link, &message);
+            }
+        }
+        let mut requests = Vec::new();
+        let mut done = Vec::new();
+        for (key, (transaction, handle)) in self.byes.iter_mut() {
+            let destination = self.calls.get(handle).map(|c| (c.source, c.link));
+            while let Some(message) = transaction.poll_transmit() {
+                if let Some((to, link)) = destination {
+                    requests.push((to, link, message));
+                }
+            }
+            while let Some(event) = transaction.poll_event() {
+                match event {
+                    Event::Response(r) if r.code().is_some_and(|c| c >= 200) => {
+                        done.push((key.clone(), *handle))
+                    }
+                    Event::TimedOut => done.push((key.clone(), *handle)),
+                    Event::Terminated => done.push((key.clone(), *handle)),
+                    Event::Response(_) => {}
+                }
+            }
+        }
+        for (to, link, message) in requests {
+            self.send(to, link, &message);
+        }
+        for (key, handle) in done {
+            let terminated = self.byes.get(&key).is_some_and(|(t, _)| {
+                t.state() == crate::transaction::client_non_invite::State::Terminated
+            });
+            if terminated {
+                self.byes.remove(&key);
+            }
+            let reason = self
+                .calls
+                .get_mut(&handle)
+                .and_then(|c| c.ending.take())
+                .unwrap_or(EndReason::LocalHangup);
+            self.end(handle, reason);
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let calls = self
+            .calls
+            .values()
+            .flat_map(|c| [c.retransmit.map(|(at, _)| at), c.give_up])
+            .flatten()
+            .min();
+        let invites = self
+            .invites
+            .values()
+            .filter_map(|(t, _, _)| t.poll_timeout())
+            .min();
+        let others = self
+            .others
+            .values()
+            .filter_map(|(t, _, _)| t.poll_timeout())
+            .min();
+        let byes = self
+            .byes
+            .values()
+            .filter_map(|(t, _)| t.poll_timeout())
+            .min();
+        earliest(&[calls, invites, others, byes])
+    }
+}
+
+#[cfg(test)]
+#[path = "ua_tests.rs"]
+mod tests;

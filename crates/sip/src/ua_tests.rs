@@ -1,0 +1,512 @@
+//! The user agent core in virtual time: a scripted caller on one side, outputs checked on
+//! the other.
+
+use super::*;
+use crate::parse::parse_datagram;
+use rand::{rngs::StdRng, SeedableRng};
+
+const CALLER: &str = "127.0.0.1:5070";
+
+fn ua() -> UserAgent {
+    let config = Config {
+        timers: Timers::default(),
+        advertised: "127.0.0.1:5060".into(),
+        product: "callbackd-test".into(),
+        max_calls: 10,
+        max_calls_per_second: 100,
+    };
+    UserAgent::new(config, Box::new(StdRng::seed_from_u64(1)))
+}
+
+fn caller() -> SocketAddr {
+    CALLER.parse().unwrap()
+}
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+fn request(
+    method: &str,
+    branch: &str,
+    cseq: u32,
+    to_tag: Option<&str>,
+    extra: &str,
+    body: &str,
+) -> Vec<u8> {
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    format!(
+        "{method} sip:5000@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch={branch};rport\r\n\
+         From: \"Alice\" <sip:alice@{CALLER}>;tag=caller1\r\nTo: <sip:5000@127.0.0.1:5060>{to_tag}\r\n\
+         Call-ID: call-1@127.0.0.1\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n\
+         Contact: <sip:alice@{CALLER}>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn invite() -> Vec<u8> {
+    request(
+        "INVITE",
+        "z9hG4bK-inv1",
+        1,
+        None,
+        "Content-Type: application/sdp\r\n",
+        SDP,
+    )
+}
+
+/// Everything the user agent put out: messages sent (parsed, with their destination) and events.
+fn drain(ua: &mut UserAgent) -> (Vec<(SocketAddr, Message)>, Vec<CallEvent>) {
+    let mut sent = Vec::new();
+    let mut events = Vec::new();
+    while let Some(output) = ua.poll_output() {
+        match output {
+            Output::Send { to, bytes, .. } => sent.push((to, parse_datagram(&bytes).unwrap())),
+            Output::Event(e) => events.push(e),
+        }
+    }
+    (sent, events)
+}
+
+fn codes(sent: &[(SocketAddr, Message)]) -> Vec<u16> {
+    sent.iter().filter_map(|(_, m)| m.code()).collect()
+}
+
+/// Starts a call and answers it; returns the call and our To tag.
+fn answered(ua: &mut UserAgent, now: Instant) -> (CallHandle, String) {
+    ua.handle_message(now, caller(), Link::Udp, &invite());
+    let (_, events) = drain(ua);
+    let CallEvent::Incoming { call, .. } = events[0].clone() else {
+        panic!("{events:?}")
+    };
+    ua.answer(now, call, Bytes::from_static(b"v=0\r\n"));
+    let (sent, _) = drain(ua);
+    let to = sent[0].1.headers.get(&Name::To).unwrap().to_owned();
+    let tag = to.split(";tag=").nth(1).unwrap().to_owned();
+    (call, tag)
+}
+
+#[test]
+fn an_inbound_call_from_invite_to_bye() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.handle_message(now, caller(), Link::Udp, &invite());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [100]);
+    assert_eq!(sent[0].0, caller(), "rport: back to the source port");
+    let via = sent[0].1.headers.get(&Name::Via).unwrap();
+    assert!(via.contains("rport=5070"), "{via}");
+    let [CallEvent::Incoming {
+        call,
+        dialled,
+        caller: who,
+        offer,
+        ..
+    }] = events.as_slice()
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!((dialled.as_str(), who.as_deref()), ("5000", Some("alice")));
+    assert!(offer.as_ref().unwrap().starts_with(b"v=0"));
+    let call = *call;
+
+    ua.answer(now, call, Bytes::from_static(b"v=0\r\nanswer"));
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    let ok = &sent[0].1;
+    assert_eq!(ok.headers.get(&Name::ContentType), Some("application/sdp"));
+    assert_eq!(ok.headers.get(&Name::Contact), Some("<sip:127.0.0.1:5060>"));
+    assert!(ok.headers.get(&Name::To).unwrap().contains(";tag="));
+    let tag = ok
+        .headers
+        .get(&Name::To)
+        .unwrap()
+        .split(";tag=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert!(sent.is_empty());
+    assert_eq!(events, [CallEvent::Established { call, answer: None }]);
+    assert_eq!(
+        ua.poll_timeout().map(|t| t > now + Duration::from_secs(30)),
+        Some(true),
+        "no 2xx retransmission after the ACK"
+    );
+
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("BYE", "z9hG4bK-bye1", 2, Some(&tag), "", ""),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::RemoteHangup
+        }]
+    );
+    assert_eq!(ua.calls(), 0);
+}
+
+#[test]
+fn retransmitted_invite_is_one_call() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.handle_message(now, caller(), Link::Udp, &invite());
+    drain(&mut ua);
+    ua.handle_message(
+        now + Duration::from_millis(500),
+        caller(),
+        Link::Udp,
+        &invite(),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [100], "the last response again");
+    assert!(events.is_empty(), "never a second call");
+    assert_eq!(ua.calls(), 1);
+}
+
+#[test]
+fn unacknowledged_2xx_is_retransmitted_then_the_call_is_torn_down() {
+    let start = Instant::now();
+    let mut ua = ua();
+    let (call, _) = answered(&mut ua, start);
+    let mut times = Vec::new();
+    let mut byes = Vec::new();
+    while let Some(at) = ua
+        .poll_timeout()
+        .filter(|at| *at <= start + Duration::from_secs(40))
+    {
+        ua.handle_timeout(at);
+        let (sent, _) = drain(&mut ua);
+        for (_, m) in sent {
+            match m.code() {
+                Some(200) => times.push((at - start).as_secs_f64()),
+                None => byes.push((at - start).as_secs_f64()),
+                _ => {}
+            }
+        }
+        if !byes.is_empty() {
+            break;
+        }
+    }
+    // T1, 2·T1, … capped at T2: 0.5 1.5 3.5 7.5 11.5 … 31.5, then BYE at 64·T1.
+    assert_eq!(
+        times,
+        [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    );
+    assert_eq!(byes, [32.0]);
+    // The BYE goes unanswered too: the call ends when its transaction gives up.
+    let mut ended = None;
+    while let Some(at) = ua.poll_timeout() {
+        ua.handle_timeout(at);
+        let (_, events) = drain(&mut ua);
+        if let Some(e) = events.into_iter().next() {
+            ended = Some(e);
+            break;
+        }
+    }
+    assert_eq!(
+        ended,
+        Some(CallEvent::Ended {
+            call,
+            reason: EndReason::NoAck
+        })
+    );
+}
+
+#[test]
+fn cancel_before_answer() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.handle_message(now, caller(), Link::Udp, &invite());
+    let (_, events) = drain(&mut ua);
+    let CallEvent::Incoming { call, .. } = events[0] else {
+        panic!()
+    };
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("CANCEL", "z9hG4bK-inv1", 1, None, "", ""),
+    );
+    let (sent, events) = drain(&mut ua);
+    let mut got: Vec<(u16, String)> = sent
+        .iter()
+        .map(|(_, m)| {
+            (
+                m.code().unwrap(),
+                m.headers.get(&Name::CSeq).unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [(200, "1 CANCEL".to_owned()), (487, "1 INVITE".to_owned())]
+    );
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::Cancelled
+        }]
+    );
+    // The ACK for the 487 stops its retransmission.
+    let to = sent
+        .iter()
+        .find(|(_, m)| m.code() == Some(487))
+        .unwrap()
+        .1
+        .headers
+        .get(&Name::To)
+        .unwrap()
+        .to_owned();
+    let tag = to.split(";tag=").nth(1).unwrap();
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-inv1", 1, Some(tag), "", ""),
+    );
+    ua.handle_timeout(now + Duration::from_secs(1));
+    assert!(
+        drain(&mut ua).0.is_empty(),
+        "no 487 retransmission after the ACK"
+    );
+    // A CANCEL for nothing gets 481.
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("CANCEL", "z9hG4bK-other", 1, None, "", ""),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [481]);
+}
+
+#[test]
+fn we_hang_up() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let (call, tag) = answered(&mut ua, now);
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
+    );
+    drain(&mut ua);
+    ua.hang_up(now, call);
+    let (sent, _) = drain(&mut ua);
+    let (to, bye) = &sent[0];
+    assert_eq!(
+        *to,
+        caller(),
+        "in-dialog requests go where the INVITE came from"
+    );
+    assert_eq!(bye.method(), Some(&Method::Bye));
+    assert_eq!(
+        bye.uri(),
+        Some("sip:alice@127.0.0.1:5070"),
+        "the remote target"
+    );
+    assert!(bye
+        .headers
+        .get(&Name::From)
+        .unwrap()
+        .ends_with(&format!(";tag={tag}")));
+    assert!(bye
+        .headers
+        .get(&Name::To)
+        .unwrap()
+        .ends_with(";tag=caller1"));
+    assert_eq!(bye.headers.get(&Name::CallId), Some("call-1@127.0.0.1"));
+    let mut ok = crate::validate::response_to(&bye.headers, 200, "OK", None);
+    ok.headers.push(Name::ContentLength, "0");
+    ua.handle_message(now, caller(), Link::Udp, &ok.to_bytes());
+    let (_, events) = drain(&mut ua);
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::LocalHangup
+        }]
+    );
+}
+
+#[test]
+fn requests_outside_calls() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("OPTIONS", "z9hG4bK-o1", 1, None, "", ""),
+    );
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert_eq!(
+        sent[0].1.headers.get(&Name::Allow),
+        Some("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE")
+    );
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("FROBNICATE", "z9hG4bK-f1", 1, None, "", ""),
+    );
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [501]);
+    assert!(sent[0].1.headers.get(&Name::Allow).is_some());
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("BYE", "z9hG4bK-b1", 1, Some("nope"), "", ""),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [481]);
+    ua.handle_message(now, caller(), Link::Udp, b"\x00\x01garbage");
+    assert!(drain(&mut ua).0.is_empty(), "garbage is dropped");
+    let broken = String::from_utf8(request("OPTIONS", "z9hG4bK-x", 1, None, "", ""))
+        .unwrap()
+        .replace("Content-Length: 0", "Content-Length: 50");
+    ua.handle_message(now, caller(), Link::Udp, broken.as_bytes());
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [400]);
+}
+
+#[test]
+fn overload_gets_503_and_established_calls_are_untouched() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.config.max_calls = 1;
+    let (_, tag) = answered(&mut ua, now);
+    let second = String::from_utf8(invite())
+        .unwrap()
+        .replace("call-1@", "call-2@")
+        .replace("z9hG4bK-inv1", "z9hG4bK-inv2");
+    ua.handle_message(now, caller(), Link::Udp, second.as_bytes());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [503]);
+    assert_eq!(sent[0].1.headers.get(&Name::RetryAfter), Some("5"));
+    assert!(events.is_empty());
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
+    );
+    assert!(matches!(
+        drain(&mut ua).1.as_slice(),
+        [CallEvent::Established { .. }]
+    ));
+
+    let mut ua2 = self::ua();
+    ua2.config.max_calls_per_second = 2;
+    for i in 0..3 {
+        let inv = String::from_utf8(invite())
+            .unwrap()
+            .replace("call-1@", &format!("c{i}@"))
+            .replace("z9hG4bK-inv1", &format!("z9hG4bK-r{i}"));
+        ua2.handle_message(now, caller(), Link::Udp, inv.as_bytes());
+    }
+    let (sent, events) = drain(&mut ua2);
+    assert_eq!(codes(&sent), [100, 100, 503]);
+    assert_eq!(events.len(), 2);
+}
+
+#[test]
+fn in_dialog_info_reinvite_and_options() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let (call, tag) = answered(&mut ua, now);
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
+    );
+    drain(&mut ua);
+    for (i, (ctype, body, digit)) in [
+        (
+            "application/dtmf-relay",
+            "Signal=5\r\nDuration=160\r\n",
+            '5',
+        ),
+        ("application/dtmf", "#", '#'),
+        ("application/dtmf-relay", "Signal= 11\r\n", '#'),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let info = request(
+            "INFO",
+            &format!("z9hG4bK-i{i}"),
+            2 + i as u32,
+            Some(&tag),
+            &format!("Content-Type: {ctype}\r\n"),
+            body,
+        );
+        ua.handle_message(now, caller(), Link::Udp, &info);
+        let (sent, events) = drain(&mut ua);
+        assert_eq!(codes(&sent), [200]);
+        assert_eq!(events, [CallEvent::InfoDigit { call, digit }]);
+    }
+    let reinvite = request(
+        "INVITE",
+        "z9hG4bK-re1",
+        9,
+        Some(&tag),
+        "Content-Type: application/sdp\r\n",
+        SDP,
+    );
+    ua.handle_message(now, caller(), Link::Udp, &reinvite);
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert_eq!(&sent[0].1.body[..], b"v=0\r\n", "our current SDP");
+    assert!(matches!(events.as_slice(), [CallEvent::Reoffer { .. }]));
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("OPTIONS", "z9hG4bK-o2", 10, Some(&tag), "", ""),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+    // An old CSeq is refused.
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("INFO", "z9hG4bK-old", 3, Some(&tag), "", ""),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [500]);
+}
+
+#[test]
+fn responses_follow_via_without_rport() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let raw = String::from_utf8(request("OPTIONS", "z9hG4bK-n1", 1, None, "", ""))
+        .unwrap()
+        .replace(";rport", "");
+    // Sent from port 6000, the Via says 5070: without rport the Via's port wins.
+    ua.handle_message(
+        now,
+        "127.0.0.1:6000".parse().unwrap(),
+        Link::Udp,
+        raw.as_bytes(),
+    );
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(sent[0].0, caller());
+}
