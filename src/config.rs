@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use callbacks::{DialingPolicy, Policy, Queue};
+use callbacks::{serde_duration, DialingPolicy, Policy, Queue};
 use serde::Deserialize;
 
 /// The configuration shipped in the repository, used when no file is given and
@@ -17,6 +17,8 @@ pub const DEFAULT: &str = include_str!("../callbackd.toml");
 pub struct Config {
     pub api: ApiConfig,
     pub store: StoreConfig,
+    pub sip: SipConfig,
+    pub media: MediaConfig,
     pub dialing: DialingPolicy,
     pub queues: BTreeMap<String, Queue>,
 }
@@ -27,6 +29,102 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     #[serde(default)]
     pub token: Option<Secret>,
+}
+
+/// SIP: where it listens, how hard it may be pushed, and its timers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    #[serde(default)]
+    pub udp: Vec<SocketAddr>,
+    #[serde(default)]
+    pub tcp: Vec<SocketAddr>,
+    /// `host:port` peers reach us at (Via, Contact, SDP); the first listen address by default.
+    #[serde(default)]
+    pub advertised: Option<String>,
+    #[serde(default = "default_max_calls")]
+    pub max_calls: usize,
+    #[serde(default = "default_max_calls_per_second")]
+    pub max_calls_per_second: u32,
+    /// How long an inbound call rings (180) before it is answered; 0 answers at once.
+    #[serde(default = "zero", deserialize_with = "serde_duration::deserialize")]
+    pub ring_time: chrono::Duration,
+    /// Calls are hung up after this long, whatever happens in them.
+    #[serde(
+        default = "two_hours",
+        deserialize_with = "serde_duration::deserialize"
+    )]
+    pub max_call_duration: chrono::Duration,
+    #[serde(
+        default = "default_t1",
+        deserialize_with = "serde_duration::deserialize"
+    )]
+    pub t1: chrono::Duration,
+    #[serde(
+        default = "default_t2",
+        deserialize_with = "serde_duration::deserialize"
+    )]
+    pub t2: chrono::Duration,
+    #[serde(
+        default = "default_t4",
+        deserialize_with = "serde_duration::deserialize"
+    )]
+    pub t4: chrono::Duration,
+}
+
+fn default_max_calls() -> usize {
+    500
+}
+fn default_max_calls_per_second() -> u32 {
+    200
+}
+fn zero() -> chrono::Duration {
+    chrono::Duration::zero()
+}
+fn two_hours() -> chrono::Duration {
+    chrono::Duration::hours(2)
+}
+fn default_t1() -> chrono::Duration {
+    chrono::Duration::milliseconds(500)
+}
+fn default_t2() -> chrono::Duration {
+    chrono::Duration::seconds(4)
+}
+fn default_t4() -> chrono::Duration {
+    chrono::Duration::seconds(5)
+}
+
+impl SipConfig {
+    pub fn timers(&self) -> sip::transaction::Timers {
+        let std = |d: chrono::Duration| d.to_std().unwrap_or_default();
+        sip::transaction::Timers {
+            t1: std(self.t1),
+            t2: std(self.t2),
+            t4: std(self.t4),
+        }
+    }
+}
+
+/// Media: the RTP port range.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// `"20000-29999"`: calls take even ports from this range.
+    #[serde(deserialize_with = "port_range")]
+    pub rtp_ports: (u16, u16),
+}
+
+fn port_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error> {
+    let text = String::deserialize(d)?;
+    let parsed = text
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+        .filter(|(a, b)| *a >= 1024 && b > a);
+    parsed.ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a port range such as \"20000-29999\" (from 1024 up)"
+        ))
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,54 +266,68 @@ impl Config {
         }
         config
             .check()
-            .map_err(|(key, message)| invalid(key, message))?;
+            .map_err(|(key, message)| invalid(&key, message))?;
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), (&'static str, String)> {
+    fn check(&self) -> Result<(), (String, String)> {
+        let problem = |key: &str, message: &str| Err((key.to_owned(), message.to_owned()));
         if self.api.token.as_ref().is_some_and(|t| t.0.len() < 16) {
-            return Err((
-                "api.token",
-                "a token must be at least 16 characters long".into(),
-            ));
+            return problem("api.token", "a token must be at least 16 characters long");
         }
         if !self.api.listen.ip().is_loopback() && self.api.token.is_none() {
-            return Err((
-                "api.listen",
-                format!(
-                    "{} is reachable from other machines; set api.token (or CALLBACKD_API_TOKEN) first",
-                    self.api.listen
-                ),
-            ));
+            let message = format!(
+                "{} is reachable from other machines; set api.token (or CALLBACKD_API_TOKEN) first",
+                self.api.listen
+            );
+            return problem("api.listen", &message);
         }
         let url = self.store.url.expose();
         if !["sqlite:", "postgres://", "postgresql://"]
             .iter()
             .any(|p| url.starts_with(p))
         {
-            return Err((
-                "store.url",
-                "must start with sqlite:// or postgres://".into(),
-            ));
+            return problem("store.url", "must start with sqlite:// or postgres://");
+        }
+        if self.sip.udp.is_empty() && self.sip.tcp.is_empty() {
+            return problem("sip", "SIP needs at least one udp or tcp address");
+        }
+        if self.sip.t1 <= chrono::Duration::zero()
+            || self.sip.t2 < self.sip.t1
+            || self.sip.t4 <= chrono::Duration::zero()
+        {
+            return problem("sip.t1", "timers must be positive, with t2 at least t1");
+        }
+        if self.sip.max_calls == 0 || self.sip.max_calls_per_second == 0 {
+            return problem(
+                "sip.max_calls",
+                "max_calls and max_calls_per_second must be at least 1",
+            );
+        }
+        if let Some(message) = self.dialing.problem() {
+            return problem("dialing", &message);
         }
         if self.queues.is_empty() {
-            return Err((
+            return problem(
                 "queues",
-                "at least one queue is needed, e.g. [queues.support]".into(),
-            ));
+                "at least one queue is needed, e.g. [queues.support]",
+            );
         }
-        for queue in self.queues.values() {
+        for (name, queue) in &self.queues {
             if queue.skills.is_empty() || queue.skills.iter().any(|s| s.trim().is_empty()) {
-                return Err((
-                    "queues.*.skills",
-                    "each queue needs at least one non-empty skill".into(),
-                ));
+                return problem(
+                    &format!("queues.{name}.skills"),
+                    "a queue needs at least one non-empty skill",
+                );
             }
-            if queue.max_attempts == 0 || queue.retry_backoff.is_empty() {
-                return Err((
-                    "queues.*.max_attempts",
-                    "each queue needs max_attempts >= 1 and at least one retry_backoff".into(),
-                ));
+            if queue.max_attempts == 0 {
+                return problem(&format!("queues.{name}.max_attempts"), "must be at least 1");
+            }
+            if queue.retry_backoff.is_empty() {
+                return problem(
+                    &format!("queues.{name}.retry_backoff"),
+                    "needs at least one wait, e.g. [\"5m\"]",
+                );
             }
         }
         Ok(())

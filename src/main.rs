@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod config;
 mod serve;
+mod signalling;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

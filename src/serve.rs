@@ -29,7 +29,17 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the HTTP API to {}", config.api.listen))?;
     let address = listener.local_addr()?;
-    // Tests and scripts read this line to find the port when the config asks for port 0.
+
+    let sip = crate::signalling::start(config.sip.clone(), config.media.clone()).await?;
+    for address in &sip.udp {
+        println!("callbackd: SIP on udp://{address}");
+    }
+    for address in &sip.tcp {
+        println!("callbackd: SIP on tcp://{address}");
+    }
+    tracing::info!(udp = ?sip.udp, tcp = ?sip.tcp, "SIP listening");
+    // Tests and scripts read these lines to find the ports when the config asks for port 0;
+    // the HTTP line comes last, when everything is up.
     println!("callbackd: HTTP API on http://{address}");
     tracing::info!(%address, auth = config.api.token.is_some(), "HTTP API listening");
 

@@ -23,6 +23,8 @@ pub async fn store_url(backend: &str) -> String {
 pub fn config(store_url: &str, extra: &str) -> PathBuf {
     let text = include_str!("../../callbackd.toml")
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("udp = [\"127.0.0.1:5060\"]", "udp = [\"127.0.0.1:0\"]")
+        .replace("tcp = [\"127.0.0.1:5060\"]", "tcp = [\"127.0.0.1:0\"]")
         .replace(
             "url = \"sqlite://callbackd.db\"",
             &format!("url = \"{store_url}\""),
@@ -49,6 +51,8 @@ pub fn callbackd() -> Command {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    pub sip_udp: Option<SocketAddr>,
+    pub sip_tcp: Option<SocketAddr>,
 }
 
 impl Server {
@@ -63,11 +67,16 @@ impl Server {
             .expect("the callbackd binary runs");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let (mut sip_udp, mut sip_tcp) = (None, None);
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(url) = line.strip_prefix("callbackd: HTTP API on http://") {
                         break url.parse().unwrap();
+                    } else if let Some(a) = line.strip_prefix("callbackd: SIP on udp://") {
+                        sip_udp = sip_udp.or(a.parse().ok());
+                    } else if let Some(a) = line.strip_prefix("callbackd: SIP on tcp://") {
+                        sip_tcp = sip_tcp.or(a.parse().ok());
                     }
                 }
                 _ => panic!("callbackd exited before listening: {:?}", child.wait()),
@@ -75,7 +84,12 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            sip_udp,
+            sip_tcp,
+        }
     }
 
     pub fn request(

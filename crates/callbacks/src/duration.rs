@@ -1,8 +1,8 @@
-//! Durations as people write them in a config file: `90s`, `10m`, `2h`, `14d`.
+//! Durations as people write them in a config file: `500ms`, `90s`, `10m`, `2h`, `14d`.
 
 use chrono::Duration;
 
-/// Parses a whole number followed by one unit: `s`, `m`, `h` or `d`.
+/// Parses a whole number followed by one unit: `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -12,21 +12,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: i64 = number
         .parse()
         .map_err(|_| format!("`{text}` does not start with a whole number"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("`{text}` has unit `{unit}`; use s, m, h or d")),
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{text}` has unit `{unit}`; use ms, s, m, h or d")),
     };
-    n.checked_mul(seconds)
-        .filter(|s| *s <= 100 * 365 * 86_400)
-        .map(Duration::seconds)
+    n.checked_mul(millis)
+        .filter(|ms| *ms <= 100 * 365 * 86_400_000)
+        .map(Duration::milliseconds)
         .ok_or_else(|| format!("`{text}` is too long"))
 }
 
 /// Serde helpers for fields holding durations written as strings.
-pub(crate) mod serde_duration {
+pub mod serde_duration {
     use chrono::Duration;
     use serde::{Deserialize, Deserializer};
 
@@ -53,8 +54,10 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::minutes(10)));
         assert_eq!(parse_duration("2h"), Ok(Duration::hours(2)));
         assert_eq!(parse_duration("14d"), Ok(Duration::days(14)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::milliseconds(500)));
         assert!(parse_duration("14").unwrap_err().contains("no unit"));
         assert!(parse_duration("5w").unwrap_err().contains("unit `w`"));
+        assert!(parse_duration("5us").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("99999999999999999d").is_err());
     }

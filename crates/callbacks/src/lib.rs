@@ -23,7 +23,7 @@ mod timezone;
 
 pub use address::{Address, AddressError, DialingPolicy, Media, NumberType, PhoneNumber, SipUri};
 pub use callback::{Callback, IllegalTransition, RequestedTime, Source, State};
-pub use duration::parse_duration;
+pub use duration::{parse_duration, serde_duration};
 pub use ids::{ConfirmationId, ConfirmationIdError, ReceiptCode};
 pub use modification::{Actor, Channel, FailureReason, Modification, Outcome, Receipt, Rejection};
 pub use queue::{CallingWindow, Policy, Queue};

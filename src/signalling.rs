@@ -1,0 +1,431 @@
+//! The SIP runtime: UDP and TCP sockets, the RTP port pool, and the loop that pumps the
+//! sans-IO user agent (`sip::ua`). It holds no protocol logic of its own.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use anyhow::Context;
+use bytes::Bytes;
+use rand::{rngs::StdRng, RngCore, SeedableRng};
+use sip::sdp::{self, SessionDescription};
+use sip::ua::{CallEvent, CallHandle, Config as UaConfig, Link, Output, UserAgent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::{MediaConfig, SipConfig};
+
+/// What the socket tasks hand the user agent loop.
+enum Inbound {
+    Message {
+        source: SocketAddr,
+        link: Link,
+        bytes: Vec<u8>,
+    },
+    TcpOpened {
+        peer: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    TcpClosed {
+        peer: SocketAddr,
+    },
+}
+
+/// Even RTP ports from the configured range; a port is held by a bound socket for as long as
+/// its call lasts.
+struct PortPool {
+    first: u16,
+    last: u16,
+    next: u16,
+}
+
+impl PortPool {
+    fn new(media: &MediaConfig) -> PortPool {
+        let first = media.rtp_ports.0 + media.rtp_ports.0 % 2;
+        PortPool {
+            first,
+            last: media.rtp_ports.1,
+            next: first,
+        }
+    }
+
+    /// Binds the next free even port on `ip`.
+    fn allocate(&mut self, ip: IpAddr) -> Option<std::net::UdpSocket> {
+        let span = (self.last - self.first) / 2 + 1;
+        for _ in 0..span {
+            let port = self.next;
+            self.next = if self.next + 2 > self.last {
+                self.first
+            } else {
+                self.next + 2
+            };
+            if let Ok(socket) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+                return Some(socket);
+            }
+        }
+        None
+    }
+}
+
+struct ActiveCall {
+    call_id: String,
+    started: Instant,
+    hanging_up: bool,
+    /// The RTP socket holding the port named in our SDP (media comes with the media issue).
+    _rtp: Option<std::net::UdpSocket>,
+}
+
+/// The addresses SIP ended up on (ports chosen by the system when the config says 0).
+pub struct Bound {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// Binds the SIP sockets and starts the user agent; runs until the process ends.
+pub async fn start(sip: SipConfig, media: MediaConfig) -> anyhow::Result<Bound> {
+    let (tx, rx) = mpsc::channel::<Inbound>(4096);
+    let mut udp = Vec::new();
+    for address in &sip.udp {
+        let socket = UdpSocket::bind(address)
+            .await
+            .with_context(|| format!("binding SIP over UDP to {address}"))?;
+        udp.push(std::sync::Arc::new(socket));
+    }
+    let mut tcp_bound = Vec::new();
+    for address in &sip.tcp {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding SIP over TCP to {address}"))?;
+        tcp_bound.push(listener.local_addr()?);
+        tokio::spawn(accept(listener, tx.clone()));
+    }
+    let udp_bound: Vec<SocketAddr> = udp
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<Result<_, _>>()?;
+    for socket in &udp {
+        tokio::spawn(receive_udp(socket.clone(), tx.clone()));
+    }
+    let first = udp_bound
+        .first()
+        .or(tcp_bound.first())
+        .copied()
+        .context("SIP needs at least one address")?;
+    let advertised = sip.advertised.clone().unwrap_or_else(|| first.to_string());
+    let media_ip = media_ip(&advertised, first)?;
+    let config = UaConfig {
+        timers: sip.timers(),
+        advertised,
+        product: format!("callbackd/{}", env!("CARGO_PKG_VERSION")),
+        max_calls: sip.max_calls,
+        max_calls_per_second: sip.max_calls_per_second,
+    };
+    let ua = UserAgent::new(config, Box::new(StdRng::from_entropy()));
+    tokio::spawn(run(ua, rx, udp, sip, PortPool::new(&media), media_ip));
+    Ok(Bound {
+        udp: udp_bound,
+        tcp: tcp_bound,
+    })
+}
+
+/// The address put in SDP: the advertised host when it is an address, else the listen address.
+fn media_ip(advertised: &str, listen: SocketAddr) -> anyhow::Result<IpAddr> {
+    let host = sip::uri::split_hostport(advertised)
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .unwrap_or_default();
+    let ip = host.parse().unwrap_or(listen.ip());
+    anyhow::ensure!(
+        !ip.is_unspecified(),
+        "SIP listens on {listen}: set sip.advertised to the address callers reach, for SDP"
+    );
+    Ok(ip)
+}
+
+async fn receive_udp(socket: std::sync::Arc<UdpSocket>, tx: mpsc::Sender<Inbound>) {
+    let mut buffer = vec![0; 65_535];
+    loop {
+        match socket.recv_from(&mut buffer).await {
+            Ok((n, source)) => {
+                let message = Inbound::Message {
+                    source,
+                    link: Link::Udp,
+                    bytes: buffer[..n].to_vec(),
+                };
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP port unreachable from an earlier send surfaces here on some systems.
+            Err(e) => debug!(error = %e, "UDP receive error"),
+        }
+    }
+}
+
+async fn accept(listener: TcpListener, tx: mpsc::Sender<Inbound>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(connection(stream, peer, tx.clone()));
+            }
+            Err(e) => warn!(error = %e, "TCP accept failed"),
+        }
+    }
+}
+
+/// One TCP connection: frames messages by Content-Length; a framing error gets the message
+/// handed over whole (so a request still gets its 400) and closes the connection.
+async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inbound>) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    if tx
+        .send(Inbound::TcpOpened {
+            peer,
+            writer: out_tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let write = tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buffer = Vec::with_capacity(8192);
+    let mut chunk = vec![0; 16_384];
+    'read: loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+        loop {
+            match sip::parse::frame(&buffer) {
+                Ok(Some(length)) => {
+                    let bytes: Vec<u8> = buffer.drain(..length).collect();
+                    if tx
+                        .send(Inbound::Message {
+                            source: peer,
+                            link: Link::Tcp,
+                            bytes,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    let bytes = std::mem::take(&mut buffer);
+                    let _ = tx
+                        .send(Inbound::Message {
+                            source: peer,
+                            link: Link::Tcp,
+                            bytes,
+                        })
+                        .await;
+                    break 'read;
+                }
+            }
+        }
+    }
+    let _ = tx.send(Inbound::TcpClosed { peer }).await;
+    // Let queued answers go out before the connection closes.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    write.abort();
+}
+
+struct Loop {
+    ua: UserAgent,
+    udp: Vec<std::sync::Arc<UdpSocket>>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    ports: PortPool,
+    media_ip: IpAddr,
+    calls: HashMap<CallHandle, ActiveCall>,
+    sip: SipConfig,
+    rng: StdRng,
+    /// Calls waiting for their ring time to pass before they are answered.
+    ringing: Vec<(Instant, CallHandle, Bytes)>,
+}
+
+async fn run(
+    ua: UserAgent,
+    mut rx: mpsc::Receiver<Inbound>,
+    udp: Vec<std::sync::Arc<UdpSocket>>,
+    sip: SipConfig,
+    ports: PortPool,
+    media_ip: IpAddr,
+) {
+    let mut state = Loop {
+        ua,
+        udp,
+        tcp: HashMap::new(),
+        ports,
+        media_ip,
+        calls: HashMap::new(),
+        sip,
+        rng: StdRng::from_entropy(),
+        ringing: Vec::new(),
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let deadline = state
+            .ua
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
+        tokio::select! {
+            inbound = rx.recv() => match inbound {
+                Some(Inbound::Message { source, link, bytes }) => state.ua.handle_message(Instant::now(), source, link, &bytes),
+                Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
+                Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
+                None => return,
+            },
+            _ = tokio::time::sleep_until(deadline) => state.ua.handle_timeout(Instant::now()),
+            _ = tick.tick() => state.housekeeping(Instant::now()),
+        }
+        state.drain().await;
+    }
+}
+
+impl Loop {
+    async fn drain(&mut self) {
+        while let Some(output) = self.ua.poll_output() {
+            match output {
+                Output::Send {
+                    to,
+                    link: Link::Udp,
+                    bytes,
+                } => {
+                    let socket = self
+                        .udp
+                        .iter()
+                        .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()));
+                    if let Some(socket) = socket {
+                        if let Err(e) = socket.send_to(&bytes, to).await {
+                            debug!(%to, error = %e, "UDP send failed");
+                        }
+                    }
+                }
+                Output::Send {
+                    to,
+                    link: Link::Tcp,
+                    bytes,
+                } => {
+                    if let Some(writer) = self.tcp.get(&to) {
+                        let _ = writer.try_send(bytes);
+                    }
+                }
+                Output::Event(event) => self.on_event(event),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: CallEvent) {
+        let now = Instant::now();
+        match event {
+            CallEvent::Incoming {
+                call,
+                dialled,
+                caller,
+                source,
+                call_id,
+                offer,
+            } => {
+                info!(%call, %call_id, dialled, caller = caller.as_deref().unwrap_or("-"), %source, "incoming call");
+                let Some(rtp) = self.ports.allocate(self.media_ip) else {
+                    warn!(%call_id, "no free RTP port; refusing the call");
+                    self.ua.reject(now, call, 503, "Service Unavailable");
+                    return;
+                };
+                let port = rtp.local_addr().map(|a| a.port()).unwrap_or_default();
+                let session = self.rng.next_u64() >> 1;
+                let body = match offer {
+                    Some(offer) => {
+                        let answered = std::str::from_utf8(&offer)
+                            .ok()
+                            .map(|text| SessionDescription::parse(text))
+                            .ok_or(sdp::SdpError::Empty)
+                            .and_then(|parsed| parsed)
+                            .and_then(|offer| {
+                                sdp::answer(
+                                    &offer,
+                                    self.media_ip,
+                                    port,
+                                    session,
+                                    &sdp::Preferences::default(),
+                                )
+                            });
+                        match answered {
+                            Ok(answer) => answer.sdp.to_string(),
+                            Err(e) => {
+                                info!(%call_id, error = %e, "offer not acceptable");
+                                self.ua.reject(now, call, 488, "Not Acceptable Here");
+                                return;
+                            }
+                        }
+                    }
+                    None => sdp::offer(self.media_ip, port, session, 1).to_string(),
+                };
+                self.calls.insert(
+                    call,
+                    ActiveCall {
+                        call_id,
+                        started: now,
+                        hanging_up: false,
+                        _rtp: Some(rtp),
+                    },
+                );
+                let ring_time = self.sip.ring_time.to_std().unwrap_or_default();
+                if ring_time.is_zero() {
+                    self.ua.answer(now, call, Bytes::from(body));
+                } else {
+                    self.ua.ring(now, call);
+                    self.ringing
+                        .push((now + ring_time, call, Bytes::from(body)));
+                }
+            }
+            CallEvent::Established { call, .. } => {
+                if let Some(active) = self.calls.get(&call) {
+                    info!(%call, call_id = %active.call_id, "call established");
+                }
+            }
+            CallEvent::Reoffer { call, .. } => debug!(%call, "re-offer received"),
+            CallEvent::InfoDigit { call, digit } => info!(%call, %digit, "DTMF by SIP INFO"),
+            CallEvent::Ended { call, reason } => {
+                self.ringing.retain(|(_, c, _)| *c != call);
+                if let Some(active) = self.calls.remove(&call) {
+                    info!(%call, call_id = %active.call_id, ?reason, seconds = active.started.elapsed().as_secs(), "call ended");
+                }
+            }
+        }
+    }
+
+    /// Answers calls whose ring time is over and hangs up calls past the longest duration.
+    fn housekeeping(&mut self, now: Instant) {
+        let due: Vec<(CallHandle, Bytes)> = self
+            .ringing
+            .iter()
+            .filter(|(at, _, _)| *at <= now)
+            .map(|(_, call, body)| (*call, body.clone()))
+            .collect();
+        self.ringing.retain(|(at, _, _)| *at > now);
+        for (call, body) in due {
+            self.ua.answer(now, call, body);
+        }
+        let longest = self.sip.max_call_duration.to_std().unwrap_or_default();
+        for (call, active) in &mut self.calls {
+            if !active.hanging_up && now.duration_since(active.started) >= longest {
+                info!(%call, call_id = %active.call_id, "call reached sip.max_call_duration; hanging up");
+                active.hanging_up = true;
+                self.ua.hang_up(now, *call);
+            }
+        }
+    }
+}
