@@ -350,7 +350,7 @@ impl Loop {
                     Some(offer) => {
                         let answered = std::str::from_utf8(&offer)
                             .ok()
-                            .map(|text| SessionDescription::parse(text))
+                            .map(SessionDescription::parse)
                             .ok_or(sdp::SdpError::Empty)
                             .and_then(|parsed| parsed)
                             .and_then(|offer| {
