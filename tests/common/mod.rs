@@ -21,15 +21,24 @@ pub async fn store_url(backend: &str) -> String {
 
 /// The default configuration with the API on a free loopback port and the given store.
 pub fn config(store_url: &str, extra: &str) -> PathBuf {
-    let text = include_str!("../../callbackd.toml")
+    config_with(store_url, &[("# token = \"a long random string\"", extra)])
+}
+
+/// The default configuration on free loopback ports and the given store, with each
+/// `(from, to)` text replacement made (a missing `from` fails the test).
+pub fn config_with(store_url: &str, replacements: &[(&str, &str)]) -> PathBuf {
+    let mut text = include_str!("../../callbackd.toml")
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
         .replace("udp = [\"127.0.0.1:5060\"]", "udp = [\"127.0.0.1:0\"]")
         .replace("tcp = [\"127.0.0.1:5060\"]", "tcp = [\"127.0.0.1:0\"]")
         .replace(
             "url = \"sqlite://callbackd.db\"",
             &format!("url = \"{store_url}\""),
-        )
-        .replace("# token = \"a long random string\"", extra);
+        );
+    for (from, to) in replacements {
+        assert!(text.contains(from), "callbackd.toml has no `{from}`");
+        text = text.replace(from, to);
+    }
     let path = std::env::temp_dir().join(format!(
         "callbackd-test-{:016x}.toml",
         rand::random::<u64>()

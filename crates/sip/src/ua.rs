@@ -209,12 +209,17 @@ fn hex(rng: &mut dyn RngCore, bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Where a response to a request goes (RFC 3261 section 18.2.2, RFC 3581): back to the source
-/// address, to the port in `rport` or the Via's port.
-fn response_destination(top_via: &Via, source: SocketAddr, link: Link) -> SocketAddr {
-    if link == Link::Tcp {
+/// Where a response goes (RFC 3261 section 18.2.2, RFC 3581): back to the source address, to
+/// the port in the top Via's `rport` or its port; straight back to the source when the Via
+/// cannot be read (a 400 for a broken Via still reaches its sender).
+fn response_destination(response: &Message, source: SocketAddr, link: Link) -> SocketAddr {
+    let top_via = response
+        .headers
+        .get(&Name::Via)
+        .and_then(|v| Via::parse(crate::message::split_list(v).next()?).ok());
+    let Some(top_via) = top_via.filter(|_| link == Link::Udp) else {
         return source;
-    }
+    };
     let port = match top_via.param("rport") {
         Some(Some(p)) => p.parse().unwrap_or(source.port()),
         Some(None) => source.port(),
@@ -344,15 +349,12 @@ impl UserAgent {
         let Some(mut response) = answer_invalid(invalid, &tag) else {
             return;
         };
-        let Some(via) = response
-            .headers
-            .get(&Name::Via)
-            .and_then(|v| Via::parse(crate::message::split_list(v).next()?).ok())
-        else {
-            return;
-        };
         response = self.with_server(response);
-        self.send(response_destination(&via, source, link), link, &response);
+        self.send(
+            response_destination(&response, source, link),
+            link,
+            &response,
+        );
     }
 
     fn handle_request(
@@ -536,10 +538,9 @@ impl UserAgent {
         self.dialogs.insert((parsed.call_id.clone(), tag), handle);
         self.calls.insert(handle, call);
         let mut transaction = ServerInvite::new(request, link.transport(), self.config.timers);
-        let destination = response_destination(&parsed.via[0], source, link);
         while let Some(trying) = transaction.poll_transmit() {
             let trying = self.with_server(trying);
-            self.send(destination, link, &trying);
+            self.send(response_destination(&trying, source, link), link, &trying);
         }
         self.invites.insert(key, (transaction, source, link));
         self.event(CallEvent::Incoming {
@@ -872,17 +873,8 @@ impl UserAgent {
                 if at <= now {
                     call.retransmit = Some((now + backoff.step(), backoff));
                     if let Some(ok) = &call.ok {
-                        let via = ok
-                            .headers
-                            .get(&Name::Via)
-                            .and_then(|v| Via::parse(crate::message::split_list(v).next()?).ok());
-                        if let Some(via) = via {
-                            resend.push((
-                                response_destination(&via, call.source, call.link),
-                                call.link,
-                                ok.clone(),
-                            ));
-                        }
+                        let to = response_destination(ok, call.source, call.link);
+                        resend.push((to, call.link, ok.clone()));
                     }
                 }
             }
@@ -936,13 +928,7 @@ impl UserAgent {
             self.others.remove(&key);
         }
         for (message, source, link) in sends {
-            let via = message
-                .headers
-                .get(&Name::Via)
-                .and_then(|v| Via::parse(crate::message::split_list(v).next()?).ok());
-            if let Some(via) = via {
-                self.send(response_destination(&via, source, link), link, &message);
-            }
+            self.send(response_destination(&message, source, link), link, &message);
         }
         let mut requests = Vec::new();
         let mut done = Vec::new();

@@ -256,11 +256,10 @@ fn has_tag(to: &str) -> bool {
 }
 
 /// The error response for a message that could not be parsed, when one can be sent: only for
-/// requests, and only when a Via says where it goes.
+/// requests that carry a Via (a response with no Via at all would go nowhere meaningful).
 pub fn answer_invalid(invalid: &Invalid, to_tag: &str) -> Option<Message> {
     let headers = invalid.headers.as_ref()?;
-    let top_via = headers.list(&Name::Via)?.first().copied()?;
-    if !invalid.request || Via::parse(top_via).is_err() {
+    if !invalid.request || headers.get(&Name::Via).is_none() {
         return None;
     }
     let reason = match &invalid.problem {

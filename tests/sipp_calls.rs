@@ -1,0 +1,133 @@
+//! Real calls from SIPp (Debian's sip-tester) to the built callbackd on loopback, with the
+//! scenarios in tests/sipp/: a basic call over UDP and TCP, retransmissions under 10% loss,
+//! CANCEL before answer, and callbackd hanging up.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{config_with, Server};
+
+fn sipp() -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("sipp"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!("sipp is not installed: apt-get install sip-tester (scripts/test.sh installs it)")
+    })
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scenario(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Runs SIPp against `target` and returns how many calls succeeded and failed.
+fn run(target: SocketAddr, scenario_file: &str, calls: u32, extra: &[&str]) -> (u32, u32, String) {
+    let (port, media) = (free_port().to_string(), free_port().to_string());
+    let out = Command::new(sipp())
+        .args([
+            "-sf",
+            &scenario(scenario_file),
+            "-s",
+            "5000",
+            &target.to_string(),
+        ])
+        .args(["-i", "127.0.0.1", "-p", &port, "-mp", &media])
+        .args(["-m", &calls.to_string(), "-r", "10", "-l", "20"])
+        .args([
+            "-nostdin",
+            "-timeout",
+            "90s",
+            "-timeout_error",
+            "-max_recv_loops",
+            "1000",
+        ])
+        .args(extra)
+        .output()
+        .expect("sipp runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let count = |label: &str| -> u32 {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (count("Successful call"), count("Failed call"), stdout)
+}
+
+fn server(replacements: &[(&str, &str)]) -> (Server, String) {
+    let url = store::testing::sqlite_url();
+    (Server::start(&config_with(&url, replacements)), url)
+}
+
+#[test]
+fn basic_calls_over_udp() {
+    let (server, url) = server(&[]);
+    let (ok, failed, out) = run(server.sip_udp.unwrap(), "uac_basic.xml", 20, &[]);
+    assert_eq!((ok, failed), (20, 0), "{out}");
+    drop(server);
+    let _ = std::fs::remove_file(url.trim_start_matches("sqlite://"));
+}
+
+#[test]
+fn basic_calls_over_tcp() {
+    let (server, _) = server(&[]);
+    let (ok, failed, out) = run(server.sip_tcp.unwrap(), "uac_basic.xml", 20, &["-t", "t1"]);
+    assert_eq!((ok, failed), (20, 0), "{out}");
+}
+
+#[test]
+fn every_call_completes_under_ten_percent_loss() {
+    let (server, _) = server(&[]);
+    let (ok, failed, out) = run(
+        server.sip_udp.unwrap(),
+        "uac_basic.xml",
+        40,
+        &["-lost", "10"],
+    );
+    assert_eq!((ok, failed), (40, 0), "{out}");
+    // SIPp's message table ends each line with how many of those messages it dropped.
+    let lost: u32 = out
+        .lines()
+        .filter(|l| l.contains("---------->") || l.contains("<----------"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u32>().ok())
+        .sum();
+    assert!(lost > 0, "the run really lost packets: {out}");
+}
+
+#[test]
+fn cancel_before_answer_gets_487() {
+    let (server, _) = server(&[("ring_time = \"0s\"", "ring_time = \"10s\"")]);
+    let (ok, failed, out) = run(server.sip_udp.unwrap(), "uac_cancel.xml", 5, &[]);
+    assert_eq!((ok, failed), (5, 0), "{out}");
+}
+
+#[test]
+fn callbackd_hangs_up_with_bye() {
+    let (server, _) = server(&[("max_call_duration = \"2h\"", "max_call_duration = \"1s\"")]);
+    let (ok, failed, out) = run(
+        server.sip_udp.unwrap(),
+        "uac_callbackd_hangs_up.xml",
+        5,
+        &[],
+    );
+    assert_eq!((ok, failed), (5, 0), "{out}");
+}
