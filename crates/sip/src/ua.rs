@@ -366,6 +366,18 @@ impl UserAgent {
     ) {
         stamp_via(&mut request, source);
         let Some(key) = Key::of_request(&request) else {
+            // No transaction can be matched without a usable Via: refuse statelessly.
+            if request.method() != Some(&Method::Ack) {
+                let tag = hex(self.rng.as_mut(), 8);
+                if let Err(refusal) = check_request(&request, &self.capabilities) {
+                    let response = self.with_server(refusal.response(&request.headers, &tag));
+                    self.send(
+                        response_destination(&response, source, link),
+                        link,
+                        &response,
+                    );
+                }
+            }
             return;
         };
         let is_ack = request.method() == Some(&Method::Ack);

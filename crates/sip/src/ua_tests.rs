@@ -510,3 +510,23 @@ fn responses_follow_via_without_rport() {
     let (sent, _) = drain(&mut ua);
     assert_eq!(sent[0].0, caller());
 }
+
+#[test]
+fn a_request_with_an_unusable_via_gets_400_back_at_its_source() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let raw = String::from_utf8(request("OPTIONS", "z9hG4bK-v", 1, None, "", ""))
+        .unwrap()
+        .replace(";branch=z9hG4bK-v;rport", ";;,;,,");
+    ua.handle_message(now, caller(), Link::Udp, raw.as_bytes());
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [400]);
+    assert_eq!(sent[0].0, caller());
+    let bare = String::from_utf8(request("OPTIONS", "z9hG4bK", 1, None, "", "")).unwrap();
+    ua.handle_message(now, caller(), Link::Udp, bare.as_bytes());
+    assert_eq!(
+        codes(&drain(&mut ua).0),
+        [400],
+        "a bare magic-cookie branch"
+    );
+}
