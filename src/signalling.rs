@@ -242,7 +242,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
 
 struct Loop {
     ua: UserAgent,
-    udp: Vec<std::sync::Arc<UdpSocket>>,
+    /// The UDP sockets, with whether each is IPv4 (sends go out of one of the same family).
+    udp: Vec<(bool, std::sync::Arc<UdpSocket>)>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     ports: PortPool,
     media_ip: IpAddr,
@@ -261,6 +262,10 @@ async fn run(
     ports: PortPool,
     media_ip: IpAddr,
 ) {
+    let udp = udp
+        .into_iter()
+        .map(|s| (s.local_addr().is_ok_and(|a| a.is_ipv4()), s))
+        .collect();
     let mut state = Loop {
         ua,
         udp,
@@ -303,11 +308,8 @@ impl Loop {
                     link: Link::Udp,
                     bytes,
                 } => {
-                    let socket = self
-                        .udp
-                        .iter()
-                        .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()));
-                    if let Some(socket) = socket {
+                    let socket = self.udp.iter().find(|(v4, _)| *v4 == to.is_ipv4());
+                    if let Some((_, socket)) = socket {
                         if let Err(e) = socket.send_to(&bytes, to).await {
                             debug!(%to, error = %e, "UDP send failed");
                         }

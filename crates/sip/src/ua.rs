@@ -11,7 +11,8 @@
 //! session border controller treats callers behind NAT), so callbackd never sends to an
 //! address it only read in a Contact header.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -175,6 +176,15 @@ struct Call {
     ending: Option<EndReason>,
 }
 
+/// Something with timers: a transaction or a call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Slot {
+    Invite(Key),
+    Other(Key),
+    Bye(Key),
+    Call(CallHandle),
+}
+
 /// The user agent core.
 pub struct UserAgent {
     config: Config,
@@ -190,6 +200,14 @@ pub struct UserAgent {
     byes: HashMap<Key, (ClientNonInvite, CallHandle)>,
     /// Admission: the start of the current one-second window and calls admitted in it.
     window: Option<(Instant, u32)>,
+    /// Deadlines of transactions and calls, earliest first; entries whose slot was
+    /// rescheduled since are skipped when they come up.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_slots: HashMap<u64, Slot>,
+    scheduled: HashMap<Slot, Instant>,
+    next_timer: u64,
+    /// Transactions and calls changed since the last flush.
+    touched: Vec<Slot>,
     outputs: VecDeque<Output>,
 }
 
@@ -306,6 +324,11 @@ impl UserAgent {
             others: HashMap::new(),
             byes: HashMap::new(),
             window: None,
+            timers: BinaryHeap::new(),
+            timer_slots: HashMap::new(),
+            scheduled: HashMap::new(),
+            next_timer: 0,
+            touched: Vec::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -385,10 +408,12 @@ impl UserAgent {
         if let Some((transaction, _, _)) = self.invites.get_mut(&key) {
             if !is_ack || transaction.state() == server_invite::State::Completed {
                 transaction.handle_request(&request, now);
+                self.touched.push(Slot::Invite(key));
                 return;
             }
         } else if let Some((transaction, _, _)) = self.others.get_mut(&key) {
             transaction.handle_request(&request, now);
+            self.touched.push(Slot::Other(key));
             return;
         }
         let tag = hex(self.rng.as_mut(), 8);
@@ -455,12 +480,15 @@ impl UserAgent {
             // The 100 Trying is moot when the final answer is immediate.
             while transaction.poll_transmit().is_some() {}
             transaction.send_response(response, now);
-            self.invites.insert(key, (transaction, source, link));
+            self.invites
+                .insert(key.clone(), (transaction, source, link));
+            self.touched.push(Slot::Invite(key));
         } else {
             let mut transaction =
                 ServerNonInvite::new(request, link.transport(), self.config.timers);
             transaction.send_response(response, now);
-            self.others.insert(key, (transaction, source, link));
+            self.others.insert(key.clone(), (transaction, source, link));
+            self.touched.push(Slot::Other(key));
         }
     }
 
@@ -554,7 +582,9 @@ impl UserAgent {
             let trying = self.with_server(trying);
             self.send(response_destination(&trying, source, link), link, &trying);
         }
-        self.invites.insert(key, (transaction, source, link));
+        self.invites
+            .insert(key.clone(), (transaction, source, link));
+        self.touched.push(Slot::Invite(key));
         self.event(CallEvent::Incoming {
             call: handle,
             dialled: parsed.uri.user.clone().unwrap_or_default(),
@@ -719,6 +749,7 @@ impl UserAgent {
         };
         if let Some((transaction, _)) = self.byes.get_mut(&key) {
             transaction.handle_response(response, now);
+            self.touched.push(Slot::Bye(key));
         }
     }
 
@@ -738,6 +769,7 @@ impl UserAgent {
         let key = call.invite_key.clone();
         let (transaction, _, _) = self.invites.get_mut(&key)?;
         transaction.send_response(response.clone(), now);
+        self.touched.push(Slot::Invite(key));
         Some(response)
     }
 
@@ -773,6 +805,8 @@ impl UserAgent {
         if let Some((transaction, _, _)) = self.invites.get_mut(&key) {
             transaction.send_response(ok, now);
         }
+        self.touched.push(Slot::Invite(key));
+        self.touched.push(Slot::Call(handle));
         self.flush_transactions();
     }
 
@@ -858,7 +892,8 @@ impl UserAgent {
             method: Method::Bye,
         };
         let transaction = ClientNonInvite::new(bye, call.link.transport(), self.config.timers, now);
-        self.byes.insert(key, (transaction, handle));
+        self.byes.insert(key.clone(), (transaction, handle));
+        self.touched.push(Slot::Bye(key));
         self.flush_transactions();
     }
 
@@ -873,111 +908,183 @@ impl UserAgent {
         }
     }
 
+    /// Fires the timers that are due: only those, found in a heap, so the cost does not grow
+    /// with the number of calls and transactions waiting.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut no_ack = Vec::new();
-        let mut resend = Vec::new();
-        for call in self.calls.values_mut() {
-            if call.give_up.is_some_and(|at| at <= now) {
-                no_ack.push(call.handle);
-                continue;
+        let mut due = Vec::new();
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
             }
-            if let Some((at, mut backoff)) = call.retransmit {
-                if at <= now {
-                    call.retransmit = Some((now + backoff.step(), backoff));
-                    if let Some(ok) = &call.ok {
-                        let to = response_destination(ok, call.source, call.link);
-                        resend.push((to, call.link, ok.clone()));
-                    }
+            self.timers.pop();
+            if let Some(slot) = self.timer_slots.remove(&id) {
+                // A slot rescheduled since this entry was pushed has a newer one in the heap.
+                if self.scheduled.get(&slot) == Some(&at) {
+                    self.scheduled.remove(&slot);
+                    due.push(slot);
                 }
             }
         }
-        for (to, link, ok) in resend {
-            self.send(to, link, &ok);
-        }
-        for handle in no_ack {
-            self.send_bye(now, handle, EndReason::NoAck);
-        }
-        for (transaction, _, _) in self.invites.values_mut() {
-            transaction.handle_timeout(now);
-        }
-        for (transaction, _, _) in self.others.values_mut() {
-            transaction.handle_timeout(now);
-        }
-        for (transaction, _) in self.byes.values_mut() {
-            transaction.handle_timeout(now);
+        for slot in due {
+            match &slot {
+                Slot::Invite(key) => {
+                    if let Some((t, _, _)) = self.invites.get_mut(key) {
+                        t.handle_timeout(now);
+                    }
+                }
+                Slot::Other(key) => {
+                    if let Some((t, _, _)) = self.others.get_mut(key) {
+                        t.handle_timeout(now);
+                    }
+                }
+                Slot::Bye(key) => {
+                    if let Some((t, _)) = self.byes.get_mut(key) {
+                        t.handle_timeout(now);
+                    }
+                }
+                Slot::Call(handle) => self.call_timeout(now, *handle),
+            }
+            self.touched.push(slot);
         }
         self.flush_transactions();
     }
 
-    /// Moves what the transactions want sent to the outputs, and forgets finished ones.
-    fn flush_transactions(&mut self) {
-        let mut sends = Vec::new();
-        let mut finished = Vec::new();
-        for (key, (transaction, source, link)) in self.invites.iter_mut() {
-            while let Some(message) = transaction.poll_transmit() {
-                sends.push((message, *source, *link));
-            }
-            while let Some(event) = transaction.poll_event() {
-                if event == Event::Terminated {
-                    finished.push(key.clone());
+    /// A call's own timers: the 2xx retransmission, and giving up on the ACK.
+    fn call_timeout(&mut self, now: Instant, handle: CallHandle) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if call.give_up.is_some_and(|at| at <= now) {
+            self.send_bye(now, handle, EndReason::NoAck);
+            return;
+        }
+        if let Some((at, mut backoff)) = call.retransmit {
+            if at <= now {
+                call.retransmit = Some((now + backoff.step(), backoff));
+                if let Some(ok) = call.ok.clone() {
+                    let (to, link) = (response_destination(&ok, call.source, call.link), call.link);
+                    self.send(to, link, &ok);
                 }
             }
         }
-        for key in finished.drain(..) {
-            self.invites.remove(&key);
-        }
-        for (key, (transaction, source, link)) in self.others.iter_mut() {
-            while let Some(message) = transaction.poll_transmit() {
-                sends.push((message, *source, *link));
-            }
-            while let Some(event) = transaction.poll_event() {
-                if event == Event::Terminated {
-                    finished.push(key.clone());
-                }
-            }
-        }
-        for key in finished.drain(..) {
-            self.others.remove(&key);
-        }
-        for (message, source, link) in sends {
-            self.send(response_destination(&message, source, link), link, &message);
-        }
-        let mut requests = Vec::new();
-        let mut done = Vec::new();
-        for (key, (transaction, handle)) in self.byes.iter_mut() {
-            let destination = self.calls.get(handle).map(|c| (c.source, c.link));
-            while let Some(message) = transaction.poll_transmit() {
-                if let Some((to, link)) = destination {
-                    requests.push((to, link, message));
-                }
-            }
-            while let Some(event) = transaction.poll_event() {
-                match event {
-                    Event::Response(r) if r.code().is_some_and(|c| c >= 200) => {
-                        done.push((key.clone(), *handle))
-                    }
-                    Event::TimedOut => done.push((key.clone(), *handle)),
-                    Event::Terminated => done.push((key.clone(), *handle)),
-                    Event::Response(_) => {}
-                }
-            }
-        }
-        for (to, link, message) in requests {
-            self.send(to, link, &message);
-        }
-        for (key, handle) in done {
-            let terminated = self.byes.get(&key).is_some_and(|(t, _)| {
-                t.state() == crate::transaction::client_non_invite::State::Terminated
-            });
-            if terminated {
-                self.byes.remove(&key);
-            }
-            let reason = self
+        self.touched.push(Slot::Call(handle));
+    }
+
+    fn slot_timeout(&self, slot: &Slot) -> Option<Instant> {
+        match slot {
+            Slot::Invite(key) => self.invites.get(key).and_then(|(t, _, _)| t.poll_timeout()),
+            Slot::Other(key) => self.others.get(key).and_then(|(t, _, _)| t.poll_timeout()),
+            Slot::Bye(key) => self.byes.get(key).and_then(|(t, _)| t.poll_timeout()),
+            Slot::Call(handle) => self
                 .calls
-                .get_mut(&handle)
-                .and_then(|c| c.ending.take())
-                .unwrap_or(EndReason::LocalHangup);
-            self.end(handle, reason);
+                .get(handle)
+                .and_then(|c| earliest(&[c.retransmit.map(|(at, _)| at), c.give_up])),
+        }
+    }
+
+    /// Puts the slot's next deadline in the heap, unless it is there already.
+    fn schedule(&mut self, slot: Slot) {
+        match self.slot_timeout(&slot) {
+            Some(at) if self.scheduled.get(&slot) != Some(&at) => {
+                let id = self.next_timer;
+                self.next_timer += 1;
+                self.timers.push(Reverse((at, id)));
+                self.timer_slots.insert(id, slot.clone());
+                self.scheduled.insert(slot, at);
+            }
+            Some(_) => {}
+            None => {
+                self.scheduled.remove(&slot);
+            }
+        }
+    }
+
+    /// For every transaction or call touched since the last flush: moves what it wants sent to
+    /// the outputs, acts on its events, forgets it when it is over, and schedules its timers.
+    fn flush_transactions(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(slot) = self.touched.pop() {
+            if !seen.insert(slot.clone()) {
+                continue;
+            }
+            match &slot {
+                Slot::Invite(key) => {
+                    let Some((transaction, source, link)) = self.invites.get_mut(key) else {
+                        continue;
+                    };
+                    let (source, link) = (*source, *link);
+                    let mut sends = Vec::new();
+                    let mut over = false;
+                    while let Some(message) = transaction.poll_transmit() {
+                        sends.push(message);
+                    }
+                    while let Some(event) = transaction.poll_event() {
+                        over |= event == Event::Terminated;
+                    }
+                    for message in sends {
+                        self.send(response_destination(&message, source, link), link, &message);
+                    }
+                    if over {
+                        self.invites.remove(key);
+                    }
+                }
+                Slot::Other(key) => {
+                    let Some((transaction, source, link)) = self.others.get_mut(key) else {
+                        continue;
+                    };
+                    let (source, link) = (*source, *link);
+                    let mut sends = Vec::new();
+                    let mut over = false;
+                    while let Some(message) = transaction.poll_transmit() {
+                        sends.push(message);
+                    }
+                    while let Some(event) = transaction.poll_event() {
+                        over |= event == Event::Terminated;
+                    }
+                    for message in sends {
+                        self.send(response_destination(&message, source, link), link, &message);
+                    }
+                    if over {
+                        self.others.remove(key);
+                    }
+                }
+                Slot::Bye(key) => {
+                    let Some((transaction, handle)) = self.byes.get_mut(key) else {
+                        continue;
+                    };
+                    let handle = *handle;
+                    let mut requests = Vec::new();
+                    let (mut answered, mut over) = (false, false);
+                    while let Some(message) = transaction.poll_transmit() {
+                        requests.push(message);
+                    }
+                    while let Some(event) = transaction.poll_event() {
+                        match event {
+                            Event::Response(r) => answered |= r.code().is_some_and(|c| c >= 200),
+                            Event::TimedOut => answered = true,
+                            Event::Terminated => over = true,
+                        }
+                    }
+                    if let Some((to, link)) = self.calls.get(&handle).map(|c| (c.source, c.link)) {
+                        for message in requests {
+                            self.send(to, link, &message);
+                        }
+                    }
+                    if over {
+                        self.byes.remove(key);
+                    }
+                    if answered || over {
+                        let reason = self
+                            .calls
+                            .get_mut(&handle)
+                            .and_then(|c| c.ending.take())
+                            .unwrap_or(EndReason::LocalHangup);
+                        self.end(handle, reason);
+                    }
+                }
+                Slot::Call(_) => {}
+            }
+            self.schedule(slot);
         }
     }
 
@@ -985,29 +1092,9 @@ impl UserAgent {
         self.outputs.pop_front()
     }
 
+    /// The next deadline (possibly of a timer since cancelled: waking early is harmless).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self
-            .calls
-            .values()
-            .flat_map(|c| [c.retransmit.map(|(at, _)| at), c.give_up])
-            .flatten()
-            .min();
-        let invites = self
-            .invites
-            .values()
-            .filter_map(|(t, _, _)| t.poll_timeout())
-            .min();
-        let others = self
-            .others
-            .values()
-            .filter_map(|(t, _, _)| t.poll_timeout())
-            .min();
-        let byes = self
-            .byes
-            .values()
-            .filter_map(|(t, _)| t.poll_timeout())
-            .min();
-        earliest(&[calls, invites, others, byes])
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 }
 
