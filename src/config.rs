@@ -70,6 +70,30 @@ pub struct SipConfig {
         deserialize_with = "serde_duration::deserialize"
     )]
     pub t4: chrono::Duration,
+    /// Where calls callbackd places go: the trunk or PBX (`host:port` as an address).
+    #[serde(default)]
+    pub outbound_proxy: Option<SocketAddr>,
+    /// Digest credentials for a trunk that challenges callbackd's calls.
+    #[serde(default)]
+    pub trunk_username: Option<String>,
+    #[serde(default)]
+    pub trunk_password: Option<Secret>,
+    /// The caller ID (From user) of calls callbackd places.
+    #[serde(default = "default_caller_id")]
+    pub caller_id: String,
+    /// How long a call callbackd places may ring before it is cancelled.
+    #[serde(
+        default = "default_ring_timeout",
+        deserialize_with = "serde_duration::deserialize"
+    )]
+    pub ring_timeout: chrono::Duration,
+}
+
+fn default_caller_id() -> String {
+    "callbackd".into()
+}
+fn default_ring_timeout() -> chrono::Duration {
+    chrono::Duration::seconds(30)
 }
 
 fn default_max_calls() -> usize {

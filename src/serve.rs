@@ -47,6 +47,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         callbacks: callbacks.clone(),
         token: config.api.token.clone(),
+        sip: sip.sip.clone(),
     });
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown())

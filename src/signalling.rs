@@ -3,21 +3,26 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
 use rand::{rngs::StdRng, RngCore, SeedableRng};
 use sip::sdp::{self, SessionDescription};
-use sip::ua::{CallEvent, CallHandle, Config as UaConfig, Link, Output, UserAgent};
+use sip::ua::{
+    CallEvent, CallHandle, Config as UaConfig, Credentials, Dial, EndReason, Link, Output,
+    UserAgent,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::{MediaConfig, SipConfig};
 
-/// What the socket tasks hand the user agent loop.
+type TestCallReply = oneshot::Sender<Result<TestCallOutcome, TestCallError>>;
+
+/// What the socket tasks and the API hand the user agent loop.
 enum Inbound {
     Message {
         source: SocketAddr,
@@ -31,6 +36,56 @@ enum Inbound {
     TcpClosed {
         peer: SocketAddr,
     },
+    TestCall {
+        to: String,
+        hold: Duration,
+        reply: TestCallReply,
+    },
+}
+
+/// How a test call went, for operators checking a trunk or a phone.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestCallOutcome {
+    pub answered: bool,
+    /// The final SIP status of a call that was not answered (408: nothing answered at all).
+    pub status: Option<u16>,
+    /// How it ended: `local_hangup`, `remote_hangup`, `failed` or `no_answer`.
+    pub ended: &'static str,
+}
+
+/// Why a test call could not be placed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum TestCallError {
+    #[error("`{0}` is not a SIP URI")]
+    BadUri(String),
+    #[error("no sip.outbound_proxy is set and `{0}` names no IP address to send to")]
+    NoRoute(String),
+    #[error("no free RTP port")]
+    NoPort,
+    #[error("callbackd is shutting down")]
+    Gone,
+}
+
+/// The way in for the rest of callbackd: places calls through the user agent loop.
+#[derive(Clone)]
+pub struct Sip {
+    tx: mpsc::Sender<Inbound>,
+}
+
+impl Sip {
+    /// Places a call to `to`, holds it for `hold` once answered, hangs up, and says how it went.
+    pub async fn test_call(
+        &self,
+        to: String,
+        hold: Duration,
+    ) -> Result<TestCallOutcome, TestCallError> {
+        let (reply, outcome) = oneshot::channel();
+        self.tx
+            .send(Inbound::TestCall { to, hold, reply })
+            .await
+            .map_err(|_| TestCallError::Gone)?;
+        outcome.await.map_err(|_| TestCallError::Gone)?
+    }
 }
 
 /// Even RTP ports from the configured range; a port is held by a bound socket for as long as
@@ -73,6 +128,10 @@ struct ActiveCall {
     call_id: String,
     started: Instant,
     hanging_up: bool,
+    /// A test call: how long to hold it once answered, and who wants to know how it went.
+    test: Option<(Duration, TestCallReply)>,
+    /// When an answered test call is hung up.
+    hang_up_at: Option<Instant>,
     /// The RTP socket holding the port named in our SDP (media comes with the media issue).
     _rtp: Option<std::net::UdpSocket>,
 }
@@ -81,6 +140,7 @@ struct ActiveCall {
 pub struct Bound {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub sip: Sip,
 }
 
 /// Binds the SIP sockets and starts the user agent; runs until the process ends.
@@ -127,6 +187,7 @@ pub async fn start(sip: SipConfig, media: MediaConfig) -> anyhow::Result<Bound> 
     Ok(Bound {
         udp: udp_bound,
         tcp: tcp_bound,
+        sip: Sip { tx },
     })
 }
 
@@ -290,6 +351,7 @@ async fn run(
                 Some(Inbound::Message { source, link, bytes }) => state.ua.handle_message(Instant::now(), source, link, &bytes),
                 Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
                 Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
+                Some(Inbound::TestCall { to, hold, reply }) => state.test_call(Instant::now(), to, hold, reply),
                 None => return,
             },
             _ = tokio::time::sleep_until(deadline) => state.ua.handle_timeout(Instant::now()),
@@ -381,6 +443,8 @@ impl Loop {
                         call_id,
                         started: now,
                         hanging_up: false,
+                        test: None,
+                        hang_up_at: None,
                         _rtp: Some(rtp),
                     },
                 );
@@ -393,6 +457,15 @@ impl Loop {
                         .push((now + ring_time, call, Bytes::from(body)));
                 }
             }
+            CallEvent::Progress { call, code, .. } => debug!(%call, code, "call progressing"),
+            CallEvent::Answered { call, .. } => {
+                if let Some(active) = self.calls.get_mut(&call) {
+                    info!(%call, call_id = %active.call_id, "placed call answered");
+                    if let Some((hold, _)) = &active.test {
+                        active.hang_up_at = Some(now + *hold);
+                    }
+                }
+            }
             CallEvent::Established { call, .. } => {
                 if let Some(active) = self.calls.get(&call) {
                     info!(%call, call_id = %active.call_id, "call established");
@@ -402,11 +475,88 @@ impl Loop {
             CallEvent::InfoDigit { call, digit } => info!(%call, %digit, "DTMF by SIP INFO"),
             CallEvent::Ended { call, reason } => {
                 self.ringing.retain(|(_, c, _)| *c != call);
-                if let Some(active) = self.calls.remove(&call) {
+                if let Some(mut active) = self.calls.remove(&call) {
                     info!(%call, call_id = %active.call_id, ?reason, seconds = active.started.elapsed().as_secs(), "call ended");
+                    if let Some((_, reply)) = active.test.take() {
+                        let (answered, status, ended) = match reason {
+                            EndReason::LocalHangup => (true, None, "local_hangup"),
+                            EndReason::RemoteHangup => (true, None, "remote_hangup"),
+                            EndReason::Failed(code) => (false, Some(code), "failed"),
+                            EndReason::NoAnswer => (false, None, "no_answer"),
+                            _ => (false, None, "failed"),
+                        };
+                        let _ = reply.send(Ok(TestCallOutcome {
+                            answered,
+                            status,
+                            ended,
+                        }));
+                    }
                 }
             }
         }
+    }
+
+    /// Places a test call: through sip.outbound_proxy when set, else to the URI's own address.
+    fn test_call(&mut self, now: Instant, to: String, hold: Duration, reply: TestCallReply) {
+        let uri = match sip::uri::Uri::parse(&to) {
+            Ok(uri) if uri.is_sip() => uri,
+            _ => {
+                let _ = reply.send(Err(TestCallError::BadUri(to)));
+                return;
+            }
+        };
+        let direct = uri
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, uri.port.unwrap_or(5060)));
+        let Some(destination) = self.sip.outbound_proxy.or(direct) else {
+            let _ = reply.send(Err(TestCallError::NoRoute(to)));
+            return;
+        };
+        let Some(rtp) = self.ports.allocate(self.media_ip) else {
+            let _ = reply.send(Err(TestCallError::NoPort));
+            return;
+        };
+        let port = rtp.local_addr().map(|a| a.port()).unwrap_or_default();
+        let offer = sdp::offer(self.media_ip, port, self.rng.next_u64() >> 1, 1).to_string();
+        let credentials = self.sip.trunk_username.clone().map(|username| Credentials {
+            username,
+            password: self
+                .sip
+                .trunk_password
+                .as_ref()
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default(),
+        });
+        let dial = Dial {
+            uri: to,
+            from_user: self.sip.caller_id.clone(),
+            destination,
+            link: Link::Udp,
+            offer: Bytes::from(offer),
+            credentials,
+            ring_timeout: self
+                .sip
+                .ring_timeout
+                .to_std()
+                .unwrap_or(Duration::from_secs(30)),
+        };
+        let call = self.ua.dial(now, dial);
+        info!(%call, %destination, "test call placed");
+        self.calls.insert(
+            call,
+            ActiveCall {
+                call_id: String::new(),
+                started: now,
+                hanging_up: false,
+                test: Some((hold, reply)),
+                hang_up_at: None,
+                _rtp: Some(rtp),
+            },
+        );
     }
 
     /// Answers calls whose ring time is over and hangs up calls past the longest duration.
@@ -423,6 +573,10 @@ impl Loop {
         }
         let longest = self.sip.max_call_duration.to_std().unwrap_or_default();
         for (call, active) in &mut self.calls {
+            if !active.hanging_up && active.hang_up_at.is_some_and(|at| at <= now) {
+                active.hanging_up = true;
+                self.ua.hang_up(now, *call);
+            }
             if !active.hanging_up && now.duration_since(active.started) >= longest {
                 info!(%call, call_id = %active.call_id, "call reached sip.max_call_duration; hanging up");
                 active.hanging_up = true;

@@ -25,6 +25,7 @@ use store::Store;
 pub use error::ApiError;
 
 use crate::config::Secret;
+use crate::signalling::{Sip, TestCallError};
 
 /// The OpenAPI description of this API, kept in the repository.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -32,6 +33,7 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 pub struct AppState {
     pub callbacks: Arc<Callbacks<Store>>,
     pub token: Option<Secret>,
+    pub sip: Sip,
 }
 
 type AppResult<T> = Result<T, ApiError>;
@@ -43,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/callbacks/{confirmation_id}/modifications", post(modify))
         .route("/queues", get(queues))
         .route("/queues/{name}", get(queue))
+        .route("/test-calls", post(test_call))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/openapi.json", get(openapi));
     Router::new()
@@ -263,6 +266,49 @@ async fn queue(
 ) -> AppResult<Json<Value>> {
     let Path(name) = path?;
     Ok(Json(queue_body(&state, &name).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestCall {
+    /// A SIP URI: `sip:1001@192.0.2.10:5060`, or a number at the trunk.
+    to: String,
+    /// How long to hold the call once answered (default 2 s, at most 60).
+    #[serde(default = "default_hold")]
+    hold_seconds: u64,
+}
+
+fn default_hold() -> u64 {
+    2
+}
+
+/// Places a call (through `sip.outbound_proxy` when set), holds it, hangs up, and answers with
+/// how it went: for operators checking a trunk, a PBX route or a phone.
+async fn test_call(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<TestCall>, JsonRejection>,
+) -> AppResult<Json<Value>> {
+    let Json(call) = body?;
+    if call.hold_seconds > 60 {
+        return Err(ApiError::bad_request(
+            "bad_request_body",
+            "hold_seconds is at most 60",
+        ));
+    }
+    let hold = std::time::Duration::from_secs(call.hold_seconds);
+    match state.sip.test_call(call.to, hold).await {
+        Ok(outcome) => Ok(Json(serde_json::to_value(outcome).expect("serializable"))),
+        Err(e @ (TestCallError::BadUri(_) | TestCallError::NoRoute(_))) => Err(ApiError::Request {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_input",
+            message: e.to_string(),
+        }),
+        Err(e) => Err(ApiError::Request {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: e.to_string(),
+        }),
+    }
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -23,10 +23,15 @@ use rand_core::RngCore;
 use crate::header::Via;
 use crate::message::{Message, Method, Name};
 use crate::parse::{parse_datagram, Invalid};
+use crate::transaction::client_invite::ClientInvite;
 use crate::transaction::client_non_invite::ClientNonInvite;
 use crate::transaction::server_invite::{self, ServerInvite};
 use crate::transaction::server_non_invite::ServerNonInvite;
 use crate::transaction::{earliest, Backoff, Event, Key, Timers, Transport};
+mod outbound;
+
+pub use outbound::{Credentials, Dial};
+
 use crate::validate::{answer_invalid, check_request, response_to, Capabilities, RequestHeaders};
 
 /// Settings of the user agent.
@@ -89,6 +94,10 @@ pub enum EndReason {
     Rejected(u16),
     /// Our 2xx was never acknowledged (64·T1); we sent BYE.
     NoAck,
+    /// A call we placed was refused with this status (408 when nothing answered at all).
+    Failed(u16),
+    /// A call we placed rang past its ring timeout and was cancelled.
+    NoAnswer,
 }
 
 /// Something the runtime must act on.
@@ -116,6 +125,17 @@ pub enum CallEvent {
         call: CallHandle,
         offer: Bytes,
     },
+    /// A call we placed is ringing (180) or has early media (183, with its SDP).
+    Progress {
+        call: CallHandle,
+        code: u16,
+        early_media: Option<Bytes>,
+    },
+    /// A call we placed was answered; the 2xx carried the SDP answer.
+    Answered {
+        call: CallHandle,
+        answer: Option<Bytes>,
+    },
     /// A DTMF digit sent as SIP INFO.
     InfoDigit {
         call: CallHandle,
@@ -142,6 +162,8 @@ pub enum Output {
 enum Phase {
     /// INVITE received, no final response yet.
     Ringing,
+    /// Our INVITE is out, no final response yet.
+    Dialing,
     /// 2xx sent, retransmitted until the ACK.
     Answered,
     Confirmed,
@@ -174,6 +196,8 @@ struct Call {
     offer_in_ok: bool,
     /// Why the call ends once our BYE is answered.
     ending: Option<EndReason>,
+    /// What a call we placed needs beyond a dialog.
+    outbound: Option<outbound::Outbound>,
 }
 
 /// Something with timers: a transaction or a call.
@@ -181,7 +205,8 @@ struct Call {
 enum Slot {
     Invite(Key),
     Other(Key),
-    Bye(Key),
+    Request(Key),
+    OutInvite(Key),
     Call(CallHandle),
 }
 
@@ -196,8 +221,11 @@ pub struct UserAgent {
     dialogs: HashMap<(String, String), CallHandle>,
     invites: HashMap<Key, (ServerInvite, SocketAddr, Link)>,
     others: HashMap<Key, (ServerNonInvite, SocketAddr, Link)>,
-    /// Our BYEs, by branch.
-    byes: HashMap<Key, (ClientNonInvite, CallHandle)>,
+    /// Our BYEs and CANCELs, by branch, with whether the answer ends the call (BYE) or not
+    /// (CANCEL: the INVITE's 487 does).
+    requests: HashMap<Key, (ClientNonInvite, CallHandle, bool)>,
+    /// Our INVITEs, by branch.
+    out_invites: HashMap<Key, (ClientInvite, CallHandle)>,
     /// Admission: the start of the current one-second window and calls admitted in it.
     window: Option<(Instant, u32)>,
     /// Deadlines of transactions and calls, earliest first; entries whose slot was
@@ -225,6 +253,24 @@ fn hex(rng: &mut dyn RngCore, bytes: usize) -> String {
     let mut buf = vec![0; bytes];
     rng.fill_bytes(&mut buf);
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The top Via of a request we send.
+fn our_via(link: Link, advertised: &str, branch: &str) -> String {
+    format!(
+        "SIP/2.0/{} {advertised};branch={branch};rport",
+        link.via_name()
+    )
+}
+
+/// The key responses to a request we sent will match (see [`Key::of_response`]).
+fn client_key(advertised: &str, branch: String, method: Method) -> Key {
+    let (host, port) = crate::uri::split_hostport(advertised).unwrap_or(("", None));
+    Key::Branch {
+        branch,
+        sent_by: format!("{}:{}", host.to_ascii_lowercase(), port.unwrap_or(5060)),
+        method,
+    }
 }
 
 /// Where a response goes (RFC 3261 section 18.2.2, RFC 3581): back to the source address, to
@@ -322,7 +368,8 @@ impl UserAgent {
             dialogs: HashMap::new(),
             invites: HashMap::new(),
             others: HashMap::new(),
-            byes: HashMap::new(),
+            requests: HashMap::new(),
+            out_invites: HashMap::new(),
             window: None,
             timers: BinaryHeap::new(),
             timer_slots: HashMap::new(),
@@ -574,6 +621,7 @@ impl UserAgent {
             local_sdp: None,
             offer_in_ok: offer.is_none(),
             ending: None,
+            outbound: None,
         };
         self.dialogs.insert((parsed.call_id.clone(), tag), handle);
         self.calls.insert(handle, call);
@@ -747,9 +795,12 @@ impl UserAgent {
         let Some(key) = Key::of_response(&response) else {
             return;
         };
-        if let Some((transaction, _)) = self.byes.get_mut(&key) {
+        if let Some((transaction, _)) = self.out_invites.get_mut(&key) {
             transaction.handle_response(response, now);
-            self.touched.push(Slot::Bye(key));
+            self.touched.push(Slot::OutInvite(key));
+        } else if let Some((transaction, _, _)) = self.requests.get_mut(&key) {
+            transaction.handle_response(response, now);
+            self.touched.push(Slot::Request(key));
         }
     }
 
@@ -807,7 +858,7 @@ impl UserAgent {
         }
         self.touched.push(Slot::Invite(key));
         self.touched.push(Slot::Call(handle));
-        self.flush_transactions();
+        self.flush_transactions(now);
     }
 
     /// Sends 180 Ringing for a call not yet answered.
@@ -823,7 +874,7 @@ impl UserAgent {
 
     fn final_or_provisional(&mut self, now: Instant, handle: CallHandle, code: u16, reason: &str) {
         self.final_response(now, handle, code, reason);
-        self.flush_transactions();
+        self.flush_transactions(now);
     }
 
     /// Refuses a ringing call (486 busy, 488 no common codec, 480 not available …).
@@ -848,6 +899,7 @@ impl UserAgent {
             Phase::Answered | Phase::Confirmed => {
                 self.send_bye(now, handle, EndReason::LocalHangup)
             }
+            Phase::Dialing => self.cancel(now, handle, EndReason::LocalHangup),
             Phase::Ending => {}
         }
     }
@@ -865,11 +917,7 @@ impl UserAgent {
         let mut bye = Message::request(Method::Bye, call.remote_target.clone());
         bye.headers.push(
             Name::Via,
-            format!(
-                "SIP/2.0/{} {};branch={branch};rport",
-                call.link.via_name(),
-                self.config.advertised
-            ),
+            our_via(call.link, &self.config.advertised, &branch),
         );
         bye.headers.push(Name::MaxForwards, "70");
         for route in &call.route_set {
@@ -882,19 +930,12 @@ impl UserAgent {
             .push(Name::CSeq, format!("{} BYE", call.local_cseq));
         bye.headers
             .push(Name::UserAgent, self.config.product.clone());
-        let key = Key::Branch {
-            branch,
-            sent_by: {
-                let (host, port) =
-                    crate::uri::split_hostport(&self.config.advertised).unwrap_or(("", None));
-                format!("{}:{}", host.to_ascii_lowercase(), port.unwrap_or(5060))
-            },
-            method: Method::Bye,
-        };
+        let key = client_key(&self.config.advertised, branch, Method::Bye);
         let transaction = ClientNonInvite::new(bye, call.link.transport(), self.config.timers, now);
-        self.byes.insert(key.clone(), (transaction, handle));
-        self.touched.push(Slot::Bye(key));
-        self.flush_transactions();
+        self.requests
+            .insert(key.clone(), (transaction, handle, true));
+        self.touched.push(Slot::Request(key));
+        self.flush_transactions(now);
     }
 
     fn end(&mut self, handle: CallHandle, reason: EndReason) {
@@ -937,8 +978,13 @@ impl UserAgent {
                         t.handle_timeout(now);
                     }
                 }
-                Slot::Bye(key) => {
-                    if let Some((t, _)) = self.byes.get_mut(key) {
+                Slot::Request(key) => {
+                    if let Some((t, _, _)) = self.requests.get_mut(key) {
+                        t.handle_timeout(now);
+                    }
+                }
+                Slot::OutInvite(key) => {
+                    if let Some((t, _)) = self.out_invites.get_mut(key) {
                         t.handle_timeout(now);
                     }
                 }
@@ -946,7 +992,7 @@ impl UserAgent {
             }
             self.touched.push(slot);
         }
-        self.flush_transactions();
+        self.flush_transactions(now);
     }
 
     /// A call's own timers: the 2xx retransmission, and giving up on the ACK.
@@ -957,6 +1003,13 @@ impl UserAgent {
         if call.give_up.is_some_and(|at| at <= now) {
             self.send_bye(now, handle, EndReason::NoAck);
             return;
+        }
+        if let Some(outbound) = call.outbound.as_mut() {
+            if outbound.ring_deadline.is_some_and(|at| at <= now) {
+                outbound.ring_deadline = None;
+                self.cancel(now, handle, EndReason::NoAnswer);
+                return;
+            }
         }
         if let Some((at, mut backoff)) = call.retransmit {
             if at <= now {
@@ -974,11 +1027,18 @@ impl UserAgent {
         match slot {
             Slot::Invite(key) => self.invites.get(key).and_then(|(t, _, _)| t.poll_timeout()),
             Slot::Other(key) => self.others.get(key).and_then(|(t, _, _)| t.poll_timeout()),
-            Slot::Bye(key) => self.byes.get(key).and_then(|(t, _)| t.poll_timeout()),
-            Slot::Call(handle) => self
-                .calls
-                .get(handle)
-                .and_then(|c| earliest(&[c.retransmit.map(|(at, _)| at), c.give_up])),
+            Slot::Request(key) => self
+                .requests
+                .get(key)
+                .and_then(|(t, _, _)| t.poll_timeout()),
+            Slot::OutInvite(key) => self
+                .out_invites
+                .get(key)
+                .and_then(|(t, _)| t.poll_timeout()),
+            Slot::Call(handle) => self.calls.get(handle).and_then(|c| {
+                let ring = c.outbound.as_ref().and_then(|o| o.ring_deadline);
+                earliest(&[c.retransmit.map(|(at, _)| at), c.give_up, ring])
+            }),
         }
     }
 
@@ -1001,7 +1061,7 @@ impl UserAgent {
 
     /// For every transaction or call touched since the last flush: moves what it wants sent to
     /// the outputs, acts on its events, forgets it when it is over, and schedules its timers.
-    fn flush_transactions(&mut self) {
+    fn flush_transactions(&mut self, now: Instant) {
         let mut seen = std::collections::HashSet::new();
         while let Some(slot) = self.touched.pop() {
             if !seen.insert(slot.clone()) {
@@ -1048,11 +1108,11 @@ impl UserAgent {
                         self.others.remove(key);
                     }
                 }
-                Slot::Bye(key) => {
-                    let Some((transaction, handle)) = self.byes.get_mut(key) else {
+                Slot::Request(key) => {
+                    let Some((transaction, handle, ends_call)) = self.requests.get_mut(key) else {
                         continue;
                     };
-                    let handle = *handle;
+                    let (handle, ends_call) = (*handle, *ends_call);
                     let mut requests = Vec::new();
                     let (mut answered, mut over) = (false, false);
                     while let Some(message) = transaction.poll_transmit() {
@@ -1071,9 +1131,9 @@ impl UserAgent {
                         }
                     }
                     if over {
-                        self.byes.remove(key);
+                        self.requests.remove(key);
                     }
-                    if answered || over {
+                    if ends_call && (answered || over) {
                         let reason = self
                             .calls
                             .get_mut(&handle)
@@ -1082,6 +1142,7 @@ impl UserAgent {
                         self.end(handle, reason);
                     }
                 }
+                Slot::OutInvite(key) => self.flush_out_invite(now, key),
                 Slot::Call(_) => {}
             }
             self.schedule(slot);

@@ -532,3 +532,315 @@ fn a_request_with_an_unusable_via_gets_400_back_at_its_source() {
         "a bare magic-cookie branch"
     );
 }
+
+// Calls we place.
+
+fn trunk() -> SocketAddr {
+    "127.0.0.1:5080".parse().unwrap()
+}
+
+fn dial_to(uri: &str, credentials: Option<Credentials>) -> Dial {
+    Dial {
+        uri: uri.into(),
+        from_user: "+12125550100".into(),
+        destination: trunk(),
+        link: Link::Udp,
+        offer: Bytes::from_static(b"v=0\r\noffer"),
+        credentials,
+        ring_timeout: Duration::from_secs(30),
+    }
+}
+
+/// The callee's response to `request`, with our To tag and a Contact.
+fn reply(request: &Message, code: u16, extra: &[(Name, &str)]) -> Vec<u8> {
+    let mut r = crate::validate::response_to(&request.headers, code, "Reason", Some("callee1"));
+    if (200..300).contains(&code) {
+        r.headers.push(Name::Contact, "<sip:agent@127.0.0.1:5080>");
+        r.headers.push(Name::ContentType, "application/sdp");
+        r.body = Bytes::from_static(b"v=0\r\nanswer");
+    }
+    for (name, value) in extra {
+        r.headers.push(name.clone(), *value);
+    }
+    r.to_bytes()
+}
+
+fn only_request(sent: &[(SocketAddr, Message)], method: Method) -> Message {
+    let found: Vec<&Message> = sent
+        .iter()
+        .filter(|(_, m)| m.method() == Some(&method))
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(found.len(), 1, "{method}: {sent:?}");
+    found[0].clone()
+}
+
+#[test]
+fn a_placed_call_rings_is_answered_acknowledged_and_hung_up() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let call = ua.dial(now, dial_to("sip:1001@127.0.0.1:5080", None));
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(sent[0].0, trunk());
+    let invite = only_request(&sent, Method::Invite);
+    assert_eq!(invite.uri(), Some("sip:1001@127.0.0.1:5080"));
+    assert!(invite
+        .headers
+        .get(&Name::From)
+        .unwrap()
+        .starts_with("<sip:+12125550100@127.0.0.1:5060>;tag="));
+    assert_eq!(&invite.body[..], b"v=0\r\noffer");
+
+    ua.handle_message(now, trunk(), Link::Udp, &reply(&invite, 180, &[]));
+    let (_, events) = drain(&mut ua);
+    assert_eq!(
+        events,
+        [CallEvent::Progress {
+            call,
+            code: 180,
+            early_media: None
+        }]
+    );
+
+    let ok = reply(&invite, 200, &[]);
+    ua.handle_message(now, trunk(), Link::Udp, &ok);
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(
+        events,
+        [CallEvent::Answered {
+            call,
+            answer: Some(Bytes::from_static(b"v=0\r\nanswer"))
+        }]
+    );
+    let ack = only_request(&sent, Method::Ack);
+    assert_eq!(
+        ack.uri(),
+        Some("sip:agent@127.0.0.1:5080"),
+        "the ACK goes to the remote target"
+    );
+    assert!(ack
+        .headers
+        .get(&Name::To)
+        .unwrap()
+        .ends_with(";tag=callee1"));
+    assert_eq!(ack.headers.get(&Name::CSeq), Some("1 ACK"));
+
+    // A retransmitted 2xx gets the same ACK, and no second answer.
+    ua.handle_message(now + Duration::from_millis(500), trunk(), Link::Udp, &ok);
+    let (sent, events) = drain(&mut ua);
+    assert!(events.is_empty());
+    assert_eq!(only_request(&sent, Method::Ack), ack);
+
+    ua.hang_up(now, call);
+    let (sent, _) = drain(&mut ua);
+    let bye = only_request(&sent, Method::Bye);
+    assert_eq!(bye.uri(), Some("sip:agent@127.0.0.1:5080"));
+    assert_eq!(bye.headers.get(&Name::CSeq), Some("2 BYE"));
+    ua.handle_message(
+        now,
+        trunk(),
+        Link::Udp,
+        &crate::validate::response_to(&bye.headers, 200, "OK", None).to_bytes(),
+    );
+    assert_eq!(
+        drain(&mut ua).1,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::LocalHangup
+        }]
+    );
+}
+
+#[test]
+fn a_busy_callee_fails_the_call_and_gets_its_ack() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let call = ua.dial(now, dial_to("sip:1001@127.0.0.1:5080", None));
+    let invite = only_request(&drain(&mut ua).0, Method::Invite);
+    ua.handle_message(now, trunk(), Link::Udp, &reply(&invite, 486, &[]));
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::Failed(486)
+        }]
+    );
+    assert_eq!(
+        only_request(&sent, Method::Ack).headers.get(&Name::CSeq),
+        Some("1 ACK")
+    );
+}
+
+#[test]
+fn a_challenging_trunk_gets_credentials_once() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let credentials = Credentials {
+        username: "callbackd".into(),
+        password: "s3cret".into(),
+    };
+    let call = ua.dial(
+        now,
+        dial_to("sip:+12125550199@127.0.0.1:5080", Some(credentials)),
+    );
+    let first = only_request(&drain(&mut ua).0, Method::Invite);
+    let challenge = "Digest realm=\"trunk\", nonce=\"abc123\", algorithm=MD5, qop=\"auth\"";
+    ua.handle_message(
+        now,
+        trunk(),
+        Link::Udp,
+        &reply(&first, 407, &[(Name::ProxyAuthenticate, challenge)]),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert!(events.is_empty());
+    let second = only_request(&sent, Method::Invite);
+    assert_eq!(second.headers.get(&Name::CSeq), Some("2 INVITE"));
+    let credentials = second.headers.get(&Name::ProxyAuthorization).unwrap();
+    assert!(
+        credentials.contains("username=\"callbackd\"") && credentials.contains("realm=\"trunk\""),
+        "{credentials}"
+    );
+    assert_eq!(
+        second.headers.get(&Name::CallId),
+        first.headers.get(&Name::CallId)
+    );
+    // A second challenge means the password is wrong: give up.
+    ua.handle_message(
+        now,
+        trunk(),
+        Link::Udp,
+        &reply(&second, 407, &[(Name::ProxyAuthenticate, challenge)]),
+    );
+    assert_eq!(
+        drain(&mut ua).1,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::Failed(407)
+        }]
+    );
+}
+
+#[test]
+fn a_redirect_is_followed_once() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let call = ua.dial(now, dial_to("sip:1001@127.0.0.1:5080", None));
+    let first = only_request(&drain(&mut ua).0, Method::Invite);
+    ua.handle_message(
+        now,
+        trunk(),
+        Link::Udp,
+        &reply(&first, 302, &[(Name::Contact, "<sip:1002@127.0.0.1:5080>")]),
+    );
+    let second = only_request(&drain(&mut ua).0, Method::Invite);
+    assert_eq!(second.uri(), Some("sip:1002@127.0.0.1:5080"));
+    ua.handle_message(
+        now,
+        trunk(),
+        Link::Udp,
+        &reply(
+            &second,
+            302,
+            &[(Name::Contact, "<sip:1003@127.0.0.1:5080>")],
+        ),
+    );
+    assert_eq!(
+        drain(&mut ua).1,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::Failed(302)
+        }]
+    );
+}
+
+#[test]
+fn no_answer_in_time_is_cancelled() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let call = ua.dial(now, dial_to("sip:1001@127.0.0.1:5080", None));
+    let invite = only_request(&drain(&mut ua).0, Method::Invite);
+    ua.handle_message(now, trunk(), Link::Udp, &reply(&invite, 180, &[]));
+    drain(&mut ua);
+    ua.handle_timeout(now + Duration::from_secs(30));
+    let (sent, _) = drain(&mut ua);
+    let cancel = only_request(&sent, Method::Cancel);
+    assert_eq!(
+        cancel.headers.get(&Name::Via),
+        invite.headers.get(&Name::Via),
+        "same branch as the INVITE"
+    );
+    assert_eq!(cancel.headers.get(&Name::CSeq), Some("1 CANCEL"));
+    ua.handle_message(
+        now,
+        trunk(),
+        Link::Udp,
+        &crate::validate::response_to(&cancel.headers, 200, "OK", Some("callee1")).to_bytes(),
+    );
+    ua.handle_message(now, trunk(), Link::Udp, &reply(&invite, 487, &[]));
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::NoAnswer
+        }]
+    );
+    only_request(&sent, Method::Ack);
+}
+
+#[test]
+fn a_silent_destination_times_out_after_seven_invites() {
+    let start = Instant::now();
+    let mut ua = ua();
+    let mut dial = dial_to("sip:1001@127.0.0.1:5080", None);
+    dial.ring_timeout = Duration::from_secs(120);
+    let call = ua.dial(start, dial);
+    let mut invites = drain(&mut ua).0.len();
+    let mut ended = Vec::new();
+    while let Some(at) = ua
+        .poll_timeout()
+        .filter(|at| *at <= start + Duration::from_secs(40))
+    {
+        ua.handle_timeout(at);
+        let (sent, events) = drain(&mut ua);
+        invites += sent.len();
+        ended.extend(events);
+    }
+    assert_eq!(invites, 7);
+    assert_eq!(
+        ended,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::Failed(408)
+        }]
+    );
+}
+
+#[test]
+fn the_callee_hangs_up() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let call = ua.dial(now, dial_to("sip:1001@127.0.0.1:5080", None));
+    let invite = only_request(&drain(&mut ua).0, Method::Invite);
+    ua.handle_message(now, trunk(), Link::Udp, &reply(&invite, 200, &[]));
+    drain(&mut ua);
+    let from = invite.headers.get(&Name::From).unwrap();
+    let our_tag = from.split(";tag=").nth(1).unwrap();
+    let bye = format!(
+        "BYE sip:+12125550100@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-cb1\r\n\
+         From: <sip:1001@127.0.0.1:5080>;tag=callee1\r\nTo: {from}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\n\r\n",
+        invite.headers.get(&Name::CallId).unwrap()
+    );
+    assert!(bye.contains(our_tag));
+    ua.handle_message(now, trunk(), Link::Udp, bye.as_bytes());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::RemoteHangup
+        }]
+    );
+}

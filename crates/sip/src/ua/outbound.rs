@@ -1,0 +1,445 @@
+//! Calls we place (for the dialer): INVITE through a trunk, proxy or straight to a peer,
+//! provisional responses and early media, the answer and its ACK, digest authentication when
+//! the trunk challenges, one redirection, and CANCEL when nobody answers in time.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{
+    client_key, hex, our_via, Call, CallEvent, CallHandle, EndReason, Link, Phase, Slot, UserAgent,
+};
+use crate::auth::{self, Challenge};
+use crate::header::NameAddr;
+use crate::message::{Message, Method, Name};
+use crate::transaction::client_invite::ClientInvite;
+use crate::transaction::client_non_invite::ClientNonInvite;
+use crate::transaction::{Event, Key};
+
+/// A username and password for a trunk that challenges our requests (RFC 3261 section 22).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}, ****)", self.username)
+    }
+}
+
+/// A call to place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dial {
+    /// The Request-URI: `sip:+12125550100@trunk.example.com`, `sip:1001@127.0.0.1:5080`.
+    pub uri: String,
+    /// The user part of our From: the caller ID the callee sees.
+    pub from_user: String,
+    /// Where the INVITE goes: the trunk or outbound proxy, or the peer itself. Every request
+    /// of the call goes there; nothing is sent to an address read from a header.
+    pub destination: SocketAddr,
+    pub link: Link,
+    /// Our SDP offer.
+    pub offer: Bytes,
+    pub credentials: Option<Credentials>,
+    /// How long it may ring before we CANCEL.
+    pub ring_timeout: Duration,
+}
+
+/// What a call we placed carries beyond its dialog.
+pub(super) struct Outbound {
+    dial: Dial,
+    /// The INVITE transaction now in charge (a challenge or a redirection starts another).
+    key: Key,
+    pub(super) ring_deadline: Option<Instant>,
+    authenticated: bool,
+    redirected: bool,
+    /// The ACK for the 2xx, sent again for every retransmission of the 2xx.
+    ack: Option<Message>,
+    cancelled: bool,
+}
+
+impl UserAgent {
+    /// Places a call; what happens comes as `Progress`, `Answered` and `Ended` events.
+    pub fn dial(&mut self, now: Instant, dial: Dial) -> CallHandle {
+        let handle = CallHandle(self.next_handle);
+        self.next_handle += 1;
+        let tag = hex(self.rng.as_mut(), 8);
+        let host =
+            crate::uri::split_hostport(&self.config.advertised).map_or("callbackd", |(h, _)| h);
+        let call_id = format!("{}@{host}", hex(self.rng.as_mut(), 12));
+        let local = format!(
+            "<sip:{}@{}>;tag={tag}",
+            dial.from_user, self.config.advertised
+        );
+        let remote = format!("<{}>", dial.uri);
+        let mut call = Call {
+            handle,
+            phase: Phase::Dialing,
+            invite_key: Key::Branch {
+                branch: String::new(),
+                sent_by: String::new(),
+                method: Method::Invite,
+            },
+            invite: Message::request(Method::Invite, dial.uri.clone()),
+            source: dial.destination,
+            link: dial.link,
+            call_id: call_id.clone(),
+            local_tag: tag.clone(),
+            remote,
+            local,
+            local_cseq: 0,
+            remote_cseq: 0,
+            remote_target: dial.uri.clone(),
+            route_set: Vec::new(),
+            ok: None,
+            retransmit: None,
+            give_up: None,
+            local_sdp: Some(dial.offer.clone()),
+            offer_in_ok: false,
+            ending: None,
+            outbound: Some(Outbound {
+                ring_deadline: Some(now + dial.ring_timeout),
+                key: Key::Branch {
+                    branch: String::new(),
+                    sent_by: String::new(),
+                    method: Method::Invite,
+                },
+                dial: dial.clone(),
+                authenticated: false,
+                redirected: false,
+                ack: None,
+                cancelled: false,
+            }),
+        };
+        let invite = self.next_invite(&mut call, &dial.uri, None);
+        self.start_invite(now, &mut call, invite);
+        self.dialogs.insert((call_id, tag), handle);
+        self.calls.insert(handle, call);
+        self.touched.push(Slot::Call(handle));
+        self.flush_transactions(now);
+        handle
+    }
+
+    /// The next INVITE of a call: a new branch and CSeq, optionally with credentials.
+    fn next_invite(
+        &mut self,
+        call: &mut Call,
+        uri: &str,
+        authorization: Option<(Name, String)>,
+    ) -> Message {
+        let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
+        call.local_cseq += 1;
+        let mut invite = Message::request(Method::Invite, uri);
+        invite.headers.push(
+            Name::Via,
+            our_via(call.link, &self.config.advertised, &branch),
+        );
+        invite.headers.push(Name::MaxForwards, "70");
+        invite.headers.push(Name::From, call.local.clone());
+        invite.headers.push(Name::To, format!("<{uri}>"));
+        invite.headers.push(Name::CallId, call.call_id.clone());
+        invite
+            .headers
+            .push(Name::CSeq, format!("{} INVITE", call.local_cseq));
+        let from_user = call
+            .outbound
+            .as_ref()
+            .map_or("callbackd", |o| o.dial.from_user.as_str());
+        invite.headers.push(
+            Name::Contact,
+            format!("<sip:{from_user}@{}>", self.config.advertised),
+        );
+        if let Some((name, value)) = authorization {
+            invite.headers.push(name, value);
+        }
+        invite.headers.push(Name::Allow, self.capabilities.allow());
+        invite
+            .headers
+            .push(Name::UserAgent, self.config.product.clone());
+        invite.headers.push(Name::ContentType, "application/sdp");
+        invite.body = call.local_sdp.clone().unwrap_or_default();
+        call.remote = format!("<{uri}>");
+        call.remote_target = uri.to_owned();
+        invite
+    }
+
+    fn start_invite(&mut self, now: Instant, call: &mut Call, invite: Message) {
+        let branch = invite
+            .headers
+            .get(&Name::Via)
+            .and_then(|v| crate::header::Via::parse(v).ok())
+            .and_then(|v| v.branch().map(str::to_owned))
+            .unwrap_or_default();
+        let key = client_key(&self.config.advertised, branch, Method::Invite);
+        call.invite = invite.clone();
+        call.invite_key = key.clone();
+        if let Some(outbound) = call.outbound.as_mut() {
+            outbound.key = key.clone();
+        }
+        let transaction = ClientInvite::new(invite, call.link.transport(), self.config.timers, now);
+        self.out_invites
+            .insert(key.clone(), (transaction, call.handle));
+        self.touched.push(Slot::OutInvite(key));
+    }
+
+    /// Sends what an INVITE transaction wants sent and acts on what it says.
+    pub(super) fn flush_out_invite(&mut self, now: Instant, key: &Key) {
+        let Some((transaction, handle)) = self.out_invites.get_mut(key) else {
+            return;
+        };
+        let handle = *handle;
+        let mut sends = Vec::new();
+        let mut events = Vec::new();
+        while let Some(message) = transaction.poll_transmit() {
+            sends.push(message);
+        }
+        while let Some(event) = transaction.poll_event() {
+            events.push(event);
+        }
+        if let Some((to, link)) = self.calls.get(&handle).map(|c| (c.source, c.link)) {
+            for message in sends {
+                self.send(to, link, &message);
+            }
+        }
+        for event in events {
+            match event {
+                Event::Response(response) => self.on_invite_response(now, handle, key, response),
+                Event::TimedOut => {
+                    if self.current_invite(handle, key) {
+                        self.end(handle, EndReason::Failed(408));
+                    }
+                }
+                Event::Terminated => {
+                    self.out_invites.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Whether `key` is the call's INVITE now in charge (not one replaced after a challenge).
+    fn current_invite(&self, handle: CallHandle, key: &Key) -> bool {
+        self.calls
+            .get(&handle)
+            .and_then(|c| c.outbound.as_ref())
+            .is_some_and(|o| o.key == *key)
+    }
+
+    fn on_invite_response(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        key: &Key,
+        response: Message,
+    ) {
+        let Some(code) = response.code() else {
+            return;
+        };
+        if (200..300).contains(&code) {
+            return self.on_answer(now, handle, response);
+        }
+        if !self.current_invite(handle, key) {
+            return;
+        }
+        match code {
+            100 => {}
+            101..=199 => {
+                let early_media = (!response.body.is_empty()).then(|| response.body.clone());
+                self.event(CallEvent::Progress {
+                    call: handle,
+                    code,
+                    early_media,
+                });
+            }
+            300..=399 => {
+                let target = response
+                    .headers
+                    .list(&Name::Contact)
+                    .and_then(|c| c.first().and_then(|v| NameAddr::parse(v).ok()))
+                    .filter(|c| c.uri.is_sip());
+                let Some(mut call) = self.calls.remove(&handle) else {
+                    return;
+                };
+                let follow = call.outbound.as_ref().is_some_and(|o| !o.redirected);
+                match target.filter(|_| follow) {
+                    Some(contact) => {
+                        if let Some(o) = call.outbound.as_mut() {
+                            o.redirected = true;
+                        }
+                        let uri = contact.uri.to_string();
+                        let invite = self.next_invite(&mut call, &uri, None);
+                        self.start_invite(now, &mut call, invite);
+                        self.calls.insert(handle, call);
+                    }
+                    None => {
+                        self.calls.insert(handle, call);
+                        self.end(handle, EndReason::Failed(code));
+                    }
+                }
+            }
+            401 | 407 => {
+                let (challenge_name, answer_name) = if code == 401 {
+                    (Name::WwwAuthenticate, Name::Authorization)
+                } else {
+                    (Name::ProxyAuthenticate, Name::ProxyAuthorization)
+                };
+                let challenge = response
+                    .headers
+                    .get(&challenge_name)
+                    .and_then(|v| Challenge::parse(v).ok());
+                let Some(mut call) = self.calls.remove(&handle) else {
+                    return;
+                };
+                let credentials = call
+                    .outbound
+                    .as_ref()
+                    .filter(|o| !o.authenticated)
+                    .and_then(|o| o.dial.credentials.clone());
+                match (challenge, credentials) {
+                    (Some(challenge), Some(credentials)) => {
+                        if let Some(o) = call.outbound.as_mut() {
+                            o.authenticated = true;
+                        }
+                        let uri = call.remote_target.clone();
+                        let cnonce = hex(self.rng.as_mut(), 8);
+                        let answer = auth::respond(
+                            &challenge,
+                            &credentials.username,
+                            &credentials.password,
+                            "INVITE",
+                            &uri,
+                            &cnonce,
+                            1,
+                        );
+                        let invite = self.next_invite(
+                            &mut call,
+                            &uri,
+                            Some((answer_name, answer.to_header_value())),
+                        );
+                        self.start_invite(now, &mut call, invite);
+                        self.calls.insert(handle, call);
+                    }
+                    _ => {
+                        self.calls.insert(handle, call);
+                        self.end(handle, EndReason::Failed(code));
+                    }
+                }
+            }
+            _ => {
+                let reason = match self.calls.get_mut(&handle) {
+                    Some(call)
+                        if code == 487 && call.outbound.as_ref().is_some_and(|o| o.cancelled) =>
+                    {
+                        call.ending.take().unwrap_or(EndReason::NoAnswer)
+                    }
+                    _ => EndReason::Failed(code),
+                };
+                self.end(handle, reason);
+            }
+        }
+    }
+
+    /// A 2xx: the first makes the dialog (remote tag, target, route set) and is acknowledged;
+    /// a retransmission gets the same ACK again. A 2xx after our CANCEL or hang-up is
+    /// acknowledged and ended with BYE.
+    fn on_answer(&mut self, now: Instant, handle: CallHandle, response: Message) {
+        let advertised = self.config.advertised.clone();
+        let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some(outbound) = call.outbound.as_mut() else {
+            return;
+        };
+        if let Some(ack) = outbound.ack.clone() {
+            let (to, link) = (call.source, call.link);
+            self.send(to, link, &ack);
+            return;
+        }
+        outbound.ring_deadline = None;
+        if let Some(to) = response.headers.get(&Name::To) {
+            call.remote = to.to_owned();
+        }
+        if let Some(contact) = response
+            .headers
+            .list(&Name::Contact)
+            .and_then(|c| c.first().and_then(|v| NameAddr::parse(v).ok()))
+        {
+            call.remote_target = contact.uri.to_string();
+        }
+        call.route_set = response
+            .headers
+            .list(&Name::RecordRoute)
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .map(str::to_owned)
+            .collect();
+        let mut ack = Message::request(Method::Ack, call.remote_target.clone());
+        ack.headers
+            .push(Name::Via, our_via(call.link, &advertised, &branch));
+        ack.headers.push(Name::MaxForwards, "70");
+        for route in &call.route_set {
+            ack.headers.push(Name::Route, route.clone());
+        }
+        ack.headers.push(Name::From, call.local.clone());
+        ack.headers.push(Name::To, call.remote.clone());
+        ack.headers.push(Name::CallId, call.call_id.clone());
+        ack.headers
+            .push(Name::CSeq, format!("{} ACK", call.local_cseq));
+        outbound.ack = Some(ack.clone());
+        let (to, link) = (call.source, call.link);
+        let late = call.phase != Phase::Dialing;
+        let reason = call.ending.take();
+        call.phase = Phase::Confirmed;
+        self.send(to, link, &ack);
+        if late {
+            self.send_bye(now, handle, reason.unwrap_or(EndReason::LocalHangup));
+            return;
+        }
+        let answer = (!response.body.is_empty()).then(|| response.body.clone());
+        self.event(CallEvent::Answered {
+            call: handle,
+            answer,
+        });
+    }
+
+    /// Gives up on a call still ringing: CANCEL now, the call ends with `reason` when the
+    /// INVITE's 487 comes (RFC 3261 section 9.1).
+    pub(super) fn cancel(&mut self, now: Instant, handle: CallHandle, reason: EndReason) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some(outbound) = call.outbound.as_mut().filter(|o| !o.cancelled) else {
+            return;
+        };
+        outbound.cancelled = true;
+        outbound.ring_deadline = None;
+        call.phase = Phase::Ending;
+        call.ending = Some(reason);
+        let key = outbound.key.clone();
+        let Some((transaction, _)) = self.out_invites.get(&key) else {
+            return;
+        };
+        let cancel = transaction.cancel_request();
+        let cancel_key = match &key {
+            Key::Branch {
+                branch, sent_by, ..
+            } => Key::Branch {
+                branch: branch.clone(),
+                sent_by: sent_by.clone(),
+                method: Method::Cancel,
+            },
+            other => other.clone(),
+        };
+        let transaction =
+            ClientNonInvite::new(cancel, call.link.transport(), self.config.timers, now);
+        self.requests
+            .insert(cancel_key.clone(), (transaction, handle, false));
+        self.touched.push(Slot::Request(cancel_key));
+        self.flush_transactions(now);
+    }
+}
