@@ -444,6 +444,7 @@ async fn the_openapi_description_covers_every_route() {
         "/api/v1/callbacks/{confirmation_id}/modifications",
         "/api/v1/queues",
         "/api/v1/queues/{name}",
+        "/api/v1/test-calls",
         "/healthz",
     ] {
         assert!(paths.contains_key(path), "{path} is described");
