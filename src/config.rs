@@ -81,12 +81,57 @@ pub struct SipConfig {
     /// The caller ID (From user) of calls callbackd places.
     #[serde(default = "default_caller_id")]
     pub caller_id: String,
+    /// Networks new calls may come from, `"192.0.2.0/24"` or a single address; empty: anywhere.
+    /// Registered phones may always call from where they registered.
+    #[serde(default, deserialize_with = "networks")]
+    pub trusted: Vec<(std::net::IpAddr, u8)>,
+    /// Agents' phones that may REGISTER with callbackd: user → password. None: no registrar.
+    #[serde(default)]
+    pub phones: BTreeMap<String, Secret>,
+    /// The digest realm of the registrar.
+    #[serde(default = "default_realm")]
+    pub realm: String,
     /// How long a call callbackd places may ring before it is cancelled.
     #[serde(
         default = "default_ring_timeout",
         deserialize_with = "serde_duration::deserialize"
     )]
     pub ring_timeout: chrono::Duration,
+}
+
+fn default_realm() -> String {
+    "callbackd".into()
+}
+
+fn networks<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(std::net::IpAddr, u8)>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            let (address, prefix) = text.split_once('/').unwrap_or((text, ""));
+            let ip: std::net::IpAddr = address.trim().parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not an address or network such as \"192.0.2.0/24\""
+                ))
+            })?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let prefix = if prefix.is_empty() {
+                max
+            } else {
+                prefix
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| {
+                        serde::de::Error::custom(format!(
+                            "`{text}` has a prefix length above {max}"
+                        ))
+                    })?
+            };
+            Ok((ip, prefix))
+        })
+        .collect()
 }
 
 fn default_caller_id() -> String {

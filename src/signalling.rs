@@ -181,6 +181,22 @@ pub async fn start(sip: SipConfig, media: MediaConfig) -> anyhow::Result<Bound> 
         product: format!("callbackd/{}", env!("CARGO_PKG_VERSION")),
         max_calls: sip.max_calls,
         max_calls_per_second: sip.max_calls_per_second,
+        trusted: sip.trusted.clone(),
+        registrar: (!sip.phones.is_empty()).then(|| {
+            let mut secret = vec![0; 32];
+            StdRng::from_entropy().fill_bytes(&mut secret);
+            sip::registrar::Settings {
+                realm: sip.realm.clone(),
+                users: sip
+                    .phones
+                    .iter()
+                    .map(|(u, p)| (u.clone(), p.expose().to_owned()))
+                    .collect(),
+                secret,
+                min_expires: 60,
+                max_expires: 3600,
+            }
+        }),
     };
     let ua = UserAgent::new(config, Box::new(StdRng::from_entropy()));
     tokio::spawn(run(ua, rx, udp, sip, PortPool::new(&media), media_ip));
@@ -472,6 +488,14 @@ impl Loop {
                 }
             }
             CallEvent::Reoffer { call, .. } => debug!(%call, "re-offer received"),
+            CallEvent::PhoneRegistered {
+                user,
+                contact,
+                source,
+            } => {
+                info!(user, contact, %source, "phone registered")
+            }
+            CallEvent::PhoneUnregistered { user } => info!(user, "phone unregistered"),
             CallEvent::InfoDigit { call, digit } => info!(%call, %digit, "DTMF by SIP INFO"),
             CallEvent::Ended { call, reason } => {
                 self.ringing.retain(|(_, c, _)| *c != call);

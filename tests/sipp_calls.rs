@@ -131,3 +131,24 @@ fn callbackd_hangs_up_with_bye() {
     );
     assert_eq!((ok, failed), (5, 0), "{out}");
 }
+
+#[test]
+fn a_phone_registers_with_digest_authentication() {
+    let (server, _) = server(&[(
+        "# 1001 = \"a long phone password\"",
+        "1001 = \"phone-secret\"",
+    )]);
+    let (ok, failed, out) = run(server.sip_udp.unwrap(), "uac_register.xml", 1, &[]);
+    assert_eq!((ok, failed), (1, 0), "{out}");
+}
+
+#[test]
+fn strangers_cannot_call_when_trusted_networks_are_set() {
+    let (server, _) = server(&[("trusted = []", "trusted = [\"192.0.2.0/24\"]")]);
+    let (ok, failed, _) = run(server.sip_udp.unwrap(), "uac_basic.xml", 1, &[]);
+    assert_eq!(
+        (ok, failed),
+        (0, 1),
+        "a call from 127.0.0.1 is refused with 403"
+    );
+}

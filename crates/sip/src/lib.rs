@@ -8,6 +8,7 @@ pub mod auth;
 pub mod header;
 pub mod message;
 pub mod parse;
+pub mod registrar;
 pub mod sdp;
 pub mod transaction;
 pub mod ua;

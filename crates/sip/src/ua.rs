@@ -46,6 +46,37 @@ pub struct Config {
     pub max_calls: usize,
     /// New calls per second before new INVITEs get 503.
     pub max_calls_per_second: u32,
+    /// Networks (address, prefix length) new calls may come from; empty: anywhere. Phones
+    /// registered with the registrar may call from where they registered.
+    pub trusted: Vec<(std::net::IpAddr, u8)>,
+    /// The registrar for agents' phones, if any (REGISTER gets 405 without one).
+    pub registrar: Option<crate::registrar::Settings>,
+}
+
+/// Whether `ip` is inside the network `address/prefix`.
+fn in_network(ip: std::net::IpAddr, (network, prefix): (std::net::IpAddr, u8)) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    match (ip, network) {
+        (V4(a), V4(n)) => {
+            let bits = u32::from(prefix.min(32));
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (V6(a), V6(n)) => {
+            let bits = u32::from(prefix.min(128));
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
 }
 
 /// A call known to the user agent.
@@ -136,6 +167,16 @@ pub enum CallEvent {
         call: CallHandle,
         answer: Option<Bytes>,
     },
+    /// An agent's phone registered (it had no binding before).
+    PhoneRegistered {
+        user: String,
+        contact: String,
+        source: SocketAddr,
+    },
+    /// An agent's phone unregistered, or its registration expired.
+    PhoneUnregistered {
+        user: String,
+    },
     /// A DTMF digit sent as SIP INFO.
     InfoDigit {
         call: CallHandle,
@@ -208,6 +249,7 @@ enum Slot {
     Request(Key),
     OutInvite(Key),
     Call(CallHandle),
+    Registrar,
 }
 
 /// The user agent core.
@@ -236,6 +278,7 @@ pub struct UserAgent {
     next_timer: u64,
     /// Transactions and calls changed since the last flush.
     touched: Vec<Slot>,
+    registrar: Option<crate::registrar::Registrar>,
     outputs: VecDeque<Output>,
 }
 
@@ -356,12 +399,21 @@ fn info_digit(content_type: &str, body: &[u8]) -> Option<char> {
 impl UserAgent {
     pub fn new(config: Config, rng: Box<dyn RngCore + Send>) -> UserAgent {
         use Method::*;
+        let mut methods = vec![Invite, Ack, Bye, Cancel, Options, Info, Update];
+        let registrar = config
+            .registrar
+            .clone()
+            .map(crate::registrar::Registrar::new);
+        if registrar.is_some() {
+            methods.push(Register);
+        }
         UserAgent {
             config,
             capabilities: Capabilities {
-                methods: vec![Invite, Ack, Bye, Cancel, Options, Info, Update],
+                methods,
                 extensions: vec![],
             },
+            registrar,
             rng,
             next_handle: 1,
             calls: HashMap::new(),
@@ -487,6 +539,7 @@ impl UserAgent {
             }
             (Method::Cancel, _) => self.handle_cancel(now, key, request, source, link),
             (_, Some(call)) => self.handle_in_dialog(now, key, request, parsed, call, source, link),
+            (Method::Register, _) => self.handle_register(now, key, request, parsed, source, link),
             (Method::Options, None) if parsed.to.tag().is_none() => {
                 let response = self.options_response(&request.headers, &tag);
                 self.respond_new(now, key, request, source, link, response);
@@ -501,6 +554,62 @@ impl UserAgent {
                 self.respond_new(now, key, request, source, link, response);
             }
         }
+    }
+
+    fn handle_register(
+        &mut self,
+        now: Instant,
+        key: Key,
+        request: Message,
+        parsed: RequestHeaders,
+        source: SocketAddr,
+        link: Link,
+    ) {
+        let tag = hex(self.rng.as_mut(), 8);
+        let mut random = [0; 8];
+        self.rng.fill_bytes(&mut random);
+        let Some(registrar) = self.registrar.as_mut() else {
+            return;
+        };
+        let (response, changes) =
+            registrar.handle(now, &request, &parsed, source, link, random, &tag);
+        let response = self.with_server(response);
+        self.respond_new(now, key, request, source, link, response);
+        self.touched.push(Slot::Registrar);
+        self.registration_events(changes);
+    }
+
+    fn registration_events(&mut self, changes: Vec<crate::registrar::Registration>) {
+        use crate::registrar::Registration;
+        for change in changes {
+            self.event(match change {
+                Registration::Registered {
+                    user,
+                    contact,
+                    source,
+                } => CallEvent::PhoneRegistered {
+                    user,
+                    contact,
+                    source,
+                },
+                Registration::Unregistered { user } => CallEvent::PhoneUnregistered { user },
+            });
+        }
+    }
+
+    /// Whether a new call from `source` is let in: from a trusted network, or from where a
+    /// registered phone registered.
+    fn trusted(&self, source: SocketAddr, now: Instant) -> bool {
+        self.config.trusted.is_empty()
+            || self
+                .config
+                .trusted
+                .iter()
+                .any(|n| in_network(source.ip(), *n))
+            || self
+                .registrar
+                .as_ref()
+                .is_some_and(|r| r.knows_source(source, now))
     }
 
     fn options_response(&self, headers: &crate::message::Headers, tag: &str) -> Message {
@@ -567,6 +676,12 @@ impl UserAgent {
         link: Link,
     ) {
         let tag = hex(self.rng.as_mut(), 8);
+        if !self.trusted(source, now) {
+            let forbidden =
+                self.with_server(response_to(&request.headers, 403, "Forbidden", Some(&tag)));
+            self.respond_new(now, key, request, source, link, forbidden);
+            return;
+        }
         if !self.admit(now) {
             let mut busy = self.with_server(response_to(
                 &request.headers,
@@ -989,6 +1104,14 @@ impl UserAgent {
                     }
                 }
                 Slot::Call(handle) => self.call_timeout(now, *handle),
+                Slot::Registrar => {
+                    let gone = self
+                        .registrar
+                        .as_mut()
+                        .map(|r| r.expire(now))
+                        .unwrap_or_default();
+                    self.registration_events(gone);
+                }
             }
             self.touched.push(slot);
         }
@@ -1035,6 +1158,7 @@ impl UserAgent {
                 .out_invites
                 .get(key)
                 .and_then(|(t, _)| t.poll_timeout()),
+            Slot::Registrar => self.registrar.as_ref().and_then(|r| r.next_expiry()),
             Slot::Call(handle) => self.calls.get(handle).and_then(|c| {
                 let ring = c.outbound.as_ref().and_then(|o| o.ring_deadline);
                 earliest(&[c.retransmit.map(|(at, _)| at), c.give_up, ring])
@@ -1143,7 +1267,7 @@ impl UserAgent {
                     }
                 }
                 Slot::OutInvite(key) => self.flush_out_invite(now, key),
-                Slot::Call(_) => {}
+                Slot::Call(_) | Slot::Registrar => {}
             }
             self.schedule(slot);
         }

@@ -14,6 +14,8 @@ fn ua() -> UserAgent {
         product: "callbackd-test".into(),
         max_calls: 10,
         max_calls_per_second: 100,
+        trusted: vec![],
+        registrar: None,
     };
     UserAgent::new(config, Box::new(StdRng::seed_from_u64(1)))
 }
@@ -843,4 +845,156 @@ fn the_callee_hangs_up() {
             reason: EndReason::RemoteHangup
         }]
     );
+}
+
+// The registrar and the trusted networks.
+
+fn ua_with_registrar() -> UserAgent {
+    let mut users = std::collections::HashMap::new();
+    users.insert("1001".to_owned(), "phone-secret".to_owned());
+    let config = Config {
+        timers: Timers::default(),
+        advertised: "127.0.0.1:5060".into(),
+        product: "callbackd-test".into(),
+        max_calls: 10,
+        max_calls_per_second: 100,
+        trusted: vec![("10.0.0.0".parse().unwrap(), 8)],
+        registrar: Some(crate::registrar::Settings {
+            realm: "callbackd".into(),
+            users,
+            secret: b"test secret".to_vec(),
+            min_expires: 60,
+            max_expires: 3600,
+        }),
+    };
+    UserAgent::new(config, Box::new(StdRng::seed_from_u64(2)))
+}
+
+fn register(cseq: u32, expires: u32, authorization: Option<String>) -> Vec<u8> {
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-reg{cseq};rport\r\n\
+         From: <sip:1001@127.0.0.1>;tag=ph1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:1001@{CALLER}>\r\nExpires: {expires}\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn answer_challenge(response: &Message, password: &str) -> String {
+    let challenge =
+        crate::auth::Challenge::parse(response.headers.get(&Name::WwwAuthenticate).unwrap())
+            .unwrap();
+    crate::auth::respond(
+        &challenge,
+        "1001",
+        password,
+        "REGISTER",
+        "sip:127.0.0.1:5060",
+        "c0ffee",
+        1,
+    )
+    .to_header_value()
+}
+
+#[test]
+fn a_phone_registers_with_digest_and_its_binding_expires() {
+    let now = Instant::now();
+    let mut ua = ua_with_registrar();
+    ua.handle_message(now, caller(), Link::Udp, &register(1, 120, None));
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [401]);
+    let credentials = answer_challenge(&sent[0].1, "phone-secret");
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &register(2, 120, Some(credentials)),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert_eq!(
+        sent[0].1.headers.get(&Name::Contact),
+        Some("<sip:1001@127.0.0.1:5070>;expires=120")
+    );
+    assert_eq!(
+        events,
+        [CallEvent::PhoneRegistered {
+            user: "1001".into(),
+            contact: "sip:1001@127.0.0.1:5070".into(),
+            source: caller()
+        }]
+    );
+    // The registered phone may call in although its address is not a trusted network.
+    ua.handle_message(now, caller(), Link::Udp, &invite());
+    assert!(matches!(
+        drain(&mut ua).1.as_slice(),
+        [CallEvent::Incoming { .. }]
+    ));
+    // Two minutes later the binding is gone.
+    ua.handle_timeout(now + Duration::from_secs(121));
+    let (_, events) = drain(&mut ua);
+    assert!(
+        events.contains(&CallEvent::PhoneUnregistered {
+            user: "1001".into()
+        }),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn wrong_passwords_short_intervals_and_strangers_are_refused() {
+    let now = Instant::now();
+    let mut ua = ua_with_registrar();
+    ua.handle_message(now, caller(), Link::Udp, &register(1, 120, None));
+    let challenge = drain(&mut ua).0.remove(0).1;
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &register(2, 120, Some(answer_challenge(&challenge, "guess"))),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [403]);
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &register(3, 10, Some(answer_challenge(&challenge, "phone-secret"))),
+    );
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [423]);
+    assert_eq!(
+        sent[0].1.headers.get(&Name::Other("Min-Expires".into())),
+        Some("60")
+    );
+    // Not registered and not from 10.0.0.0/8: a new call is forbidden.
+    ua.handle_message(now, caller(), Link::Udp, &invite());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [403]);
+    assert!(events.is_empty());
+    let other = String::from_utf8(invite())
+        .unwrap()
+        .replace("z9hG4bK-inv1", "z9hG4bK-inv9")
+        .replace("call-1@", "call-9@");
+    ua.handle_message(
+        now,
+        "10.1.2.3:5070".parse().unwrap(),
+        Link::Udp,
+        other.as_bytes(),
+    );
+    assert!(
+        matches!(drain(&mut ua).1.as_slice(), [CallEvent::Incoming { .. }]),
+        "a trusted network gets in"
+    );
+}
+
+#[test]
+fn networks() {
+    let v4 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert!(super::in_network(v4("10.1.2.3"), (v4("10.0.0.0"), 8)));
+    assert!(!super::in_network(v4("11.1.2.3"), (v4("10.0.0.0"), 8)));
+    assert!(super::in_network(v4("192.0.2.7"), (v4("0.0.0.0"), 0)));
+    assert!(super::in_network(v4("::1"), (v4("::1"), 128)));
+    assert!(!super::in_network(v4("127.0.0.1"), (v4("::1"), 128)));
 }

@@ -1,0 +1,247 @@
+//! A small registrar for agents' phones (RFC 3261 section 10): digest authentication against
+//! configured users, bindings with expiry held in memory, and the events that log an agent in
+//! or out when their phone registers or unregisters.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::auth::{Algorithm, AuthError, Credentials, UserSecret, Verifier};
+use crate::message::{Message, Name};
+use crate::ua::Link;
+use crate::validate::{response_to, RequestHeaders};
+
+/// How long a nonce stays good before the phone is asked again with `stale=true`.
+const NONCE_LIFETIME_SECS: u64 = 300;
+
+/// Where a registered phone is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI the phone registered.
+    pub contact: String,
+    /// The address its REGISTER came from: requests to the phone go there.
+    pub source: SocketAddr,
+    pub link: Link,
+    pub expires_at: Instant,
+}
+
+/// A phone coming or going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// The user has a binding now and had none before.
+    Registered {
+        user: String,
+        contact: String,
+        source: SocketAddr,
+    },
+    /// The user's last binding was removed or expired.
+    Unregistered { user: String },
+}
+
+/// Registrar settings.
+#[derive(Clone)]
+pub struct Settings {
+    pub realm: String,
+    /// User name → password.
+    pub users: HashMap<String, String>,
+    /// Signs nonces (random, per process).
+    pub secret: Vec<u8>,
+    pub min_expires: u32,
+    pub max_expires: u32,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("realm", &self.realm)
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+pub struct Registrar {
+    verifier: Verifier,
+    settings: Settings,
+    bindings: HashMap<String, Vec<Binding>>,
+    /// The instant second 0 of nonce time refers to.
+    epoch: Option<Instant>,
+}
+
+impl Registrar {
+    pub fn new(settings: Settings) -> Registrar {
+        Registrar {
+            verifier: Verifier::new(settings.realm.clone(), &settings.secret),
+            settings,
+            bindings: HashMap::new(),
+            epoch: None,
+        }
+    }
+
+    fn seconds(&mut self, now: Instant) -> u64 {
+        now.duration_since(*self.epoch.get_or_insert(now)).as_secs()
+    }
+
+    /// Answers a REGISTER: a challenge, a refusal, or 200 with the user's bindings.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        request: &Message,
+        parsed: &RequestHeaders,
+        source: SocketAddr,
+        link: Link,
+        random: [u8; 8],
+        tag: &str,
+    ) -> (Message, Vec<Registration>) {
+        let seconds = self.seconds(now);
+        let headers = &request.headers;
+        let user = parsed.to.uri.user.clone().unwrap_or_default();
+        let challenge = |stale: bool, verifier: &Verifier| {
+            let mut r = response_to(headers, 401, "Unauthorized", Some(tag));
+            let c = verifier.challenge(Algorithm::Md5, seconds, random, stale);
+            r.headers.push(Name::WwwAuthenticate, c.to_header_value());
+            r
+        };
+        let Some(credentials) = headers
+            .get(&Name::Authorization)
+            .and_then(|v| Credentials::parse(v).ok())
+        else {
+            return (challenge(false, &self.verifier), Vec::new());
+        };
+        let Some(password) = self
+            .settings
+            .users
+            .get(&credentials.username)
+            .filter(|_| credentials.username == user)
+        else {
+            return (
+                response_to(headers, 403, "Forbidden", Some(tag)),
+                Vec::new(),
+            );
+        };
+        let secret = UserSecret::Password(password.clone());
+        match self.verifier.verify(
+            &credentials,
+            &secret,
+            "REGISTER",
+            seconds,
+            NONCE_LIFETIME_SECS,
+        ) {
+            Ok(()) => {}
+            Err(AuthError::StaleNonce { .. }) => {
+                return (challenge(true, &self.verifier), Vec::new())
+            }
+            Err(AuthError::WrongPassword) => {
+                return (
+                    response_to(headers, 403, "Forbidden", Some(tag)),
+                    Vec::new(),
+                )
+            }
+            Err(_) => return (challenge(false, &self.verifier), Vec::new()),
+        }
+        let default_expires = headers
+            .get(&Name::Expires)
+            .and_then(|e| e.trim().parse::<u64>().ok())
+            .unwrap_or(3600);
+        let had = self.bindings.get(&user).is_some_and(|b| !b.is_empty());
+        let wildcard = headers.get(&Name::Contact).is_some_and(|c| c.trim() == "*");
+        if wildcard {
+            if default_expires != 0 {
+                return (
+                    response_to(
+                        headers,
+                        400,
+                        "Bad Request (Contact: * needs Expires: 0)",
+                        Some(tag),
+                    ),
+                    Vec::new(),
+                );
+            }
+            self.bindings.remove(&user);
+        }
+        for contact in &parsed.contact {
+            let expires = contact
+                .param("expires")
+                .flatten()
+                .and_then(|e| e.parse::<u64>().ok())
+                .unwrap_or(default_expires);
+            let uri = contact.uri.to_string();
+            let list = self.bindings.entry(user.clone()).or_default();
+            list.retain(|b| b.contact != uri);
+            if expires == 0 {
+                continue;
+            }
+            if expires < u64::from(self.settings.min_expires) {
+                let mut r = response_to(headers, 423, "Interval Too Brief", Some(tag));
+                r.headers.push(
+                    Name::Other("Min-Expires".into()),
+                    self.settings.min_expires.to_string(),
+                );
+                return (r, Vec::new());
+            }
+            let expires = expires.min(u64::from(self.settings.max_expires));
+            list.push(Binding {
+                contact: uri,
+                source,
+                link,
+                expires_at: now + Duration::from_secs(expires),
+            });
+        }
+        let mut ok = response_to(headers, 200, "OK", Some(tag));
+        let current = self.bindings.get(&user).cloned().unwrap_or_default();
+        for b in &current {
+            let left = b.expires_at.saturating_duration_since(now).as_secs();
+            ok.headers
+                .push(Name::Contact, format!("<{}>;expires={left}", b.contact));
+        }
+        let mut changes = Vec::new();
+        match (had, current.first()) {
+            (false, Some(b)) => changes.push(Registration::Registered {
+                user,
+                contact: b.contact.clone(),
+                source,
+            }),
+            (true, None) => {
+                self.bindings.remove(&user);
+                changes.push(Registration::Unregistered { user });
+            }
+            _ => {}
+        }
+        (ok, changes)
+    }
+
+    /// Where a user's phones are reached now.
+    pub fn lookup(&self, user: &str, now: Instant) -> Vec<&Binding> {
+        self.bindings
+            .get(user)
+            .map(|b| b.iter().filter(|b| b.expires_at > now).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a phone registered from this address (its calls are let in).
+    pub fn knows_source(&self, source: SocketAddr, now: Instant) -> bool {
+        self.bindings
+            .values()
+            .flatten()
+            .any(|b| b.source.ip() == source.ip() && b.expires_at > now)
+    }
+
+    /// Forgets expired bindings; users left without one are unregistered.
+    pub fn expire(&mut self, now: Instant) -> Vec<Registration> {
+        let mut gone = Vec::new();
+        self.bindings.retain(|user, list| {
+            list.retain(|b| b.expires_at > now);
+            if list.is_empty() {
+                gone.push(Registration::Unregistered { user: user.clone() });
+            }
+            !list.is_empty()
+        });
+        gone
+    }
+
+    /// The earliest binding expiry.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.bindings.values().flatten().map(|b| b.expires_at).min()
+    }
+}
