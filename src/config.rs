@@ -78,6 +78,10 @@ pub struct SipConfig {
     pub trunk_username: Option<String>,
     #[serde(default)]
     pub trunk_password: Option<Secret>,
+    /// When set (with outbound_proxy and trunk_username), callbackd registers as
+    /// trunk_username@trunk_domain with the trunk and keeps the registration fresh.
+    #[serde(default)]
+    pub trunk_domain: Option<String>,
     /// The caller ID (From user) of calls callbackd places.
     #[serde(default = "default_caller_id")]
     pub caller_id: String,

@@ -182,6 +182,24 @@ pub async fn start(sip: SipConfig, media: MediaConfig) -> anyhow::Result<Bound> 
         max_calls: sip.max_calls,
         max_calls_per_second: sip.max_calls_per_second,
         trusted: sip.trusted.clone(),
+        trunk: match (&sip.trunk_domain, sip.outbound_proxy, &sip.trunk_username) {
+            (Some(domain), Some(registrar), Some(user)) => Some(sip::ua::TrunkRegistration {
+                registrar,
+                link: Link::Udp,
+                domain: domain.clone(),
+                user: user.clone(),
+                credentials: Some(Credentials {
+                    username: user.clone(),
+                    password: sip
+                        .trunk_password
+                        .as_ref()
+                        .map(|p| p.expose().to_owned())
+                        .unwrap_or_default(),
+                }),
+                expires: 3600,
+            }),
+            _ => None,
+        },
         registrar: (!sip.phones.is_empty()).then(|| {
             let mut secret = vec![0; 32];
             StdRng::from_entropy().fill_bytes(&mut secret);
@@ -354,6 +372,9 @@ async fn run(
         rng: StdRng::from_entropy(),
         ringing: Vec::new(),
     };
+    // Start what runs on its own (registering with the trunk).
+    state.ua.handle_timeout(Instant::now());
+    state.drain().await;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -496,6 +517,13 @@ impl Loop {
                 info!(user, contact, %source, "phone registered")
             }
             CallEvent::PhoneUnregistered { user } => info!(user, "phone unregistered"),
+            CallEvent::TrunkRegistered { expires } => info!(expires, "registered with the trunk"),
+            CallEvent::TrunkRegistrationFailed { status } => {
+                warn!(
+                    status,
+                    "the trunk refused the registration; retrying in 30 s"
+                )
+            }
             CallEvent::InfoDigit { call, digit } => info!(%call, %digit, "DTMF by SIP INFO"),
             CallEvent::Ended { call, reason } => {
                 self.ringing.retain(|(_, c, _)| *c != call);

@@ -122,3 +122,20 @@ fn test_calls_refuse_what_cannot_be_reached() {
     );
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn callbackd_registers_with_the_trunk_and_refreshes() {
+    let (sipp, port) = far_end("uas_trunk_registrar.xml");
+    let url = store::testing::sqlite_url();
+    let trunk = format!(
+        "t4 = \"5s\"\noutbound_proxy = \"127.0.0.1:{port}\"\ntrunk_domain = \"trunk.example\"\n\
+         trunk_username = \"callbackd\"\ntrunk_password = \"s3cret-trunk\""
+    );
+    let server = Server::start(&config_with(&url, &[("t4 = \"5s\"", &trunk)]));
+    let (ok, out) = finished_cleanly(sipp);
+    assert!(
+        ok,
+        "the challenge answered, then the refresh in time: {out}"
+    );
+    drop(server);
+}

@@ -29,8 +29,10 @@ use crate::transaction::server_invite::{self, ServerInvite};
 use crate::transaction::server_non_invite::ServerNonInvite;
 use crate::transaction::{earliest, Backoff, Event, Key, Timers, Transport};
 mod outbound;
+mod trunk;
 
 pub use outbound::{Credentials, Dial};
+pub use trunk::TrunkRegistration;
 
 use crate::validate::{answer_invalid, check_request, response_to, Capabilities, RequestHeaders};
 
@@ -51,6 +53,8 @@ pub struct Config {
     pub trusted: Vec<(std::net::IpAddr, u8)>,
     /// The registrar for agents' phones, if any (REGISTER gets 405 without one).
     pub registrar: Option<crate::registrar::Settings>,
+    /// Registering callbackd with a trunk, if it wants that.
+    pub trunk: Option<TrunkRegistration>,
 }
 
 /// Whether `ip` is inside the network `address/prefix`.
@@ -177,6 +181,14 @@ pub enum CallEvent {
     PhoneUnregistered {
         user: String,
     },
+    /// The trunk accepted callbackd's registration for this many seconds.
+    TrunkRegistered {
+        expires: u32,
+    },
+    /// The trunk refused or ignored the registration (408); it is retried in 30 s.
+    TrunkRegistrationFailed {
+        status: u16,
+    },
     /// A DTMF digit sent as SIP INFO.
     InfoDigit {
         call: CallHandle,
@@ -250,6 +262,7 @@ enum Slot {
     OutInvite(Key),
     Call(CallHandle),
     Registrar,
+    Trunk,
 }
 
 /// The user agent core.
@@ -279,6 +292,7 @@ pub struct UserAgent {
     /// Transactions and calls changed since the last flush.
     touched: Vec<Slot>,
     registrar: Option<crate::registrar::Registrar>,
+    trunk: Option<trunk::TrunkState>,
     outputs: VecDeque<Output>,
 }
 
@@ -414,6 +428,7 @@ impl UserAgent {
                 extensions: vec![],
             },
             registrar,
+            trunk: None,
             rng,
             next_handle: 1,
             calls: HashMap::new(),
@@ -913,6 +928,8 @@ impl UserAgent {
         if let Some((transaction, _)) = self.out_invites.get_mut(&key) {
             transaction.handle_response(response, now);
             self.touched.push(Slot::OutInvite(key));
+        } else if self.trunk.as_ref().is_some_and(|t| t.owns(&key)) {
+            self.trunk_response(now, &key, response);
         } else if let Some((transaction, _, _)) = self.requests.get_mut(&key) {
             transaction.handle_response(response, now);
             self.touched.push(Slot::Request(key));
@@ -1067,6 +1084,14 @@ impl UserAgent {
     /// Fires the timers that are due: only those, found in a heap, so the cost does not grow
     /// with the number of calls and transactions waiting.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.trunk.is_none() {
+            if let Some(settings) = self.config.trunk.clone() {
+                let call_id = format!("{}@callbackd", hex(self.rng.as_mut(), 12));
+                let tag = hex(self.rng.as_mut(), 8);
+                self.trunk = Some(trunk::TrunkState::new(settings, call_id, tag, now));
+                self.trunk_timeout(now);
+            }
+        }
         let mut due = Vec::new();
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if at > now {
@@ -1112,6 +1137,7 @@ impl UserAgent {
                         .unwrap_or_default();
                     self.registration_events(gone);
                 }
+                Slot::Trunk => self.trunk_timeout(now),
             }
             self.touched.push(slot);
         }
@@ -1159,6 +1185,7 @@ impl UserAgent {
                 .get(key)
                 .and_then(|(t, _)| t.poll_timeout()),
             Slot::Registrar => self.registrar.as_ref().and_then(|r| r.next_expiry()),
+            Slot::Trunk => self.trunk.as_ref().and_then(|t| t.timeout()),
             Slot::Call(handle) => self.calls.get(handle).and_then(|c| {
                 let ring = c.outbound.as_ref().and_then(|o| o.ring_deadline);
                 earliest(&[c.retransmit.map(|(at, _)| at), c.give_up, ring])
@@ -1186,90 +1213,99 @@ impl UserAgent {
     /// For every transaction or call touched since the last flush: moves what it wants sent to
     /// the outputs, acts on its events, forgets it when it is over, and schedules its timers.
     fn flush_transactions(&mut self, now: Instant) {
-        let mut seen = std::collections::HashSet::new();
-        while let Some(slot) = self.touched.pop() {
-            if !seen.insert(slot.clone()) {
-                continue;
-            }
-            match &slot {
-                Slot::Invite(key) => {
-                    let Some((transaction, source, link)) = self.invites.get_mut(key) else {
-                        continue;
-                    };
-                    let (source, link) = (*source, *link);
-                    let mut sends = Vec::new();
-                    let mut over = false;
-                    while let Some(message) = transaction.poll_transmit() {
-                        sends.push(message);
-                    }
-                    while let Some(event) = transaction.poll_event() {
-                        over |= event == Event::Terminated;
-                    }
-                    for message in sends {
-                        self.send(response_destination(&message, source, link), link, &message);
-                    }
-                    if over {
-                        self.invites.remove(key);
-                    }
-                }
-                Slot::Other(key) => {
-                    let Some((transaction, source, link)) = self.others.get_mut(key) else {
-                        continue;
-                    };
-                    let (source, link) = (*source, *link);
-                    let mut sends = Vec::new();
-                    let mut over = false;
-                    while let Some(message) = transaction.poll_transmit() {
-                        sends.push(message);
-                    }
-                    while let Some(event) = transaction.poll_event() {
-                        over |= event == Event::Terminated;
-                    }
-                    for message in sends {
-                        self.send(response_destination(&message, source, link), link, &message);
-                    }
-                    if over {
-                        self.others.remove(key);
-                    }
-                }
-                Slot::Request(key) => {
-                    let Some((transaction, handle, ends_call)) = self.requests.get_mut(key) else {
-                        continue;
-                    };
-                    let (handle, ends_call) = (*handle, *ends_call);
-                    let mut requests = Vec::new();
-                    let (mut answered, mut over) = (false, false);
-                    while let Some(message) = transaction.poll_transmit() {
-                        requests.push(message);
-                    }
-                    while let Some(event) = transaction.poll_event() {
-                        match event {
-                            Event::Response(r) => answered |= r.code().is_some_and(|c| c >= 200),
-                            Event::TimedOut => answered = true,
-                            Event::Terminated => over = true,
+        // In rounds: acting on one slot may touch others, or the same one again (a new
+        // transaction after a challenge), which the next round flushes.
+        while !self.touched.is_empty() {
+            let mut batch = std::mem::take(&mut self.touched);
+            let mut seen = std::collections::HashSet::new();
+            batch.retain(|slot| seen.insert(slot.clone()));
+            for slot in batch {
+                match &slot {
+                    Slot::Invite(key) => {
+                        let Some((transaction, source, link)) = self.invites.get_mut(key) else {
+                            continue;
+                        };
+                        let (source, link) = (*source, *link);
+                        let mut sends = Vec::new();
+                        let mut over = false;
+                        while let Some(message) = transaction.poll_transmit() {
+                            sends.push(message);
+                        }
+                        while let Some(event) = transaction.poll_event() {
+                            over |= event == Event::Terminated;
+                        }
+                        for message in sends {
+                            self.send(response_destination(&message, source, link), link, &message);
+                        }
+                        if over {
+                            self.invites.remove(key);
                         }
                     }
-                    if let Some((to, link)) = self.calls.get(&handle).map(|c| (c.source, c.link)) {
-                        for message in requests {
-                            self.send(to, link, &message);
+                    Slot::Other(key) => {
+                        let Some((transaction, source, link)) = self.others.get_mut(key) else {
+                            continue;
+                        };
+                        let (source, link) = (*source, *link);
+                        let mut sends = Vec::new();
+                        let mut over = false;
+                        while let Some(message) = transaction.poll_transmit() {
+                            sends.push(message);
+                        }
+                        while let Some(event) = transaction.poll_event() {
+                            over |= event == Event::Terminated;
+                        }
+                        for message in sends {
+                            self.send(response_destination(&message, source, link), link, &message);
+                        }
+                        if over {
+                            self.others.remove(key);
                         }
                     }
-                    if over {
-                        self.requests.remove(key);
+                    Slot::Request(key) => {
+                        let Some((transaction, handle, ends_call)) = self.requests.get_mut(key)
+                        else {
+                            continue;
+                        };
+                        let (handle, ends_call) = (*handle, *ends_call);
+                        let mut requests = Vec::new();
+                        let (mut answered, mut over) = (false, false);
+                        while let Some(message) = transaction.poll_transmit() {
+                            requests.push(message);
+                        }
+                        while let Some(event) = transaction.poll_event() {
+                            match event {
+                                Event::Response(r) => {
+                                    answered |= r.code().is_some_and(|c| c >= 200)
+                                }
+                                Event::TimedOut => answered = true,
+                                Event::Terminated => over = true,
+                            }
+                        }
+                        if let Some((to, link)) =
+                            self.calls.get(&handle).map(|c| (c.source, c.link))
+                        {
+                            for message in requests {
+                                self.send(to, link, &message);
+                            }
+                        }
+                        if over {
+                            self.requests.remove(key);
+                        }
+                        if ends_call && (answered || over) {
+                            let reason = self
+                                .calls
+                                .get_mut(&handle)
+                                .and_then(|c| c.ending.take())
+                                .unwrap_or(EndReason::LocalHangup);
+                            self.end(handle, reason);
+                        }
                     }
-                    if ends_call && (answered || over) {
-                        let reason = self
-                            .calls
-                            .get_mut(&handle)
-                            .and_then(|c| c.ending.take())
-                            .unwrap_or(EndReason::LocalHangup);
-                        self.end(handle, reason);
-                    }
+                    Slot::OutInvite(key) => self.flush_out_invite(now, key),
+                    Slot::Trunk => self.flush_trunk(now),
+                    Slot::Call(_) | Slot::Registrar => {}
                 }
-                Slot::OutInvite(key) => self.flush_out_invite(now, key),
-                Slot::Call(_) | Slot::Registrar => {}
+                self.schedule(slot);
             }
-            self.schedule(slot);
         }
     }
 

@@ -16,6 +16,7 @@ fn ua() -> UserAgent {
         max_calls_per_second: 100,
         trusted: vec![],
         registrar: None,
+        trunk: None,
     };
     UserAgent::new(config, Box::new(StdRng::seed_from_u64(1)))
 }
@@ -866,6 +867,7 @@ fn ua_with_registrar() -> UserAgent {
             min_expires: 60,
             max_expires: 3600,
         }),
+        trunk: None,
     };
     UserAgent::new(config, Box::new(StdRng::seed_from_u64(2)))
 }
@@ -997,4 +999,79 @@ fn networks() {
     assert!(super::in_network(v4("192.0.2.7"), (v4("0.0.0.0"), 0)));
     assert!(super::in_network(v4("::1"), (v4("::1"), 128)));
     assert!(!super::in_network(v4("127.0.0.1"), (v4("::1"), 128)));
+}
+
+#[test]
+fn callbackd_registers_with_its_trunk_and_refreshes_in_time() {
+    let start = Instant::now();
+    let mut ua = ua();
+    ua.config.trunk = Some(TrunkRegistration {
+        registrar: trunk(),
+        link: Link::Udp,
+        domain: "trunk.example".into(),
+        user: "callbackd".into(),
+        credentials: Some(Credentials {
+            username: "callbackd".into(),
+            password: "s3cret".into(),
+        }),
+        expires: 600,
+    });
+    ua.handle_timeout(start);
+    let first = only_request(&drain(&mut ua).0, Method::Register);
+    assert_eq!(first.uri(), Some("sip:trunk.example"));
+    assert_eq!(
+        first.headers.get(&Name::To),
+        Some("<sip:callbackd@trunk.example>")
+    );
+    assert_eq!(first.headers.get(&Name::Expires), Some("600"));
+    let challenge = "Digest realm=\"trunk.example\", nonce=\"n1\", qop=\"auth\"";
+    ua.handle_message(
+        start,
+        trunk(),
+        Link::Udp,
+        &reply(&first, 401, &[(Name::WwwAuthenticate, challenge)]),
+    );
+    let second = only_request(&drain(&mut ua).0, Method::Register);
+    assert!(second
+        .headers
+        .get(&Name::Authorization)
+        .unwrap()
+        .contains("username=\"callbackd\""));
+    assert_eq!(second.headers.get(&Name::CSeq), Some("2 REGISTER"));
+    assert_eq!(
+        second.headers.get(&Name::CallId),
+        first.headers.get(&Name::CallId),
+        "one Call-ID for the registration"
+    );
+    let mut ok = crate::validate::response_to(&second.headers, 200, "OK", None);
+    ok.headers
+        .push(Name::Contact, "<sip:callbackd@127.0.0.1:5060>;expires=60");
+    ua.handle_message(start, trunk(), Link::Udp, &ok.to_bytes());
+    assert_eq!(
+        drain(&mut ua).1,
+        [CallEvent::TrunkRegistered { expires: 60 }],
+        "the registrar's lifetime wins"
+    );
+    // Refreshed a tenth of the lifetime before it runs out.
+    ua.handle_timeout(start + Duration::from_secs(53));
+    assert!(drain(&mut ua)
+        .0
+        .iter()
+        .all(|(_, m)| m.method() != Some(&Method::Register)));
+    ua.handle_timeout(start + Duration::from_secs(54));
+    let refresh = only_request(&drain(&mut ua).0, Method::Register);
+    assert_eq!(refresh.headers.get(&Name::CSeq), Some("3 REGISTER"));
+    // A refusal is reported and retried 30 s later.
+    ua.handle_message(
+        start + Duration::from_secs(54),
+        trunk(),
+        Link::Udp,
+        &reply(&refresh, 403, &[]),
+    );
+    assert_eq!(
+        drain(&mut ua).1,
+        [CallEvent::TrunkRegistrationFailed { status: 403 }]
+    );
+    ua.handle_timeout(start + Duration::from_secs(84));
+    only_request(&drain(&mut ua).0, Method::Register);
 }

@@ -1,0 +1,266 @@
+//! Registering callbackd with a SIP trunk (RFC 3261 section 10.2): REGISTER with digest
+//! authentication when challenged, refreshed before the binding runs out, retried after a
+//! failure.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{client_key, hex, our_via, CallEvent, Credentials, Link, Slot, UserAgent};
+use crate::auth::{self, Challenge};
+use crate::message::{Message, Method, Name};
+use crate::transaction::client_non_invite::ClientNonInvite;
+use crate::transaction::{Event, Key};
+
+/// How callbackd registers with a trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkRegistration {
+    /// Where the REGISTER goes.
+    pub registrar: SocketAddr,
+    pub link: Link,
+    /// The trunk's domain: the Request-URI is `sip:DOMAIN`, the address of record
+    /// `sip:USER@DOMAIN`.
+    pub domain: String,
+    pub user: String,
+    pub credentials: Option<Credentials>,
+    /// The binding lifetime asked for, in seconds.
+    pub expires: u32,
+}
+
+/// Wait after a failed registration before trying again.
+const RETRY: Duration = Duration::from_secs(30);
+
+pub(super) struct TrunkState {
+    settings: TrunkRegistration,
+    call_id: String,
+    tag: String,
+    cseq: u32,
+    /// The REGISTER in flight.
+    transaction: Option<(Key, ClientNonInvite)>,
+    /// Whether the REGISTER in flight already answers a challenge.
+    authenticated: bool,
+    /// When to send the next REGISTER (refresh or retry).
+    pub(super) next: Option<Instant>,
+}
+
+impl TrunkState {
+    pub(super) fn new(
+        settings: TrunkRegistration,
+        call_id: String,
+        tag: String,
+        now: Instant,
+    ) -> TrunkState {
+        TrunkState {
+            settings,
+            call_id,
+            tag,
+            cseq: 0,
+            transaction: None,
+            authenticated: false,
+            next: Some(now),
+        }
+    }
+
+    pub(super) fn timeout(&self) -> Option<Instant> {
+        let transaction = self
+            .transaction
+            .as_ref()
+            .and_then(|(_, t)| t.poll_timeout());
+        super::earliest(&[self.next, transaction])
+    }
+
+    pub(super) fn owns(&self, key: &Key) -> bool {
+        self.transaction.as_ref().is_some_and(|(k, _)| k == key)
+    }
+}
+
+impl UserAgent {
+    /// Sends a REGISTER for the trunk, with credentials answering `challenge` if given.
+    fn send_register(&mut self, now: Instant, challenge: Option<(Name, Challenge)>) {
+        let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
+        let cnonce = hex(self.rng.as_mut(), 8);
+        let advertised = self.config.advertised.clone();
+        let product = self.config.product.clone();
+        let Some(state) = self.trunk.as_mut() else {
+            return;
+        };
+        let s = &state.settings;
+        state.cseq += 1;
+        state.next = None;
+        let uri = format!("sip:{}", s.domain);
+        let aor = format!("<sip:{}@{}>", s.user, s.domain);
+        let mut register = Message::request(Method::Register, uri.clone());
+        register
+            .headers
+            .push(Name::Via, our_via(s.link, &advertised, &branch));
+        register.headers.push(Name::MaxForwards, "70");
+        register
+            .headers
+            .push(Name::From, format!("{aor};tag={}", state.tag));
+        register.headers.push(Name::To, aor);
+        register.headers.push(Name::CallId, state.call_id.clone());
+        register
+            .headers
+            .push(Name::CSeq, format!("{} REGISTER", state.cseq));
+        register
+            .headers
+            .push(Name::Contact, format!("<sip:{}@{advertised}>", s.user));
+        register.headers.push(Name::Expires, s.expires.to_string());
+        state.authenticated = false;
+        if let (Some((name, challenge)), Some(credentials)) = (challenge, s.credentials.as_ref()) {
+            let answer = auth::respond(
+                &challenge,
+                &credentials.username,
+                &credentials.password,
+                "REGISTER",
+                &uri,
+                &cnonce,
+                1,
+            );
+            register.headers.push(name, answer.to_header_value());
+            state.authenticated = true;
+        }
+        register.headers.push(Name::UserAgent, product);
+        let key = client_key(&advertised, branch, Method::Register);
+        let transaction =
+            ClientNonInvite::new(register, s.link.transport(), self.config.timers, now);
+        state.transaction = Some((key, transaction));
+        self.touched.push(Slot::Trunk);
+    }
+
+    /// Fires the trunk registration's timers.
+    pub(super) fn trunk_timeout(&mut self, now: Instant) {
+        let Some(state) = self.trunk.as_mut() else {
+            return;
+        };
+        if let Some((_, transaction)) = state.transaction.as_mut() {
+            transaction.handle_timeout(now);
+        }
+        // A REGISTER that has its final answer no longer stands in the way of the next one.
+        let idle = state.transaction.as_ref().is_none_or(|(_, t)| {
+            use crate::transaction::client_non_invite::State;
+            matches!(t.state(), State::Completed | State::Terminated)
+        });
+        if state.next.is_some_and(|at| at <= now) && idle {
+            self.send_register(now, None);
+        }
+        self.touched.push(Slot::Trunk);
+    }
+
+    pub(super) fn trunk_response(&mut self, now: Instant, key: &Key, response: Message) {
+        if let Some((k, transaction)) = self.trunk.as_mut().and_then(|s| s.transaction.as_mut()) {
+            if k == key {
+                transaction.handle_response(response, now);
+            }
+        }
+        self.touched.push(Slot::Trunk);
+    }
+
+    /// Sends what the REGISTER transaction wants sent and acts on its outcome.
+    pub(super) fn flush_trunk(&mut self, now: Instant) {
+        let Some(state) = self.trunk.as_mut() else {
+            return;
+        };
+        let (destination, link) = (state.settings.registrar, state.settings.link);
+        let mut sends = Vec::new();
+        let mut events = Vec::new();
+        if let Some((_, transaction)) = state.transaction.as_mut() {
+            while let Some(message) = transaction.poll_transmit() {
+                sends.push(message);
+            }
+            while let Some(event) = transaction.poll_event() {
+                events.push(event);
+            }
+        }
+        for message in sends {
+            self.send(destination, link, &message);
+        }
+        for event in events {
+            match event {
+                Event::Response(r) => self.on_register_response(now, r),
+                Event::TimedOut => self.register_failed(now, 408),
+                Event::Terminated => {
+                    if let Some(state) = self.trunk.as_mut() {
+                        if state.transaction.as_ref().is_some_and(|(_, t)| {
+                            t.state() == crate::transaction::client_non_invite::State::Terminated
+                        }) {
+                            state.transaction = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_register_response(&mut self, now: Instant, response: Message) {
+        let Some(code) = response.code() else {
+            return;
+        };
+        match code {
+            100..=199 => {}
+            200..=299 => {
+                let asked = self.trunk.as_ref().map_or(3600, |s| s.settings.expires);
+                // The registrar's word wins: the Contact's expires, else the Expires header.
+                let granted = response
+                    .headers
+                    .list(&Name::Contact)
+                    .unwrap_or_default()
+                    .iter()
+                    .find_map(|c| {
+                        crate::header::NameAddr::parse(c)
+                            .ok()?
+                            .param("expires")??
+                            .parse::<u32>()
+                            .ok()
+                    })
+                    .or_else(|| response.headers.get(&Name::Expires)?.trim().parse().ok())
+                    .unwrap_or(asked);
+                if let Some(state) = self.trunk.as_mut() {
+                    // Refresh with a tenth of the lifetime (at least a second) to spare.
+                    let lifetime = Duration::from_secs(u64::from(granted.max(1)));
+                    let margin = (lifetime / 10)
+                        .max(Duration::from_secs(1))
+                        .min(lifetime / 2);
+                    state.next = Some(now + lifetime - margin);
+                }
+                self.event(CallEvent::TrunkRegistered { expires: granted });
+            }
+            401 | 407 => {
+                let name = if code == 401 {
+                    Name::WwwAuthenticate
+                } else {
+                    Name::ProxyAuthenticate
+                };
+                let answer = if code == 401 {
+                    Name::Authorization
+                } else {
+                    Name::ProxyAuthorization
+                };
+                let challenge = response
+                    .headers
+                    .get(&name)
+                    .and_then(|v| Challenge::parse(v).ok());
+                let retry = self
+                    .trunk
+                    .as_ref()
+                    .is_some_and(|s| s.settings.credentials.is_some() && !s.authenticated);
+                match challenge.filter(|_| retry) {
+                    Some(challenge) => {
+                        if let Some(state) = self.trunk.as_mut() {
+                            state.transaction = None;
+                        }
+                        self.send_register(now, Some((answer, challenge)));
+                    }
+                    None => self.register_failed(now, code),
+                }
+            }
+            _ => self.register_failed(now, code),
+        }
+    }
+
+    fn register_failed(&mut self, now: Instant, status: u16) {
+        if let Some(state) = self.trunk.as_mut() {
+            state.next = Some(now + RETRY);
+        }
+        self.event(CallEvent::TrunkRegistrationFailed { status });
+    }
+}
