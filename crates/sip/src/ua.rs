@@ -27,7 +27,7 @@ use crate::transaction::client_invite::ClientInvite;
 use crate::transaction::client_non_invite::ClientNonInvite;
 use crate::transaction::server_invite::{self, ServerInvite};
 use crate::transaction::server_non_invite::ServerNonInvite;
-use crate::transaction::{earliest, Backoff, Event, Key, Timers, Transport};
+use crate::transaction::{earliest, Backoff, Drain, Event, Key, Timers, Transport};
 mod outbound;
 mod trunk;
 
@@ -1222,43 +1222,21 @@ impl UserAgent {
             for slot in batch {
                 match &slot {
                     Slot::Invite(key) => {
-                        let Some((transaction, source, link)) = self.invites.get_mut(key) else {
-                            continue;
-                        };
-                        let (source, link) = (*source, *link);
-                        let mut sends = Vec::new();
-                        let mut over = false;
-                        while let Some(message) = transaction.poll_transmit() {
-                            sends.push(message);
-                        }
-                        while let Some(event) = transaction.poll_event() {
-                            over |= event == Event::Terminated;
-                        }
-                        for message in sends {
-                            self.send(response_destination(&message, source, link), link, &message);
-                        }
-                        if over {
-                            self.invites.remove(key);
+                        if let Some((t, source, link)) = self.invites.get_mut(key) {
+                            let (source, link, (sends, events)) = (*source, *link, t.drain());
+                            self.send_responses(sends, source, link);
+                            if events.contains(&Event::Terminated) {
+                                self.invites.remove(key);
+                            }
                         }
                     }
                     Slot::Other(key) => {
-                        let Some((transaction, source, link)) = self.others.get_mut(key) else {
-                            continue;
-                        };
-                        let (source, link) = (*source, *link);
-                        let mut sends = Vec::new();
-                        let mut over = false;
-                        while let Some(message) = transaction.poll_transmit() {
-                            sends.push(message);
-                        }
-                        while let Some(event) = transaction.poll_event() {
-                            over |= event == Event::Terminated;
-                        }
-                        for message in sends {
-                            self.send(response_destination(&message, source, link), link, &message);
-                        }
-                        if over {
-                            self.others.remove(key);
+                        if let Some((t, source, link)) = self.others.get_mut(key) {
+                            let (source, link, (sends, events)) = (*source, *link, t.drain());
+                            self.send_responses(sends, source, link);
+                            if events.contains(&Event::Terminated) {
+                                self.others.remove(key);
+                            }
                         }
                     }
                     Slot::Request(key) => {
@@ -1306,6 +1284,13 @@ impl UserAgent {
                 }
                 self.schedule(slot);
             }
+        }
+    }
+
+    /// Sends a server transaction's responses where RFC 3261 section 18.2.2 says.
+    fn send_responses(&mut self, responses: Vec<Message>, source: SocketAddr, link: Link) {
+        for message in responses {
+            self.send(response_destination(&message, source, link), link, &message);
         }
     }
 

@@ -152,6 +152,39 @@ impl Key {
     }
 }
 
+/// What every transaction offers its user, so the core collects it alike.
+pub trait Drain {
+    fn poll_transmit(&mut self) -> Option<Message>;
+    fn poll_event(&mut self) -> Option<Event>;
+
+    /// Everything queued: the messages to send, then the events.
+    fn drain(&mut self) -> (Vec<Message>, Vec<Event>) {
+        let sends = std::iter::from_fn(|| self.poll_transmit()).collect();
+        let events = std::iter::from_fn(|| self.poll_event()).collect();
+        (sends, events)
+    }
+}
+
+macro_rules! drain_for {
+    ($($t:ty),*) => {$(
+        impl Drain for $t {
+            fn poll_transmit(&mut self) -> Option<Message> {
+                <$t>::poll_transmit(self)
+            }
+            fn poll_event(&mut self) -> Option<Event> {
+                <$t>::poll_event(self)
+            }
+        }
+    )*};
+}
+
+drain_for!(
+    client_invite::ClientInvite,
+    client_non_invite::ClientNonInvite,
+    server_invite::ServerInvite,
+    server_non_invite::ServerNonInvite
+);
+
 /// The earliest of some optional deadlines.
 pub(crate) fn earliest(deadlines: &[Option<Instant>]) -> Option<Instant> {
     deadlines.iter().flatten().min().copied()

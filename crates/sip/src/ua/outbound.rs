@@ -16,7 +16,7 @@ use crate::header::NameAddr;
 use crate::message::{Message, Method, Name};
 use crate::transaction::client_invite::ClientInvite;
 use crate::transaction::client_non_invite::ClientNonInvite;
-use crate::transaction::{Event, Key};
+use crate::transaction::{Drain, Event, Key};
 
 /// A username and password for a trunk that challenges our requests (RFC 3261 section 22).
 #[derive(Clone, PartialEq, Eq)]
@@ -191,15 +191,7 @@ impl UserAgent {
         let Some((transaction, handle)) = self.out_invites.get_mut(key) else {
             return;
         };
-        let handle = *handle;
-        let mut sends = Vec::new();
-        let mut events = Vec::new();
-        while let Some(message) = transaction.poll_transmit() {
-            sends.push(message);
-        }
-        while let Some(event) = transaction.poll_event() {
-            events.push(event);
-        }
+        let (handle, (sends, events)) = (*handle, transaction.drain());
         if let Some((to, link)) = self.calls.get(&handle).map(|c| (c.source, c.link)) {
             for message in sends {
                 self.send(to, link, &message);

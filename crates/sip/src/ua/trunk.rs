@@ -9,7 +9,7 @@ use super::{client_key, hex, our_via, CallEvent, Credentials, Link, Slot, UserAg
 use crate::auth::{self, Challenge};
 use crate::message::{Message, Method, Name};
 use crate::transaction::client_non_invite::ClientNonInvite;
-use crate::transaction::{Event, Key};
+use crate::transaction::{Drain, Event, Key};
 
 /// How callbackd registers with a trunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,16 +161,11 @@ impl UserAgent {
             return;
         };
         let (destination, link) = (state.settings.registrar, state.settings.link);
-        let mut sends = Vec::new();
-        let mut events = Vec::new();
-        if let Some((_, transaction)) = state.transaction.as_mut() {
-            while let Some(message) = transaction.poll_transmit() {
-                sends.push(message);
-            }
-            while let Some(event) = transaction.poll_event() {
-                events.push(event);
-            }
-        }
+        let (sends, events) = state
+            .transaction
+            .as_mut()
+            .map(|(_, t)| t.drain())
+            .unwrap_or_default();
         for message in sends {
             self.send(destination, link, &message);
         }
