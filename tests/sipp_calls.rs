@@ -48,7 +48,8 @@ fn run(target: SocketAddr, scenario_file: &str, calls: u32, extra: &[&str]) -> (
             "5000",
             &target.to_string(),
         ])
-        .args(["-i", "127.0.0.1", "-p", &port, "-mp", &media])
+        .args(["-i", if target.is_ipv6() { "::1" } else { "127.0.0.1" }])
+        .args(["-p", &port, "-mp", &media])
         .args(["-m", &calls.to_string(), "-r", "10", "-l", "20"])
         .args([
             "-nostdin",
@@ -151,4 +152,13 @@ fn strangers_cannot_call_when_trusted_networks_are_set() {
         (0, 1),
         "a call from 127.0.0.1 is refused with 403"
     );
+}
+
+#[test]
+fn basic_calls_over_ipv6() {
+    let (server, _) = server(&[("udp = [\"127.0.0.1:0\"]", "udp = [\"[::1]:0\"]")]);
+    let target = server.sip_udp.unwrap();
+    assert!(target.is_ipv6());
+    let (ok, failed, out) = run(target, "uac_basic.xml", 5, &[]);
+    assert_eq!((ok, failed), (5, 0), "{out}");
 }
