@@ -92,6 +92,12 @@ pub struct SipConfig {
     /// Agents' phones that may REGISTER with callbackd: user → password. None: no registrar.
     #[serde(default)]
     pub phones: BTreeMap<String, Secret>,
+    /// The dialplan entry a call starts at, by the number dialled (the Request-URI user).
+    #[serde(default)]
+    pub entries: BTreeMap<String, String>,
+    /// The entry for numbers not in `entries`.
+    #[serde(default = "default_entry")]
+    pub default_entry: String,
     /// The digest realm of the registrar.
     #[serde(default = "default_realm")]
     pub realm: String,
@@ -101,6 +107,17 @@ pub struct SipConfig {
         deserialize_with = "serde_duration::deserialize"
     )]
     pub ring_timeout: chrono::Duration,
+}
+
+fn default_entry() -> String {
+    "self_service".into()
+}
+
+impl SipConfig {
+    /// The dialplan entry for a call to `dialled`.
+    pub fn entry(&self, dialled: &str) -> &str {
+        self.entries.get(dialled).unwrap_or(&self.default_entry)
+    }
 }
 
 fn default_realm() -> String {
@@ -544,6 +561,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("CALLBACKD_API_LISTEN=`nope`"));
+    }
+
+    #[test]
+    fn the_number_dialled_chooses_the_entry() {
+        let text = DEFAULT.replace(
+            "# \"5001\" = \"queue_support\"",
+            "\"5001\" = \"queue_support\"",
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.sip.entry("5001"), "queue_support");
+        assert_eq!(config.sip.entry("5000"), "self_service");
+        assert_eq!(config.sip.entry(""), "self_service");
     }
 
     #[test]

@@ -439,7 +439,8 @@ impl Loop {
                 call_id,
                 offer,
             } => {
-                info!(%call, %call_id, dialled, caller = caller.as_deref().unwrap_or("-"), %source, "incoming call");
+                let entry = self.sip.entry(&dialled);
+                info!(%call, %call_id, dialled, entry, caller = caller.as_deref().unwrap_or("-"), %source, "incoming call");
                 let Some(rtp) = self.ports.allocate(self.media_ip) else {
                     warn!(%call_id, "no free RTP port; refusing the call");
                     self.ua.reject(now, call, 503, "Service Unavailable");
