@@ -111,7 +111,8 @@ impl PortPool {
         let span = (self.last - self.first) / 2 + 1;
         for _ in 0..span {
             let port = self.next;
-            self.next = if self.next + 2 > self.last {
+            // In u32: the range may reach 65535.
+            self.next = if u32::from(self.next) + 2 > u32::from(self.last) {
                 self.first
             } else {
                 self.next + 2
@@ -258,11 +259,27 @@ async fn receive_udp(socket: std::sync::Arc<UdpSocket>, tx: mpsc::Sender<Inbound
     }
 }
 
+/// The most SIP connections over TCP at once; more are closed at once.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+/// A connection that sends nothing for this long is closed (PBXs send keep-alives).
+const TCP_IDLE: Duration = Duration::from_secs(300);
+
 async fn accept(listener: TcpListener, tx: mpsc::Sender<Inbound>) {
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(connection(stream, peer, tx.clone()));
+                use std::sync::atomic::Ordering;
+                if open.fetch_add(1, Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::Relaxed);
+                    warn!(%peer, "too many SIP connections over TCP; closing the new one");
+                    continue;
+                }
+                let (open, tx) = (open.clone(), tx.clone());
+                tokio::spawn(async move {
+                    connection(stream, peer, tx).await;
+                    open.fetch_sub(1, Ordering::Relaxed);
+                });
             }
             Err(e) => warn!(error = %e, "TCP accept failed"),
         }
@@ -294,9 +311,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
     let mut buffer = Vec::with_capacity(8192);
     let mut chunk = vec![0; 16_384];
     'read: loop {
-        match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        match tokio::time::timeout(TCP_IDLE, reader.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => buffer.extend_from_slice(&chunk[..n]),
         }
         loop {
             match sip::parse::frame(&buffer) {

@@ -160,19 +160,15 @@ impl Registrar {
             }
             self.bindings.remove(&user);
         }
+        // Every Contact is checked before any binding changes, so a refusal changes nothing.
+        let mut asked = Vec::new();
         for contact in &parsed.contact {
             let expires = contact
                 .param("expires")
                 .flatten()
                 .and_then(|e| e.parse::<u64>().ok())
                 .unwrap_or(default_expires);
-            let uri = contact.uri.to_string();
-            let list = self.bindings.entry(user.clone()).or_default();
-            list.retain(|b| b.contact != uri);
-            if expires == 0 {
-                continue;
-            }
-            if expires < u64::from(self.settings.min_expires) {
+            if expires != 0 && expires < u64::from(self.settings.min_expires) {
                 let mut r = response_to(headers, 423, "Interval Too Brief", Some(tag));
                 r.headers.push(
                     Name::Other("Min-Expires".into()),
@@ -180,13 +176,22 @@ impl Registrar {
                 );
                 return (r, Vec::new());
             }
-            let expires = expires.min(u64::from(self.settings.max_expires));
-            list.push(Binding {
-                contact: uri,
-                source,
-                link,
-                expires_at: now + Duration::from_secs(expires),
-            });
+            asked.push((
+                contact.uri.to_string(),
+                expires.min(u64::from(self.settings.max_expires)),
+            ));
+        }
+        let list = self.bindings.entry(user.clone()).or_default();
+        for (uri, expires) in asked {
+            list.retain(|b| b.contact != uri);
+            if expires > 0 {
+                list.push(Binding {
+                    contact: uri,
+                    source,
+                    link,
+                    expires_at: now + Duration::from_secs(expires),
+                });
+            }
         }
         let mut ok = response_to(headers, 200, "OK", Some(tag));
         let current = self.bindings.get(&user).cloned().unwrap_or_default();

@@ -278,9 +278,10 @@ pub struct UserAgent {
     others: HashMap<Key, (ServerNonInvite, SocketAddr, Link)>,
     /// Our BYEs and CANCELs, by branch, with whether the answer ends the call (BYE) or not
     /// (CANCEL: the INVITE's 487 does).
-    requests: HashMap<Key, (ClientNonInvite, CallHandle, bool)>,
+    /// Each with where it goes, which outlives the call (an ACK for a repeated 487).
+    requests: HashMap<Key, (ClientNonInvite, CallHandle, bool, SocketAddr, Link)>,
     /// Our INVITEs, by branch.
-    out_invites: HashMap<Key, (ClientInvite, CallHandle)>,
+    out_invites: HashMap<Key, (ClientInvite, CallHandle, SocketAddr, Link)>,
     /// Admission: the start of the current one-second window and calls admitted in it.
     window: Option<(Instant, u32)>,
     /// Deadlines of transactions and calls, earliest first; entries whose slot was
@@ -310,6 +311,13 @@ fn hex(rng: &mut dyn RngCore, bytes: usize) -> String {
     let mut buf = vec![0; bytes];
     rng.fill_bytes(&mut buf);
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Responses that make a dialog carry the request's Record-Route, in order (RFC 3261 12.1.1).
+fn copy_record_route(request: &Message, response: &mut Message) {
+    for value in request.headers.all(&Name::RecordRoute) {
+        response.headers.push(Name::RecordRoute, value);
+    }
 }
 
 /// The top Via of a request we send.
@@ -547,7 +555,7 @@ impl UserAgent {
                 .copied()
         });
         match (&parsed.method, in_dialog) {
-            (Method::Ack, Some(call)) => self.handle_ack(call, &request),
+            (Method::Ack, Some(call)) => self.handle_ack(now, call, &request),
             (Method::Ack, None) => {}
             (Method::Invite, None) if parsed.to.tag().is_none() => {
                 self.handle_invite(now, key, request, parsed, source, link)
@@ -692,9 +700,14 @@ impl UserAgent {
     ) {
         let tag = hex(self.rng.as_mut(), 8);
         if !self.trusted(source, now) {
+            // Statelessly: a spoofed source gets one 403, not a retransmitted series of them.
             let forbidden =
                 self.with_server(response_to(&request.headers, 403, "Forbidden", Some(&tag)));
-            self.respond_new(now, key, request, source, link, forbidden);
+            self.send(
+                response_destination(&forbidden, source, link),
+                link,
+                &forbidden,
+            );
             return;
         }
         if !self.admit(now) {
@@ -773,21 +786,27 @@ impl UserAgent {
         });
     }
 
-    fn handle_ack(&mut self, handle: CallHandle, request: &Message) {
+    /// The ACK for our 2xx (to the INVITE or to a re-INVITE): stops its retransmission. A
+    /// hang-up asked for before the ACK came goes out now (RFC 3261 section 15).
+    fn handle_ack(&mut self, now: Instant, handle: CallHandle, request: &Message) {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
+        call.retransmit = None;
+        call.give_up = None;
         if call.phase != Phase::Answered {
             return;
         }
         call.phase = Phase::Confirmed;
-        call.retransmit = None;
-        call.give_up = None;
         let answer = (call.offer_in_ok && !request.body.is_empty()).then(|| request.body.clone());
+        let pending_hang_up = call.ending.take();
         self.event(CallEvent::Established {
             call: handle,
             answer,
         });
+        if let Some(reason) = pending_hang_up {
+            self.send_bye(now, handle, reason);
+        }
     }
 
     fn handle_cancel(
@@ -829,12 +848,16 @@ impl UserAgent {
             .find(|c| c.invite_key == invite_key && c.phase == Phase::Ringing)
             .map(|c| c.handle);
         let Some(handle) = ringing else {
-            let response = self.with_server(response_to(
-                &request.headers,
-                481,
-                "Call/Transaction Does Not Exist",
-                Some(&tag),
-            ));
+            // Too late to cancel a call already answered: 200, and nothing else happens
+            // (RFC 3261 section 9.2). A CANCEL for nothing at all gets 481.
+            let answered = self.calls.values().any(|c| c.invite_key == invite_key);
+            let (code, phrase) = if answered {
+                (200, "OK")
+            } else {
+                (481, "Call/Transaction Does Not Exist")
+            };
+            let response =
+                self.with_server(response_to(&request.headers, code, phrase, Some(&tag)));
             self.respond_new(now, key, request, source, link, response);
             return;
         };
@@ -886,6 +909,14 @@ impl UserAgent {
         match parsed.method {
             Method::Bye => {
                 self.respond_new(now, key, request, source, link, response);
+                // BYE on an early dialog: our INVITE transaction still needs its end.
+                match self.calls.get(&handle).map(|c| c.phase) {
+                    Some(Phase::Ringing) => {
+                        self.final_response(now, handle, 487, "Request Terminated");
+                    }
+                    Some(Phase::Dialing) => self.cancel(now, handle, EndReason::RemoteHangup),
+                    _ => {}
+                }
                 self.end(handle, EndReason::RemoteHangup);
                 return;
             }
@@ -918,6 +949,16 @@ impl UserAgent {
             }
             _ => {}
         }
+        if parsed.method == Method::Invite && link == Link::Udp {
+            // The 2xx to a re-INVITE is ours to resend until its ACK, like the first one.
+            if let Some(call) = self.calls.get_mut(&handle) {
+                let mut backoff = Backoff::new(self.config.timers.t1, Some(self.config.timers.t2));
+                call.ok = Some(response.clone());
+                call.retransmit = Some((now + backoff.step(), backoff));
+                call.give_up = Some(now + self.config.timers.transaction_timeout());
+                self.touched.push(Slot::Call(handle));
+            }
+        }
         self.respond_new(now, key, request, source, link, response);
     }
 
@@ -925,12 +966,12 @@ impl UserAgent {
         let Some(key) = Key::of_response(&response) else {
             return;
         };
-        if let Some((transaction, _)) = self.out_invites.get_mut(&key) {
+        if let Some((transaction, _, _, _)) = self.out_invites.get_mut(&key) {
             transaction.handle_response(response, now);
             self.touched.push(Slot::OutInvite(key));
         } else if self.trunk.as_ref().is_some_and(|t| t.owns(&key)) {
             self.trunk_response(now, &key, response);
-        } else if let Some((transaction, _, _)) = self.requests.get_mut(&key) {
+        } else if let Some((transaction, _, _, _, _)) = self.requests.get_mut(&key) {
             transaction.handle_response(response, now);
             self.touched.push(Slot::Request(key));
         }
@@ -946,6 +987,9 @@ impl UserAgent {
     ) -> Option<Message> {
         let call = self.calls.get(&handle)?;
         let mut response = response_to(&call.invite.headers, code, reason, Some(&call.local_tag));
+        if code < 300 {
+            copy_record_route(&call.invite, &mut response);
+        }
         response
             .headers
             .push(Name::Server, self.config.product.clone());
@@ -972,6 +1016,7 @@ impl UserAgent {
         };
         call.local_sdp = Some(sdp.clone());
         let mut ok = response_to(&call.invite.headers, 200, "OK", Some(&call.local_tag));
+        copy_record_route(&call.invite, &mut ok);
         ok.headers.push(Name::Contact, contact);
         ok.headers.push(Name::Allow, self.capabilities.allow());
         ok.headers.push(Name::Server, self.config.product.clone());
@@ -1028,9 +1073,14 @@ impl UserAgent {
         };
         match phase {
             Phase::Ringing => self.reject(now, handle, 480, "Temporarily Unavailable"),
-            Phase::Answered | Phase::Confirmed => {
-                self.send_bye(now, handle, EndReason::LocalHangup)
+            // No BYE before the ACK (RFC 3261 section 15): it goes when the ACK comes, or
+            // when we give up waiting for it.
+            Phase::Answered => {
+                if let Some(call) = self.calls.get_mut(&handle) {
+                    call.ending = Some(EndReason::LocalHangup);
+                }
             }
+            Phase::Confirmed => self.send_bye(now, handle, EndReason::LocalHangup),
             Phase::Dialing => self.cancel(now, handle, EndReason::LocalHangup),
             Phase::Ending => {}
         }
@@ -1064,8 +1114,9 @@ impl UserAgent {
             .push(Name::UserAgent, self.config.product.clone());
         let key = client_key(&self.config.advertised, branch, Method::Bye);
         let transaction = ClientNonInvite::new(bye, call.link.transport(), self.config.timers, now);
+        let (to, link) = (call.source, call.link);
         self.requests
-            .insert(key.clone(), (transaction, handle, true));
+            .insert(key.clone(), (transaction, handle, true, to, link));
         self.touched.push(Slot::Request(key));
         self.flush_transactions(now);
     }
@@ -1119,12 +1170,12 @@ impl UserAgent {
                     }
                 }
                 Slot::Request(key) => {
-                    if let Some((t, _, _)) = self.requests.get_mut(key) {
+                    if let Some((t, _, _, _, _)) = self.requests.get_mut(key) {
                         t.handle_timeout(now);
                     }
                 }
                 Slot::OutInvite(key) => {
-                    if let Some((t, _)) = self.out_invites.get_mut(key) {
+                    if let Some((t, _, _, _)) = self.out_invites.get_mut(key) {
                         t.handle_timeout(now);
                     }
                 }
@@ -1150,7 +1201,15 @@ impl UserAgent {
             return;
         };
         if call.give_up.is_some_and(|at| at <= now) {
-            self.send_bye(now, handle, EndReason::NoAck);
+            call.give_up = None;
+            if call.outbound.as_ref().is_some_and(|o| o.cancelled) {
+                // Our CANCEL never brought the INVITE's 487 (RFC 3261 section 9.1): stop waiting.
+                let reason = call.ending.take().unwrap_or(EndReason::NoAnswer);
+                self.end(handle, reason);
+            } else {
+                let reason = call.ending.take().unwrap_or(EndReason::NoAck);
+                self.send_bye(now, handle, reason);
+            }
             return;
         }
         if let Some(outbound) = call.outbound.as_mut() {
@@ -1179,11 +1238,11 @@ impl UserAgent {
             Slot::Request(key) => self
                 .requests
                 .get(key)
-                .and_then(|(t, _, _)| t.poll_timeout()),
+                .and_then(|(t, _, _, _, _)| t.poll_timeout()),
             Slot::OutInvite(key) => self
                 .out_invites
                 .get(key)
-                .and_then(|(t, _)| t.poll_timeout()),
+                .and_then(|(t, _, _, _)| t.poll_timeout()),
             Slot::Registrar => self.registrar.as_ref().and_then(|r| r.next_expiry()),
             Slot::Trunk => self.trunk.as_ref().and_then(|t| t.timeout()),
             Slot::Call(handle) => self.calls.get(handle).and_then(|c| {
@@ -1240,17 +1299,15 @@ impl UserAgent {
                         }
                     }
                     Slot::Request(key) => {
-                        let Some((transaction, handle, ends_call)) = self.requests.get_mut(key)
+                        let Some((transaction, handle, ends_call, to, link)) =
+                            self.requests.get_mut(key)
                         else {
                             continue;
                         };
-                        let (handle, ends_call) = (*handle, *ends_call);
-                        let mut requests = Vec::new();
+                        let (handle, ends_call, to, link) = (*handle, *ends_call, *to, *link);
+                        let (requests, events) = transaction.drain();
                         let (mut answered, mut over) = (false, false);
-                        while let Some(message) = transaction.poll_transmit() {
-                            requests.push(message);
-                        }
-                        while let Some(event) = transaction.poll_event() {
+                        for event in events {
                             match event {
                                 Event::Response(r) => {
                                     answered |= r.code().is_some_and(|c| c >= 200)
@@ -1259,12 +1316,8 @@ impl UserAgent {
                                 Event::Terminated => over = true,
                             }
                         }
-                        if let Some((to, link)) =
-                            self.calls.get(&handle).map(|c| (c.source, c.link))
-                        {
-                            for message in requests {
-                                self.send(to, link, &message);
-                            }
+                        for message in requests {
+                            self.send(to, link, &message);
                         }
                         if over {
                             self.requests.remove(key);

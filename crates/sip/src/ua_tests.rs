@@ -1075,3 +1075,210 @@ fn callbackd_registers_with_its_trunk_and_refreshes_in_time() {
     ua.handle_timeout(start + Duration::from_secs(84));
     only_request(&drain(&mut ua).0, Method::Register);
 }
+
+// Regressions found in review.
+
+#[test]
+fn bye_on_an_early_dialog_ends_the_invite_with_487() {
+    // The INVITE transaction of a call ended by BYE while ringing was left waiting forever.
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.handle_message(now, caller(), Link::Udp, &invite());
+    let CallEvent::Incoming { call, .. } = drain(&mut ua).1[0].clone() else {
+        panic!()
+    };
+    ua.ring(now, call);
+    let (sent, _) = drain(&mut ua);
+    let tag = sent[0]
+        .1
+        .headers
+        .get(&Name::To)
+        .unwrap()
+        .split(";tag=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("BYE", "z9hG4bK-eb", 2, Some(&tag), "", ""),
+    );
+    let (sent, events) = drain(&mut ua);
+    let mut got = codes(&sent);
+    got.sort();
+    assert_eq!(got, [200, 487]);
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::RemoteHangup
+        }]
+    );
+}
+
+#[test]
+fn a_cancel_that_never_brings_487_still_ends_the_call() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let call = ua.dial(now, dial_to("sip:1001@127.0.0.1:5080", None));
+    let invite = only_request(&drain(&mut ua).0, Method::Invite);
+    ua.handle_message(now, trunk(), Link::Udp, &reply(&invite, 180, &[]));
+    ua.hang_up(now, call);
+    let cancel = only_request(&drain(&mut ua).0, Method::Cancel);
+    ua.handle_message(
+        now,
+        trunk(),
+        Link::Udp,
+        &crate::validate::response_to(&cancel.headers, 200, "OK", None).to_bytes(),
+    );
+    ua.handle_timeout(now + Duration::from_secs(31));
+    assert!(drain(&mut ua).1.is_empty());
+    ua.handle_timeout(now + Duration::from_secs(32));
+    assert_eq!(
+        drain(&mut ua).1,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::LocalHangup
+        }]
+    );
+}
+
+#[test]
+fn a_repeated_final_response_is_acknowledged_after_the_call_ended() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.dial(now, dial_to("sip:1001@127.0.0.1:5080", None));
+    let invite = only_request(&drain(&mut ua).0, Method::Invite);
+    let busy = reply(&invite, 486, &[]);
+    ua.handle_message(now, trunk(), Link::Udp, &busy);
+    only_request(&drain(&mut ua).0, Method::Ack);
+    ua.handle_message(now + Duration::from_secs(1), trunk(), Link::Udp, &busy);
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(
+        only_request(&sent, Method::Ack).headers.get(&Name::CSeq),
+        Some("1 ACK")
+    );
+    assert_eq!(sent[0].0, trunk());
+}
+
+#[test]
+fn answered_calls_cancelled_too_late_get_200_and_the_reinvite_2xx_is_resent_until_its_ack() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let (_, tag) = answered(&mut ua, now);
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
+    );
+    drain(&mut ua);
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("CANCEL", "z9hG4bK-inv1", 1, None, "", ""),
+    );
+    assert_eq!(
+        codes(&drain(&mut ua).0),
+        [200],
+        "too late to cancel, but not an error"
+    );
+    let reinvite = request(
+        "INVITE",
+        "z9hG4bK-re2",
+        5,
+        Some(&tag),
+        "Content-Type: application/sdp\r\n",
+        SDP,
+    );
+    ua.handle_message(now, caller(), Link::Udp, &reinvite);
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+    ua.handle_timeout(now + Duration::from_millis(500));
+    assert_eq!(codes(&drain(&mut ua).0), [200], "resent at T1 while no ACK");
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-ack5", 5, Some(&tag), "", ""),
+    );
+    ua.handle_timeout(now + Duration::from_secs(2));
+    assert!(drain(&mut ua).0.is_empty(), "the ACK stops it");
+}
+
+#[test]
+fn hanging_up_before_the_ack_waits_for_it() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let (call, tag) = answered(&mut ua, now);
+    ua.hang_up(now, call);
+    assert!(
+        drain(&mut ua)
+            .0
+            .iter()
+            .all(|(_, m)| m.method() != Some(&Method::Bye)),
+        "no BYE before the ACK"
+    );
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert!(matches!(events.as_slice(), [CallEvent::Established { .. }]));
+    only_request(&sent, Method::Bye);
+}
+
+#[test]
+fn dialog_making_responses_carry_record_route() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let raw = request("INVITE", "z9hG4bK-rr", 1, None, "Record-Route: <sip:proxy1.example;lr>\r\nRecord-Route: <sip:proxy2.example;lr>\r\nContent-Type: application/sdp\r\n", SDP);
+    ua.handle_message(now, caller(), Link::Udp, &raw);
+    let CallEvent::Incoming { call, .. } = drain(&mut ua).1[0].clone() else {
+        panic!()
+    };
+    ua.answer(now, call, Bytes::from_static(b"v=0\r\n"));
+    let (sent, _) = drain(&mut ua);
+    let routes: Vec<&str> = sent[0].1.headers.all(&Name::RecordRoute).collect();
+    assert_eq!(
+        routes,
+        ["<sip:proxy1.example;lr>", "<sip:proxy2.example;lr>"]
+    );
+}
+
+#[test]
+fn a_refused_register_changes_no_binding() {
+    let now = Instant::now();
+    let mut ua = ua_with_registrar();
+    ua.handle_message(now, caller(), Link::Udp, &register(1, 120, None));
+    let challenge = drain(&mut ua).0.remove(0).1;
+    let two = String::from_utf8(register(
+        2,
+        3600,
+        Some(answer_challenge(&challenge, "phone-secret")),
+    ))
+    .unwrap()
+    .replace(
+        "Contact: <sip:1001@127.0.0.1:5070>",
+        "Contact: <sip:1001@127.0.0.1:5070>, <sip:1001@127.0.0.1:5072>;expires=10",
+    );
+    ua.handle_message(now, caller(), Link::Udp, two.as_bytes());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [423]);
+    assert!(events.is_empty(), "nothing was bound");
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &register(3, 120, Some(answer_challenge(&challenge, "phone-secret"))),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert!(
+        matches!(events.as_slice(), [CallEvent::PhoneRegistered { .. }]),
+        "the first real binding logs the phone in"
+    );
+}

@@ -259,7 +259,11 @@ fn has_tag(to: &str) -> bool {
 /// requests that carry a Via (a response with no Via at all would go nowhere meaningful).
 pub fn answer_invalid(invalid: &Invalid, to_tag: &str) -> Option<Message> {
     let headers = invalid.headers.as_ref()?;
-    if !invalid.request || headers.get(&Name::Via).is_none() {
+    // An ACK is never answered, however broken.
+    let ack = headers
+        .get(&Name::CSeq)
+        .is_some_and(|c| c.trim_end().ends_with("ACK"));
+    if !invalid.request || ack || headers.get(&Name::Via).is_none() {
         return None;
     }
     let reason = match &invalid.problem {

@@ -59,7 +59,7 @@ pub(super) struct Outbound {
     redirected: bool,
     /// The ACK for the 2xx, sent again for every retransmission of the 2xx.
     ack: Option<Message>,
-    cancelled: bool,
+    pub(super) cancelled: bool,
 }
 
 impl UserAgent {
@@ -181,21 +181,21 @@ impl UserAgent {
             outbound.key = key.clone();
         }
         let transaction = ClientInvite::new(invite, call.link.transport(), self.config.timers, now);
-        self.out_invites
-            .insert(key.clone(), (transaction, call.handle));
+        self.out_invites.insert(
+            key.clone(),
+            (transaction, call.handle, call.source, call.link),
+        );
         self.touched.push(Slot::OutInvite(key));
     }
 
     /// Sends what an INVITE transaction wants sent and acts on what it says.
     pub(super) fn flush_out_invite(&mut self, now: Instant, key: &Key) {
-        let Some((transaction, handle)) = self.out_invites.get_mut(key) else {
+        let Some((transaction, handle, to, link)) = self.out_invites.get_mut(key) else {
             return;
         };
-        let (handle, (sends, events)) = (*handle, transaction.drain());
-        if let Some((to, link)) = self.calls.get(&handle).map(|c| (c.source, c.link)) {
-            for message in sends {
-                self.send(to, link, &message);
-            }
+        let (handle, to, link, (sends, events)) = (*handle, *to, *link, transaction.drain());
+        for message in sends {
+            self.send(to, link, &message);
         }
         for event in events {
             match event {
@@ -412,8 +412,10 @@ impl UserAgent {
         outbound.ring_deadline = None;
         call.phase = Phase::Ending;
         call.ending = Some(reason);
+        call.give_up = Some(now + self.config.timers.transaction_timeout());
+        self.touched.push(Slot::Call(handle));
         let key = outbound.key.clone();
-        let Some((transaction, _)) = self.out_invites.get(&key) else {
+        let Some((transaction, _, _, _)) = self.out_invites.get(&key) else {
             return;
         };
         let cancel = transaction.cancel_request();
@@ -429,8 +431,9 @@ impl UserAgent {
         };
         let transaction =
             ClientNonInvite::new(cancel, call.link.transport(), self.config.timers, now);
+        let (to, link) = (call.source, call.link);
         self.requests
-            .insert(cancel_key.clone(), (transaction, handle, false));
+            .insert(cancel_key.clone(), (transaction, handle, false, to, link));
         self.touched.push(Slot::Request(cancel_key));
         self.flush_transactions(now);
     }

@@ -194,19 +194,21 @@ impl UserAgent {
             100..=199 => {}
             200..=299 => {
                 let asked = self.trunk.as_ref().map_or(3600, |s| s.settings.expires);
-                // The registrar's word wins: the Contact's expires, else the Expires header.
+                let ours = self
+                    .trunk
+                    .as_ref()
+                    .map(|s| format!("sip:{}@{}", s.settings.user, self.config.advertised))
+                    .unwrap_or_default();
+                // The registrar's word wins: our Contact's expires (the account may list other
+                // devices' bindings too), else the Expires header.
                 let granted = response
                     .headers
                     .list(&Name::Contact)
                     .unwrap_or_default()
                     .iter()
-                    .find_map(|c| {
-                        crate::header::NameAddr::parse(c)
-                            .ok()?
-                            .param("expires")??
-                            .parse::<u32>()
-                            .ok()
-                    })
+                    .filter_map(|c| crate::header::NameAddr::parse(c).ok())
+                    .filter(|c| c.uri.as_str().eq_ignore_ascii_case(&ours))
+                    .find_map(|c| c.param("expires")??.parse::<u32>().ok())
                     .or_else(|| response.headers.get(&Name::Expires)?.trim().parse().ok())
                     .unwrap_or(asked);
                 if let Some(state) = self.trunk.as_mut() {
