@@ -30,7 +30,12 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP API to {}", config.api.listen))?;
     let address = listener.local_addr()?;
 
-    let sip = crate::signalling::start(config.sip.clone(), config.media.clone()).await?;
+    let sip = crate::signalling::start(
+        config.sip.clone(),
+        config.media.clone(),
+        callbacks.store.clone(),
+    )
+    .await?;
     for address in &sip.udp {
         println!("callbackd: SIP on udp://{address}");
     }

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::{MediaConfig, SipConfig};
+use store::Store;
 
 type TestCallReply = oneshot::Sender<Result<TestCallOutcome, TestCallError>>;
 
@@ -145,7 +146,7 @@ pub struct Bound {
 }
 
 /// Binds the SIP sockets and starts the user agent; runs until the process ends.
-pub async fn start(sip: SipConfig, media: MediaConfig) -> anyhow::Result<Bound> {
+pub async fn start(sip: SipConfig, media: MediaConfig, store: Store) -> anyhow::Result<Bound> {
     let (tx, rx) = mpsc::channel::<Inbound>(4096);
     let mut udp = Vec::new();
     for address in &sip.udp {
@@ -217,13 +218,62 @@ pub async fn start(sip: SipConfig, media: MediaConfig) -> anyhow::Result<Bound> 
             }
         }),
     };
-    let ua = UserAgent::new(config, Box::new(StdRng::from_entropy()));
-    tokio::spawn(run(ua, rx, udp, sip, PortPool::new(&media), media_ip));
+    let mut ua = UserAgent::new(config, Box::new(StdRng::from_entropy()));
+    if !sip.phones.is_empty() {
+        restore_bindings(&mut ua, &store).await?;
+    }
+    tokio::spawn(run(
+        ua,
+        rx,
+        udp,
+        sip,
+        PortPool::new(&media),
+        media_ip,
+        store,
+    ));
     Ok(Bound {
         udp: udp_bound,
         tcp: tcp_bound,
         sip: Sip { tx },
     })
+}
+
+/// Puts back the registrar bindings kept in the store, so phones stay registered across a
+/// restart.
+async fn restore_bindings(ua: &mut UserAgent, store: &Store) -> anyhow::Result<()> {
+    let (now, wall) = (Instant::now(), chrono::Utc::now());
+    let kept = store
+        .bindings(wall)
+        .await
+        .context("loading registrar bindings")?;
+    let count = kept.len();
+    for b in kept {
+        let (Ok(source), Some(link)) = (b.source.parse(), link_named(&b.transport)) else {
+            warn!(
+                user = b.user,
+                "skipping a stored binding that does not read back"
+            );
+            continue;
+        };
+        let left = (b.expires_at - wall).to_std().unwrap_or_default();
+        let binding = sip::registrar::Binding {
+            contact: b.contact,
+            source,
+            link,
+            expires_at: now + left,
+        };
+        ua.restore_binding(b.user, binding);
+    }
+    info!(count, "registrar bindings restored");
+    Ok(())
+}
+
+fn link_named(name: &str) -> Option<Link> {
+    match name {
+        "udp" => Some(Link::Udp),
+        "tcp" => Some(Link::Tcp),
+        _ => None,
+    }
 }
 
 /// The address put in SDP: the advertised host when it is an address, else the listen address.
@@ -364,6 +414,7 @@ struct Loop {
     rng: StdRng,
     /// Calls waiting for their ring time to pass before they are answered.
     ringing: Vec<(Instant, CallHandle, Bytes)>,
+    store: Store,
 }
 
 async fn run(
@@ -373,6 +424,7 @@ async fn run(
     sip: SipConfig,
     ports: PortPool,
     media_ip: IpAddr,
+    store: Store,
 ) {
     let udp = udp
         .into_iter()
@@ -388,6 +440,7 @@ async fn run(
         sip,
         rng: StdRng::from_entropy(),
         ringing: Vec::new(),
+        store,
     };
     // Start what runs on its own (registering with the trunk).
     state.ua.handle_timeout(Instant::now());
@@ -535,6 +588,32 @@ impl Loop {
                 info!(user, contact, %source, "phone registered")
             }
             CallEvent::PhoneUnregistered { user } => info!(user, "phone unregistered"),
+            CallEvent::BindingsChanged { user, bindings } => {
+                let wall = chrono::Utc::now();
+                let kept: Vec<store::Binding> = bindings
+                    .into_iter()
+                    .map(|b| store::Binding {
+                        user: user.clone(),
+                        contact: b.contact,
+                        source: b.source.to_string(),
+                        transport: match b.link {
+                            Link::Udp => "udp".into(),
+                            Link::Tcp => "tcp".into(),
+                        },
+                        expires_at: wall
+                            + chrono::Duration::from_std(
+                                b.expires_at.saturating_duration_since(now),
+                            )
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.replace_bindings(&user, &kept).await {
+                        warn!(user, error = %e, "could not keep the registrar bindings");
+                    }
+                });
+            }
             CallEvent::TrunkRegistered { expires } => info!(expires, "registered with the trunk"),
             CallEvent::TrunkRegistrationFailed { status } => {
                 warn!(

@@ -162,3 +162,24 @@ fn basic_calls_over_ipv6() {
     let (ok, failed, out) = run(target, "uac_basic.xml", 5, &[]);
     assert_eq!((ok, failed), (5, 0), "{out}");
 }
+
+#[test]
+fn registered_phones_stay_registered_across_a_restart() {
+    let url = store::testing::sqlite_url();
+    let edits = [
+        (
+            "# 1001 = \"a long phone password\"",
+            "1001 = \"phone-secret\"",
+        ),
+        ("trusted = []", "trusted = [\"192.0.2.0/24\"]"),
+    ];
+    let first = Server::start(&config_with(&url, &edits));
+    let (ok, _, out) = run(first.sip_udp.unwrap(), "uac_register.xml", 1, &[]);
+    assert_eq!(ok, 1, "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the binding is written after the 200
+    drop(first);
+    // Only a registered phone may call in from 127.0.0.1 here: the restored binding does.
+    let second = Server::start(&config_with(&url, &edits));
+    let (ok, failed, out) = run(second.sip_udp.unwrap(), "uac_basic.xml", 1, &[]);
+    assert_eq!((ok, failed), (1, 0), "{out}");
+}

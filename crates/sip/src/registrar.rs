@@ -36,6 +36,11 @@ pub enum Registration {
     },
     /// The user's last binding was removed or expired.
     Unregistered { user: String },
+    /// The user's bindings after a successful REGISTER or an expiry, to keep across restarts.
+    Bindings {
+        user: String,
+        bindings: Vec<Binding>,
+    },
 }
 
 /// Registrar settings.
@@ -200,7 +205,10 @@ impl Registrar {
             ok.headers
                 .push(Name::Contact, format!("<{}>;expires={left}", b.contact));
         }
-        let mut changes = Vec::new();
+        let mut changes = vec![Registration::Bindings {
+            user: user.clone(),
+            bindings: current.clone(),
+        }];
         match (had, current.first()) {
             (false, Some(b)) => changes.push(Registration::Registered {
                 user,
@@ -234,15 +242,29 @@ impl Registrar {
 
     /// Forgets expired bindings; users left without one are unregistered.
     pub fn expire(&mut self, now: Instant) -> Vec<Registration> {
-        let mut gone = Vec::new();
+        let mut changes = Vec::new();
         self.bindings.retain(|user, list| {
+            let before = list.len();
             list.retain(|b| b.expires_at > now);
+            if list.len() != before {
+                changes.push(Registration::Bindings {
+                    user: user.clone(),
+                    bindings: list.clone(),
+                });
+            }
             if list.is_empty() {
-                gone.push(Registration::Unregistered { user: user.clone() });
+                changes.push(Registration::Unregistered { user: user.clone() });
             }
             !list.is_empty()
         });
-        gone
+        changes
+    }
+
+    /// Puts back a binding kept from before a restart.
+    pub fn restore(&mut self, user: String, binding: Binding) {
+        let list = self.bindings.entry(user).or_default();
+        list.retain(|b| b.contact != binding.contact);
+        list.push(binding);
     }
 
     /// The earliest binding expiry.

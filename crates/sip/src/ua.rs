@@ -181,6 +181,11 @@ pub enum CallEvent {
     PhoneUnregistered {
         user: String,
     },
+    /// A user's registrar bindings now (after a REGISTER or an expiry), to keep in the store.
+    BindingsChanged {
+        user: String,
+        bindings: Vec<crate::registrar::Binding>,
+    },
     /// The trunk accepted callbackd's registration for this many seconds.
     TrunkRegistered {
         expires: u32,
@@ -616,7 +621,18 @@ impl UserAgent {
                     source,
                 },
                 Registration::Unregistered { user } => CallEvent::PhoneUnregistered { user },
+                Registration::Bindings { user, bindings } => {
+                    CallEvent::BindingsChanged { user, bindings }
+                }
             });
+        }
+    }
+
+    /// Puts back a registrar binding kept from before a restart.
+    pub fn restore_binding(&mut self, user: String, binding: crate::registrar::Binding) {
+        if let Some(registrar) = self.registrar.as_mut() {
+            registrar.restore(user, binding);
+            self.touched.push(Slot::Registrar);
         }
     }
 

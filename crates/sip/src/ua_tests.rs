@@ -920,13 +920,21 @@ fn a_phone_registers_with_digest_and_its_binding_expires() {
         sent[0].1.headers.get(&Name::Contact),
         Some("<sip:1001@127.0.0.1:5070>;expires=120")
     );
+    let [CallEvent::BindingsChanged { user, bindings }, registered] = events.as_slice() else {
+        panic!("{events:?}")
+    };
     assert_eq!(
-        events,
-        [CallEvent::PhoneRegistered {
+        (user.as_str(), bindings.len()),
+        ("1001", 1),
+        "kept in the store by the runtime"
+    );
+    assert_eq!(
+        *registered,
+        CallEvent::PhoneRegistered {
             user: "1001".into(),
             contact: "sip:1001@127.0.0.1:5070".into(),
             source: caller()
-        }]
+        }
     );
     // The registered phone may call in although its address is not a trusted network.
     ua.handle_message(now, caller(), Link::Udp, &invite());
@@ -1278,7 +1286,41 @@ fn a_refused_register_changes_no_binding() {
     let (sent, events) = drain(&mut ua);
     assert_eq!(codes(&sent), [200]);
     assert!(
-        matches!(events.as_slice(), [CallEvent::PhoneRegistered { .. }]),
+        matches!(
+            events.as_slice(),
+            [
+                CallEvent::BindingsChanged { .. },
+                CallEvent::PhoneRegistered { .. }
+            ]
+        ),
         "the first real binding logs the phone in"
+    );
+}
+
+#[test]
+fn bindings_restored_after_a_restart_let_the_phone_call_in() {
+    let now = Instant::now();
+    let mut ua = ua_with_registrar();
+    ua.restore_binding(
+        "1001".into(),
+        crate::registrar::Binding {
+            contact: "sip:1001@127.0.0.1:5070".into(),
+            source: caller(),
+            link: Link::Udp,
+            expires_at: now + Duration::from_secs(60),
+        },
+    );
+    ua.handle_message(now, caller(), Link::Udp, &invite());
+    assert!(matches!(
+        drain(&mut ua).1.as_slice(),
+        [CallEvent::Incoming { .. }]
+    ));
+    ua.handle_timeout(now + Duration::from_secs(61));
+    let events = drain(&mut ua).1;
+    assert!(
+        events.contains(&CallEvent::PhoneUnregistered {
+            user: "1001".into()
+        }),
+        "{events:?}"
     );
 }

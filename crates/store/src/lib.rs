@@ -15,6 +15,16 @@ mod postgres;
 mod sqlite;
 pub mod testing;
 
+/// Calls the same method on whichever backend the store is.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($s) => $call.await,
+            Store::Sqlite($s) => $call.await,
+        }
+    };
+}
+
 /// A pool of one database's connections, with the callback schema migrated.
 #[derive(Debug)]
 pub struct SqlStore<DB: sqlx::Database> {
@@ -40,6 +50,18 @@ impl<DB: sqlx::Database> SqlStore<DB> {
     pub async fn close(&self) {
         self.pool.close().await
     }
+}
+
+/// Where an agent's phone registered with callbackd's registrar, kept across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub user: String,
+    pub contact: String,
+    /// `ip:port` the REGISTER came from.
+    pub source: String,
+    /// `udp` or `tcp`.
+    pub transport: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The store a URL names: `postgres://…` or `sqlite://…`.
@@ -77,6 +99,20 @@ impl Store {
             Store::Sqlite(s) => s.close().await,
         }
     }
+
+    /// Replaces every registrar binding of `user`.
+    pub async fn replace_bindings(
+        &self,
+        user: &str,
+        bindings: &[Binding],
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.replace_bindings(user, bindings))
+    }
+
+    /// Every registrar binding still valid at `now`.
+    pub async fn bindings(&self, now: DateTime<Utc>) -> Result<Vec<Binding>, StoreError> {
+        dispatch!(self, s => s.bindings(now))
+    }
 }
 
 /// A URL with any password replaced, fit for logs and error messages.
@@ -91,15 +127,6 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            Store::Postgres($s) => $call.await,
-            Store::Sqlite($s) => $call.await,
-        }
-    };
 }
 
 impl CallbackStore for Store {

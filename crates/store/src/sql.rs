@@ -210,6 +210,47 @@ where
 }
 
 impl SqlStore<Db> {
+    /// Replaces every binding of `user` with `bindings`, in one transaction.
+    pub async fn replace_bindings(&self, user: &str, bindings: &[crate::Binding]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query("DELETE FROM sip_bindings WHERE username = $1")
+            .bind(user)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        for b in bindings {
+            sqlx::query(
+                "INSERT INTO sip_bindings (username, contact, source, transport, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(user)
+            .bind(b.contact.as_str())
+            .bind(b.source.as_str())
+            .bind(b.transport.as_str())
+            .bind(b.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Every binding still valid at `now`.
+    pub async fn bindings(&self, now: DateTime<Utc>) -> Result<Vec<crate::Binding>, StoreError> {
+        let rows: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT username, contact, source, transport, expires_at FROM sip_bindings \
+             WHERE expires_at > $1 ORDER BY username, contact",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, contact, source, transport, expires_at)| crate::Binding { user, contact, source, transport, expires_at })
+            .collect())
+    }
+
     async fn fetch_callbacks(&self, query: Query<'_>) -> Result<Vec<Callback>, StoreError> {
         query
             .fetch_all(&self.pool)

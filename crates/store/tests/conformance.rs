@@ -87,6 +87,7 @@ conformance!(
     refused_modifications_change_nothing,
     concurrent_modifications_apply_exactly_one,
     racing_writers_meet_the_version_check_in_the_store,
+    registrar_bindings_survive_and_expire,
     list_is_in_dialing_order_and_filters,
     scheduled_callbacks_fall_due_and_expire,
     reopening_keeps_everything,
@@ -833,4 +834,48 @@ async fn racing_writers_meet_the_version_check_in_the_store(_url: &str, cb: Arc<
         .unwrap()
         .unwrap();
     assert_eq!((stored.state, stored.version), (State::Paused, 2));
+}
+
+async fn registrar_bindings_survive_and_expire(url: &str, cb: Arc<Callbacks<Store>>) {
+    let binding = |user: &str, contact: &str, minutes: i64| store::Binding {
+        user: user.into(),
+        contact: contact.into(),
+        source: "127.0.0.1:5070".into(),
+        transport: "udp".into(),
+        expires_at: t0() + Duration::minutes(minutes),
+    };
+    let phone = [
+        binding("1001", "sip:1001@127.0.0.1:5070", 10),
+        binding("1001", "sip:1001@127.0.0.1:5072", 30),
+    ];
+    cb.store.replace_bindings("1001", &phone).await.unwrap();
+    cb.store
+        .replace_bindings("1002", &[binding("1002", "sip:1002@127.0.0.1:5074", 5)])
+        .await
+        .unwrap();
+    // A re-registration replaces a user's bindings and leaves others alone.
+    cb.store
+        .replace_bindings("1001", &phone[1..])
+        .await
+        .unwrap();
+    let again = Store::open(url).await.unwrap();
+    assert_eq!(
+        again.bindings(t0()).await.unwrap(),
+        [
+            phone[1].clone(),
+            binding("1002", "sip:1002@127.0.0.1:5074", 5)
+        ]
+    );
+    assert_eq!(
+        again.bindings(t0() + Duration::minutes(20)).await.unwrap(),
+        [phone[1].clone()],
+        "expired ones are not returned"
+    );
+    cb.store.replace_bindings("1001", &[]).await.unwrap();
+    assert!(again
+        .bindings(t0() + Duration::minutes(20))
+        .await
+        .unwrap()
+        .is_empty());
+    again.close().await;
 }
