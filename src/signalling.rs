@@ -360,15 +360,49 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
     });
     let mut buffer = Vec::with_capacity(8192);
     let mut chunk = vec![0; 16_384];
+    // The next message's length once its head is in, and how far the search for the end of
+    // the head has looked: each byte is looked at about once however slowly the bytes come.
+    let mut length: Option<usize> = None;
+    let mut searched: usize = 0;
     'read: loop {
         match tokio::time::timeout(TCP_IDLE, reader.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => buffer.extend_from_slice(&chunk[..n]),
         }
         loop {
-            match sip::parse::frame(&buffer) {
-                Ok(Some(length)) => {
-                    let bytes: Vec<u8> = buffer.drain(..length).collect();
+            if length.is_none() {
+                let from = searched.saturating_sub(3);
+                let head_done = buffer[from..].windows(2).any(|w| w == b"\n\n")
+                    || buffer[from..].windows(4).any(|w| w == b"\r\n\r\n");
+                if !head_done && buffer.len() <= sip::parse::MAX_HEAD {
+                    searched = buffer.len();
+                    break;
+                }
+                match sip::parse::frame(&buffer) {
+                    Ok(Some(total)) => length = Some(total),
+                    Ok(None) => {
+                        searched = buffer.len();
+                        break;
+                    }
+                    Err(_) => {
+                        // A framing error: hand it over whole (a request still gets its 400),
+                        // then close, since the stream can no longer be followed.
+                        let bytes = std::mem::take(&mut buffer);
+                        let _ = tx
+                            .send(Inbound::Message {
+                                source: peer,
+                                link: Link::Tcp,
+                                bytes,
+                            })
+                            .await;
+                        break 'read;
+                    }
+                }
+            }
+            match length {
+                Some(total) if buffer.len() >= total => {
+                    let bytes: Vec<u8> = buffer.drain(..total).collect();
+                    (length, searched) = (None, 0);
                     if tx
                         .send(Inbound::Message {
                             source: peer,
@@ -381,18 +415,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
                         break 'read;
                     }
                 }
-                Ok(None) => break,
-                Err(_) => {
-                    let bytes = std::mem::take(&mut buffer);
-                    let _ = tx
-                        .send(Inbound::Message {
-                            source: peer,
-                            link: Link::Tcp,
-                            bytes,
-                        })
-                        .await;
-                    break 'read;
-                }
+                _ => break,
             }
         }
     }

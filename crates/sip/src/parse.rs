@@ -111,8 +111,9 @@ pub fn parse_datagram(datagram: &[u8]) -> Result<Message, Invalid> {
 }
 
 /// For a byte stream (TCP): how many bytes the next message takes, counting leading blank
-/// lines (keep-alives), or `None` when more bytes are needed. Over a stream Content-Length is
-/// required; a message without one has no body.
+/// lines (keep-alives), as soon as its head is complete (the body may still be arriving:
+/// compare with the buffer's length); `None` while the head is incomplete. Over a stream
+/// Content-Length is required; a message without one has no body.
 pub fn frame(buffer: &[u8]) -> Result<Option<usize>, Invalid> {
     let start = skip_blank_lines(buffer);
     let data = &buffer[start..];
@@ -134,8 +135,7 @@ pub fn frame(buffer: &[u8]) -> Result<Option<usize>, Invalid> {
     if body > MAX_BODY {
         return Err(invalid(Problem::BodyTooLarge, request, headers));
     }
-    let total = start + body_start + body;
-    Ok((buffer.len() >= total).then_some(total))
+    Ok(Some(start + body_start + body))
 }
 
 /// Parses one message framed by [`frame`].
@@ -432,10 +432,11 @@ mod tests {
         assert_eq!(first, 4 + OPTIONS.len());
         let m = parse_framed(&stream[..first]).unwrap();
         assert_eq!(m.method(), Some(&Method::Options));
+        let waiting = frame(&stream[first..]).unwrap().unwrap();
         assert_eq!(
-            frame(&stream[first..]).unwrap(),
-            None,
-            "one body byte missing"
+            waiting,
+            stream.len() - first + 1,
+            "known before the last body byte comes"
         );
         stream.push(b'c');
         let second = frame(&stream[first..]).unwrap().unwrap();

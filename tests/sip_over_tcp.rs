@@ -1,0 +1,77 @@
+//! SIP over TCP framed by Content-Length: a message trickling in one byte at a time, two
+//! messages in one segment, and a broken Content-Length that closes the connection after its
+//! 400.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{config, Server};
+
+fn options(call_id: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-{call_id}\r\n\
+         From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn read_until(stream: &mut TcpStream, count: usize) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut text = String::new();
+    let mut buffer = [0; 8192];
+    while text.matches("SIP/2.0 ").count() < count {
+        let n = stream.read(&mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    text
+}
+
+#[tokio::test]
+async fn messages_are_framed_whatever_the_segments() {
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&config(&url, ""));
+    let mut stream = TcpStream::connect(server.sip_tcp.unwrap()).unwrap();
+    stream.set_nodelay(true).unwrap();
+    for byte in options("trickle") {
+        stream.write_all(&[byte]).unwrap();
+    }
+    let first = read_until(&mut stream, 1);
+    assert!(
+        first.starts_with("SIP/2.0 200 OK") && first.contains("Call-ID: trickle"),
+        "{first}"
+    );
+    let mut two = options("one");
+    two.extend(options("two"));
+    stream.write_all(&two).unwrap();
+    let both = read_until(&mut stream, 2);
+    assert!(
+        both.contains("Call-ID: one") && both.contains("Call-ID: two"),
+        "{both}"
+    );
+
+    // A Content-Length that cannot be followed: 400, then the connection closes.
+    let mut broken = TcpStream::connect(server.sip_tcp.unwrap()).unwrap();
+    broken
+        .write_all(
+            &String::from_utf8(options("bad"))
+                .unwrap()
+                .replace("Content-Length: 0", "Content-Length: -5")
+                .into_bytes(),
+        )
+        .unwrap();
+    let answer = read_until(&mut broken, 1);
+    assert!(answer.starts_with("SIP/2.0 400"), "{answer}");
+    let mut rest = Vec::new();
+    assert_eq!(broken.read_to_end(&mut rest).unwrap(), 0, "closed");
+    drop(server);
+    store::testing::discard(&url).await;
+}
