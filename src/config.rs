@@ -49,6 +49,9 @@ pub struct SipConfig {
     /// How long an inbound call rings (180) before it is answered; 0 answers at once.
     #[serde(default = "zero", deserialize_with = "serde_duration::deserialize")]
     pub ring_time: chrono::Duration,
+    /// Ring with 183 Session Progress and our SDP (early media) instead of 180 Ringing.
+    #[serde(default)]
+    pub early_media: bool,
     /// Calls are hung up after this long, whatever happens in them.
     #[serde(
         default = "two_hours",

@@ -583,7 +583,8 @@ impl Loop {
                 if ring_time.is_zero() {
                     self.ua.answer(now, call, Bytes::from(body));
                 } else {
-                    self.ua.ring(now, call);
+                    let early = self.sip.early_media.then(|| Bytes::from(body.clone()));
+                    self.ua.ring(now, call, early);
                     self.ringing
                         .push((now + ring_time, call, Bytes::from(body)));
                 }

@@ -1055,13 +1055,43 @@ impl UserAgent {
     }
 
     /// Sends 180 Ringing for a call not yet answered.
-    pub fn ring(&mut self, now: Instant, handle: CallHandle) {
+    /// Lets a call not yet answered ring: 180 Ringing, or with `early_media` (our SDP answer)
+    /// 183 Session Progress, for a caller who should hear our audio before the answer.
+    pub fn ring(&mut self, now: Instant, handle: CallHandle, early_media: Option<Bytes>) {
         if self
             .calls
             .get(&handle)
-            .is_some_and(|c| c.phase == Phase::Ringing)
+            .is_none_or(|c| c.phase != Phase::Ringing)
         {
-            self.final_or_provisional(now, handle, 180, "Ringing");
+            return;
+        }
+        match early_media {
+            None => self.final_or_provisional(now, handle, 180, "Ringing"),
+            Some(sdp) => {
+                let contact = format!("<sip:{}>", self.config.advertised);
+                let Some(call) = self.calls.get(&handle) else {
+                    return;
+                };
+                let mut progress = response_to(
+                    &call.invite.headers,
+                    183,
+                    "Session Progress",
+                    Some(&call.local_tag),
+                );
+                copy_record_route(&call.invite, &mut progress);
+                progress.headers.push(Name::Contact, contact);
+                progress
+                    .headers
+                    .push(Name::Server, self.config.product.clone());
+                progress.headers.push(Name::ContentType, "application/sdp");
+                progress.body = sdp;
+                let key = call.invite_key.clone();
+                if let Some((transaction, _, _)) = self.invites.get_mut(&key) {
+                    transaction.send_response(progress, now);
+                    self.touched.push(Slot::Invite(key));
+                }
+                self.flush_transactions(now);
+            }
         }
     }
 

@@ -1095,7 +1095,7 @@ fn bye_on_an_early_dialog_ends_the_invite_with_487() {
     let CallEvent::Incoming { call, .. } = drain(&mut ua).1[0].clone() else {
         panic!()
     };
-    ua.ring(now, call);
+    ua.ring(now, call, None);
     let (sent, _) = drain(&mut ua);
     let tag = sent[0]
         .1
@@ -1322,5 +1322,23 @@ fn bindings_restored_after_a_restart_let_the_phone_call_in() {
             user: "1001".into()
         }),
         "{events:?}"
+    );
+}
+
+#[test]
+fn early_media_rings_with_183_and_our_sdp() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.handle_message(now, caller(), Link::Udp, &invite());
+    let CallEvent::Incoming { call, .. } = drain(&mut ua).1[0].clone() else {
+        panic!()
+    };
+    ua.ring(now, call, Some(Bytes::from_static(b"v=0\r\nearly")));
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [183]);
+    assert_eq!(&sent[0].1.body[..], b"v=0\r\nearly");
+    assert_eq!(
+        sent[0].1.headers.get(&Name::ContentType),
+        Some("application/sdp")
     );
 }
