@@ -25,10 +25,12 @@ type TestCallReply = oneshot::Sender<Result<TestCallOutcome, TestCallError>>;
 
 /// What the socket tasks and the API hand the user agent loop.
 enum Inbound {
+    /// `socket` is the index of the UDP socket it arrived on (unused for TCP).
     Message {
         source: SocketAddr,
         link: Link,
         bytes: Vec<u8>,
+        socket: usize,
     },
     TcpOpened {
         peer: SocketAddr,
@@ -167,8 +169,8 @@ pub async fn start(sip: SipConfig, media: MediaConfig, store: Store) -> anyhow::
         .iter()
         .map(|s| s.local_addr())
         .collect::<Result<_, _>>()?;
-    for socket in &udp {
-        tokio::spawn(receive_udp(socket.clone(), tx.clone()));
+    for (index, socket) in udp.iter().enumerate() {
+        tokio::spawn(receive_udp(socket.clone(), index, tx.clone()));
     }
     let first = udp_bound
         .first()
@@ -289,7 +291,7 @@ fn media_ip(advertised: &str, listen: SocketAddr) -> anyhow::Result<IpAddr> {
     Ok(ip)
 }
 
-async fn receive_udp(socket: std::sync::Arc<UdpSocket>, tx: mpsc::Sender<Inbound>) {
+async fn receive_udp(socket: std::sync::Arc<UdpSocket>, index: usize, tx: mpsc::Sender<Inbound>) {
     let mut buffer = vec![0; 65_535];
     loop {
         match socket.recv_from(&mut buffer).await {
@@ -298,6 +300,7 @@ async fn receive_udp(socket: std::sync::Arc<UdpSocket>, tx: mpsc::Sender<Inbound
                     source,
                     link: Link::Udp,
                     bytes: buffer[..n].to_vec(),
+                    socket: index,
                 };
                 if tx.send(message).await.is_err() {
                     return;
@@ -393,6 +396,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
                                 source: peer,
                                 link: Link::Tcp,
                                 bytes,
+                                socket: 0,
                             })
                             .await;
                         break 'read;
@@ -408,6 +412,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
                             source: peer,
                             link: Link::Tcp,
                             bytes,
+                            socket: 0,
                         })
                         .await
                         .is_err()
@@ -438,6 +443,8 @@ struct Loop {
     /// Calls waiting for their ring time to pass before they are answered.
     ringing: Vec<(Instant, CallHandle, Bytes)>,
     store: Store,
+    /// Which UDP socket each peer last sent to.
+    udp_peers: HashMap<SocketAddr, usize>,
 }
 
 async fn run(
@@ -464,6 +471,7 @@ async fn run(
         rng: StdRng::from_entropy(),
         ringing: Vec::new(),
         store,
+        udp_peers: HashMap::new(),
     };
     // Start what runs on its own (registering with the trunk).
     state.ua.handle_timeout(Instant::now());
@@ -478,7 +486,12 @@ async fn run(
             .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
         tokio::select! {
             inbound = rx.recv() => match inbound {
-                Some(Inbound::Message { source, link, bytes }) => state.ua.handle_message(Instant::now(), source, link, &bytes),
+                Some(Inbound::Message { source, link, bytes, socket }) => {
+                    if link == Link::Udp {
+                        state.remember_socket(source, socket);
+                    }
+                    state.ua.handle_message(Instant::now(), source, link, &bytes)
+                }
                 Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
                 Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
                 Some(Inbound::TestCall { to, hold, reply }) => state.test_call(Instant::now(), to, hold, reply),
@@ -491,7 +504,19 @@ async fn run(
     }
 }
 
+/// Peers remembered for the choice of reply socket; past this many the memory starts over.
+const MAX_UDP_PEERS: usize = 65_536;
+
 impl Loop {
+    fn remember_socket(&mut self, peer: SocketAddr, socket: usize) {
+        if self.udp.len() > 1 {
+            if self.udp_peers.len() >= MAX_UDP_PEERS {
+                self.udp_peers.clear();
+            }
+            self.udp_peers.insert(peer, socket);
+        }
+    }
+
     async fn drain(&mut self) {
         while let Some(output) = self.ua.poll_output() {
             match output {
@@ -500,7 +525,13 @@ impl Loop {
                     link: Link::Udp,
                     bytes,
                 } => {
-                    let socket = self.udp.iter().find(|(v4, _)| *v4 == to.is_ipv4());
+                    // Back out of the socket the peer last reached us on (NATs and strict
+                    // peers want answers from where they sent), else one of its family.
+                    let socket = self
+                        .udp_peers
+                        .get(&to)
+                        .and_then(|i| self.udp.get(*i))
+                        .or_else(|| self.udp.iter().find(|(v4, _)| *v4 == to.is_ipv4()));
                     if let Some((_, socket)) = socket {
                         if let Err(e) = socket.send_to(&bytes, to).await {
                             debug!(%to, error = %e, "UDP send failed");

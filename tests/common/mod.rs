@@ -62,6 +62,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub sip_udp: Option<SocketAddr>,
     pub sip_tcp: Option<SocketAddr>,
+    /// Every UDP address SIP listens on, in configuration order.
+    pub sip_udp_all: Vec<SocketAddr>,
 }
 
 impl Server {
@@ -76,7 +78,7 @@ impl Server {
             .expect("the callbackd binary runs");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (mut sip_udp, mut sip_tcp) = (None, None);
+        let (mut sip_udp, mut sip_tcp, mut sip_udp_all) = (None, None, Vec::new());
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
@@ -84,6 +86,7 @@ impl Server {
                         break url.parse().unwrap();
                     } else if let Some(a) = line.strip_prefix("callbackd: SIP on udp://") {
                         sip_udp = sip_udp.or(a.parse().ok());
+                        sip_udp_all.extend(a.parse::<SocketAddr>().ok());
                     } else if let Some(a) = line.strip_prefix("callbackd: SIP on tcp://") {
                         sip_tcp = sip_tcp.or(a.parse().ok());
                     }
@@ -98,6 +101,7 @@ impl Server {
             addr,
             sip_udp,
             sip_tcp,
+            sip_udp_all,
         }
     }
 

@@ -1,6 +1,6 @@
-//! SIP over TCP framed by Content-Length: a message trickling in one byte at a time, two
-//! messages in one segment, and a broken Content-Length that closes the connection after its
-//! 400.
+//! Transports: SIP over TCP framed by Content-Length (a message trickling in one byte at a
+//! time, two messages in one segment, a broken Content-Length that closes the connection
+//! after its 400), and UDP answers leaving from the socket the request reached.
 
 mod common;
 
@@ -72,6 +72,34 @@ async fn messages_are_framed_whatever_the_segments() {
     assert!(answer.starts_with("SIP/2.0 400"), "{answer}");
     let mut rest = Vec::new();
     assert_eq!(broken.read_to_end(&mut rest).unwrap(), 0, "closed");
+    drop(server);
+    store::testing::discard(&url).await;
+}
+
+#[tokio::test]
+async fn udp_answers_leave_from_the_socket_the_request_reached() {
+    let url = store::testing::sqlite_url();
+    let two = [(
+        "udp = [\"127.0.0.1:0\"]",
+        "udp = [\"127.0.0.1:0\", \"127.0.0.2:0\"]",
+    )];
+    let server = Server::start(&common::config_with(&url, &two));
+    assert_eq!(server.sip_udp_all.len(), 2);
+    let second = server.sip_udp_all[1];
+    let me = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let request = String::from_utf8(options("which-socket")).unwrap().replace(
+        "SIP/2.0/TCP 127.0.0.1:9",
+        &format!("SIP/2.0/UDP {};rport", me.local_addr().unwrap()),
+    );
+    me.send_to(request.as_bytes(), second).unwrap();
+    me.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buffer = [0; 4096];
+    let (n, from) = me.recv_from(&mut buffer).unwrap();
+    assert!(buffer[..n].starts_with(b"SIP/2.0 200"));
+    assert_eq!(
+        from, second,
+        "answered from the address the request was sent to"
+    );
     drop(server);
     store::testing::discard(&url).await;
 }
