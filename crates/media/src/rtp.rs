@@ -1,0 +1,351 @@
+//! One RTP session per call leg (RFC 3550), sans-IO: what comes in is checked and sorted
+//! (audio, telephone-events, garbage, strangers), what goes out gets our SSRC, sequence numbers
+//! and timestamps. Symmetric RTP: we send to where the far end's packets really come from
+//! (latching), so callers behind NAT hear us; once latched, packets from anywhere else are
+//! dropped and counted, until a re-INVITE names a new address.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_core::RngCore;
+use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+
+/// A packet worth acting on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// Audio in the negotiated codec.
+    Audio {
+        timestamp: u32,
+        sequence: u16,
+        payload: &'a [u8],
+    },
+    /// A telephone-event (RFC 4733) packet, for [`crate::rfc4733::Receiver`].
+    Event {
+        ssrc: u32,
+        timestamp: u32,
+        payload: &'a [u8],
+    },
+}
+
+/// What was dropped, for the logs and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub received: u64,
+    /// Not RTP at all, or an RTP version other than 2.
+    pub garbage: u64,
+    /// From an address other than the one latched.
+    pub foreign_source: u64,
+    /// From the latched address but another SSRC than the stream's.
+    pub foreign_ssrc: u64,
+    /// A payload type that was not negotiated.
+    pub unexpected_payload_type: u64,
+}
+
+/// The negotiated payload types of a leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadTypes {
+    pub audio: u8,
+    pub telephone_event: Option<u8>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    types: PayloadTypes,
+    ssrc: u32,
+    sequence: Seq,
+    /// The timestamp of the next packet we send.
+    timestamp: u32,
+    /// Where to send: the latched source, else the address the SDP named.
+    remote: Option<SocketAddr>,
+    latched: bool,
+    remote_ssrc: Option<u32>,
+    last_received: Instant,
+    /// Whether the next audio packet starts a talk-spurt (marker bit).
+    spurt: bool,
+    pub counters: Counters,
+}
+
+impl Session {
+    /// A session with random SSRC, first sequence number and timestamp (RFC 3550 5.1), sending
+    /// to `remote` (from the SDP) until the far end's packets show where it really is.
+    pub fn new(
+        rng: &mut (impl RngCore + ?Sized),
+        types: PayloadTypes,
+        remote: Option<SocketAddr>,
+        now: Instant,
+    ) -> Session {
+        Session {
+            types,
+            ssrc: rng.next_u32(),
+            sequence: Seq::from(rng.next_u32() as u16),
+            timestamp: rng.next_u32(),
+            remote,
+            latched: false,
+            remote_ssrc: None,
+            last_received: now,
+            spurt: true,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// Where our packets go.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+
+    /// A re-INVITE named a new address: send there, and latch again on what comes.
+    pub fn set_remote(&mut self, remote: SocketAddr) {
+        self.remote = Some(remote);
+        self.latched = false;
+        self.remote_ssrc = None;
+    }
+
+    /// Sorts one datagram that arrived on the leg's port.
+    pub fn handle_packet<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Option<Received<'a>> {
+        let Ok(packet) = RtpReader::new(bytes) else {
+            self.counters.garbage += 1;
+            return None;
+        };
+        if self.latched && Some(from) != self.remote {
+            self.counters.foreign_source += 1;
+            return None;
+        }
+        let ssrc = packet.ssrc();
+        let payload_type = packet.payload_type();
+        let is_event = Some(payload_type) == self.types.telephone_event;
+        if payload_type != self.types.audio && !is_event {
+            self.counters.unexpected_payload_type += 1;
+            return None;
+        }
+        match self.remote_ssrc {
+            Some(known) if known != ssrc => {
+                self.counters.foreign_ssrc += 1;
+                return None;
+            }
+            _ => self.remote_ssrc = Some(ssrc),
+        }
+        if !self.latched {
+            self.remote = Some(from);
+            self.latched = true;
+        }
+        self.counters.received += 1;
+        self.last_received = now;
+        Some(if is_event {
+            Received::Event {
+                ssrc,
+                timestamp: packet.timestamp(),
+                payload: packet.payload(),
+            }
+        } else {
+            Received::Audio {
+                timestamp: packet.timestamp(),
+                sequence: packet.sequence_number().into(),
+                payload: packet.payload(),
+            }
+        })
+    }
+
+    /// How long the far end has been silent (no RTP at all).
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_received)
+    }
+
+    /// Our next audio packet: `payload` holds `samples` samples; the marker bit goes on the
+    /// first packet of a talk-spurt.
+    pub fn audio_packet(&mut self, payload: &[u8], samples: u32) -> Vec<u8> {
+        let marker = std::mem::replace(&mut self.spurt, false);
+        let packet = self.packet(self.types.audio, self.timestamp, marker, payload);
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        packet
+    }
+
+    /// Time passes with nothing sent (silence suppressed): timestamps stay continuous, and the
+    /// next audio packet starts a new talk-spurt.
+    pub fn skip(&mut self, samples: u32) {
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        self.spurt = true;
+    }
+
+    fn packet(
+        &mut self,
+        payload_type: u8,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let packet = RtpPacketBuilder::new()
+            .payload_type(payload_type)
+            .ssrc(self.ssrc)
+            .sequence(self.sequence)
+            .timestamp(timestamp)
+            .marked(marker)
+            .payload(payload)
+            .build()
+            .unwrap_or_default();
+        self.sequence = self.sequence.next();
+        packet
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::StdRng, SeedableRng};
+
+    fn session(now: Instant) -> Session {
+        let types = PayloadTypes {
+            audio: 0,
+            telephone_event: Some(101),
+        };
+        Session::new(
+            &mut StdRng::seed_from_u64(1),
+            types,
+            Some("127.0.0.1:6000".parse().unwrap()),
+            now,
+        )
+    }
+
+    fn far_packet(ssrc: u32, payload_type: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
+        RtpPacketBuilder::new()
+            .payload_type(payload_type)
+            .ssrc(ssrc)
+            .sequence(Seq::from(seq))
+            .timestamp(160 * u32::from(seq))
+            .payload(payload)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn our_packets_count_as_rfc_3550_asks() {
+        let now = Instant::now();
+        let mut s = session(now);
+        let first = RtpReader::new(&s.audio_packet(&[0xff; 160], 160))
+            .map(|r| {
+                (
+                    r.ssrc(),
+                    u16::from(r.sequence_number()),
+                    r.timestamp(),
+                    r.mark(),
+                )
+            })
+            .unwrap();
+        let second = RtpReader::new(&s.audio_packet(&[0xff; 160], 160))
+            .map(|r| (u16::from(r.sequence_number()), r.timestamp(), r.mark()))
+            .unwrap();
+        assert_eq!(first.0, s.ssrc());
+        assert!(first.3, "the first packet starts a talk-spurt");
+        assert_eq!(
+            second,
+            (first.1.wrapping_add(1), first.2.wrapping_add(160), false)
+        );
+        s.skip(800);
+        let third = RtpReader::new(&s.audio_packet(&[0xff; 160], 160))
+            .map(|r| (r.timestamp(), r.mark()))
+            .unwrap();
+        assert_eq!(
+            third,
+            (first.2.wrapping_add(160 + 160 + 800), true),
+            "continuous across silence, marked"
+        );
+        let other = session(now);
+        assert_eq!(
+            other.ssrc(),
+            s.ssrc(),
+            "the same seed, the same random start"
+        );
+    }
+
+    #[test]
+    fn latching_to_where_packets_really_come_from() {
+        let now = Instant::now();
+        let mut s = session(now);
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let audio = far_packet(99, 0, 1, &[0xff; 160]);
+        assert!(matches!(
+            s.handle_packet(now, nat, &audio),
+            Some(Received::Audio { sequence: 1, .. })
+        ));
+        assert_eq!(
+            s.remote(),
+            Some(nat),
+            "we now send where the caller really is"
+        );
+        let stranger: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+        assert_eq!(
+            s.handle_packet(now, stranger, &far_packet(99, 0, 2, &[0xff; 160])),
+            None
+        );
+        assert_eq!(
+            s.handle_packet(now, nat, &far_packet(55, 0, 3, &[0xff; 160])),
+            None,
+            "another SSRC"
+        );
+        assert_eq!((s.counters.foreign_source, s.counters.foreign_ssrc), (1, 1));
+        let event = far_packet(99, 101, 4, &[5, 0x0a, 0, 160]);
+        assert!(matches!(
+            s.handle_packet(now, nat, &event),
+            Some(Received::Event { ssrc: 99, .. })
+        ));
+        // A re-INVITE moves the far end: latch again.
+        s.set_remote(stranger);
+        assert!(s
+            .handle_packet(now, stranger, &far_packet(77, 0, 5, &[0xff; 160]))
+            .is_some());
+    }
+
+    #[test]
+    fn garbage_and_strangers_are_counted_and_dropped() {
+        let now = Instant::now();
+        let mut s = session(now);
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        for junk in [
+            &b""[..],
+            b"hello",
+            &[0x00; 12],
+            &[0x80; 11],
+            &[0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ] {
+            assert_eq!(s.handle_packet(now, from, junk), None, "{junk:?}");
+        }
+        assert_eq!(
+            s.handle_packet(now, from, &far_packet(1, 96, 1, b"x")),
+            None,
+            "not negotiated"
+        );
+        assert_eq!(s.counters.garbage, 5);
+        assert_eq!(s.counters.unexpected_payload_type, 1);
+        assert_eq!(s.counters.received, 0);
+        assert_eq!(
+            s.remote(),
+            Some("127.0.0.1:6000".parse().unwrap()),
+            "garbage does not latch"
+        );
+    }
+
+    #[test]
+    fn silence_is_measured_from_the_last_good_packet() {
+        let start = Instant::now();
+        let mut s = session(start);
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        s.handle_packet(
+            start + Duration::from_secs(5),
+            from,
+            &far_packet(9, 0, 1, &[0xff; 160]),
+        );
+        s.handle_packet(start + Duration::from_secs(20), from, b"garbage");
+        assert_eq!(
+            s.silent_for(start + Duration::from_secs(35)),
+            Duration::from_secs(30)
+        );
+    }
+}
