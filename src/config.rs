@@ -205,6 +205,16 @@ pub struct MediaConfig {
     /// `"20000-29999"`: calls take even ports from this range.
     #[serde(deserialize_with = "port_range")]
     pub rtp_ports: (u16, u16),
+    /// A call whose far end sends no RTP for this long is hung up.
+    #[serde(
+        default = "default_rtp_timeout",
+        deserialize_with = "serde_duration::deserialize"
+    )]
+    pub rtp_timeout: chrono::Duration,
+}
+
+fn default_rtp_timeout() -> chrono::Duration {
+    chrono::Duration::seconds(30)
 }
 
 fn port_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error> {

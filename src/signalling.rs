@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::{MediaConfig, SipConfig};
+use media::rtp::{PayloadTypes, Received, Session};
 use store::Store;
 
 type TestCallReply = oneshot::Sender<Result<TestCallOutcome, TestCallError>>;
@@ -38,6 +39,15 @@ enum Inbound {
     },
     TcpClosed {
         peer: SocketAddr,
+    },
+    /// The far end of a call sent no RTP for `media.rtp_timeout`.
+    RtpSilent {
+        call: CallHandle,
+    },
+    /// A DTMF key pressed, as an RFC 4733 telephone-event.
+    Digit {
+        call: CallHandle,
+        digit: char,
     },
     TestCall {
         to: String,
@@ -136,8 +146,21 @@ struct ActiveCall {
     test: Option<(Duration, TestCallReply)>,
     /// When an answered test call is hung up.
     hang_up_at: Option<Instant>,
-    /// The RTP socket holding the port named in our SDP (media comes with the media issue).
-    _rtp: Option<std::net::UdpSocket>,
+    /// The RTP socket holding the port named in our SDP, until the call is established and its
+    /// receiving task takes it.
+    rtp: Option<std::net::UdpSocket>,
+    /// The negotiated payload types and the far end's RTP address from its SDP.
+    media: Option<(PayloadTypes, Option<SocketAddr>)>,
+    /// The task receiving the call's RTP, stopped when the call ends.
+    rtp_task: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        if let Some(task) = &self.rtp_task {
+            task.abort();
+        }
+    }
 }
 
 /// The addresses SIP ended up on (ports chosen by the system when the config says 0).
@@ -224,15 +247,26 @@ pub async fn start(sip: SipConfig, media: MediaConfig, store: Store) -> anyhow::
     if !sip.phones.is_empty() {
         restore_bindings(&mut ua, &store).await?;
     }
-    tokio::spawn(run(
+    let udp = udp
+        .into_iter()
+        .map(|s| (s.local_addr().is_ok_and(|a| a.is_ipv4()), s))
+        .collect();
+    let state = Loop {
         ua,
-        rx,
         udp,
-        sip,
-        PortPool::new(&media),
+        tcp: HashMap::new(),
+        ports: PortPool::new(&media),
         media_ip,
+        calls: HashMap::new(),
+        sip,
+        rng: StdRng::from_entropy(),
+        ringing: Vec::new(),
         store,
-    ));
+        media_config: media,
+        tx: tx.clone(),
+        udp_peers: HashMap::new(),
+    };
+    tokio::spawn(run(state, rx));
     Ok(Bound {
         udp: udp_bound,
         tcp: tcp_bound,
@@ -443,36 +477,14 @@ struct Loop {
     /// Calls waiting for their ring time to pass before they are answered.
     ringing: Vec<(Instant, CallHandle, Bytes)>,
     store: Store,
+    media_config: MediaConfig,
+    /// For the RTP tasks to report back.
+    tx: mpsc::Sender<Inbound>,
     /// Which UDP socket each peer last sent to.
     udp_peers: HashMap<SocketAddr, usize>,
 }
 
-async fn run(
-    ua: UserAgent,
-    mut rx: mpsc::Receiver<Inbound>,
-    udp: Vec<std::sync::Arc<UdpSocket>>,
-    sip: SipConfig,
-    ports: PortPool,
-    media_ip: IpAddr,
-    store: Store,
-) {
-    let udp = udp
-        .into_iter()
-        .map(|s| (s.local_addr().is_ok_and(|a| a.is_ipv4()), s))
-        .collect();
-    let mut state = Loop {
-        ua,
-        udp,
-        tcp: HashMap::new(),
-        ports,
-        media_ip,
-        calls: HashMap::new(),
-        sip,
-        rng: StdRng::from_entropy(),
-        ringing: Vec::new(),
-        store,
-        udp_peers: HashMap::new(),
-    };
+async fn run(mut state: Loop, mut rx: mpsc::Receiver<Inbound>) {
     // Start what runs on its own (registering with the trunk).
     state.ua.handle_timeout(Instant::now());
     state.drain().await;
@@ -494,6 +506,8 @@ async fn run(
                 }
                 Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
                 Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
+                Some(Inbound::RtpSilent { call }) => state.rtp_silent(Instant::now(), call),
+                Some(Inbound::Digit { call, digit }) => info!(%call, %digit, "DTMF (RFC 4733)"),
                 Some(Inbound::TestCall { to, hold, reply }) => state.test_call(Instant::now(), to, hold, reply),
                 None => return,
             },
@@ -507,7 +521,57 @@ async fn run(
 /// Peers remembered for the choice of reply socket; past this many the memory starts over.
 const MAX_UDP_PEERS: usize = 65_536;
 
+/// Receives a call's RTP: latches to the far end, turns telephone-events into digits, and
+/// reports a far end silent for `timeout`.
+fn receive_rtp(
+    socket: std::net::UdpSocket,
+    call: CallHandle,
+    mut session: Session,
+    timeout: Duration,
+    tx: mpsc::Sender<Inbound>,
+) -> std::io::Result<tokio::task::AbortHandle> {
+    socket.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(socket)?;
+    let task = tokio::spawn(async move {
+        let mut dtmf = media::rfc4733::Receiver::new();
+        let mut buffer = [0u8; 2048];
+        loop {
+            let wait = timeout.saturating_sub(session.silent_for(Instant::now()));
+            match tokio::time::timeout(wait, socket.recv_from(&mut buffer)).await {
+                Err(_) => {
+                    let _ = tx.send(Inbound::RtpSilent { call }).await;
+                    return;
+                }
+                // ICMP errors from earlier sends surface here; nothing to do.
+                Ok(Err(_)) => {}
+                Ok(Ok((n, from))) => {
+                    let now = Instant::now();
+                    if let Some(Received::Event {
+                        ssrc,
+                        timestamp,
+                        payload,
+                    }) = session.handle_packet(now, from, &buffer[..n])
+                    {
+                        if let Ok(Some(digit)) = dtmf.handle_packet(now, ssrc, timestamp, payload) {
+                            let _ = tx.send(Inbound::Digit { call, digit }).await;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(task.abort_handle())
+}
+
 impl Loop {
+    fn rtp_silent(&mut self, now: Instant, call: CallHandle) {
+        if let Some(active) = self.calls.get_mut(&call).filter(|a| !a.hanging_up) {
+            warn!(%call, call_id = %active.call_id, "no RTP from the far end for media.rtp_timeout; hanging up");
+            active.hanging_up = true;
+            self.ua.hang_up(now, call);
+        }
+    }
+
     fn remember_socket(&mut self, peer: SocketAddr, socket: usize) {
         if self.udp.len() > 1 {
             if self.udp_peers.len() >= MAX_UDP_PEERS {
@@ -572,6 +636,7 @@ impl Loop {
                 };
                 let port = rtp.local_addr().map(|a| a.port()).unwrap_or_default();
                 let session = self.rng.next_u64() >> 1;
+                let mut media = None;
                 let body = match offer {
                     Some(offer) => {
                         let answered = std::str::from_utf8(&offer)
@@ -589,7 +654,14 @@ impl Loop {
                                 )
                             });
                         match answered {
-                            Ok(answer) => answer.sdp.to_string(),
+                            Ok(answer) => {
+                                let types = PayloadTypes {
+                                    audio: answer.media.payload_type,
+                                    telephone_event: answer.media.telephone_event,
+                                };
+                                media = Some((types, Some(answer.media.remote_rtp)));
+                                answer.sdp.to_string()
+                            }
                             Err(e) => {
                                 info!(%call_id, error = %e, "offer not acceptable");
                                 self.ua.reject(now, call, 488, "Not Acceptable Here");
@@ -607,7 +679,9 @@ impl Loop {
                         hanging_up: false,
                         test: None,
                         hang_up_at: None,
-                        _rtp: Some(rtp),
+                        rtp: Some(rtp),
+                        media,
+                        rtp_task: None,
                     },
                 );
                 let ring_time = self.sip.ring_time.to_std().unwrap_or_default();
@@ -630,8 +704,21 @@ impl Loop {
                 }
             }
             CallEvent::Established { call, .. } => {
-                if let Some(active) = self.calls.get(&call) {
+                if let Some(active) = self.calls.get_mut(&call) {
                     info!(%call, call_id = %active.call_id, "call established");
+                    let timeout = self
+                        .media_config
+                        .rtp_timeout
+                        .to_std()
+                        .unwrap_or(Duration::from_secs(30));
+                    if let (Some(socket), Some((types, remote))) = (active.rtp.take(), active.media)
+                    {
+                        let session = Session::new(&mut StdRng::from_entropy(), types, remote, now);
+                        match receive_rtp(socket, call, session, timeout, self.tx.clone()) {
+                            Ok(task) => active.rtp_task = Some(task),
+                            Err(e) => warn!(%call, error = %e, "cannot receive RTP"),
+                        }
+                    }
                 }
             }
             CallEvent::Reoffer { call, .. } => debug!(%call, "re-offer received"),
@@ -758,7 +845,9 @@ impl Loop {
                 hanging_up: false,
                 test: Some((hold, reply)),
                 hang_up_at: None,
-                _rtp: Some(rtp),
+                rtp: Some(rtp),
+                media: None,
+                rtp_task: None,
             },
         );
     }

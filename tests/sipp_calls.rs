@@ -183,3 +183,35 @@ fn registered_phones_stay_registered_across_a_restart() {
     let (ok, failed, out) = run(second.sip_udp.unwrap(), "uac_basic.xml", 1, &[]);
     assert_eq!((ok, failed), (1, 0), "{out}");
 }
+
+#[test]
+fn a_far_end_that_sends_no_rtp_is_hung_up() {
+    // uac_callbackd_hangs_up.xml sends no RTP and waits for callbackd's BYE.
+    let (server, _) = server(&[("rtp_timeout = \"30s\"", "rtp_timeout = \"1s\"")]);
+    let (ok, failed, out) = run(
+        server.sip_udp.unwrap(),
+        "uac_callbackd_hangs_up.xml",
+        3,
+        &[],
+    );
+    assert_eq!((ok, failed), (3, 0), "{out}");
+}
+
+#[test]
+fn telephone_events_from_sipp_arrive_as_digits_in_order() {
+    let url = store::testing::sqlite_url();
+    let log =
+        std::env::temp_dir().join(format!("callbackd-dtmf-{:016x}.log", rand::random::<u64>()));
+    let server = Server::start_logging(&config_with(&url, &[]), &log);
+    let (ok, failed, out) = run(server.sip_udp.unwrap(), "uac_dtmf.xml", 1, &[]);
+    assert_eq!((ok, failed), (1, 0), "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let digits: String = text
+        .lines()
+        .filter(|l| l.contains("DTMF (RFC 4733)"))
+        .filter_map(|l| l.split("digit=").nth(1)?.chars().next())
+        .collect();
+    assert_eq!(digits, "15#", "{text}");
+}

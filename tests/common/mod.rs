@@ -68,12 +68,22 @@ pub struct Server {
 
 impl Server {
     pub fn start(config: &PathBuf) -> Server {
+        Server::spawn(config, "warn", Stdio::inherit())
+    }
+
+    /// Starts with the log at `info` going to `log`, for tests that read what it says.
+    pub fn start_logging(config: &PathBuf, log: &std::path::Path) -> Server {
+        let file = std::fs::File::create(log).unwrap();
+        Server::spawn(config, "info", Stdio::from(file))
+    }
+
+    fn spawn(config: &PathBuf, level: &str, stderr: Stdio) -> Server {
         let mut child = callbackd()
             .args(["serve", "--config"])
             .arg(config)
-            .env("CALLBACKD_LOG", "warn")
+            .env("CALLBACKD_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("the callbackd binary runs");
         let stdout = child.stdout.take().unwrap();
