@@ -175,6 +175,45 @@ impl Session {
         self.spurt = true;
     }
 
+    /// The packets that send one key press as a telephone-event (RFC 4733 section 2.5): every
+    /// packet carries the press's start as its timestamp, the first has the marker bit, one
+    /// update every 20 ms grows the duration, and the end packet goes three times. The caller
+    /// sends them 20 ms apart (the three ends back to back). `None` when the far end did not
+    /// negotiate telephone-event or `key` is not a DTMF key.
+    pub fn event_packets(&mut self, key: char, millis: u32, volume: u8) -> Option<Vec<Vec<u8>>> {
+        let payload_type = self.types.telephone_event?;
+        let event = crate::rfc4733::event(key)?;
+        let start = self.timestamp;
+        let total = (millis.max(40) * 8).min(u32::from(u16::MAX));
+        let mut packets = Vec::new();
+        let mut duration = 160;
+        while duration < total {
+            let payload = crate::rfc4733::Payload {
+                event,
+                end: false,
+                volume,
+                duration: duration as u16,
+            };
+            let first = packets.is_empty();
+            packets.push(self.packet(payload_type, start, first, &payload.to_bytes()));
+            duration += 160;
+        }
+        let end = crate::rfc4733::Payload {
+            event,
+            end: true,
+            volume,
+            duration: total as u16,
+        };
+        for _ in 0..3 {
+            let first = packets.is_empty();
+            packets.push(self.packet(payload_type, start, first, &end.to_bytes()));
+        }
+        // Audio after the press goes on from where the press ended.
+        self.timestamp = start.wrapping_add(total);
+        self.spurt = true;
+        Some(packets)
+    }
+
     fn packet(
         &mut self,
         payload_type: u8,
@@ -329,6 +368,54 @@ mod tests {
             s.remote(),
             Some("127.0.0.1:6000".parse().unwrap()),
             "garbage does not latch"
+        );
+    }
+
+    #[test]
+    fn a_key_press_goes_out_as_rfc_4733_events_our_own_receiver_reads_once() {
+        let now = Instant::now();
+        let mut sender = session(now);
+        let packets = sender.event_packets('7', 100, 10).unwrap();
+        assert_eq!(
+            packets.len(),
+            4 + 3,
+            "updates at 20, 40, 60, 80 ms, then three ends"
+        );
+        let readers: Vec<_> = packets.iter().map(|p| RtpReader::new(p).unwrap()).collect();
+        assert!(readers[0].mark() && readers[1..].iter().all(|r| !r.mark()));
+        assert!(readers
+            .iter()
+            .all(|r| r.timestamp() == readers[0].timestamp() && r.payload_type() == 101));
+        let sequences: Vec<u16> = readers.iter().map(|r| r.sequence_number().into()).collect();
+        assert!(sequences.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+        let mut receiver = crate::rfc4733::Receiver::new();
+        let digits: String = readers
+            .iter()
+            .filter_map(|r| {
+                receiver
+                    .handle_packet(now, r.ssrc(), r.timestamp(), r.payload())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(digits, "7");
+        let next = RtpReader::new(&sender.audio_packet(&[0xff; 160], 160))
+            .map(|r| (r.timestamp(), r.mark()))
+            .unwrap();
+        assert_eq!(
+            next,
+            (readers[0].timestamp().wrapping_add(800), true),
+            "audio resumes after the press"
+        );
+        assert_eq!(sender.event_packets('x', 100, 10), None);
+        let types = PayloadTypes {
+            audio: 8,
+            telephone_event: None,
+        };
+        let mut plain = Session::new(&mut StdRng::seed_from_u64(2), types, None, now);
+        assert_eq!(
+            plain.event_packets('1', 100, 10),
+            None,
+            "the far end did not negotiate events"
         );
     }
 
