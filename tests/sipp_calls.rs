@@ -147,10 +147,25 @@ fn a_phone_registers_with_digest_authentication() {
 fn strangers_cannot_call_when_trusted_networks_are_set() {
     let (server, _) = server(&[("trusted = []", "trusted = [\"192.0.2.0/24\"]")]);
     let (ok, failed, _) = run(server.sip_udp.unwrap(), "uac_basic.xml", 1, &[]);
-    assert_eq!(
-        (ok, failed),
-        (0, 1),
-        "a call from 127.0.0.1 is refused with 403"
+    assert_eq!((ok, failed), (0, 1));
+    // And the refusal is a 403, not some other failure.
+    let me = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let invite = format!(
+        "INVITE sip:5000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-stranger;rport\r\n\
+         From: <sip:x@127.0.0.1>;tag=s1\r\nTo: <sip:5000@127.0.0.1>\r\nCall-ID: stranger\r\nCSeq: 1 INVITE\r\n\
+         Content-Length: 0\r\n\r\n",
+        me.local_addr().unwrap()
+    );
+    me.send_to(invite.as_bytes(), server.sip_udp.unwrap())
+        .unwrap();
+    me.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buffer = [0; 2048];
+    let n = me.recv(&mut buffer).unwrap();
+    assert!(
+        buffer[..n].starts_with(b"SIP/2.0 403"),
+        "{}",
+        String::from_utf8_lossy(&buffer[..n])
     );
 }
 

@@ -224,14 +224,6 @@ impl Registrar {
         (ok, changes)
     }
 
-    /// Where a user's phones are reached now.
-    pub fn lookup(&self, user: &str, now: Instant) -> Vec<&Binding> {
-        self.bindings
-            .get(user)
-            .map(|b| b.iter().filter(|b| b.expires_at > now).collect())
-            .unwrap_or_default()
-    }
-
     /// Whether a phone registered from this address (its calls are let in).
     pub fn knows_source(&self, source: SocketAddr, now: Instant) -> bool {
         self.bindings

@@ -279,6 +279,8 @@ pub struct UserAgent {
     calls: HashMap<CallHandle, Call>,
     /// (Call-ID, our tag) → call.
     dialogs: HashMap<(String, String), CallHandle>,
+    /// The INVITE transaction of a call that came in → the call (CANCEL finds it here).
+    by_invite: HashMap<Key, CallHandle>,
     invites: HashMap<Key, (ServerInvite, SocketAddr, Link)>,
     others: HashMap<Key, (ServerNonInvite, SocketAddr, Link)>,
     /// Our BYEs and CANCELs, by branch, with whether the answer ends the call (BYE) or not
@@ -446,6 +448,7 @@ impl UserAgent {
             next_handle: 1,
             calls: HashMap::new(),
             dialogs: HashMap::new(),
+            by_invite: HashMap::new(),
             invites: HashMap::new(),
             others: HashMap::new(),
             requests: HashMap::new(),
@@ -783,6 +786,7 @@ impl UserAgent {
             outbound: None,
         };
         self.dialogs.insert((parsed.call_id.clone(), tag), handle);
+        self.by_invite.insert(key.clone(), handle);
         self.calls.insert(handle, call);
         let mut transaction = ServerInvite::new(request, link.transport(), self.config.timers);
         while let Some(trying) = transaction.poll_transmit() {
@@ -834,40 +838,13 @@ impl UserAgent {
         link: Link,
     ) {
         let tag = hex(self.rng.as_mut(), 8);
-        let invite_key = match &key {
-            Key::Branch {
-                branch, sent_by, ..
-            } => Key::Branch {
-                branch: branch.clone(),
-                sent_by: sent_by.clone(),
-                method: Method::Invite,
-            },
-            Key::Legacy {
-                uri,
-                from_tag,
-                call_id,
-                cseq,
-                via,
-                ..
-            } => Key::Legacy {
-                uri: uri.clone(),
-                from_tag: from_tag.clone(),
-                call_id: call_id.clone(),
-                cseq: *cseq,
-                via: via.clone(),
-                method: Method::Invite,
-            },
-        };
-        let ringing = self
-            .calls
-            .values()
-            .find(|c| c.invite_key == invite_key && c.phase == Phase::Ringing)
-            .map(|c| c.handle);
+        let invite_key = key.with_method(Method::Invite);
+        let call = self.by_invite.get(&invite_key).copied();
+        let ringing = call.filter(|h| self.calls.get(h).is_some_and(|c| c.phase == Phase::Ringing));
         let Some(handle) = ringing else {
             // Too late to cancel a call already answered: 200, and nothing else happens
             // (RFC 3261 section 9.2). A CANCEL for nothing at all gets 481.
-            let answered = self.calls.values().any(|c| c.invite_key == invite_key);
-            let (code, phrase) = if answered {
+            let (code, phrase) = if call.is_some() {
                 (200, "OK")
             } else {
                 (481, "Call/Transaction Does Not Exist")
@@ -1171,6 +1148,7 @@ impl UserAgent {
         if let Some(call) = self.calls.remove(&handle) {
             self.dialogs
                 .remove(&(call.call_id.clone(), call.local_tag.clone()));
+            self.by_invite.remove(&call.invite_key);
             self.event(CallEvent::Ended {
                 call: handle,
                 reason,

@@ -134,6 +134,15 @@ impl Key {
         }
     }
 
+    /// The same transaction's key for another method: a CANCEL shares its INVITE's branch.
+    pub fn with_method(&self, method: Method) -> Key {
+        let mut key = self.clone();
+        match &mut key {
+            Key::Branch { method: m, .. } | Key::Legacy { method: m, .. } => *m = method,
+        }
+        key
+    }
+
     /// The client transaction a response belongs to (RFC 3261 section 17.1.3): the top
     /// Via's branch and the CSeq method.
     pub fn of_response(response: &Message) -> Option<Key> {

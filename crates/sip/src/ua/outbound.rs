@@ -419,16 +419,7 @@ impl UserAgent {
             return;
         };
         let cancel = transaction.cancel_request();
-        let cancel_key = match &key {
-            Key::Branch {
-                branch, sent_by, ..
-            } => Key::Branch {
-                branch: branch.clone(),
-                sent_by: sent_by.clone(),
-                method: Method::Cancel,
-            },
-            other => other.clone(),
-        };
+        let cancel_key = key.with_method(Method::Cancel);
         let transaction =
             ClientNonInvite::new(cancel, call.link.transport(), self.config.timers, now);
         let (to, link) = (call.source, call.link);
