@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of callbackd on a fresh machine: installs what the tests need from Debian
-# packages (PostgreSQL, SIPp from sip-tester), starts a throwaway PostgreSQL on loopback, checks formatting and lints, runs the
+# packages (PostgreSQL, SIPp from sip-tester, espeak-ng and sox for the DTMF talk-off test), starts a throwaway PostgreSQL on loopback, checks formatting and lints, runs the
 # whole workspace's tests, and stops PostgreSQL again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_packages=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresql)
 command -v sipp >/dev/null 2>&1 || need_packages+=(sip-tester)
+command -v espeak-ng >/dev/null 2>&1 || need_packages+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || need_packages+=(sox)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "== installing ${need_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

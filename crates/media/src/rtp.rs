@@ -92,6 +92,11 @@ impl Session {
         self.ssrc
     }
 
+    /// Whether the far end takes telephone-events from us.
+    pub fn sends_events(&self) -> bool {
+        self.types.telephone_event.is_some()
+    }
+
     /// Where our packets go.
     pub fn remote(&self) -> Option<SocketAddr> {
         self.remote
