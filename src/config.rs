@@ -211,6 +211,20 @@ pub struct MediaConfig {
         deserialize_with = "serde_duration::deserialize"
     )]
     pub rtp_timeout: chrono::Duration,
+    /// The directory of prompt WAV files (8 kHz); relative paths start where callbackd runs.
+    #[serde(default = "default_prompts")]
+    pub prompts: std::path::PathBuf,
+    /// Threads sending RTP on the 20 ms clock.
+    #[serde(default = "default_pacing_threads")]
+    pub pacing_threads: usize,
+}
+
+fn default_prompts() -> std::path::PathBuf {
+    "prompts".into()
+}
+
+fn default_pacing_threads() -> usize {
+    2
 }
 
 fn default_rtp_timeout() -> chrono::Duration {

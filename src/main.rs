@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod config;
+mod media;
 mod serve;
 mod signalling;
 

@@ -19,10 +19,19 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::{MediaConfig, SipConfig};
-use media::rtp::{PayloadTypes, Received, Session};
+use crate::media::{Media, MediaEvent};
+use media::g711::Law;
+use media::leg::{Leg, LegEvent};
+use media::playout::Ended;
+use media::playout::Item;
+use media::prompt::Library;
+use media::rtp::{PayloadTypes, Session};
 use store::Store;
 
 type TestCallReply = oneshot::Sender<Result<TestCallOutcome, TestCallError>>;
+
+/// The play request id of a whisper.
+const WHISPER: u64 = 1;
 
 /// What the socket tasks and the API hand the user agent loop.
 enum Inbound {
@@ -40,20 +49,28 @@ enum Inbound {
     TcpClosed {
         peer: SocketAddr,
     },
-    /// The far end of a call sent no RTP for `media.rtp_timeout`.
-    RtpSilent {
-        call: CallHandle,
-    },
-    /// A DTMF key pressed, as an RFC 4733 telephone-event.
-    Digit {
-        call: CallHandle,
-        digit: char,
-    },
     TestCall {
-        to: String,
-        hold: Duration,
+        call: TestCall,
         reply: TestCallReply,
     },
+}
+
+/// A call an operator places to check a trunk, a PBX route or a phone.
+#[derive(Debug, Clone)]
+pub struct TestCall {
+    /// A SIP URI.
+    pub to: String,
+    /// How long to hold the call once answered.
+    pub hold: Duration,
+    /// Keys to press once answered, as RFC 4733 telephone-events (to reach an extension
+    /// behind an IVR).
+    pub keys: String,
+    /// The names of prompts played to the answered call before it is connected (the agent's
+    /// whisper).
+    pub whisper: Vec<String>,
+    /// A second call placed once the first is answered (and the whisper played), and bridged
+    /// to it: the dialer's way of connecting an agent and a customer.
+    pub connect_to: Option<String>,
 }
 
 /// How a test call went, for operators checking a trunk or a phone.
@@ -64,6 +81,17 @@ pub struct TestCallOutcome {
     pub status: Option<u16>,
     /// How it ended: `local_hangup`, `remote_hangup`, `failed` or `no_answer`.
     pub ended: &'static str,
+    /// How the second call went, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected: Option<Connected>,
+}
+
+/// How the second call of a connecting test call went.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Connected {
+    pub answered: bool,
+    /// The final SIP status of a second call that was not answered.
+    pub status: Option<u16>,
 }
 
 /// Why a test call could not be placed at all.
@@ -75,6 +103,8 @@ pub enum TestCallError {
     NoRoute(String),
     #[error("no free RTP port")]
     NoPort,
+    #[error(transparent)]
+    UnknownPrompt(#[from] media::prompt::UnknownPrompt),
     #[error("callbackd is shutting down")]
     Gone,
 }
@@ -87,14 +117,10 @@ pub struct Sip {
 
 impl Sip {
     /// Places a call to `to`, holds it for `hold` once answered, hangs up, and says how it went.
-    pub async fn test_call(
-        &self,
-        to: String,
-        hold: Duration,
-    ) -> Result<TestCallOutcome, TestCallError> {
+    pub async fn test_call(&self, call: TestCall) -> Result<TestCallOutcome, TestCallError> {
         let (reply, outcome) = oneshot::channel();
         self.tx
-            .send(Inbound::TestCall { to, hold, reply })
+            .send(Inbound::TestCall { call, reply })
             .await
             .map_err(|_| TestCallError::Gone)?;
         outcome.await.map_err(|_| TestCallError::Gone)?
@@ -142,25 +168,23 @@ struct ActiveCall {
     call_id: String,
     started: Instant,
     hanging_up: bool,
-    /// A test call: how long to hold it once answered, and who wants to know how it went.
-    test: Option<(Duration, TestCallReply)>,
+    /// A test call, and who wants to know how it went.
+    test: Option<(TestCall, TestCallReply)>,
+    /// Our SDP offer, for a call we placed, to settle the media with the answer.
+    offer: Option<SessionDescription>,
+    /// The call this one is connected to (the two legs of a connecting test call).
+    partner: Option<CallHandle>,
+    /// For the first leg of a connecting test call: how the second went.
+    connected: Option<Connected>,
     /// When an answered test call is hung up.
     hang_up_at: Option<Instant>,
-    /// The RTP socket holding the port named in our SDP, until the call is established and its
-    /// receiving task takes it.
+    /// The RTP socket holding the port named in our SDP, until the call is established and the
+    /// media runtime takes it.
     rtp: Option<std::net::UdpSocket>,
     /// The negotiated payload types and the far end's RTP address from its SDP.
     media: Option<(PayloadTypes, Option<SocketAddr>)>,
-    /// The task receiving the call's RTP, stopped when the call ends.
-    rtp_task: Option<tokio::task::AbortHandle>,
-}
-
-impl Drop for ActiveCall {
-    fn drop(&mut self) {
-        if let Some(task) = &self.rtp_task {
-            task.abort();
-        }
-    }
+    /// Whether the media runtime has the call.
+    in_media: bool,
 }
 
 /// The addresses SIP ended up on (ports chosen by the system when the config says 0).
@@ -173,6 +197,11 @@ pub struct Bound {
 /// Binds the SIP sockets and starts the user agent; runs until the process ends.
 pub async fn start(sip: SipConfig, media: MediaConfig, store: Store) -> anyhow::Result<Bound> {
     let (tx, rx) = mpsc::channel::<Inbound>(4096);
+    let prompts = crate::media::load_prompts(&media.prompts)?;
+    info!(count = prompts.len(), dir = %media.prompts.display(), "prompts loaded");
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let runtime =
+        Media::start(media.pacing_threads, media_tx).context("starting the RTP pacing threads")?;
     let mut udp = Vec::new();
     for address in &sip.udp {
         let socket = UdpSocket::bind(address)
@@ -263,10 +292,11 @@ pub async fn start(sip: SipConfig, media: MediaConfig, store: Store) -> anyhow::
         ringing: Vec::new(),
         store,
         media_config: media,
-        tx: tx.clone(),
+        media: runtime,
+        prompts,
         udp_peers: HashMap::new(),
     };
-    tokio::spawn(run(state, rx));
+    tokio::spawn(run(state, rx, media_rx));
     Ok(Bound {
         udp: udp_bound,
         tcp: tcp_bound,
@@ -478,13 +508,17 @@ struct Loop {
     ringing: Vec<(Instant, CallHandle, Bytes)>,
     store: Store,
     media_config: MediaConfig,
-    /// For the RTP tasks to report back.
-    tx: mpsc::Sender<Inbound>,
+    media: Media<CallHandle>,
+    prompts: Library,
     /// Which UDP socket each peer last sent to.
     udp_peers: HashMap<SocketAddr, usize>,
 }
 
-async fn run(mut state: Loop, mut rx: mpsc::Receiver<Inbound>) {
+async fn run(
+    mut state: Loop,
+    mut rx: mpsc::Receiver<Inbound>,
+    mut media_rx: mpsc::UnboundedReceiver<MediaEvent<CallHandle>>,
+) {
     // Start what runs on its own (registering with the trunk).
     state.ua.handle_timeout(Instant::now());
     state.drain().await;
@@ -506,11 +540,10 @@ async fn run(mut state: Loop, mut rx: mpsc::Receiver<Inbound>) {
                 }
                 Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
                 Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
-                Some(Inbound::RtpSilent { call }) => state.rtp_silent(Instant::now(), call),
-                Some(Inbound::Digit { call, digit }) => info!(%call, %digit, "DTMF (RFC 4733)"),
-                Some(Inbound::TestCall { to, hold, reply }) => state.test_call(Instant::now(), to, hold, reply),
+                Some(Inbound::TestCall { call, reply }) => state.test_call(Instant::now(), call, reply),
                 None => return,
             },
+            Some(event) = media_rx.recv() => state.on_media(Instant::now(), event),
             _ = tokio::time::sleep_until(deadline) => state.ua.handle_timeout(Instant::now()),
             _ = tick.tick() => state.housekeeping(Instant::now()),
         }
@@ -521,54 +554,29 @@ async fn run(mut state: Loop, mut rx: mpsc::Receiver<Inbound>) {
 /// Peers remembered for the choice of reply socket; past this many the memory starts over.
 const MAX_UDP_PEERS: usize = 65_536;
 
-/// Receives a call's RTP: latches to the far end, turns telephone-events into digits, and
-/// reports a far end silent for `timeout`.
-fn receive_rtp(
-    socket: std::net::UdpSocket,
-    call: CallHandle,
-    mut session: Session,
-    timeout: Duration,
-    tx: mpsc::Sender<Inbound>,
-) -> std::io::Result<tokio::task::AbortHandle> {
-    socket.set_nonblocking(true)?;
-    let socket = UdpSocket::from_std(socket)?;
-    let task = tokio::spawn(async move {
-        let mut dtmf = media::rfc4733::Receiver::new();
-        let mut buffer = [0u8; 2048];
-        loop {
-            let wait = timeout.saturating_sub(session.silent_for(Instant::now()));
-            match tokio::time::timeout(wait, socket.recv_from(&mut buffer)).await {
-                Err(_) => {
-                    let _ = tx.send(Inbound::RtpSilent { call }).await;
-                    return;
-                }
-                // ICMP errors from earlier sends surface here; nothing to do.
-                Ok(Err(_)) => {}
-                Ok(Ok((n, from))) => {
-                    let now = Instant::now();
-                    if let Some(Received::Event {
-                        ssrc,
-                        timestamp,
-                        payload,
-                    }) = session.handle_packet(now, from, &buffer[..n])
-                    {
-                        if let Ok(Some(digit)) = dtmf.handle_packet(now, ssrc, timestamp, payload) {
-                            let _ = tx.send(Inbound::Digit { call, digit }).await;
-                        }
-                    }
+impl Loop {
+    fn on_media(&mut self, now: Instant, event: MediaEvent<CallHandle>) {
+        match event {
+            MediaEvent::Silent { call } => {
+                if let Some(active) = self.calls.get_mut(&call).filter(|a| !a.hanging_up) {
+                    warn!(%call, call_id = %active.call_id, "no RTP from the far end for media.rtp_timeout; hanging up");
+                    active.hanging_up = true;
+                    self.ua.hang_up(now, call);
                 }
             }
-        }
-    });
-    Ok(task.abort_handle())
-}
-
-impl Loop {
-    fn rtp_silent(&mut self, now: Instant, call: CallHandle) {
-        if let Some(active) = self.calls.get_mut(&call).filter(|a| !a.hanging_up) {
-            warn!(%call, call_id = %active.call_id, "no RTP from the far end for media.rtp_timeout; hanging up");
-            active.hanging_up = true;
-            self.ua.hang_up(now, call);
+            MediaEvent::Leg {
+                call,
+                event: LegEvent::Key { key, source },
+            } => info!(%call, %key, ?source, "key pressed"),
+            MediaEvent::Leg {
+                call,
+                event:
+                    LegEvent::PlayoutEnded {
+                        id: WHISPER,
+                        how: Ended::Finished,
+                    },
+            } => self.connect(now, call),
+            MediaEvent::Leg { call, event } => debug!(%call, ?event, "media"),
         }
     }
 
@@ -678,10 +686,13 @@ impl Loop {
                         started: now,
                         hanging_up: false,
                         test: None,
+                        offer: None,
+                        partner: None,
+                        connected: None,
                         hang_up_at: None,
                         rtp: Some(rtp),
                         media,
-                        rtp_task: None,
+                        in_media: false,
                     },
                 );
                 let ring_time = self.sip.ring_time.to_std().unwrap_or_default();
@@ -695,33 +706,61 @@ impl Loop {
                 }
             }
             CallEvent::Progress { call, code, .. } => debug!(%call, code, "call progressing"),
-            CallEvent::Answered { call, .. } => {
+            CallEvent::Answered { call, answer } => {
                 if let Some(active) = self.calls.get_mut(&call) {
                     info!(%call, call_id = %active.call_id, "placed call answered");
-                    if let Some((hold, _)) = &active.test {
-                        active.hang_up_at = Some(now + *hold);
+                    if let Some((test, _)) = &active.test {
+                        if test.connect_to.is_none() {
+                            active.hang_up_at = Some(now + test.hold);
+                        }
                     }
-                }
-            }
-            CallEvent::Established { call, .. } => {
-                if let Some(active) = self.calls.get_mut(&call) {
-                    info!(%call, call_id = %active.call_id, "call established");
-                    let timeout = self
-                        .media_config
-                        .rtp_timeout
-                        .to_std()
-                        .unwrap_or(Duration::from_secs(30));
-                    if let (Some(socket), Some((types, remote))) = (active.rtp.take(), active.media)
-                    {
-                        let session = Session::new(&mut StdRng::from_entropy(), types, remote, now);
-                        match receive_rtp(socket, call, session, timeout, self.tx.clone()) {
-                            Ok(task) => active.rtp_task = Some(task),
-                            Err(e) => warn!(%call, error = %e, "cannot receive RTP"),
+                    // The answer settles the media.
+                    let settled = std::str::from_utf8(answer.as_deref().unwrap_or_default())
+                        .ok()
+                        .map(SessionDescription::parse)
+                        .ok_or(sdp::SdpError::Empty)
+                        .and_then(|parsed| parsed)
+                        .and_then(|answer| match &active.offer {
+                            Some(offer) => sdp::accept_answer(offer, &answer),
+                            None => Err(sdp::SdpError::Empty),
+                        });
+                    match settled {
+                        Ok(m) => {
+                            let types = PayloadTypes {
+                                audio: m.payload_type,
+                                telephone_event: m.telephone_event,
+                            };
+                            active.media = Some((types, Some(m.remote_rtp)));
+                            self.start_media(now, call);
+                        }
+                        Err(e) => {
+                            warn!(%call, error = %e, "the answer's SDP does not fit our offer; no media")
                         }
                     }
                 }
             }
-            CallEvent::Reoffer { call, .. } => debug!(%call, "re-offer received"),
+            CallEvent::Established { call, .. } => {
+                if let Some(active) = self.calls.get(&call) {
+                    info!(%call, call_id = %active.call_id, "call established");
+                    self.start_media(now, call);
+                }
+            }
+            CallEvent::Reoffer { call, offer } => {
+                // A re-INVITE that moves the far end's media: send there, and latch again.
+                let moved = std::str::from_utf8(&offer)
+                    .ok()
+                    .and_then(|text| SessionDescription::parse(text).ok())
+                    .and_then(|sdp| {
+                        let audio = sdp.media.iter().find(|m| m.is_audio())?;
+                        let ip = sdp.media_connection(audio)?;
+                        Some(SocketAddr::new(ip, audio.port))
+                    })
+                    .filter(|a| !a.ip().is_unspecified() && a.port() != 0);
+                debug!(%call, ?moved, "re-offer received");
+                if let Some(remote) = moved {
+                    self.media.set_remote(call, remote);
+                }
+            }
             CallEvent::PhoneRegistered {
                 user,
                 contact,
@@ -763,12 +802,32 @@ impl Loop {
                     "the trunk refused the registration; retrying in 30 s"
                 )
             }
-            CallEvent::InfoDigit { call, digit } => info!(%call, %digit, "DTMF by SIP INFO"),
+            CallEvent::InfoDigit { call, digit } => self.media.key(call, digit),
             CallEvent::Ended { call, reason } => {
                 self.ringing.retain(|(_, c, _)| *c != call);
                 if let Some(mut active) = self.calls.remove(&call) {
+                    if active.in_media {
+                        self.media.close(call);
+                    }
+                    if let Some(partner) = active.partner {
+                        // One leg of a connected pair ended: the other goes too, and a second
+                        // leg that ends unanswered says so to the first.
+                        if let Some(first) = self.calls.get_mut(&partner) {
+                            first.connected.get_or_insert(Connected {
+                                answered: false,
+                                status: match reason {
+                                    EndReason::Failed(code) => Some(code),
+                                    _ => None,
+                                },
+                            });
+                            if !first.hanging_up {
+                                first.hanging_up = true;
+                                self.ua.hang_up(now, partner);
+                            }
+                        }
+                    }
                     info!(%call, call_id = %active.call_id, ?reason, seconds = active.started.elapsed().as_secs(), "call ended");
-                    if let Some((_, reply)) = active.test.take() {
+                    if let Some((test, reply)) = active.test.take() {
                         let (answered, status, ended) = match reason {
                             EndReason::LocalHangup => (true, None, "local_hangup"),
                             EndReason::RemoteHangup => (true, None, "remote_hangup"),
@@ -776,10 +835,17 @@ impl Loop {
                             EndReason::NoAnswer => (false, None, "no_answer"),
                             _ => (false, None, "failed"),
                         };
+                        let connected = test.connect_to.as_ref().map(|_| {
+                            active.connected.unwrap_or(Connected {
+                                answered: false,
+                                status: None,
+                            })
+                        });
                         let _ = reply.send(Ok(TestCallOutcome {
                             answered,
                             status,
                             ended,
+                            connected,
                         }));
                     }
                 }
@@ -787,14 +853,115 @@ impl Loop {
         }
     }
 
-    /// Places a test call: through sip.outbound_proxy when set, else to the URI's own address.
-    fn test_call(&mut self, now: Instant, to: String, hold: Duration, reply: TestCallReply) {
-        let uri = match sip::uri::Uri::parse(&to) {
-            Ok(uri) if uri.is_sip() => uri,
-            _ => {
-                let _ = reply.send(Err(TestCallError::BadUri(to)));
-                return;
+    /// Hands an answered call's RTP port to the media runtime and starts what it plays or
+    /// sends.
+    fn start_media(&mut self, now: Instant, call: CallHandle) {
+        let Some(active) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let (Some(socket), Some((types, remote))) = (active.rtp.take(), active.media) else {
+            return;
+        };
+        let timeout = self
+            .media_config
+            .rtp_timeout
+            .to_std()
+            .unwrap_or(Duration::from_secs(30));
+        let session = Session::new(&mut self.rng, types, remote, now);
+        let law = if types.audio == 8 { Law::A } else { Law::Mu };
+        self.media
+            .open(call, socket, Leg::new(session, law), timeout);
+        active.in_media = true;
+        if let Some(partner) = active.partner {
+            // The second leg of a connecting test call: bridge, then hold for the time asked.
+            info!(first = %partner, second = %call, "connected; bridging");
+            self.media.bridge(partner, call);
+            if let Some(first) = self.calls.get_mut(&partner) {
+                first.connected = Some(Connected {
+                    answered: true,
+                    status: None,
+                });
+                first.hang_up_at = first.test.as_ref().map(|(test, _)| now + test.hold);
             }
+        } else if let Some((test, _)) = &active.test {
+            if !test.keys.is_empty() {
+                self.media.send_keys(call, &test.keys);
+            }
+            let whisper = self
+                .prompts
+                .sequence(test.whisper.iter().map(String::as_str))
+                .unwrap_or_default();
+            if !whisper.is_empty() {
+                self.media.play(call, WHISPER, whisper, false);
+            } else if test.connect_to.is_some() {
+                self.connect(now, call);
+            }
+        } else if let Ok(greeting) = self.prompts.get("welcome") {
+            // Until the IVR runs calls: a greeting, which a key interrupts.
+            self.media.play(call, 0, vec![Item::Prompt(greeting)], true);
+        }
+    }
+
+    /// Places the second leg of a connecting test call, once the first is answered and its
+    /// whisper played.
+    fn connect(&mut self, now: Instant, first: CallHandle) {
+        let Some(to) = self
+            .calls
+            .get(&first)
+            .and_then(|a| a.test.as_ref())
+            .and_then(|(test, _)| test.connect_to.clone())
+        else {
+            return;
+        };
+        match self.place(now, &to) {
+            Ok(second) => {
+                if let Some(active) = self.calls.get_mut(&second) {
+                    active.partner = Some(first);
+                }
+                if let Some(active) = self.calls.get_mut(&first) {
+                    active.partner = Some(second);
+                }
+            }
+            Err(e) => {
+                warn!(%first, error = %e, "cannot place the second call; hanging up");
+                if let Some(active) = self.calls.get_mut(&first) {
+                    active.connected = Some(Connected {
+                        answered: false,
+                        status: None,
+                    });
+                    active.hanging_up = true;
+                    self.ua.hang_up(now, first);
+                }
+            }
+        }
+    }
+
+    /// Places a test call.
+    fn test_call(&mut self, now: Instant, test: TestCall, reply: TestCallReply) {
+        if let Err(e) = self
+            .prompts
+            .sequence(test.whisper.iter().map(String::as_str))
+        {
+            let _ = reply.send(Err(e.into()));
+            return;
+        }
+        match self.place(now, &test.to) {
+            Ok(call) => {
+                if let Some(active) = self.calls.get_mut(&call) {
+                    active.test = Some((test, reply));
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Places a call: through sip.outbound_proxy when set, else to the URI's own address.
+    fn place(&mut self, now: Instant, to: &str) -> Result<CallHandle, TestCallError> {
+        let uri = match sip::uri::Uri::parse(to) {
+            Ok(uri) if uri.is_sip() => uri,
+            _ => return Err(TestCallError::BadUri(to.to_owned())),
         };
         let direct = uri
             .host
@@ -803,16 +970,17 @@ impl Loop {
             .parse::<IpAddr>()
             .ok()
             .map(|ip| SocketAddr::new(ip, uri.port.unwrap_or(5060)));
-        let Some(destination) = self.sip.outbound_proxy.or(direct) else {
-            let _ = reply.send(Err(TestCallError::NoRoute(to)));
-            return;
-        };
-        let Some(rtp) = self.ports.allocate(self.media_ip) else {
-            let _ = reply.send(Err(TestCallError::NoPort));
-            return;
-        };
+        let destination = self
+            .sip
+            .outbound_proxy
+            .or(direct)
+            .ok_or_else(|| TestCallError::NoRoute(to.to_owned()))?;
+        let rtp = self
+            .ports
+            .allocate(self.media_ip)
+            .ok_or(TestCallError::NoPort)?;
         let port = rtp.local_addr().map(|a| a.port()).unwrap_or_default();
-        let offer = sdp::offer(self.media_ip, port, self.rng.next_u64() >> 1, 1).to_string();
+        let offer = sdp::offer(self.media_ip, port, self.rng.next_u64() >> 1, 1);
         let credentials = self.sip.trunk_username.clone().map(|username| Credentials {
             username,
             password: self
@@ -823,11 +991,11 @@ impl Loop {
                 .unwrap_or_default(),
         });
         let dial = Dial {
-            uri: to,
+            uri: to.to_owned(),
             from_user: self.sip.caller_id.clone(),
             destination,
             link: Link::Udp,
-            offer: Bytes::from(offer),
+            offer: Bytes::from(offer.to_string()),
             credentials,
             ring_timeout: self
                 .sip
@@ -836,20 +1004,24 @@ impl Loop {
                 .unwrap_or(Duration::from_secs(30)),
         };
         let call = self.ua.dial(now, dial);
-        info!(%call, %destination, "test call placed");
+        info!(%call, %destination, "call placed");
         self.calls.insert(
             call,
             ActiveCall {
                 call_id: String::new(),
                 started: now,
                 hanging_up: false,
-                test: Some((hold, reply)),
+                test: None,
+                offer: Some(offer),
+                partner: None,
+                connected: None,
                 hang_up_at: None,
                 rtp: Some(rtp),
                 media: None,
-                rtp_task: None,
+                in_media: false,
             },
         );
+        Ok(call)
     }
 
     /// Answers calls whose ring time is over and hangs up calls past the longest duration.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::{config_with, Server};
+use media::g711::Law;
 
 fn sipp() -> PathBuf {
     let found = std::env::var_os("PATH")
@@ -212,21 +213,53 @@ fn a_far_end_that_sends_no_rtp_is_hung_up() {
     assert_eq!((ok, failed), (3, 0), "{out}");
 }
 
-#[test]
-fn telephone_events_from_sipp_arrive_as_digits_in_order() {
+/// Runs a DTMF scenario against a fresh callbackd and returns the keys it logged.
+fn keys_heard(scenario_file: &str) -> Vec<common::KeyPressed> {
     let url = store::testing::sqlite_url();
     let log =
         std::env::temp_dir().join(format!("callbackd-dtmf-{:016x}.log", rand::random::<u64>()));
     let server = Server::start_logging(&config_with(&url, &[]), &log);
-    let (ok, failed, out) = run(server.sip_udp.unwrap(), "uac_dtmf.xml", 1, &[]);
+    let (ok, failed, out) = run(server.sip_udp.unwrap(), scenario_file, 1, &[]);
     assert_eq!((ok, failed), (1, 0), "{out}");
     std::thread::sleep(std::time::Duration::from_millis(200));
     drop(server);
-    let text = std::fs::read_to_string(&log).unwrap();
-    let digits: String = text
-        .lines()
-        .filter(|l| l.contains("DTMF (RFC 4733)"))
-        .filter_map(|l| l.split("digit=").nth(1)?.chars().next())
-        .collect();
-    assert_eq!(digits, "15#", "{text}");
+    common::keys_logged(&std::fs::read_to_string(&log).unwrap())
+}
+
+fn keys_only(heard: &[common::KeyPressed], source: &str) -> String {
+    assert!(
+        heard.iter().all(|k| k.source == source),
+        "every key should come as {source}: {heard:?}"
+    );
+    heard.iter().map(|k| k.key).collect()
+}
+
+#[test]
+fn telephone_events_from_sipp_arrive_as_keys_in_order() {
+    let heard = keys_heard("uac_dtmf.xml");
+    assert_eq!(keys_only(&heard, "TelephoneEvent"), "15#");
+}
+
+#[test]
+fn sip_info_keys_arrive_as_keys_in_order() {
+    let heard = keys_heard("uac_dtmf_info.xml");
+    assert_eq!(keys_only(&heard, "Info"), "4#9");
+}
+
+#[test]
+fn in_band_tones_arrive_as_keys_in_order() {
+    let dir = std::env::temp_dir().join(format!("callbackd-inband-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("keys.pcap");
+    std::fs::write(&capture, common::in_band_capture("369*0D", Law::Mu)).unwrap();
+    let template = std::fs::read_to_string(scenario("uac_dtmf_inband.xml")).unwrap();
+    let scenario_path = dir.join("uac_dtmf_inband.xml");
+    std::fs::write(
+        &scenario_path,
+        template.replace("PCAP_FILE", &capture.display().to_string()),
+    )
+    .unwrap();
+    let heard = keys_heard(&scenario_path.display().to_string());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(keys_only(&heard, "InBand"), "369*0D");
 }

@@ -139,3 +139,92 @@ fn callbackd_registers_with_the_trunk_and_refreshes() {
     );
     drop(server);
 }
+
+#[test]
+fn a_connecting_test_call_whispers_then_bridges_and_the_audio_crosses_transcoded() {
+    // The first call reaches SIPp, which answers in PCMA and, once the whisper has played and
+    // the second call is bridged, presses keys as tones. The second call reaches callbackd
+    // itself (in PCMU), whose answering side hears the tones: they crossed the bridge.
+    let dir = std::env::temp_dir().join(format!("callbackd-bridge-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("keys.pcap");
+    std::fs::write(
+        &capture,
+        common::in_band_capture("2580", media::g711::Law::A),
+    )
+    .unwrap();
+    let template = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uas_answer_inband.xml"),
+    )
+    .unwrap();
+    let scenario = dir.join("uas_answer_inband.xml");
+    std::fs::write(
+        &scenario,
+        template.replace("PCAP_FILE", &capture.display().to_string()),
+    )
+    .unwrap();
+    let (sipp, port) = far_end(&scenario.display().to_string());
+
+    let url = store::testing::sqlite_url();
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(&config_with(&url, &[]), &log);
+    let me = server.sip_udp.unwrap();
+    let r = server.post(
+        "/api/v1/test-calls",
+        &json!({
+            "to": format!("sip:agent@127.0.0.1:{port}"),
+            "whisper": ["whisper-callback-for", "1", "2"],
+            "connect_to": format!("sip:customer@{me}"),
+            "hold_seconds": 3,
+        }),
+    );
+    assert_eq!(
+        r.body,
+        json!({"answered": true, "status": null, "ended": "local_hangup",
+               "connected": {"answered": true, "status": null}})
+    );
+    let (ok, out) = finished_cleanly(sipp);
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(ok, "{out}");
+    // The second call went out only once the whisper (about 1.9 s of prompts) had played.
+    let when = |needle: &str| {
+        let line = text.lines().find(|l| l.contains(needle)).expect(needle);
+        chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next().unwrap()).unwrap()
+    };
+    let waited = when("incoming call") - when("placed call answered");
+    assert!(
+        waited >= chrono::Duration::milliseconds(1500),
+        "the second call came {waited} after the first was answered"
+    );
+    // The first leg hears SIPp's tones too; the answering side hears them through the bridge.
+    let answering = common::first_incoming_call(&text).expect("the second call came in");
+    let through: Vec<_> = common::keys_logged(&text)
+        .into_iter()
+        .filter(|k| k.call == answering)
+        .collect();
+    let keys: String = through.iter().map(|k| k.key).collect();
+    assert_eq!(keys, "2580", "{through:?}");
+    assert!(through.iter().all(|k| k.source == "InBand"), "{through:?}");
+}
+
+#[test]
+fn a_whisper_naming_an_unknown_prompt_is_refused_before_any_call() {
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&config_with(&url, &[]));
+    let me = server.sip_udp.unwrap();
+    let r = server.post(
+        "/api/v1/test-calls",
+        &json!({"to": format!("sip:a@{me}"), "whisper": ["no-such-prompt"]}),
+    );
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-prompt"),
+        "{:?}",
+        r.body
+    );
+}

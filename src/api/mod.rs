@@ -25,7 +25,7 @@ use store::Store;
 pub use error::ApiError;
 
 use crate::config::Secret;
-use crate::signalling::{Sip, TestCallError};
+use crate::signalling::{self, Sip, TestCallError};
 
 /// The OpenAPI description of this API, kept in the repository.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -270,12 +270,21 @@ async fn queue(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TestCall {
+struct TestCallRequest {
     /// A SIP URI: `sip:1001@192.0.2.10:5060`, or a number at the trunk.
     to: String,
     /// How long to hold the call once answered (default 2 s, at most 60).
     #[serde(default = "default_hold")]
     hold_seconds: u64,
+    /// Keys to press once answered (`0`–`9`, `*`, `#`, `A`–`D`), as telephone-events.
+    #[serde(default)]
+    keys: String,
+    /// Prompts (by name) played to the answered call before it is connected.
+    #[serde(default)]
+    whisper: Vec<String>,
+    /// A second call to place once the first is answered, and bridge to it.
+    #[serde(default)]
+    connect_to: Option<String>,
 }
 
 fn default_hold() -> u64 {
@@ -286,7 +295,7 @@ fn default_hold() -> u64 {
 /// how it went: for operators checking a trunk, a PBX route or a phone.
 async fn test_call(
     State(state): State<Arc<AppState>>,
-    body: Result<Json<TestCall>, JsonRejection>,
+    body: Result<Json<TestCallRequest>, JsonRejection>,
 ) -> AppResult<Json<Value>> {
     let Json(call) = body?;
     if call.hold_seconds > 60 {
@@ -295,10 +304,31 @@ async fn test_call(
             "hold_seconds is at most 60",
         ));
     }
-    let hold = std::time::Duration::from_secs(call.hold_seconds);
-    match state.sip.test_call(call.to, hold).await {
+    if call.keys.len() > 32
+        || !call
+            .keys
+            .chars()
+            .all(|k| media::rfc4733::event(k).is_some())
+    {
+        return Err(ApiError::bad_request(
+            "bad_request_body",
+            "keys takes at most 32 of 0-9, *, #, A-D",
+        ));
+    }
+    let test = signalling::TestCall {
+        to: call.to,
+        hold: std::time::Duration::from_secs(call.hold_seconds),
+        keys: call.keys,
+        whisper: call.whisper,
+        connect_to: call.connect_to,
+    };
+    match state.sip.test_call(test).await {
         Ok(outcome) => Ok(Json(serde_json::to_value(outcome).expect("serializable"))),
-        Err(e @ (TestCallError::BadUri(_) | TestCallError::NoRoute(_))) => Err(ApiError::Request {
+        Err(
+            e @ (TestCallError::BadUri(_)
+            | TestCallError::NoRoute(_)
+            | TestCallError::UnknownPrompt(_)),
+        ) => Err(ApiError::Request {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "invalid_input",
             message: e.to_string(),

@@ -135,6 +135,105 @@ impl Server {
     }
 }
 
+/// A key a callbackd log says was pressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPressed {
+    /// The call that heard it (`call-3`).
+    pub call: String,
+    pub key: char,
+    /// How it came: `TelephoneEvent`, `Info` or `InBand`.
+    pub source: String,
+}
+
+/// The keys a callbackd log (at `info`) says were pressed, in order.
+pub fn keys_logged(log: &str) -> Vec<KeyPressed> {
+    let field = |line: &str, name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    log.lines()
+        .filter(|l| l.contains("key pressed"))
+        .filter_map(|l| {
+            Some(KeyPressed {
+                call: field(l, "call=")?,
+                key: field(l, "key=")?.chars().next()?,
+                source: field(l, "source=")?,
+            })
+        })
+        .collect()
+}
+
+/// The handle of the first call a callbackd log says came in.
+pub fn first_incoming_call(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains("incoming call"))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("call="))
+        .map(str::to_owned)
+}
+
+/// A capture (pcap) of G.711 RTP in `law` (Ethernet, IPv4, UDP) from 127.0.0.1, 20 ms a
+/// packet, for SIPp's `play_pcap_audio`: 200 ms of silence, then each key as 80 ms of tones
+/// (−10 dBm0 each) and 80 ms of silence.
+pub fn in_band_capture(keys: &str, law: media::g711::Law) -> Vec<u8> {
+    const ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
+    const COLUMNS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
+    let mut samples: Vec<f32> = vec![0.0; 1600];
+    for key in keys.chars() {
+        let i = "123A456B789C*0#D".find(key).expect("a DTMF key");
+        let (row, column) = (ROWS[i / 4], COLUMNS[i % 4]);
+        let start = samples.len();
+        samples.extend((0..640).map(|n| {
+            let t = (start + n) as f32 / 8000.0;
+            7000.0
+                * ((2.0 * std::f32::consts::PI * row * t).sin()
+                    + (2.0 * std::f32::consts::PI * column * t).sin())
+        }));
+        samples.extend(std::iter::repeat(0.0).take(640));
+    }
+    let mut pcap = Vec::new();
+    pcap.extend(0xa1b2_c3d4u32.to_le_bytes());
+    pcap.extend(2u16.to_le_bytes());
+    pcap.extend(4u16.to_le_bytes());
+    pcap.extend([0u8; 8]);
+    pcap.extend(65_535u32.to_le_bytes());
+    pcap.extend(1u32.to_le_bytes()); // Ethernet
+    for (index, chunk) in samples.chunks(160).enumerate() {
+        let payload_type = match law {
+            media::g711::Law::Mu => 0,
+            media::g711::Law::A => 8,
+        };
+        let mut rtp = vec![0x80, payload_type];
+        rtp.extend((index as u16).to_be_bytes());
+        rtp.extend((index as u32 * 160).to_be_bytes());
+        rtp.extend(0x1234_5678u32.to_be_bytes());
+        rtp.extend(
+            chunk
+                .iter()
+                .map(|&x| law.encode(x.clamp(-32768.0, 32767.0) as i16)),
+        );
+        let udp_length = 8 + rtp.len() as u16;
+        let mut frame = vec![0u8; 12];
+        frame.extend([0x08, 0x00]);
+        frame.extend([0x45, 0x00]);
+        frame.extend((20 + udp_length).to_be_bytes());
+        frame.extend([0, 0, 0, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        frame.extend(6000u16.to_be_bytes());
+        frame.extend(6000u16.to_be_bytes());
+        frame.extend(udp_length.to_be_bytes());
+        frame.extend([0, 0]);
+        frame.extend(rtp);
+        let micros = index as u32 * 20_000;
+        pcap.extend((micros / 1_000_000).to_le_bytes());
+        pcap.extend((micros % 1_000_000).to_le_bytes());
+        pcap.extend((frame.len() as u32).to_le_bytes());
+        pcap.extend((frame.len() as u32).to_le_bytes());
+        pcap.extend(frame);
+    }
+    pcap
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -146,7 +146,7 @@ mod tests {
         }
         let silence = Law::Mu.encode(0);
         let mut expected = first.encoded(Law::Mu).to_vec();
-        expected.extend(std::iter::repeat_n(silence, 40));
+        expected.extend(std::iter::repeat(silence).take(40));
         expected.extend_from_slice(second.encoded(Law::Mu));
         expected.resize(out.len(), silence);
         assert_eq!(out.len(), 3 * FRAME);

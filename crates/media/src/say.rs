@@ -27,7 +27,7 @@ pub fn number(n: u32) -> Vec<&'static str> {
         words.extend(below_thousand(n / 1000));
         words.push("thousand");
     }
-    if !n.is_multiple_of(1000) || n == 0 {
+    if n % 1000 != 0 || n == 0 {
         words.extend(below_thousand(n % 1000));
     }
     words
@@ -42,7 +42,7 @@ fn below_thousand(n: u32) -> Vec<&'static str> {
     let rest = (n % 100) as usize;
     if rest >= 20 {
         words.push(TENS[rest / 10]);
-        if !rest.is_multiple_of(10) {
+        if rest % 10 != 0 {
             words.push(UNITS[rest % 10]);
         }
     } else if rest != 0 || n == 0 {

@@ -46,7 +46,7 @@ impl Signal {
 
     fn silence(mut self, ms: f32) -> Signal {
         self.0
-            .extend(std::iter::repeat_n(0.0, (ms * 8.0).round() as usize));
+            .extend(std::iter::repeat(0.0).take((ms * 8.0).round() as usize));
         self
     }
 
