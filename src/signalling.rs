@@ -170,7 +170,8 @@ struct ActiveCall {
     hanging_up: bool,
     /// A test call, and who wants to know how it went.
     test: Option<(TestCall, TestCallReply)>,
-    /// Our SDP offer, for a call we placed, to settle the media with the answer.
+    /// Our SDP offer (a call we placed, or an INVITE that came without one), to settle the
+    /// media with the answer.
     offer: Option<SessionDescription>,
     /// The call this one is connected to (the two legs of a connecting test call).
     partner: Option<CallHandle>,
@@ -178,13 +179,44 @@ struct ActiveCall {
     connected: Option<Connected>,
     /// When an answered test call is hung up.
     hang_up_at: Option<Instant>,
-    /// The RTP socket holding the port named in our SDP, until the call is established and the
+    /// The RTP socket holding the port named in our SDP, until the call is answered and the
     /// media runtime takes it.
     rtp: Option<std::net::UdpSocket>,
-    /// The negotiated payload types and the far end's RTP address from its SDP.
-    media: Option<(PayloadTypes, Option<SocketAddr>)>,
+    /// What offer and answer settled.
+    media: Option<CallMedia>,
     /// Whether the media runtime has the call.
     in_media: bool,
+}
+
+/// A call's media as offer and answer settled it.
+#[derive(Debug, Clone, Copy)]
+struct CallMedia {
+    types: PayloadTypes,
+    law: Law,
+    /// The far end's RTP address from its SDP (latching may move it).
+    remote: SocketAddr,
+}
+
+impl CallMedia {
+    fn from(m: &sdp::NegotiatedMedia) -> CallMedia {
+        CallMedia {
+            types: PayloadTypes {
+                audio: m.payload_type,
+                telephone_event: m.telephone_event,
+            },
+            law: match m.codec {
+                sdp::Codec::Pcmu => Law::Mu,
+                sdp::Codec::Pcma => Law::A,
+            },
+            remote: m.remote_rtp,
+        }
+    }
+}
+
+/// An SDP body, parsed.
+fn parse_sdp(body: &[u8]) -> Result<SessionDescription, sdp::SdpError> {
+    let text = std::str::from_utf8(body).map_err(|_| sdp::SdpError::Empty)?;
+    SessionDescription::parse(text)
 }
 
 /// The addresses SIP ended up on (ports chosen by the system when the config says 0).
@@ -644,30 +676,21 @@ impl Loop {
                 };
                 let port = rtp.local_addr().map(|a| a.port()).unwrap_or_default();
                 let session = self.rng.next_u64() >> 1;
-                let mut media = None;
+                let (mut media, mut our_offer) = (None, None);
                 let body = match offer {
                     Some(offer) => {
-                        let answered = std::str::from_utf8(&offer)
-                            .ok()
-                            .map(SessionDescription::parse)
-                            .ok_or(sdp::SdpError::Empty)
-                            .and_then(|parsed| parsed)
-                            .and_then(|offer| {
-                                sdp::answer(
-                                    &offer,
-                                    self.media_ip,
-                                    port,
-                                    session,
-                                    &sdp::Preferences::default(),
-                                )
-                            });
+                        let answered = parse_sdp(&offer).and_then(|offer| {
+                            sdp::answer(
+                                &offer,
+                                self.media_ip,
+                                port,
+                                session,
+                                &sdp::Preferences::default(),
+                            )
+                        });
                         match answered {
                             Ok(answer) => {
-                                let types = PayloadTypes {
-                                    audio: answer.media.payload_type,
-                                    telephone_event: answer.media.telephone_event,
-                                };
-                                media = Some((types, Some(answer.media.remote_rtp)));
+                                media = Some(CallMedia::from(&answer.media));
                                 answer.sdp.to_string()
                             }
                             Err(e) => {
@@ -677,7 +700,13 @@ impl Loop {
                             }
                         }
                     }
-                    None => sdp::offer(self.media_ip, port, session, 1).to_string(),
+                    // No offer: ours goes in the 200, and the answer comes in the ACK.
+                    None => {
+                        let offer = sdp::offer(self.media_ip, port, session, 1);
+                        let body = offer.to_string();
+                        our_offer = Some(offer);
+                        body
+                    }
                 };
                 self.calls.insert(
                     call,
@@ -686,7 +715,7 @@ impl Loop {
                         started: now,
                         hanging_up: false,
                         test: None,
-                        offer: None,
+                        offer: our_offer,
                         partner: None,
                         connected: None,
                         hang_up_at: None,
@@ -714,42 +743,24 @@ impl Loop {
                             active.hang_up_at = Some(now + test.hold);
                         }
                     }
-                    // The answer settles the media.
-                    let settled = std::str::from_utf8(answer.as_deref().unwrap_or_default())
-                        .ok()
-                        .map(SessionDescription::parse)
-                        .ok_or(sdp::SdpError::Empty)
-                        .and_then(|parsed| parsed)
-                        .and_then(|answer| match &active.offer {
-                            Some(offer) => sdp::accept_answer(offer, &answer),
-                            None => Err(sdp::SdpError::Empty),
-                        });
-                    match settled {
-                        Ok(m) => {
-                            let types = PayloadTypes {
-                                audio: m.payload_type,
-                                telephone_event: m.telephone_event,
-                            };
-                            active.media = Some((types, Some(m.remote_rtp)));
-                            self.start_media(now, call);
-                        }
-                        Err(e) => {
-                            warn!(%call, error = %e, "the answer's SDP does not fit our offer; no media")
-                        }
-                    }
+                    self.settle(now, call, answer.as_deref());
                 }
             }
-            CallEvent::Established { call, .. } => {
+            CallEvent::Established { call, answer } => {
                 if let Some(active) = self.calls.get(&call) {
                     info!(%call, call_id = %active.call_id, "call established");
-                    self.start_media(now, call);
+                    if active.media.is_none() {
+                        // An INVITE without an offer: the ACK brought the answer.
+                        self.settle(now, call, answer.as_deref());
+                    } else {
+                        self.start_media(now, call);
+                    }
                 }
             }
             CallEvent::Reoffer { call, offer } => {
                 // A re-INVITE that moves the far end's media: send there, and latch again.
-                let moved = std::str::from_utf8(&offer)
+                let moved = parse_sdp(&offer)
                     .ok()
-                    .and_then(|text| SessionDescription::parse(text).ok())
                     .and_then(|sdp| {
                         let audio = sdp.media.iter().find(|m| m.is_audio())?;
                         let ip = sdp.media_connection(audio)?;
@@ -802,7 +813,13 @@ impl Loop {
                     "the trunk refused the registration; retrying in 30 s"
                 )
             }
-            CallEvent::InfoDigit { call, digit } => self.media.key(call, digit),
+            CallEvent::InfoDigit { call, digit } => {
+                if self.calls.get(&call).is_some_and(|a| a.in_media) {
+                    self.media.key(call, digit);
+                } else {
+                    info!(%call, key = %digit, source = "Info", "key pressed");
+                }
+            }
             CallEvent::Ended { call, reason } => {
                 self.ringing.retain(|(_, c, _)| *c != call);
                 if let Some(mut active) = self.calls.remove(&call) {
@@ -811,17 +828,18 @@ impl Loop {
                     }
                     if let Some(partner) = active.partner {
                         // One leg of a connected pair ended: the other goes too, and a second
-                        // leg that ends unanswered says so to the first.
-                        if let Some(first) = self.calls.get_mut(&partner) {
-                            first.connected.get_or_insert(Connected {
+                        // leg that ends unanswered says so to the first (the first leg's own
+                        // record of it goes unread).
+                        if let Some(other) = self.calls.get_mut(&partner) {
+                            other.connected.get_or_insert(Connected {
                                 answered: false,
                                 status: match reason {
                                     EndReason::Failed(code) => Some(code),
                                     _ => None,
                                 },
                             });
-                            if !first.hanging_up {
-                                first.hanging_up = true;
+                            if !other.hanging_up {
+                                other.hanging_up = true;
                                 self.ua.hang_up(now, partner);
                             }
                         }
@@ -859,7 +877,7 @@ impl Loop {
         let Some(active) = self.calls.get_mut(&call) else {
             return;
         };
-        let (Some(socket), Some((types, remote))) = (active.rtp.take(), active.media) else {
+        let (Some(socket), Some(media)) = (active.rtp.take(), active.media) else {
             return;
         };
         let timeout = self
@@ -867,10 +885,14 @@ impl Loop {
             .rtp_timeout
             .to_std()
             .unwrap_or(Duration::from_secs(30));
-        let session = Session::new(&mut self.rng, types, remote, now);
-        let law = if types.audio == 8 { Law::A } else { Law::Mu };
-        self.media
-            .open(call, socket, Leg::new(session, law), timeout);
+        let session = Session::new(&mut self.rng, media.types, Some(media.remote), now);
+        let leg = Leg::new(session, media.law);
+        if let Err(e) = self.media.open(call, socket, leg, timeout, active.partner) {
+            warn!(%call, error = %e, "cannot start the call's RTP; hanging up");
+            active.hanging_up = true;
+            self.ua.hang_up(now, call);
+            return;
+        }
         active.in_media = true;
         if let Some(partner) = active.partner {
             // The second leg of a connecting test call: bridge, then hold for the time asked.
@@ -896,9 +918,36 @@ impl Loop {
             } else if test.connect_to.is_some() {
                 self.connect(now, call);
             }
-        } else if let Ok(greeting) = self.prompts.get("welcome") {
-            // Until the IVR runs calls: a greeting, which a key interrupts.
-            self.media.play(call, 0, vec![Item::Prompt(greeting)], true);
+        } else if let (Ok(greeting), Ok(music)) =
+            (self.prompts.get("welcome"), self.prompts.get("hold-music"))
+        {
+            // Until the IVR runs calls: a greeting, then hold music, which a key stops.
+            let items = vec![Item::Prompt(greeting), Item::Loop(music)];
+            self.media.play(call, 0, items, true);
+        }
+    }
+
+    /// Settles a call's media from the SDP answer to our offer, then starts it; a call whose
+    /// answer does not fit is hung up, since it could carry no audio.
+    fn settle(&mut self, now: Instant, call: CallHandle, answer: Option<&[u8]>) {
+        let Some(active) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let settled =
+            parse_sdp(answer.unwrap_or_default()).and_then(|answer| match &active.offer {
+                Some(offer) => sdp::accept_answer(offer, &answer),
+                None => Err(sdp::SdpError::Empty),
+            });
+        match settled {
+            Ok(m) => {
+                active.media = Some(CallMedia::from(&m));
+                self.start_media(now, call);
+            }
+            Err(e) => {
+                warn!(%call, error = %e, "the SDP answer does not fit our offer; hanging up");
+                active.hanging_up = true;
+                self.ua.hang_up(now, call);
+            }
         }
     }
 
@@ -945,6 +994,11 @@ impl Loop {
             let _ = reply.send(Err(e.into()));
             return;
         }
+        // The second call's address is checked before the first is placed.
+        if let Some(Err(e)) = test.connect_to.as_deref().map(|to| self.route(to)) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         match self.place(now, &test.to) {
             Ok(call) => {
                 if let Some(active) = self.calls.get_mut(&call) {
@@ -957,8 +1011,8 @@ impl Loop {
         }
     }
 
-    /// Places a call: through sip.outbound_proxy when set, else to the URI's own address.
-    fn place(&mut self, now: Instant, to: &str) -> Result<CallHandle, TestCallError> {
+    /// Where a call to `to` goes: sip.outbound_proxy when set, else the URI's own address.
+    fn route(&self, to: &str) -> Result<SocketAddr, TestCallError> {
         let uri = match sip::uri::Uri::parse(to) {
             Ok(uri) if uri.is_sip() => uri,
             _ => return Err(TestCallError::BadUri(to.to_owned())),
@@ -970,11 +1024,15 @@ impl Loop {
             .parse::<IpAddr>()
             .ok()
             .map(|ip| SocketAddr::new(ip, uri.port.unwrap_or(5060)));
-        let destination = self
-            .sip
+        self.sip
             .outbound_proxy
             .or(direct)
-            .ok_or_else(|| TestCallError::NoRoute(to.to_owned()))?;
+            .ok_or_else(|| TestCallError::NoRoute(to.to_owned()))
+    }
+
+    /// Places a call to `to` (see [`Loop::route`]).
+    fn place(&mut self, now: Instant, to: &str) -> Result<CallHandle, TestCallError> {
+        let destination = self.route(to)?;
         let rtp = self
             .ports
             .allocate(self.media_ip)

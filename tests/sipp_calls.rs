@@ -214,7 +214,8 @@ fn a_far_end_that_sends_no_rtp_is_hung_up() {
 }
 
 /// Runs a DTMF scenario against a fresh callbackd and returns the keys it logged.
-fn keys_heard(scenario_file: &str) -> Vec<common::KeyPressed> {
+/// `sipp_sends_rtp`: whether the scenario plays RTP (a capture) as well.
+fn keys_heard(scenario_file: &str, sipp_sends_rtp: bool) -> Vec<common::KeyPressed> {
     let url = store::testing::sqlite_url();
     let log =
         std::env::temp_dir().join(format!("callbackd-dtmf-{:016x}.log", rand::random::<u64>()));
@@ -223,7 +224,29 @@ fn keys_heard(scenario_file: &str) -> Vec<common::KeyPressed> {
     assert_eq!((ok, failed), (1, 0), "{out}");
     std::thread::sleep(std::time::Duration::from_millis(200));
     drop(server);
-    common::keys_logged(&std::fs::read_to_string(&log).unwrap())
+    let text = std::fs::read_to_string(&log).unwrap();
+    // callbackd sent its greeting to SIPp all along, and heard SIPp's RTP when it played some.
+    let totals = text
+        .lines()
+        .find(|l| l.contains("RTP totals"))
+        .unwrap_or_else(|| panic!("no RTP totals in the log: {text}"));
+    let count = |name: &str| -> u64 {
+        totals
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("sent=") >= 25,
+        "callbackd sent too little RTP: {totals}"
+    );
+    if sipp_sends_rtp {
+        assert!(
+            count("received=") >= 10,
+            "callbackd heard too little RTP: {totals}"
+        );
+    }
+    common::keys_logged(&text)
 }
 
 fn keys_only(heard: &[common::KeyPressed], source: &str) -> String {
@@ -236,13 +259,13 @@ fn keys_only(heard: &[common::KeyPressed], source: &str) -> String {
 
 #[test]
 fn telephone_events_from_sipp_arrive_as_keys_in_order() {
-    let heard = keys_heard("uac_dtmf.xml");
+    let heard = keys_heard("uac_dtmf.xml", true);
     assert_eq!(keys_only(&heard, "TelephoneEvent"), "15#");
 }
 
 #[test]
 fn sip_info_keys_arrive_as_keys_in_order() {
-    let heard = keys_heard("uac_dtmf_info.xml");
+    let heard = keys_heard("uac_dtmf_info.xml", false);
     assert_eq!(keys_only(&heard, "Info"), "4#9");
 }
 
@@ -259,7 +282,7 @@ fn in_band_tones_arrive_as_keys_in_order() {
         template.replace("PCAP_FILE", &capture.display().to_string()),
     )
     .unwrap();
-    let heard = keys_heard(&scenario_path.display().to_string());
+    let heard = keys_heard(&scenario_path.display().to_string(), true);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(keys_only(&heard, "InBand"), "369*0D");
 }

@@ -177,20 +177,10 @@ pub fn first_incoming_call(log: &str) -> Option<String> {
 /// packet, for SIPp's `play_pcap_audio`: 200 ms of silence, then each key as 80 ms of tones
 /// (−10 dBm0 each) and 80 ms of silence.
 pub fn in_band_capture(keys: &str, law: media::g711::Law) -> Vec<u8> {
-    const ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
-    const COLUMNS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
-    let mut samples: Vec<f32> = vec![0.0; 1600];
+    let mut samples: Vec<i16> = vec![0; 1600];
     for key in keys.chars() {
-        let i = "123A456B789C*0#D".find(key).expect("a DTMF key");
-        let (row, column) = (ROWS[i / 4], COLUMNS[i % 4]);
-        let start = samples.len();
-        samples.extend((0..640).map(|n| {
-            let t = (start + n) as f32 / 8000.0;
-            7000.0
-                * ((2.0 * std::f32::consts::PI * row * t).sin()
-                    + (2.0 * std::f32::consts::PI * column * t).sin())
-        }));
-        samples.extend(std::iter::repeat(0.0).take(640));
+        samples.extend(media::dtmf::tone(key, -10.0).expect("a DTMF key").take(640));
+        samples.extend(std::iter::repeat(0).take(640));
     }
     let mut pcap = Vec::new();
     pcap.extend(0xa1b2_c3d4u32.to_le_bytes());
@@ -208,11 +198,7 @@ pub fn in_band_capture(keys: &str, law: media::g711::Law) -> Vec<u8> {
         rtp.extend((index as u16).to_be_bytes());
         rtp.extend((index as u32 * 160).to_be_bytes());
         rtp.extend(0x1234_5678u32.to_be_bytes());
-        rtp.extend(
-            chunk
-                .iter()
-                .map(|&x| law.encode(x.clamp(-32768.0, 32767.0) as i16)),
-        );
+        rtp.extend(chunk.iter().map(|&x| law.encode(x)));
         let udp_length = 8 + rtp.len() as u16;
         let mut frame = vec![0u8; 12];
         frame.extend([0x08, 0x00]);

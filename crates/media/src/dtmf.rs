@@ -63,6 +63,27 @@ enum Block {
     Nothing,
 }
 
+/// The row and column frequencies of a key (`0`–`9`, `*`, `#`, `A`–`D`).
+pub fn frequencies(key: char) -> Option<(f32, f32)> {
+    KEYS.iter().enumerate().find_map(|(row, keys)| {
+        let column = keys.iter().position(|&k| k == key.to_ascii_uppercase())?;
+        Some((FREQUENCIES[row], FREQUENCIES[4 + column]))
+    })
+}
+
+/// A key as tones: both at `dbm0` each, starting at phase zero, for ever (take what is
+/// needed). `None` for a character that is not a key.
+pub fn tone(key: char, dbm0: f32) -> Option<impl Iterator<Item = i16>> {
+    let (row, column) = frequencies(key)?;
+    let amplitude = (2.0 * DBM0_POWER * 10f32.powf(dbm0 / 10.0)).sqrt();
+    Some((0u32..).map(move |n| {
+        // The phase, wrapped every second (whole cycles of both tones at 8 kHz).
+        let t = (n % 8000) as f32 / RATE;
+        let x = amplitude * ((2.0 * PI * row * t).sin() + (2.0 * PI * column * t).sin());
+        x.clamp(-32768.0, 32767.0) as i16
+    }))
+}
+
 /// A 4×4 matrix, row-major.
 type Matrix = [[f32; 4]; 4];
 
@@ -142,9 +163,9 @@ impl Detector {
         }
     }
 
-    /// `samples` of the stream were lost (a packet that never came): the block in progress is
+    /// Part of the stream was lost (a packet that never came): the block in progress is
     /// dropped, and the loss neither continues nor ends a key.
-    pub fn lost(&mut self, _samples: usize) {
+    pub fn lost(&mut self) {
         self.filled = 0;
     }
 
@@ -179,6 +200,13 @@ impl Detector {
     }
 
     fn analyse(&self) -> Block {
+        // Too quiet to hold two tones at the lowest level: nothing to measure (silence costs
+        // next to nothing).
+        let minimum = DBM0_POWER * 10f32.powf(MIN_LEVEL_DBM0 / 10.0);
+        let block_power = self.block.iter().map(|x| x * x).sum::<f32>() / BLOCK as f32;
+        if block_power < 2.0 * minimum {
+            return Block::Nothing;
+        }
         // Per frequency and half block: the correlations with the cosine and the sine.
         let mut sums = [[(0.0f32, 0.0f32); 2]; 8];
         for (tone, basis) in self.basis.iter().enumerate() {
@@ -218,7 +246,6 @@ impl Detector {
         };
         let power = |tone: usize| (half_power(tone, 0) + half_power(tone, 1)) / 2.0;
         let (row_power, column_power) = (power(0), power(1));
-        let minimum = DBM0_POWER * 10f32.powf(MIN_LEVEL_DBM0 / 10.0);
         if row_power < minimum || column_power < minimum {
             return Block::Nothing;
         }
@@ -226,7 +253,6 @@ impl Detector {
         if twist < TWIST_DB.0 || twist > TWIST_DB.1 {
             return Block::Nothing;
         }
-        let block_power = self.block.iter().map(|x| x * x).sum::<f32>() / BLOCK as f32;
         if row_power + column_power < MIN_SHARE * block_power {
             return Block::Nothing;
         }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::dtmf::Detector;
+use crate::dtmf::{self, Detector};
 use crate::g711::Law;
 use crate::playout::{Ended, Item, Playout, FRAME};
 use crate::rfc4733;
@@ -45,10 +45,15 @@ pub enum LegEvent {
 /// down to [`RELAY_KEEP`], so a far end sending faster than we play cannot grow the delay.
 const RELAY_MAX: usize = 480;
 const RELAY_KEEP: usize = 320;
-/// Audio between two keys we send.
-const KEY_GAP: u32 = 4;
+/// Frames (20 ms each) of audio between two keys we send.
+const KEY_GAP_FRAMES: u32 = 4;
 /// How long each key we send lasts.
 const KEY_MILLIS: u32 = 100;
+/// The level of each tone of a key sent in-band.
+const KEY_TONE_DBM0: f32 = -7.0;
+/// An audio timestamp this far behind the expected one starts the stream over (a new source
+/// after a re-INVITE, a PBX re-bridging) rather than counting as late: one second.
+const RESYNC: i32 = -8000;
 
 #[derive(Debug)]
 pub struct Leg {
@@ -64,6 +69,8 @@ pub struct Leg {
     keys: VecDeque<char>,
     key_packets: VecDeque<Vec<u8>>,
     gap: u32,
+    /// Keys as tones, encoded, for a far end that takes no telephone-events.
+    key_audio: VecDeque<u8>,
     /// Audio from the bridged leg, when bridged.
     relay: Option<VecDeque<i16>>,
     out: VecDeque<LegEvent>,
@@ -81,6 +88,7 @@ impl Leg {
             keys: VecDeque::new(),
             key_packets: VecDeque::new(),
             gap: 0,
+            key_audio: VecDeque::new(),
             relay: None,
             out: VecDeque::new(),
         }
@@ -94,9 +102,10 @@ impl Leg {
         &self.session
     }
 
-    /// A re-INVITE moved the far end.
+    /// A re-INVITE moved the far end: its stream starts over.
     pub fn set_remote(&mut self, remote: SocketAddr) {
         self.session.set_remote(remote);
+        self.expected = None;
     }
 
     pub fn silent_for(&self, now: Instant) -> Duration {
@@ -130,24 +139,24 @@ impl Leg {
                 let ahead = self
                     .expected
                     .map_or(0, |e| timestamp.wrapping_sub(e) as i32);
-                if ahead < 0 {
+                if (RESYNC..0).contains(&ahead) {
                     // Late or repeated: its time has passed.
                     return None;
                 }
                 self.expected = Some(timestamp.wrapping_add(payload.len() as u32));
                 if let Some(detector) = &mut self.tones {
-                    if ahead > 0 {
-                        detector.lost(ahead as usize);
+                    if ahead != 0 {
+                        detector.lost();
                     }
-                    let mut found = None;
+                    let mut found = Vec::new();
                     let mut samples = [0i16; FRAME];
                     for chunk in payload.chunks(FRAME) {
                         for (s, b) in samples.iter_mut().zip(chunk) {
                             *s = self.law.decode(*b);
                         }
-                        detector.process(&samples[..chunk.len()], |k| found = Some(k));
+                        detector.process(&samples[..chunk.len()], |k| found.push(k));
                     }
-                    if let Some(key) = found {
+                    for key in found {
                         self.key(key, KeySource::InBand);
                     }
                 }
@@ -186,15 +195,27 @@ impl Leg {
         }
     }
 
-    /// Sends `keys` as telephone-events, one after another; unknown characters are skipped.
-    /// Returns false, sending nothing, when the far end did not negotiate telephone-event.
-    pub fn send_keys(&mut self, keys: &str) -> bool {
-        if !self.session.sends_events() {
-            return false;
+    /// Sends `keys` one after another, as telephone-events when the far end negotiated them,
+    /// else as tones in the audio; characters that are not keys are skipped. Reports
+    /// [`LegEvent::KeysSent`] when the last has gone.
+    pub fn send_keys(&mut self, keys: &str) {
+        let keys = keys.chars().filter(|&k| rfc4733::event(k).is_some());
+        if self.session.takes_telephone_events() {
+            self.keys.extend(keys);
+        } else {
+            let (law, silence) = (self.law, self.law.encode(0));
+            for key in keys {
+                let tone = dtmf::tone(key, KEY_TONE_DBM0).into_iter().flatten();
+                let samples = (KEY_MILLIS * 8) as usize;
+                self.key_audio
+                    .extend(tone.take(samples).map(|s| law.encode(s)));
+                let gap = (KEY_GAP_FRAMES as usize) * FRAME;
+                self.key_audio.extend(std::iter::repeat(silence).take(gap));
+            }
         }
-        self.keys
-            .extend(keys.chars().filter(|&k| rfc4733::event(k).is_some()));
-        true
+        if self.keys.is_empty() && self.key_packets.is_empty() && self.key_audio.is_empty() {
+            self.out.push_back(LegEvent::KeysSent);
+        }
     }
 
     /// Starts or stops relaying the bridged leg's audio (what [`Leg::relay`] is given).
@@ -212,14 +233,15 @@ impl Leg {
         }
     }
 
-    /// The packets for this 20 ms: keys being sent first, then what is playing, then relayed
-    /// audio, else silence, so the far end always hears a steady stream.
+    /// The packets for this 20 ms: keys being sent first (as telephone-events or tones), then
+    /// what is playing, then relayed audio, else silence, so the far end always hears a steady
+    /// stream.
     pub fn tick(&mut self, send: &mut impl FnMut(&[u8])) {
         if self.key_packets.is_empty() && self.gap == 0 {
             if let Some(key) = self.keys.pop_front() {
                 let packets = self.session.event_packets(key, KEY_MILLIS, 10);
                 self.key_packets.extend(packets.unwrap_or_default());
-                self.gap = KEY_GAP;
+                self.gap = KEY_GAP_FRAMES;
             }
         }
         if !self.key_packets.is_empty() {
@@ -238,7 +260,15 @@ impl Leg {
         }
         self.gap = self.gap.saturating_sub(1);
         let mut frame = [0u8; FRAME];
-        if let Some(playout) = &mut self.playout {
+        if !self.key_audio.is_empty() {
+            let silence = self.law.encode(0);
+            for byte in &mut frame {
+                *byte = self.key_audio.pop_front().unwrap_or(silence);
+            }
+            if self.key_audio.is_empty() {
+                self.out.push_back(LegEvent::KeysSent);
+            }
+        } else if let Some(playout) = &mut self.playout {
             if !playout.next_frame(self.law, &mut frame) {
                 self.end_playout(Ended::Finished);
             }
@@ -256,12 +286,12 @@ impl Leg {
     /// timestamps move on with the clock, and the next packet starts a new talk-spurt.
     pub fn skip(&mut self, frames: u32) {
         if let Some(playout) = &mut self.playout {
-            playout.skip(self.law, frames as usize);
+            playout.skip(frames as usize);
         }
         if let Some(relay) = &mut self.relay {
             relay.clear();
         }
-        self.session.skip(frames * FRAME as u32);
+        self.session.skip(frames.wrapping_mul(FRAME as u32));
     }
 
     pub fn poll_event(&mut self) -> Option<LegEvent> {
@@ -396,15 +426,12 @@ mod tests {
         );
     }
 
-    /// 20 ms packets of key `7` as tones (852 + 1209 Hz at about −10 dBm0) for `ms`.
+    /// 20 ms packets of key `7` as tones (−10 dBm0 each) for `ms`.
     fn tone_packets(law: Law, first_timestamp: u32, ms: usize) -> Vec<Vec<u8>> {
-        let samples: Vec<u8> = (0..ms * 8)
-            .map(|n| {
-                let t = n as f32 / 8000.0;
-                let x = 7000.0 * (2.0 * std::f32::consts::PI * 852.0 * t).sin()
-                    + 7000.0 * (2.0 * std::f32::consts::PI * 1209.0 * t).sin();
-                law.encode(x as i16)
-            })
+        let samples: Vec<u8> = dtmf::tone('7', -10.0)
+            .unwrap()
+            .take(ms * 8)
+            .map(|s| law.encode(s))
             .collect();
         samples
             .chunks(FRAME)
@@ -446,7 +473,7 @@ mod tests {
                 key: '1',
                 source: KeySource::TelephoneEvent
             }],
-            "the same press as a tone is not counted again"
+            "once telephone-events came, tones are no longer keys"
         );
     }
 
@@ -501,7 +528,7 @@ mod tests {
     #[test]
     fn keys_sent_as_telephone_events_read_back_as_the_same_keys() {
         let mut sender = leg(0, 8);
-        assert!(sender.send_keys("12#"));
+        sender.send_keys("12#");
         let sent = ticks(&mut sender, 40);
         assert_eq!(events(&mut sender), [LegEvent::KeysSent]);
         let mut receiver = rfc4733::Receiver::new();
@@ -517,20 +544,71 @@ mod tests {
             })
             .collect();
         assert_eq!(keys, "12#");
+    }
 
-        let mut mute = Leg::new(
+    #[test]
+    fn keys_go_as_tones_to_a_far_end_without_telephone_events_and_read_back() {
+        let mut sender = Leg::new(
             Session::new(
                 &mut StdRng::seed_from_u64(9),
                 PayloadTypes {
-                    audio: 0,
+                    audio: 8,
                     telephone_event: None,
                 },
                 None,
                 Instant::now(),
             ),
-            Law::Mu,
+            Law::A,
         );
-        assert!(!mute.send_keys("1"));
+        sender.send_keys("9*0");
+        let sent = ticks(&mut sender, 40);
+        assert_eq!(events(&mut sender), [LegEvent::KeysSent]);
+        let mut receiver = leg(8, 11);
+        let (now, far) = (Instant::now(), FAR.parse().unwrap());
+        for packet in &sent {
+            assert_eq!(RtpReader::new(packet).unwrap().payload_type(), 8);
+            receiver.handle_packet(now, far, packet);
+        }
+        let keys: String = events(&mut receiver)
+            .into_iter()
+            .filter_map(|e| match e {
+                LegEvent::Key {
+                    key,
+                    source: KeySource::InBand,
+                } => Some(key),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, "9*0");
+    }
+
+    #[test]
+    fn nothing_to_send_is_sent_at_once() {
+        let mut sender = leg(0, 12);
+        sender.send_keys("xyz");
+        assert_eq!(events(&mut sender), [LegEvent::KeysSent]);
+    }
+
+    #[test]
+    fn a_far_end_whose_timestamps_jump_back_is_heard_again_at_once() {
+        let (now, far) = (Instant::now(), FAR.parse().unwrap());
+        let mut leg = leg(8, 13);
+        leg.set_bridged(true);
+        let audio = [Law::A.encode(1000); FRAME];
+        assert!(leg
+            .handle_packet(now, far, &far_packet(8, 1, 900_000, &audio))
+            .is_some());
+        // A repeated packet is late and dropped...
+        assert!(leg
+            .handle_packet(now, far, &far_packet(8, 1, 900_000, &audio))
+            .is_none());
+        // ...but a timestamp far behind is a stream starting over (a PBX re-bridging).
+        assert!(leg
+            .handle_packet(now, far, &far_packet(8, 2, 1_000, &audio))
+            .is_some());
+        assert!(leg
+            .handle_packet(now, far, &far_packet(8, 3, 1_160, &audio))
+            .is_some());
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::g711::Law;
 use crate::playout::Item;
@@ -82,10 +81,6 @@ impl Prompt {
             Law::A => &self.a,
         }
     }
-
-    pub fn duration(&self) -> Duration {
-        Duration::from_micros(self.mu.len() as u64 * 125)
-    }
 }
 
 /// The prompts by name, loaded once and shared.
@@ -161,7 +156,6 @@ mod tests {
         assert_eq!(prompt.encoded(Law::Mu).len(), 4);
         assert_eq!(Law::Mu.decode(prompt.encoded(Law::Mu)[1]), 988);
         assert_eq!(Law::A.decode(prompt.encoded(Law::A)[2]), -1008);
-        assert_eq!(prompt.duration(), Duration::from_micros(500));
     }
 
     #[test]

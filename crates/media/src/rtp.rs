@@ -27,9 +27,11 @@ pub enum Received<'a> {
     },
 }
 
-/// What was dropped, for the logs and the metrics.
+/// What went out, what came in, and what was dropped, for the logs and the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Packets we built to send.
+    pub sent: u64,
     pub received: u64,
     /// Not RTP at all, or an RTP version other than 2.
     pub garbage: u64,
@@ -92,8 +94,8 @@ impl Session {
         self.ssrc
     }
 
-    /// Whether the far end takes telephone-events from us.
-    pub fn sends_events(&self) -> bool {
+    /// Whether the far end negotiated telephone-events, so keys can go to it that way.
+    pub fn takes_telephone_events(&self) -> bool {
         self.types.telephone_event.is_some()
     }
 
@@ -236,6 +238,7 @@ impl Session {
             .build()
             .unwrap_or_default();
         self.sequence = self.sequence.next();
+        self.counters.sent += 1;
         packet
     }
 }
