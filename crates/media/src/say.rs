@@ -1,6 +1,8 @@
 //! Saying digits, numbers, times and dates from recorded words: each function gives the names
 //! of the prompts to play, in order (the names of `prompts/prompts.txt`).
 
+use chrono::{DateTime, Datelike, TimeZone, Timelike};
+
 /// Each key by name: "0" to "9", "star", "pound".
 pub fn digits(keys: &str) -> Vec<&'static str> {
     keys.chars()
@@ -140,6 +142,15 @@ pub fn date(weekday: u32, month: u32, day: u32) -> Vec<&'static str> {
     words
 }
 
+/// A moment as the customer says it, in the zone `at` carries (convert first, e.g.
+/// `utc.with_timezone(&tz)`): "Saturday, March twenty first at ten oh five A.M.".
+pub fn date_time<Tz: TimeZone>(at: &DateTime<Tz>) -> Vec<&'static str> {
+    let mut words = date(at.weekday().num_days_from_monday(), at.month(), at.day());
+    words.push("at");
+    words.extend(time(at.hour(), at.minute()));
+    words
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +184,21 @@ mod tests {
         assert_eq!(time(15, 0), ["3", "oclock", "pm"]);
         assert_eq!(time(0, 30), ["12", "30", "am"]);
         assert_eq!(time(23, 59), ["11", "50", "9", "pm"]);
+    }
+
+    #[test]
+    fn a_moment_is_said_in_the_customers_zone() {
+        let utc = chrono::Utc.with_ymd_and_hms(2026, 3, 22, 2, 5, 0).unwrap();
+        let new_york = utc.with_timezone(&chrono_tz::America::New_York);
+        assert_eq!(
+            date_time(&new_york),
+            ["saturday", "march", "20", "first", "at", "10", "oh", "5", "pm"]
+        );
+        let tokyo = utc.with_timezone(&chrono_tz::Asia::Tokyo);
+        assert_eq!(
+            date_time(&tokyo),
+            ["sunday", "march", "20", "second", "at", "11", "oh", "5", "am"]
+        );
     }
 
     #[test]
