@@ -142,6 +142,32 @@ pub fn date(weekday: u32, month: u32, day: u32) -> Vec<&'static str> {
     words
 }
 
+/// Every prompt name these functions may give, so a dialplan that says things can be checked
+/// against the prompts there are.
+pub fn words() -> impl Iterator<Item = &'static str> {
+    UNITS
+        .iter()
+        .chain(TENS.iter().filter(|t| !t.is_empty()))
+        .chain(&WEEKDAYS)
+        .chain(&MONTHS)
+        .chain(&ORDINALS)
+        .chain(&[
+            "hundred",
+            "thousand",
+            "oh",
+            "star",
+            "pound",
+            "oclock",
+            "am",
+            "pm",
+            "noon",
+            "midnight",
+            "at",
+            "thirtieth",
+        ])
+        .copied()
+}
+
 /// A moment as the customer says it, in the zone `at` carries (convert first, e.g.
 /// `utc.with_timezone(&tz)`): "Saturday, March twenty first at ten oh five A.M.".
 pub fn date_time<Tz: TimeZone>(at: &DateTime<Tz>) -> Vec<&'static str> {
@@ -154,6 +180,20 @@ pub fn date_time<Tz: TimeZone>(at: &DateTime<Tz>) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_word_said_is_a_word_listed() {
+        let listed: Vec<&str> = words().collect();
+        let said = (0..=99_999)
+            .step_by(7)
+            .flat_map(number)
+            .chain(digits("0123456789*#"))
+            .chain((0..24).flat_map(|h| (0..60).flat_map(move |m| time(h, m))))
+            .chain((1..=12).flat_map(|m| (1..=31).flat_map(move |d| date(m % 7, m, d))));
+        for word in said {
+            assert!(listed.contains(&word), "{word}");
+        }
+    }
 
     #[test]
     fn numbers() {
