@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod config;
+mod ivr;
 mod media;
 mod serve;
 mod signalling;
@@ -40,6 +41,11 @@ enum Command {
     Callbacks {
         #[command(subcommand)]
         command: cli::CallbacksCommand,
+    },
+    /// Check a dialplan, or try it without a phone.
+    Dialplan {
+        #[command(subcommand)]
+        command: ivr::DialplanCommand,
     },
 }
 
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Callbacks { command } => cli::run(config, command).await,
+            Command::Dialplan { command } => ivr::command(config, command).await,
         }
     });
     match result {

@@ -158,6 +158,12 @@ impl Session {
         &self.vars
     }
 
+    /// Whether a key now goes into an entry or a menu choice (rather than being kept for later
+    /// or stopping a prompt).
+    pub fn wants_keys(&self) -> bool {
+        matches!(self.state, State::Prompting { .. } | State::Waiting { .. })
+    }
+
     pub fn is_over(&self) -> bool {
         self.state == State::Done
     }

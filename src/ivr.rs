@@ -1,0 +1,474 @@
+//! The IVR runtime: the operations a dialplan may `run`, carried out on the callback service,
+//! and `callbackd dialplan check|simulate`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use callbacks::{
+    Actor, Callback, Callbacks, Channel, ConfirmationId, Media, Modification, ModifyError,
+    RequestedTime, State,
+};
+use chrono::{DateTime, Utc};
+use ivr::dialplan::{Catalogue, Dialplan, Kind, Operation};
+use ivr::session::{Action, Clip, Session, Value};
+use media::prompt::Library;
+use rand::{rngs::StdRng, RngCore, SeedableRng};
+use store::Store;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DialplanCommand {
+    /// Check a dialplan as start-up would (prompts, operations, nodes, variables); exit 1 with
+    /// every problem and its line when it is wrong.
+    Check { file: PathBuf },
+    /// Run a dialplan against the configured store with no SIP, pressing the keys given, and
+    /// print what the caller hears and what is run.
+    Simulate {
+        file: PathBuf,
+        /// The entry point to start at.
+        #[arg(long, default_value = "self_service")]
+        entry: String,
+        /// The keys the caller presses, in order (e.g. "745805615#5").
+        #[arg(long, default_value = "")]
+        digits: String,
+        /// The caller ID the call comes with.
+        #[arg(long, default_value = "anonymous")]
+        caller_id: String,
+    },
+}
+
+pub async fn command(config: Config, command: DialplanCommand) -> anyhow::Result<()> {
+    let prompts = crate::media::load_prompts(&config.media.prompts)?;
+    match command {
+        DialplanCommand::Check { file } => {
+            let plan = load(&file, &prompts)?;
+            println!(
+                "{}: ok; entries: {}; {} nodes",
+                file.display(),
+                plan.entries.keys().cloned().collect::<Vec<_>>().join(", "),
+                plan.nodes.len()
+            );
+            Ok(())
+        }
+        DialplanCommand::Simulate {
+            file,
+            entry,
+            digits,
+            caller_id,
+        } => {
+            let plan = load(&file, &prompts)?;
+            let url = config.store.url.expose();
+            let store = Store::open(url)
+                .await
+                .with_context(|| format!("opening the store at {}", store::redact(url)))?;
+            let operations = Operations {
+                callbacks: Arc::new(Callbacks {
+                    store: store.clone(),
+                    policy: config.policy(),
+                }),
+            };
+            let mut rng = StdRng::from_entropy();
+            let transcript =
+                simulate(plan, &entry, &digits, &caller_id, &operations, &mut rng).await;
+            store.close().await;
+            for line in transcript? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What every call starts with: `caller_id` (the From user, digits where it is a number).
+pub const INITIAL: &[(&str, Kind)] = &[("caller_id", Kind::Text)];
+
+/// The status a found callback tells: its state, when it is due, and its department.
+const STATUS: &[(&str, Kind)] = &[
+    ("state", Kind::Text),
+    ("scheduled_at", Kind::Time),
+    ("skill", Kind::Text),
+];
+
+/// The outcome of a change: the receipt's code, on failure the reason (`illegal_in_state`,
+/// ...), and on success the callback's new status.
+const CHANGE: &[(&str, Kind)] = &[
+    ("receipt", Kind::Digits),
+    ("reason", Kind::Text),
+    ("state", Kind::Text),
+    ("scheduled_at", Kind::Time),
+    ("skill", Kind::Text),
+];
+
+/// The operations dialplans may run.
+pub const OPERATIONS: &[Operation] = &[
+    // Finds the callback; `found` only when the caller's number is the callback's, else
+    // `verify` (also when there is no such callback: the caller cannot tell the two apart).
+    Operation {
+        name: "lookup",
+        args: &["id", "caller"],
+        results: &["found", "verify"],
+        sets: STATUS,
+    },
+    // The last four digits of the callback's number; `not_found` for a wrong answer and for an
+    // unknown ID alike.
+    Operation {
+        name: "verify",
+        args: &["id", "last4"],
+        results: &["found", "not_found"],
+        sets: STATUS,
+    },
+    // `action`: pause, resume, cancel, asap.
+    Operation {
+        name: "change",
+        args: &["id", "action"],
+        results: &["success", "failure"],
+        sets: CHANGE,
+    },
+    // `hhmm` in 24-hour time, `day` 1 today or 2 tomorrow, in the customer's time zone.
+    Operation {
+        name: "reschedule",
+        args: &["id", "hhmm", "day"],
+        results: &["success", "failure"],
+        sets: CHANGE,
+    },
+    // `number` with its country code, digits only.
+    Operation {
+        name: "change_number",
+        args: &["id", "number"],
+        results: &["success", "failure"],
+        sets: CHANGE,
+    },
+    // `how`: 1 a phone call, 2 a text message.
+    Operation {
+        name: "change_media",
+        args: &["id", "how"],
+        results: &["success", "failure"],
+        sets: CHANGE,
+    },
+    // `choice`: the department's place (1…n) in the queue's list of skills.
+    Operation {
+        name: "change_skill",
+        args: &["id", "choice"],
+        results: &["success", "failure"],
+        sets: CHANGE,
+    },
+];
+
+/// Loads and checks a dialplan against the operations and the prompts there are.
+pub fn load(path: &Path, prompts: &Library) -> anyhow::Result<Dialplan> {
+    let source =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let has_prompt = |name: &str| prompts.get(name).is_ok();
+    let catalogue = Catalogue {
+        has_prompt: &has_prompt,
+        operations: OPERATIONS,
+        initial: INITIAL,
+    };
+    Dialplan::load(&path.display().to_string(), &source, &catalogue).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow!("the dialplan is wrong:\n{}", lines.join("\n"))
+    })
+}
+
+/// Runs dialplan operations for calls.
+pub struct Operations {
+    pub callbacks: Arc<Callbacks<Store>>,
+}
+
+/// Who is calling, for the history.
+pub struct Caller {
+    pub caller_id: String,
+}
+
+impl Operations {
+    /// Runs `operation` at `now`; returns its result and the variables it sets.
+    pub async fn run(
+        &self,
+        rng: &mut (dyn RngCore + Send),
+        now: DateTime<Utc>,
+        caller: &Caller,
+        operation: &str,
+        args: &BTreeMap<String, String>,
+    ) -> (&'static str, Vec<(String, Value)>) {
+        let arg = |name: &str| arg(args, name);
+        let Ok(id) = ConfirmationId::parse(arg("id")) else {
+            return match operation {
+                "lookup" => ("verify", Vec::new()),
+                "verify" => ("not_found", Vec::new()),
+                _ => failure("not_found", None),
+            };
+        };
+        match operation {
+            "lookup" | "verify" => {
+                let found = match self.callbacks.show(&id).await {
+                    Ok(found) => found.map(|(c, _)| c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lookup failed; treated as not found");
+                        None
+                    }
+                };
+                let matches = |c: &Callback| match operation {
+                    "lookup" => same_number(c.address.as_str(), arg("caller")),
+                    _ => {
+                        let last4 = arg("last4");
+                        last4.len() == 4 && digits(c.address.as_str()).ends_with(last4)
+                    }
+                };
+                match found.filter(matches) {
+                    Some(c) => ("found", status(&c)),
+                    None if operation == "lookup" => ("verify", Vec::new()),
+                    None => ("not_found", Vec::new()),
+                }
+            }
+            _ => {
+                let modification = match self.modification(&id, operation, args, now).await {
+                    Ok(m) => m,
+                    Err(reason) => return failure(reason, None),
+                };
+                let actor = Actor::new(Channel::Ivr, caller.caller_id.clone());
+                match self
+                    .callbacks
+                    .modify(rng, now, &actor, &id, None, &modification)
+                    .await
+                {
+                    Ok((callback, receipt)) => {
+                        let mut vars = status(&callback);
+                        vars.push(("receipt".into(), Value::Digits(receipt.code.to_string())));
+                        ("success", vars)
+                    }
+                    Err(ModifyError::Refused(refused)) => failure(
+                        refused.rejection.reason().as_str(),
+                        Some(refused.receipt.code.to_string()),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a change from the IVR failed");
+                        failure("store_error", None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The modification an operation asks for; a reason when the keys make no sense.
+    async fn modification(
+        &self,
+        id: &ConfirmationId,
+        operation: &str,
+        args: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<Modification, &'static str> {
+        let arg = |name: &str| arg(args, name);
+        Ok(match (operation, arg("action")) {
+            ("change", "pause") => Modification::Pause {},
+            ("change", "resume") => Modification::Resume {},
+            ("change", "cancel") => Modification::Cancel {},
+            ("change", "asap") => Modification::Reschedule {
+                at: RequestedTime::Asap,
+            },
+            ("reschedule", _) => {
+                let callback = self
+                    .callbacks
+                    .show(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or("not_found")?
+                    .0;
+                let at = local_time(arg("hhmm"), arg("day"), callback.time_zone, now)
+                    .ok_or("invalid_input")?;
+                Modification::Reschedule {
+                    at: RequestedTime::At(at),
+                }
+            }
+            ("change_number", _) => Modification::ChangeAddress {
+                address: format!("+{}", arg("number")),
+            },
+            ("change_media", _) => Modification::ChangeMedia {
+                media: match arg("how") {
+                    "1" => Media::Voice,
+                    "2" => Media::Sms,
+                    _ => return Err("invalid_input"),
+                },
+                address: None,
+            },
+            ("change_skill", _) => {
+                let callback = self
+                    .callbacks
+                    .show(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or("not_found")?
+                    .0;
+                let skills = self
+                    .callbacks
+                    .policy
+                    .queues
+                    .get(&callback.queue)
+                    .map(|q| q.skills.clone())
+                    .unwrap_or_default();
+                let choice: usize = arg("choice").parse().map_err(|_| "invalid_input")?;
+                let skill = skills
+                    .get(choice.wrapping_sub(1))
+                    .ok_or("invalid_input")?
+                    .clone();
+                Modification::ChangeSkill { skill }
+            }
+            _ => return Err("invalid_input"),
+        })
+    }
+}
+
+/// An operation's argument; empty when absent.
+fn arg<'a>(args: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+    args.get(name).map(String::as_str).unwrap_or_default()
+}
+
+fn failure(reason: &str, receipt: Option<String>) -> (&'static str, Vec<(String, Value)>) {
+    let mut vars = vec![("reason".into(), Value::Text(reason.into()))];
+    if let Some(code) = receipt {
+        vars.push(("receipt".into(), Value::Digits(code)));
+    }
+    ("failure", vars)
+}
+
+fn digits(text: &str) -> String {
+    text.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// Whether a caller ID is the callback's number: the same digits, allowing for a missing
+/// country code (at least 7 digits must agree).
+fn same_number(address: &str, caller: &str) -> bool {
+    let (a, c) = (digits(address), digits(caller));
+    c.len() >= 7 && (a.ends_with(&c) || c.ends_with(&a))
+}
+
+/// HHMM today (`1`) or tomorrow (`2`) in `zone`.
+fn local_time(
+    hhmm: &str,
+    day: &str,
+    zone: chrono_tz::Tz,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    use chrono::{Days, NaiveTime, TimeZone};
+    if hhmm.len() != 4 {
+        return None;
+    }
+    let time = NaiveTime::from_hms_opt(hhmm[..2].parse().ok()?, hhmm[2..].parse().ok()?, 0)?;
+    let today = now.with_timezone(&zone).date_naive();
+    let date = match day {
+        "1" => today,
+        "2" => today.checked_add_days(Days::new(1))?,
+        _ => return None,
+    };
+    zone.from_local_datetime(&date.and_time(time))
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// What a found callback says about itself.
+fn status(c: &Callback) -> Vec<(String, Value)> {
+    let state = match c.state {
+        State::Paused => "paused",
+        State::Queued | State::Dialing => "queued",
+        _ => "scheduled",
+    };
+    let due = c.next_attempt_at.with_timezone(&c.time_zone).fixed_offset();
+    vec![
+        ("state".into(), Value::Text(state.into())),
+        ("scheduled_at".into(), Value::Time(due)),
+        ("skill".into(), Value::Text(c.skill.clone())),
+    ]
+}
+
+/// `callbackd dialplan simulate`: runs `entry` of the dialplan against the real store with no
+/// SIP, as a caller pressing `keys`, and prints what the caller hears and what is run.
+/// The caller presses the next key whenever an entry or a menu takes keys (cutting a prompt
+/// short) and otherwise listens to the end; when the keys run out, the caller stays silent,
+/// so every timeout comes in turn until the dialplan hangs up.
+pub async fn simulate(
+    plan: Dialplan,
+    entry: &str,
+    keys: &str,
+    caller_id: &str,
+    operations: &Operations,
+    rng: &mut (dyn RngCore + Send),
+) -> anyhow::Result<Vec<String>> {
+    let mut now = Instant::now();
+    let vars = BTreeMap::from([("caller_id".to_owned(), Value::Text(caller_id.to_owned()))]);
+    let mut session = Session::start(Arc::new(plan), entry, vars, now)
+        .ok_or_else(|| anyhow!("the dialplan has no entry `{entry}`"))?;
+    let caller = Caller {
+        caller_id: caller_id.to_owned(),
+    };
+    let mut keys = keys.chars().filter(|c| !c.is_whitespace());
+    let mut transcript = Vec::new();
+    let mut playing = None;
+    for _ in 0..10_000 {
+        while let Some(action) = session.poll_action() {
+            match action {
+                Action::Play { id, clips, .. } => {
+                    let words: Vec<String> = clips
+                        .iter()
+                        .map(|c| match c {
+                            Clip::Prompt(p) => p.clone(),
+                            Clip::Silence(d) => format!("({} ms silence)", d.as_millis()),
+                        })
+                        .collect();
+                    transcript.push(format!("hears: {}", words.join(" ")));
+                    playing = Some(id);
+                }
+                Action::Run { operation, args } => {
+                    let (result, vars) = operations
+                        .run(rng, Utc::now(), &caller, &operation, &args)
+                        .await;
+                    let shown: Vec<String> = vars
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", v.text()))
+                        .collect();
+                    transcript.push(format!(
+                        "runs: {operation} {} -> {result} {}",
+                        args.iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        shown.join(" ")
+                    ));
+                    session.handle_result(now, result, vars);
+                }
+                Action::Transfer { queue } => transcript.push(format!("transferred to {queue}")),
+                Action::HangUp => transcript.push("hangs up".into()),
+            }
+        }
+        if session.is_over() {
+            return Ok(transcript);
+        }
+        if session.wants_keys() {
+            if let Some(key) = keys.next() {
+                match transcript.last_mut() {
+                    Some(line) if line.starts_with("presses: ") => line.push(key),
+                    _ => transcript.push(format!("presses: {key}")),
+                }
+                session.handle_key(now, key);
+                continue;
+            }
+        }
+        if let Some(id) = playing.take() {
+            session.handle_played(now, id);
+            continue;
+        }
+        match session.poll_timeout() {
+            Some(at) => {
+                now = at.max(now) + Duration::from_millis(1);
+                transcript.push("(silence)".into());
+                session.handle_timeout(now);
+            }
+            None => return Ok(transcript),
+        }
+    }
+    Err(anyhow!("the simulation did not end after 10,000 steps"))
+}

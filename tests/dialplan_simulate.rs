@@ -1,0 +1,265 @@
+//! The default dialplan's self-service flows, run by `callbackd dialplan simulate` against a
+//! real store (SQLite and PostgreSQL): what the caller hears, and what changed in the store.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{callbackd, config, store_url};
+use serde_json::Value;
+
+/// A store with the default configuration, and the commands to work on it.
+struct Line {
+    config: PathBuf,
+}
+
+impl Line {
+    async fn new(backend: &str) -> Line {
+        Line {
+            config: config(&store_url(backend).await, ""),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = callbackd()
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "callbackd {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A callback for `address`; its confirmation ID.
+    fn create(&self, address: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "callbacks",
+            "create",
+            "--queue",
+            "support",
+            "--address",
+            address,
+        ];
+        args.extend_from_slice(extra);
+        let body: Value = serde_json::from_str(&self.run(&args)).unwrap();
+        body["confirmation_id"].as_str().unwrap().to_owned()
+    }
+
+    /// A call from `caller_id` pressing `keys`; what the caller heard and did.
+    fn call(&self, caller_id: &str, keys: &str) -> String {
+        self.run(&[
+            "dialplan",
+            "simulate",
+            "dialplans/default.toml",
+            "--caller-id",
+            caller_id,
+            "--digits",
+            keys,
+        ])
+    }
+
+    fn show(&self, id: &str) -> Value {
+        serde_json::from_str(&self.run(&["callbacks", "show", id])).unwrap()
+    }
+}
+
+const NUMBER: &str = "+12125550100";
+
+/// The receipt code the caller heard after "change-confirmed".
+fn spoken_receipt(transcript: &str) -> String {
+    let line = transcript
+        .lines()
+        .find(|l| l.starts_with("hears: change-confirmed"))
+        .unwrap_or_else(|| panic!("no confirmation heard:\n{transcript}"));
+    line.split_whitespace().skip(2).collect()
+}
+
+async fn look_up_pause_and_resume_with_receipts_in_the_history(backend: &str) {
+    let line = Line::new(backend).await;
+    let id = line.create(NUMBER, &[]);
+    let heard = line.call(NUMBER, &format!("{id}#5*"));
+    assert!(
+        heard.contains("hears: status-scheduled as-soon-as-possible"),
+        "{heard}"
+    );
+    let receipt = spoken_receipt(&heard);
+    assert!(
+        heard.trim_end().ends_with("hears: goodbye\nhangs up"),
+        "{heard}"
+    );
+    let shown = line.show(&id);
+    assert_eq!(shown["state"], "paused", "{shown}");
+    let last = shown["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            last["action"].as_str(),
+            last["channel"].as_str(),
+            last["receipt"].as_str()
+        ),
+        (Some("pause"), Some("ivr"), Some(receipt.as_str())),
+        "{last}"
+    );
+    assert_eq!(last["actor"], NUMBER, "the caller ID is in the history");
+    // The second call hears "paused" and 5 resumes.
+    let heard = line.call(NUMBER, &format!("{id}#5*"));
+    assert!(heard.contains("hears: status-paused"), "{heard}");
+    assert_eq!(line.show(&id)["state"], "queued");
+}
+
+#[tokio::test]
+async fn look_up_pause_and_resume_on_sqlite() {
+    look_up_pause_and_resume_with_receipts_in_the_history("sqlite").await;
+}
+
+#[tokio::test]
+async fn look_up_pause_and_resume_on_postgres() {
+    look_up_pause_and_resume_with_receipts_in_the_history("postgres").await;
+}
+
+#[tokio::test]
+async fn a_caller_from_another_number_is_asked_the_last_four_digits() {
+    let line = Line::new("sqlite").await;
+    let id = line.create(NUMBER, &[]);
+    let heard = line.call("+13125550199", &format!("{id}#0100 6 1 *"));
+    assert!(heard.contains("hears: enter-last-four"), "{heard}");
+    assert!(heard.contains("runs: verify"), "{heard}");
+    assert_eq!(line.show(&id)["state"], "cancelled");
+}
+
+#[tokio::test]
+async fn an_unknown_id_and_a_wrong_last_four_sound_the_same() {
+    let line = Line::new("sqlite").await;
+    let id = line.create(NUMBER, &[]);
+    let stranger = "+13125550199";
+    let wrong_four = line.call(stranger, &format!("{id}#9999"));
+    let unknown = line.call(stranger, "745805615#0100");
+    let heard = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("hears:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(heard(&wrong_four), heard(&unknown));
+    assert!(wrong_four.contains("hears: not-found"), "{wrong_four}");
+    assert_eq!(line.show(&id)["state"], "queued", "nothing changed");
+}
+
+#[tokio::test]
+async fn a_mistyped_id_three_times_is_refused_without_a_lookup_and_goodbye() {
+    let line = Line::new("sqlite").await;
+    let heard = line.call(NUMBER, "745805616#745805617#745805618#");
+    assert_eq!(
+        heard.matches("hears: invalid-confirmation").count(),
+        2,
+        "{heard}"
+    );
+    assert!(
+        heard.contains("hears: too-many-attempts goodbye"),
+        "{heard}"
+    );
+    assert!(
+        !heard.contains("runs:"),
+        "no lookup for a bad check digit: {heard}"
+    );
+}
+
+#[tokio::test]
+async fn reschedule_to_a_time_tomorrow_then_as_soon_as_possible() {
+    let line = Line::new("sqlite").await;
+    let id = line.create(NUMBER, &[]);
+    // 1 time, 2 a time, 14:30, 2 tomorrow, 1 confirm.
+    let heard = line.call(NUMBER, &format!("{id}#1 2 1430 2 1 *"));
+    assert!(
+        heard.contains("hears: you-entered 1 4 3 0 confirm-menu"),
+        "{heard}"
+    );
+    spoken_receipt(&heard);
+    let shown = line.show(&id);
+    assert_eq!(shown["state"], "scheduled", "{shown}");
+    let at = chrono::DateTime::parse_from_rfc3339(shown["requested"].as_str().unwrap())
+        .expect("a time was requested")
+        .with_timezone(&chrono_tz::America::New_York);
+    assert_eq!(at.format("%H:%M").to_string(), "14:30");
+    let heard = line.call(NUMBER, &format!("{id}#1 1 *"));
+    spoken_receipt(&heard);
+    assert_eq!(line.show(&id)["state"], "queued");
+}
+
+#[tokio::test]
+async fn change_the_number_and_a_blocked_number_is_refused_with_its_reason() {
+    let line = Line::new("sqlite").await;
+    let id = line.create(NUMBER, &[]);
+    let heard = line.call(NUMBER, &format!("{id}#2 12125550123# 1 *"));
+    spoken_receipt(&heard);
+    assert_eq!(line.show(&id)["address"], "+12125550123");
+    // A premium-rate number: refused, the reason said, nothing changed.
+    let heard = line.call("+12125550123", &format!("{id}#2 19005550123# 1 *"));
+    assert!(
+        heard.contains("hears: change-failed reason-blocked-by-policy reference-code"),
+        "{heard}"
+    );
+    assert_eq!(line.show(&id)["address"], "+12125550123");
+}
+
+#[tokio::test]
+async fn change_how_we_reach_you_and_the_department() {
+    let line = Line::new("sqlite").await;
+    let id = line.create(NUMBER, &[]);
+    let heard = line.call(NUMBER, &format!("{id}#3 2 4 3 *"));
+    assert_eq!(
+        heard.matches("hears: change-confirmed").count(),
+        2,
+        "{heard}"
+    );
+    let shown = line.show(&id);
+    assert_eq!(
+        (shown["media"].as_str(), shown["skill"].as_str()),
+        (Some("sms"), Some("sales"))
+    );
+}
+
+#[test]
+fn check_names_every_problem_with_its_line() {
+    let url = store::testing::sqlite_url();
+    let config = config(&url, "");
+    let bad =
+        std::env::temp_dir().join(format!("bad-dialplan-{:016x}.toml", rand::random::<u64>()));
+    std::fs::write(
+        &bad,
+        "[entries]\nself_service = \"start\"\n\n[nodes.start]\nkind = \"play\"\nprompts = [\"no-such-prompt\"]\nnext = \"nowhere\"\n",
+    )
+    .unwrap();
+    let out = callbackd()
+        .args(["dialplan", "check"])
+        .arg(&bad)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let file = bad.display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:4:1: there is no node `nowhere`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("plays `no-such-prompt`, which is not a prompt"),
+        "{stderr}"
+    );
+    let out = callbackd()
+        .args(["dialplan", "check", "dialplans/default.toml", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
