@@ -18,9 +18,27 @@ pub struct Config {
     pub api: ApiConfig,
     pub store: StoreConfig,
     pub sip: SipConfig,
+    #[serde(default)]
+    pub ivr: IvrConfig,
     pub media: MediaConfig,
     pub dialing: DialingPolicy,
     pub queues: BTreeMap<String, Queue>,
+}
+
+/// The IVR: the dialplan calls run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IvrConfig {
+    /// Relative paths start where callbackd runs.
+    pub dialplan: PathBuf,
+}
+
+impl Default for IvrConfig {
+    fn default() -> Self {
+        IvrConfig {
+            dialplan: "dialplans/default.toml".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -33,7 +33,8 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     let sip = crate::signalling::start(
         config.sip.clone(),
         config.media.clone(),
-        callbacks.store.clone(),
+        &config.ivr,
+        callbacks.clone(),
     )
     .await?;
     for address in &sip.udp {

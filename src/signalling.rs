@@ -1,7 +1,7 @@
 //! The SIP runtime: UDP and TCP sockets, the RTP port pool, and the loop that pumps the
 //! sans-IO user agent (`sip::ua`). It holds no protocol logic of its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -18,14 +18,17 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::config::{MediaConfig, SipConfig};
+use crate::config::{IvrConfig, MediaConfig, SipConfig};
+use crate::ivr::{Caller, Operations};
 use crate::media::{Media, MediaEvent};
+use ivr::dialplan::Dialplan;
+use ivr::session::{Action, Clip, Session, Value};
 use media::g711::Law;
 use media::leg::{Leg, LegEvent};
 use media::playout::Ended;
 use media::playout::Item;
 use media::prompt::Library;
-use media::rtp::{PayloadTypes, Session};
+use media::rtp::{self, PayloadTypes};
 use store::Store;
 
 type TestCallReply = oneshot::Sender<Result<TestCallOutcome, TestCallError>>;
@@ -52,6 +55,12 @@ enum Inbound {
     TestCall {
         call: TestCall,
         reply: TestCallReply,
+    },
+    /// A dialplan operation of a call finished.
+    Ran {
+        call: CallHandle,
+        result: &'static str,
+        vars: Vec<(String, Value)>,
     },
 }
 
@@ -186,6 +195,10 @@ struct ActiveCall {
     media: Option<CallMedia>,
     /// Whether the media runtime has the call.
     in_media: bool,
+    /// For an inbound call: the dialplan entry it starts at and who is calling; then the
+    /// dialplan session once the call is answered.
+    ivr: Option<(String, String)>,
+    session: Option<Session>,
 }
 
 /// A call's media as offer and answer settled it.
@@ -227,10 +240,25 @@ pub struct Bound {
 }
 
 /// Binds the SIP sockets and starts the user agent; runs until the process ends.
-pub async fn start(sip: SipConfig, media: MediaConfig, store: Store) -> anyhow::Result<Bound> {
+pub async fn start(
+    sip: SipConfig,
+    media: MediaConfig,
+    ivr: &IvrConfig,
+    callbacks: std::sync::Arc<callbacks::Callbacks<Store>>,
+) -> anyhow::Result<Bound> {
+    let store = callbacks.store.clone();
     let (tx, rx) = mpsc::channel::<Inbound>(4096);
     let prompts = crate::media::load_prompts(&media.prompts)?;
     info!(count = prompts.len(), dir = %media.prompts.display(), "prompts loaded");
+    let plan = crate::ivr::load(&ivr.dialplan, &prompts)?;
+    for entry in std::iter::once(&sip.default_entry).chain(sip.entries.values()) {
+        anyhow::ensure!(
+            plan.entries.contains_key(entry),
+            "sip names the dialplan entry `{entry}`, which {} does not have",
+            ivr.dialplan.display()
+        );
+    }
+    info!(dialplan = %ivr.dialplan.display(), nodes = plan.nodes.len(), "dialplan loaded");
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let runtime =
         Media::start(media.pacing_threads, media_tx).context("starting the RTP pacing threads")?;
@@ -326,6 +354,9 @@ pub async fn start(sip: SipConfig, media: MediaConfig, store: Store) -> anyhow::
         media_config: media,
         media: runtime,
         prompts,
+        plan: std::sync::Arc::new(plan),
+        operations: std::sync::Arc::new(Operations { callbacks }),
+        tx: tx.clone(),
         udp_peers: HashMap::new(),
     };
     tokio::spawn(run(state, rx, media_rx));
@@ -542,6 +573,10 @@ struct Loop {
     media_config: MediaConfig,
     media: Media<CallHandle>,
     prompts: Library,
+    plan: std::sync::Arc<Dialplan>,
+    operations: std::sync::Arc<Operations>,
+    /// For operations running on their own to report back.
+    tx: mpsc::Sender<Inbound>,
     /// Which UDP socket each peer last sent to.
     udp_peers: HashMap<SocketAddr, usize>,
 }
@@ -573,6 +608,7 @@ async fn run(
                 Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
                 Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
                 Some(Inbound::TestCall { call, reply }) => state.test_call(Instant::now(), call, reply),
+                Some(Inbound::Ran { call, result, vars }) => state.ran(Instant::now(), call, result, vars),
                 None => return,
             },
             Some(event) = media_rx.recv() => state.on_media(Instant::now(), event),
@@ -599,7 +635,22 @@ impl Loop {
             MediaEvent::Leg {
                 call,
                 event: LegEvent::Key { key, source },
-            } => info!(%call, %key, ?source, "key pressed"),
+            } => {
+                info!(%call, %key, ?source, "key pressed");
+                if let Some(session) = self.calls.get_mut(&call).and_then(|a| a.session.as_mut()) {
+                    session.handle_key(now, key);
+                    self.drive(now, call);
+                }
+            }
+            MediaEvent::Leg {
+                call,
+                event: LegEvent::PlayoutEnded { id, .. },
+            } if self.calls.get(&call).is_some_and(|a| a.session.is_some()) => {
+                if let Some(session) = self.calls.get_mut(&call).and_then(|a| a.session.as_mut()) {
+                    session.handle_played(now, id);
+                }
+                self.drive(now, call);
+            }
             MediaEvent::Leg {
                 call,
                 event:
@@ -722,6 +773,8 @@ impl Loop {
                         rtp: Some(rtp),
                         media,
                         in_media: false,
+                        ivr: Some((entry.to_owned(), caller.clone().unwrap_or_default())),
+                        session: None,
                     },
                 );
                 let ring_time = self.sip.ring_time.to_std().unwrap_or_default();
@@ -885,7 +938,7 @@ impl Loop {
             .rtp_timeout
             .to_std()
             .unwrap_or(Duration::from_secs(30));
-        let session = Session::new(&mut self.rng, media.types, Some(media.remote), now);
+        let session = rtp::Session::new(&mut self.rng, media.types, Some(media.remote), now);
         let leg = Leg::new(session, media.law);
         if let Err(e) = self.media.open(call, socket, leg, timeout, active.partner) {
             warn!(%call, error = %e, "cannot start the call's RTP; hanging up");
@@ -918,12 +971,76 @@ impl Loop {
             } else if test.connect_to.is_some() {
                 self.connect(now, call);
             }
-        } else if let (Ok(greeting), Ok(music)) =
-            (self.prompts.get("welcome"), self.prompts.get("hold-music"))
-        {
-            // Until the IVR runs calls: a greeting, then hold music, which a key stops.
-            let items = vec![Item::Prompt(greeting), Item::Loop(music)];
-            self.media.play(call, 0, items, true);
+        } else if let Some((entry, caller_id)) = active.ivr.clone() {
+            let vars = BTreeMap::from([("caller_id".to_owned(), Value::Text(caller_id))]);
+            active.session = Session::start(self.plan.clone(), &entry, vars, now);
+            self.drive(now, call);
+        }
+    }
+
+    /// Carries out what a call's dialplan session asks for.
+    fn drive(&mut self, now: Instant, call: CallHandle) {
+        let Some(active) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(session) = active.session.as_mut() else {
+            return;
+        };
+        while let Some(action) = session.poll_action() {
+            match action {
+                Action::Play {
+                    id,
+                    clips,
+                    barge_in,
+                } => {
+                    let items = clips
+                        .into_iter()
+                        .filter_map(|clip| match clip {
+                            Clip::Prompt(name) => self.prompts.get(&name).ok().map(Item::Prompt),
+                            Clip::Silence(d) => Some(Item::Silence(d)),
+                        })
+                        .collect();
+                    self.media.play(call, id, items, barge_in);
+                }
+                Action::Run { operation, args } => {
+                    debug!(%call, operation, "dialplan operation");
+                    let (operations, tx) = (self.operations.clone(), self.tx.clone());
+                    let caller = Caller {
+                        caller_id: active
+                            .ivr
+                            .as_ref()
+                            .map(|(_, c)| c.clone())
+                            .unwrap_or_default(),
+                    };
+                    tokio::spawn(async move {
+                        let mut rng = StdRng::from_entropy();
+                        let (result, vars) = operations
+                            .run(&mut rng, chrono::Utc::now(), &caller, &operation, &args)
+                            .await;
+                        let _ = tx.send(Inbound::Ran { call, result, vars }).await;
+                    });
+                }
+                Action::Transfer { queue } => {
+                    // Queues to hold in come with the dialer; until then the call ends.
+                    info!(%call, queue, "transfer to a queue asked; not yet possible, hanging up");
+                    active.hanging_up = true;
+                    self.ua.hang_up(now, call);
+                }
+                Action::HangUp => {
+                    if !active.hanging_up {
+                        active.hanging_up = true;
+                        self.ua.hang_up(now, call);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A call's dialplan operation finished.
+    fn ran(&mut self, now: Instant, call: CallHandle, result: &str, vars: Vec<(String, Value)>) {
+        if let Some(session) = self.calls.get_mut(&call).and_then(|a| a.session.as_mut()) {
+            session.handle_result(now, result, vars);
+            self.drive(now, call);
         }
     }
 
@@ -1077,6 +1194,8 @@ impl Loop {
                 rtp: Some(rtp),
                 media: None,
                 in_media: false,
+                ivr: None,
+                session: None,
             },
         );
         Ok(call)
@@ -1093,6 +1212,24 @@ impl Loop {
         self.ringing.retain(|(at, _, _)| *at > now);
         for (call, body) in due {
             self.ua.answer(now, call, body);
+        }
+        // Dialplan timeouts (a caller who stopped typing).
+        let due: Vec<CallHandle> = self
+            .calls
+            .iter()
+            .filter(|(_, a)| {
+                a.session
+                    .as_ref()
+                    .and_then(Session::poll_timeout)
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for call in due {
+            if let Some(session) = self.calls.get_mut(&call).and_then(|a| a.session.as_mut()) {
+                session.handle_timeout(now);
+            }
+            self.drive(now, call);
         }
         let longest = self.sip.max_call_duration.to_std().unwrap_or_default();
         for (call, active) in &mut self.calls {

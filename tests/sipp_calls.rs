@@ -286,3 +286,107 @@ fn in_band_tones_arrive_as_keys_in_order() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(keys_only(&heard, "InBand"), "369*0D");
 }
+
+/// The scenario of a caller from `from` pressing `keys` as telephone-events through the
+/// self-service dialplan, written from `uac_self_service.xml`.
+fn self_service_scenario(from: &str, keys: &str) -> PathBuf {
+    let actions: String = keys
+        .chars()
+        .map(|k| {
+            let name = match k {
+                '#' => "pound".to_owned(),
+                '*' => "star".to_owned(),
+                d => d.to_string(),
+            };
+            format!(
+                "  <nop>\n    <action>\n      <exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_{name}.pcap\"/>\n    </action>\n  </nop>\n  <pause milliseconds=\"600\"/>\n"
+            )
+        })
+        .collect();
+    let text = std::fs::read_to_string(scenario("uac_self_service.xml"))
+        .unwrap()
+        .replace("FROM_USER", from)
+        .replace("KEYS_ACTIONS", &actions);
+    let path =
+        std::env::temp_dir().join(format!("callbackd-ivr-{:016x}.xml", rand::random::<u64>()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Creates a callback for `number` with the CLI; its confirmation ID.
+fn create_callback(config: &std::path::Path, number: &str) -> String {
+    let out = common::callbackd()
+        .args([
+            "callbacks",
+            "create",
+            "--queue",
+            "support",
+            "--address",
+            number,
+        ])
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    body["confirmation_id"].as_str().unwrap().to_owned()
+}
+
+fn show_callback(config: &std::path::Path, id: &str) -> serde_json::Value {
+    let out = common::callbackd()
+        .args(["callbacks", "show", id])
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A caller phones in, types the confirmation ID and # over the greeting, 5 to pause, * to
+/// end; callbackd hangs up, and the store has the callback paused with an IVR receipt.
+fn pause_by_phone(url: &str) {
+    let config = config_with(url, &[]);
+    let number = "+12125550100";
+    let id = create_callback(&config, number);
+    let log =
+        std::env::temp_dir().join(format!("callbackd-ivr-{:016x}.log", rand::random::<u64>()));
+    let server = Server::start_logging(&config, &log);
+    let scenario = self_service_scenario(number, &format!("{id}#5*"));
+    let (ok, failed, out) = run(
+        server.sip_udp.unwrap(),
+        &scenario.display().to_string(),
+        1,
+        &[],
+    );
+    std::fs::remove_file(&scenario).ok();
+    assert_eq!((ok, failed), (1, 0), "{out}");
+    drop(server);
+    let shown = show_callback(&config, &id);
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(shown["state"], "paused", "{shown}\n{log}");
+    let last = shown["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["channel"], "ivr", "{last}");
+    assert_eq!(last["actor"], number, "{last}");
+    assert!(
+        last["receipt"].as_str().is_some_and(|r| r.len() == 6),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_caller_pauses_a_callback_by_phone_on_sqlite() {
+    pause_by_phone(&store::testing::sqlite_url());
+}
+
+#[tokio::test]
+async fn a_caller_pauses_a_callback_by_phone_on_postgres() {
+    let url = store::testing::postgres_url().await;
+    tokio::task::spawn_blocking(move || pause_by_phone(&url))
+        .await
+        .unwrap();
+}

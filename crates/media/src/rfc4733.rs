@@ -18,6 +18,11 @@ pub const END_TIMEOUT: Duration = Duration::from_millis(375);
 
 /// How many recent events are remembered to recognise late, reordered packets of them.
 const REMEMBERED: usize = 32;
+/// How long an event is remembered after its last packet, as long as an event with lost ends
+/// stays open: a packet later than that is not a late packet of it but a new press that
+/// happens to carry the same timestamp (a test tool replaying one capture for every press of
+/// a key does that).
+const REMEMBER_FOR: Duration = END_TIMEOUT;
 
 /// What is wrong with a telephone-event payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,8 +100,8 @@ struct Open {
 #[derive(Debug, Default)]
 pub struct Receiver {
     open: Option<Open>,
-    /// (SSRC, timestamp) of recent events, to ignore their late packets.
-    seen: VecDeque<(u32, u32)>,
+    /// (SSRC, timestamp, last packet) of recent events, to ignore their late packets.
+    seen: VecDeque<(u32, u32, Instant)>,
 }
 
 impl Receiver {
@@ -122,13 +127,22 @@ impl Receiver {
         {
             // Another packet of the press we know: an update, a repeated end, a late one.
             open.last_packet = now;
+            if let Some(seen) = self
+                .seen
+                .iter_mut()
+                .find(|(s, t, _)| (*s, *t) == (ssrc, timestamp))
+            {
+                seen.2 = now;
+            }
             open.ended |= p.end;
             open.reaches = open
                 .reaches
                 .max(timestamp.wrapping_add(u32::from(p.duration)));
             return Ok(None);
         }
-        if self.seen.contains(&(ssrc, timestamp)) {
+        if self.seen.iter().any(|&(s, t, last)| {
+            (s, t) == (ssrc, timestamp) && now.saturating_duration_since(last) < REMEMBER_FOR
+        }) {
             return Ok(None);
         }
         // A long press goes on in a new segment once its duration ran out of 16 bits; any
@@ -139,7 +153,7 @@ impl Receiver {
                 && !o.ended
                 && o.reaches.wrapping_sub(o.timestamp) >= u32::from(u16::MAX) - 1600
         });
-        self.remember(ssrc, timestamp);
+        self.remember(ssrc, timestamp, now);
         self.open = Some(Open {
             ssrc,
             timestamp,
@@ -151,11 +165,11 @@ impl Receiver {
         Ok((!continues).then_some(digit))
     }
 
-    fn remember(&mut self, ssrc: u32, timestamp: u32) {
+    fn remember(&mut self, ssrc: u32, timestamp: u32, now: Instant) {
         if self.seen.len() == REMEMBERED {
             self.seen.pop_front();
         }
-        self.seen.push_back((ssrc, timestamp));
+        self.seen.push_back((ssrc, timestamp, now));
     }
 
     /// Closes a press whose end packets never came.
@@ -176,6 +190,24 @@ impl Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capture_replayed_for_a_second_press_counts_again() {
+        // SIPp replays one capture for every press of a key: same SSRC, same timestamp.
+        let mut receiver = Receiver::new();
+        let start = Instant::now();
+        let mut keys = String::new();
+        for (count, at) in [0u64, 600, 1200].into_iter().enumerate() {
+            for (i, (timestamp, payload)) in press('7', 5000, 100).into_iter().enumerate() {
+                let now = start + Duration::from_millis(at + 20 * i as u64);
+                if let Ok(Some(k)) = receiver.handle_packet(now, 42, timestamp, &payload) {
+                    keys.push(k);
+                }
+            }
+            assert_eq!(keys.len(), count + 1);
+        }
+        assert_eq!(keys, "777");
+    }
 
     /// The packets a sender makes for one press: start (marker), updates every 20 ms, three
     /// end packets. Each is (timestamp, payload).
