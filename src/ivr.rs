@@ -114,11 +114,11 @@ pub const OPERATIONS: &[Operation] = &[
         sets: STATUS,
     },
     // The last four digits of the callback's number; `not_found` for a wrong answer and for an
-    // unknown ID alike.
+    // unknown ID alike, and `too_many` when that was the call's last allowed failure.
     Operation {
         name: "verify",
         args: &["id", "last4"],
-        results: &["found", "not_found"],
+        results: &["found", "not_found", "too_many"],
         sets: STATUS,
     },
     // `action`: pause, resume, cancel, asap.
@@ -179,10 +179,15 @@ pub struct Operations {
     pub callbacks: Arc<Callbacks<Store>>,
 }
 
-/// Who is calling, for the history.
+/// Who is calling (for the history), and how many look-ups of the call failed so far.
 pub struct Caller {
     pub caller_id: String,
+    pub failures: u32,
 }
+
+/// Failed look-ups (an unknown ID or a wrong last four digits) a call may make; the last one
+/// ends the call.
+pub const MAX_FAILURES_PER_CALL: u32 = 3;
 
 impl Operations {
     /// Runs `operation` at `now`; returns its result and the variables it sets.
@@ -195,10 +200,15 @@ impl Operations {
         args: &BTreeMap<String, String>,
     ) -> (&'static str, Vec<(String, Value)>) {
         let arg = |name: &str| arg(args, name);
+        let not_found = if caller.failures + 1 >= MAX_FAILURES_PER_CALL {
+            "too_many"
+        } else {
+            "not_found"
+        };
         let Ok(id) = ConfirmationId::parse(arg("id")) else {
             return match operation {
                 "lookup" => ("verify", Vec::new()),
-                "verify" => ("not_found", Vec::new()),
+                "verify" => (not_found, Vec::new()),
                 _ => failure("not_found", None),
             };
         };
@@ -221,7 +231,7 @@ impl Operations {
                 match found.filter(matches) {
                     Some(c) => ("found", status(&c)),
                     None if operation == "lookup" => ("verify", Vec::new()),
-                    None => ("not_found", Vec::new()),
+                    None => (not_found, Vec::new()),
                 }
             }
             _ => {
@@ -336,6 +346,11 @@ fn failure(reason: &str, receipt: Option<String>) -> (&'static str, Vec<(String,
     ("failure", vars)
 }
 
+/// Whether an operation's result is a failed look-up.
+pub fn failed(result: &str) -> bool {
+    matches!(result, "not_found" | "too_many")
+}
+
 fn digits(text: &str) -> String {
     text.chars().filter(char::is_ascii_digit).collect()
 }
@@ -402,8 +417,9 @@ pub async fn simulate(
     let vars = BTreeMap::from([("caller_id".to_owned(), Value::Text(caller_id.to_owned()))]);
     let mut session = Session::start(Arc::new(plan), entry, vars, now)
         .ok_or_else(|| anyhow!("the dialplan has no entry `{entry}`"))?;
-    let caller = Caller {
+    let mut caller = Caller {
         caller_id: caller_id.to_owned(),
+        failures: 0,
     };
     let mut keys = keys.chars().filter(|c| !c.is_whitespace());
     let mut transcript = Vec::new();
@@ -426,6 +442,7 @@ pub async fn simulate(
                     let (result, vars) = operations
                         .run(rng, Utc::now(), &caller, &operation, &args)
                         .await;
+                    caller.failures += u32::from(failed(result));
                     let shown: Vec<String> = vars
                         .iter()
                         .map(|(k, v)| format!("{k}={}", v.text()))

@@ -199,6 +199,8 @@ struct ActiveCall {
     /// dialplan session once the call is answered.
     ivr: Option<(String, String)>,
     session: Option<Session>,
+    /// Failed look-ups so far in this call.
+    failures: u32,
 }
 
 /// A call's media as offer and answer settled it.
@@ -775,6 +777,7 @@ impl Loop {
                         in_media: false,
                         ivr: Some((entry.to_owned(), caller.clone().unwrap_or_default())),
                         session: None,
+                        failures: 0,
                     },
                 );
                 let ring_time = self.sip.ring_time.to_std().unwrap_or_default();
@@ -1011,6 +1014,7 @@ impl Loop {
                             .as_ref()
                             .map(|(_, c)| c.clone())
                             .unwrap_or_default(),
+                        failures: active.failures,
                     };
                     tokio::spawn(async move {
                         let mut rng = StdRng::from_entropy();
@@ -1038,7 +1042,14 @@ impl Loop {
 
     /// A call's dialplan operation finished.
     fn ran(&mut self, now: Instant, call: CallHandle, result: &str, vars: Vec<(String, Value)>) {
-        if let Some(session) = self.calls.get_mut(&call).and_then(|a| a.session.as_mut()) {
+        let Some(active) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if crate::ivr::failed(result) {
+            active.failures += 1;
+            warn!(%call, call_id = %active.call_id, failures = active.failures, "failed callback look-up");
+        }
+        if let Some(session) = active.session.as_mut() {
             session.handle_result(now, result, vars);
             self.drive(now, call);
         }
@@ -1196,6 +1207,7 @@ impl Loop {
                 in_media: false,
                 ivr: None,
                 session: None,
+                failures: 0,
             },
         );
         Ok(call)

@@ -263,3 +263,19 @@ fn check_names_every_problem_with_its_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn three_failed_look_ups_in_one_call_end_it() {
+    let line = Line::new("sqlite").await;
+    let id = line.create(NUMBER, &[]);
+    let wrong = format!("{id}#9999");
+    let heard = line.call("+13125550199", &[wrong.as_str(); 4].concat());
+    assert_eq!(heard.matches("runs: verify").count(), 3, "{heard}");
+    assert!(
+        heard
+            .trim_end()
+            .ends_with("hears: not-found too-many-attempts goodbye\nhangs up"),
+        "{heard}"
+    );
+    assert_eq!(line.show(&id)["state"], "queued", "nothing changed");
+}
