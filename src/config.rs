@@ -25,18 +25,28 @@ pub struct Config {
     pub queues: BTreeMap<String, Queue>,
 }
 
-/// The IVR: the dialplan calls run.
+/// The IVR: the dialplan calls run, and the limits on failed callback look-ups.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct IvrConfig {
     /// Relative paths start where callbackd runs.
     pub dialplan: PathBuf,
+    /// A caller ID with this many failed look-ups within `lockout` is refused without one.
+    pub max_failures_per_caller: u64,
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub lockout: chrono::Duration,
+    /// Past this many failed look-ups in an hour (from anyone), every caller must give the
+    /// last four digits of the callback's number, even calling from it.
+    pub failed_lookups_per_hour: u64,
 }
 
 impl Default for IvrConfig {
     fn default() -> Self {
         IvrConfig {
             dialplan: "dialplans/default.toml".into(),
+            max_failures_per_caller: 10,
+            lockout: chrono::Duration::hours(24),
+            failed_lookups_per_hour: 100,
         }
     }
 }

@@ -18,7 +18,7 @@ use media::prompt::Library;
 use rand::{rngs::StdRng, RngCore, SeedableRng};
 use store::Store;
 
-use crate::config::Config;
+use crate::config::{Config, IvrConfig};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DialplanCommand {
@@ -70,6 +70,7 @@ pub async fn command(config: Config, command: DialplanCommand) -> anyhow::Result
                     store: store.clone(),
                     policy: config.policy(),
                 }),
+                limits: config.ivr.clone(),
             };
             let mut rng = StdRng::from_entropy();
             let transcript =
@@ -107,10 +108,11 @@ const CHANGE: &[(&str, Kind)] = &[
 pub const OPERATIONS: &[Operation] = &[
     // Finds the callback; `found` only when the caller's number is the callback's, else
     // `verify` (also when there is no such callback: the caller cannot tell the two apart).
+    // `refused` without a look-up when the caller ID is locked out.
     Operation {
         name: "lookup",
         args: &["id", "caller"],
-        results: &["found", "verify"],
+        results: &["found", "verify", "refused"],
         sets: STATUS,
     },
     // The last four digits of the callback's number; `not_found` for a wrong answer and for an
@@ -177,12 +179,34 @@ pub fn load(path: &Path, prompts: &Library) -> anyhow::Result<Dialplan> {
 /// Runs dialplan operations for calls.
 pub struct Operations {
     pub callbacks: Arc<Callbacks<Store>>,
+    pub limits: IvrConfig,
 }
 
-/// Who is calling (for the history), and how many look-ups of the call failed so far.
+/// Who is calling (for the history and security events), and how many look-ups of the call
+/// failed so far.
 pub struct Caller {
     pub caller_id: String,
+    /// `ip:port` the call came from.
+    pub source: String,
+    pub call_id: String,
     pub failures: u32,
+}
+
+const FAILED_LOOKUP: &str = "failed_lookup";
+
+/// A number for the logs: all but its last four digits hidden.
+pub fn masked(number: &str) -> String {
+    let keep = number.len().saturating_sub(4);
+    number
+        .char_indices()
+        .map(|(i, c)| {
+            if i < keep && c.is_ascii_digit() {
+                '*'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Failed look-ups (an unknown ID or a wrong last four digits) a call may make; the last one
@@ -213,7 +237,20 @@ impl Operations {
             };
         };
         match operation {
+            "lookup"
+                if self
+                    .failures(Some(&caller.caller_id), self.limits.lockout, now)
+                    .await
+                    >= self.limits.max_failures_per_caller =>
+            {
+                tracing::warn!(caller = %masked(&caller.caller_id), call_id = caller.call_id, "caller locked out after repeated failed look-ups");
+                ("refused", Vec::new())
+            }
             "lookup" | "verify" => {
+                // Under attack (many failures from anyone), a matching caller ID is not enough.
+                let budget_spent = operation == "lookup"
+                    && self.failures(None, chrono::Duration::hours(1), now).await
+                        >= self.limits.failed_lookups_per_hour;
                 let found = match self.callbacks.show(&id).await {
                     Ok(found) => found.map(|(c, _)| c),
                     Err(e) => {
@@ -222,7 +259,7 @@ impl Operations {
                     }
                 };
                 let matches = |c: &Callback| match operation {
-                    "lookup" => same_number(c.address.as_str(), arg("caller")),
+                    "lookup" => !budget_spent && same_number(c.address.as_str(), arg("caller")),
                     _ => {
                         let last4 = arg("last4");
                         last4.len() == 4 && digits(c.address.as_str()).ends_with(last4)
@@ -231,7 +268,10 @@ impl Operations {
                 match found.filter(matches) {
                     Some(c) => ("found", status(&c)),
                     None if operation == "lookup" => ("verify", Vec::new()),
-                    None => (not_found, Vec::new()),
+                    None => {
+                        self.record_failure(caller, now).await;
+                        (not_found, Vec::new())
+                    }
                 }
             }
             _ => {
@@ -260,6 +300,43 @@ impl Operations {
                     }
                 }
             }
+        }
+    }
+
+    /// Failed look-ups within `window` before `now`, from `caller_id` or from anyone. A store
+    /// that cannot say counts as none: the per-call limit still holds.
+    async fn failures(
+        &self,
+        caller_id: Option<&str>,
+        window: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> u64 {
+        self.callbacks
+            .store
+            .count_security_events(FAILED_LOOKUP, caller_id, now - window)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot count failed look-ups");
+                0
+            })
+    }
+
+    async fn record_failure(&self, caller: &Caller, now: DateTime<Utc>) {
+        tracing::warn!(
+            caller = %masked(&caller.caller_id),
+            source = caller.source,
+            call_id = caller.call_id,
+            "failed callback look-up"
+        );
+        let event = store::SecurityEvent {
+            at: now,
+            kind: FAILED_LOOKUP.into(),
+            caller_id: caller.caller_id.clone(),
+            source: caller.source.clone(),
+            call_id: caller.call_id.clone(),
+        };
+        if let Err(e) = self.callbacks.store.record_security_event(&event).await {
+            tracing::warn!(error = %e, "cannot record a failed look-up");
         }
     }
 
@@ -419,6 +496,8 @@ pub async fn simulate(
         .ok_or_else(|| anyhow!("the dialplan has no entry `{entry}`"))?;
     let mut caller = Caller {
         caller_id: caller_id.to_owned(),
+        source: "simulator".into(),
+        call_id: "simulate".into(),
         failures: 0,
     };
     let mut keys = keys.chars().filter(|c| !c.is_whitespace());

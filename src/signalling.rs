@@ -201,6 +201,8 @@ struct ActiveCall {
     session: Option<Session>,
     /// Failed look-ups so far in this call.
     failures: u32,
+    /// Where the call's INVITE came from (placed calls: where it went).
+    source: SocketAddr,
 }
 
 /// A call's media as offer and answer settled it.
@@ -357,7 +359,10 @@ pub async fn start(
         media: runtime,
         prompts,
         plan: std::sync::Arc::new(plan),
-        operations: std::sync::Arc::new(Operations { callbacks }),
+        operations: std::sync::Arc::new(Operations {
+            callbacks,
+            limits: ivr.clone(),
+        }),
         tx: tx.clone(),
         udp_peers: HashMap::new(),
     };
@@ -778,6 +783,7 @@ impl Loop {
                         ivr: Some((entry.to_owned(), caller.clone().unwrap_or_default())),
                         session: None,
                         failures: 0,
+                        source,
                     },
                 );
                 let ring_time = self.sip.ring_time.to_std().unwrap_or_default();
@@ -1014,6 +1020,8 @@ impl Loop {
                             .as_ref()
                             .map(|(_, c)| c.clone())
                             .unwrap_or_default(),
+                        source: active.source.to_string(),
+                        call_id: active.call_id.clone(),
                         failures: active.failures,
                     };
                     tokio::spawn(async move {
@@ -1047,7 +1055,6 @@ impl Loop {
         };
         if crate::ivr::failed(result) {
             active.failures += 1;
-            warn!(%call, call_id = %active.call_id, failures = active.failures, "failed callback look-up");
         }
         if let Some(session) = active.session.as_mut() {
             session.handle_result(now, result, vars);
@@ -1208,6 +1215,7 @@ impl Loop {
                 ivr: None,
                 session: None,
                 failures: 0,
+                source: destination,
             },
         );
         Ok(call)

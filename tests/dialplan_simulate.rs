@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{callbackd, config, store_url};
+use common::{callbackd, config, config_with, store_url};
 use serde_json::Value;
 
 /// A store with the default configuration, and the commands to work on it.
@@ -17,6 +17,13 @@ impl Line {
     async fn new(backend: &str) -> Line {
         Line {
             config: config(&store_url(backend).await, ""),
+        }
+    }
+
+    /// On SQLite, with these changes to the default configuration.
+    fn with(replacements: &[(&str, &str)]) -> Line {
+        Line {
+            config: config_with(&store::testing::sqlite_url(), replacements),
         }
     }
 
@@ -278,4 +285,38 @@ async fn three_failed_look_ups_in_one_call_end_it() {
         "{heard}"
     );
     assert_eq!(line.show(&id)["state"], "queued", "nothing changed");
+}
+
+#[test]
+fn a_caller_id_with_too_many_failed_look_ups_is_refused_without_one() {
+    let line = Line::with(&[(
+        "max_failures_per_caller = 10",
+        "max_failures_per_caller = 2",
+    )]);
+    let id = line.create(NUMBER, &[]);
+    let stranger = "+13125550199";
+    line.call(stranger, &format!("{id}#9999{id}#9999"));
+    let heard = line.call(stranger, &format!("{id}#"));
+    assert!(heard.contains("-> refused"), "{heard}");
+    assert!(heard.contains("hears: refused goodbye"), "{heard}");
+    assert!(!heard.contains("enter-last-four"), "{heard}");
+    // Another caller is not affected.
+    let heard = line.call(NUMBER, &format!("{id}#*"));
+    assert!(heard.contains("-> found"), "{heard}");
+}
+
+#[test]
+fn past_the_hourly_budget_of_failures_even_the_callbacks_own_number_must_verify() {
+    let line = Line::with(&[(
+        "failed_lookups_per_hour = 100",
+        "failed_lookups_per_hour = 2",
+    )]);
+    let id = line.create(NUMBER, &[]);
+    line.call("+13125550199", &format!("{id}#9999{id}#9999"));
+    let heard = line.call(NUMBER, &format!("{id}#0100*"));
+    assert!(heard.contains("hears: enter-last-four"), "{heard}");
+    assert!(
+        heard.contains("runs: verify id=") && heard.contains("-> found"),
+        "{heard}"
+    );
 }

@@ -64,6 +64,18 @@ pub struct Binding {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Something an operator may need to act on: a failed callback look-up by phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityEvent {
+    pub at: DateTime<Utc>,
+    /// `failed_lookup`.
+    pub kind: String,
+    pub caller_id: String,
+    /// `ip:port` the call came from.
+    pub source: String,
+    pub call_id: String,
+}
+
 /// The store a URL names: `postgres://…` or `sqlite://…`.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -112,6 +124,20 @@ impl Store {
     /// Every registrar binding still valid at `now`.
     pub async fn bindings(&self, now: DateTime<Utc>) -> Result<Vec<Binding>, StoreError> {
         dispatch!(self, s => s.bindings(now))
+    }
+
+    pub async fn record_security_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_security_event(event))
+    }
+
+    /// How many security events of `kind` since `since`, from `caller_id` or from anyone.
+    pub async fn count_security_events(
+        &self,
+        kind: &str,
+        caller_id: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.count_security_events(kind, caller_id, since))
     }
 }
 

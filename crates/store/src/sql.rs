@@ -235,6 +235,41 @@ impl SqlStore<Db> {
         tx.commit().await.map_err(db_error)
     }
 
+    pub async fn record_security_event(&self, e: &crate::SecurityEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO security_events (at, kind, caller_id, source, call_id) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(e.at)
+        .bind(e.kind.as_str())
+        .bind(e.caller_id.as_str())
+        .bind(e.source.as_str())
+        .bind(e.call_id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn count_security_events(
+        &self,
+        kind: &str,
+        caller_id: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM security_events \
+             WHERE kind = $1 AND at > $2 AND ($3 IS NULL OR caller_id = $3)",
+        )
+        .bind(kind)
+        .bind(since)
+        .bind(caller_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(count.max(0) as u64)
+    }
+
     /// Every binding still valid at `now`.
     pub async fn bindings(&self, now: DateTime<Utc>) -> Result<Vec<crate::Binding>, StoreError> {
         let rows: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(

@@ -88,6 +88,7 @@ conformance!(
     concurrent_modifications_apply_exactly_one,
     racing_writers_meet_the_version_check_in_the_store,
     registrar_bindings_survive_and_expire,
+    security_events_are_counted_per_caller_and_in_all,
     list_is_in_dialing_order_and_filters,
     scheduled_callbacks_fall_due_and_expire,
     reopening_keeps_everything,
@@ -834,6 +835,36 @@ async fn racing_writers_meet_the_version_check_in_the_store(_url: &str, cb: Arc<
         .unwrap()
         .unwrap();
     assert_eq!((stored.state, stored.version), (State::Paused, 2));
+}
+
+async fn security_events_are_counted_per_caller_and_in_all(_url: &str, cb: Arc<Callbacks<Store>>) {
+    let event = |caller: &str, minutes: i64| store::SecurityEvent {
+        at: t0() + Duration::minutes(minutes),
+        kind: "failed_lookup".into(),
+        caller_id: caller.into(),
+        source: "127.0.0.1:5070".into(),
+        call_id: format!("call-{minutes}@127.0.0.1"),
+    };
+    for e in [
+        event("+13125550199", 0),
+        event("+13125550199", 30),
+        event("+12125550100", 40),
+    ] {
+        cb.store.record_security_event(&e).await.unwrap();
+    }
+    let count = |caller: Option<&'static str>, minutes: i64| {
+        let store = cb.store.clone();
+        async move {
+            store
+                .count_security_events("failed_lookup", caller, t0() + Duration::minutes(minutes))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(Some("+13125550199"), -1).await, 2);
+    assert_eq!(count(Some("+13125550199"), 10).await, 1, "only those since");
+    assert_eq!(count(None, -1).await, 3, "everyone's");
+    assert_eq!(count(Some("+19995550000"), -1).await, 0);
 }
 
 async fn registrar_bindings_survive_and_expire(url: &str, cb: Arc<Callbacks<Store>>) {
