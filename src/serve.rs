@@ -50,6 +50,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     tracing::info!(%address, auth = config.api.token.is_some(), "HTTP API listening");
 
     let lifecycle = tokio::spawn(lifecycle(callbacks.clone()));
+    let reloads = tokio::spawn(reload_on_hangup(sip.sip.clone()));
     let state = Arc::new(AppState {
         callbacks: callbacks.clone(),
         token: config.api.token.clone(),
@@ -60,6 +61,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     lifecycle.abort();
+    reloads.abort();
     callbacks.store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -76,6 +78,18 @@ async fn lifecycle(callbacks: Arc<Callbacks<Store>>) {
             Ok(n) => tracing::debug!(changed = n, "lifecycle steps taken"),
             Err(e) => tracing::warn!(error = %e, "lifecycle step failed; retrying"),
         }
+    }
+}
+
+/// SIGHUP loads the dialplan again, for new calls.
+async fn reload_on_hangup(sip: crate::signalling::Sip) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        // The outcome is logged either way.
+        let _ = sip.reload().await;
     }
 }
 

@@ -56,6 +56,10 @@ enum Inbound {
         call: TestCall,
         reply: TestCallReply,
     },
+    /// Load the dialplan again (new calls only); the answer is its summary or what is wrong.
+    Reload {
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     /// A dialplan operation of a call finished.
     Ran {
         call: CallHandle,
@@ -133,6 +137,18 @@ impl Sip {
             .await
             .map_err(|_| TestCallError::Gone)?;
         outcome.await.map_err(|_| TestCallError::Gone)?
+    }
+
+    /// Loads the dialplan file again for new calls; calls in progress keep the one they
+    /// started with, and a dialplan with problems is refused (the old one stays).
+    pub async fn reload(&self) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || "callbackd is shutting down".to_owned();
+        self.tx
+            .send(Inbound::Reload { reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 
@@ -359,6 +375,7 @@ pub async fn start(
         media: runtime,
         prompts,
         plan: std::sync::Arc::new(plan),
+        ivr_config: ivr.clone(),
         operations: std::sync::Arc::new(Operations {
             callbacks,
             limits: ivr.clone(),
@@ -581,6 +598,7 @@ struct Loop {
     media: Media<CallHandle>,
     prompts: Library,
     plan: std::sync::Arc<Dialplan>,
+    ivr_config: IvrConfig,
     operations: std::sync::Arc<Operations>,
     /// For operations running on their own to report back.
     tx: mpsc::Sender<Inbound>,
@@ -616,6 +634,7 @@ async fn run(
                 Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
                 Some(Inbound::TestCall { call, reply }) => state.test_call(Instant::now(), call, reply),
                 Some(Inbound::Ran { call, result, vars }) => state.ran(Instant::now(), call, result, vars),
+                Some(Inbound::Reload { reply }) => { let _ = reply.send(state.reload()); }
                 None => return,
             },
             Some(event) = media_rx.recv() => state.on_media(Instant::now(), event),
@@ -1044,6 +1063,39 @@ impl Loop {
                         self.ua.hang_up(now, call);
                     }
                 }
+            }
+        }
+    }
+
+    fn reload(&mut self) -> Result<String, String> {
+        let path = &self.ivr_config.dialplan;
+        match crate::ivr::load(path, &self.prompts) {
+            Ok(plan) => {
+                if let Some(entry) = std::iter::once(&self.sip.default_entry)
+                    .chain(self.sip.entries.values())
+                    .find(|e| !plan.entries.contains_key(*e))
+                {
+                    let problem = format!(
+                        "sip names the dialplan entry `{entry}`, which {} does not have",
+                        path.display()
+                    );
+                    warn!(problem, "dialplan not reloaded; the old one stays");
+                    return Err(problem);
+                }
+                let summary = format!(
+                    "{}: {} entries, {} nodes",
+                    path.display(),
+                    plan.entries.len(),
+                    plan.nodes.len()
+                );
+                info!(summary, "dialplan reloaded; new calls use it");
+                self.plan = std::sync::Arc::new(plan);
+                Ok(summary)
+            }
+            Err(e) => {
+                let problem = format!("{e:#}");
+                warn!(problem, "dialplan not reloaded; the old one stays");
+                Err(problem)
             }
         }
     }

@@ -46,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/queues", get(queues))
         .route("/queues/{name}", get(queue))
         .route("/test-calls", post(test_call))
+        .route("/dialplan/reload", post(reload_dialplan))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/openapi.json", get(openapi));
     Router::new()
@@ -337,6 +338,19 @@ async fn test_call(
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "unavailable",
             message: e.to_string(),
+        }),
+    }
+}
+
+/// Loads the dialplan again for new calls; a dialplan with problems is refused with them, and
+/// the one in use stays.
+async fn reload_dialplan(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
+    match state.sip.reload().await {
+        Ok(summary) => Ok(Json(json!({"reloaded": summary}))),
+        Err(problems) => Err(ApiError::Request {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_dialplan",
+            message: problems,
         }),
     }
 }
