@@ -151,6 +151,14 @@ pub const OPERATIONS: &[Operation] = &[
         results: &["success", "failure"],
         sets: CHANGE,
     },
+    // A callback for a caller waiting in `queue`, to `number` (digits, with the country code;
+    // a leading + may be there), keeping the time the call came in as its place in line.
+    Operation {
+        name: "book",
+        args: &["queue", "number"],
+        results: &["success", "failure"],
+        sets: &[("confirmation_id", Kind::Digits), ("reason", Kind::Text)],
+    },
     // `choice`: the department's place (1…n) in the queue's list of skills.
     Operation {
         name: "change_skill",
@@ -190,6 +198,8 @@ pub struct Caller {
     pub source: String,
     pub call_id: String,
     pub failures: u32,
+    /// When the call came in: a callback booked from a queue keeps it as its place in line.
+    pub arrived: DateTime<Utc>,
 }
 
 const FAILED_LOOKUP: &str = "failed_lookup";
@@ -224,6 +234,9 @@ impl Operations {
         args: &BTreeMap<String, String>,
     ) -> (&'static str, Vec<(String, Value)>) {
         let arg = |name: &str| arg(args, name);
+        if operation == "book" {
+            return self.book(rng, now, caller, args).await;
+        }
         let not_found = if caller.failures + 1 >= MAX_FAILURES_PER_CALL {
             "too_many"
         } else {
@@ -299,6 +312,49 @@ impl Operations {
                         failure("store_error", None)
                     }
                 }
+            }
+        }
+    }
+
+    async fn book(
+        &self,
+        rng: &mut (dyn RngCore + Send),
+        now: DateTime<Utc>,
+        caller: &Caller,
+        args: &BTreeMap<String, String>,
+    ) -> (&'static str, Vec<(String, Value)>) {
+        let number = arg(args, "number");
+        let new = callbacks::NewCallback {
+            queue: arg(args, "queue").to_owned(),
+            skill: None,
+            media: Media::Voice,
+            address: format!("+{}", number.trim_start_matches('+')),
+            customer_name: None,
+            at: RequestedTime::Asap,
+            time_zone: None,
+            priority: 0,
+            context: serde_json::json!({"ivr": {"call_id": caller.call_id}}),
+            enqueued_at: Some(caller.arrived),
+        };
+        let actor = Actor::new(Channel::Ivr, caller.caller_id.clone());
+        match self
+            .callbacks
+            .create(rng, now, &actor, callbacks::Source::Ivr, new)
+            .await
+        {
+            Ok(callback) => (
+                "success",
+                vec![(
+                    "confirmation_id".into(),
+                    Value::Digits(callback.confirmation_id.to_string()),
+                )],
+            ),
+            Err(callbacks::CreateError::Rejected(rejection)) => {
+                failure(rejection.reason().as_str(), None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a callback could not be booked from the IVR");
+                failure("store_error", None)
             }
         }
     }
@@ -499,6 +555,7 @@ pub async fn simulate(
         source: "simulator".into(),
         call_id: "simulate".into(),
         failures: 0,
+        arrived: Utc::now(),
     };
     let mut keys = keys.chars().filter(|c| !c.is_whitespace());
     let mut transcript = Vec::new();

@@ -219,6 +219,8 @@ struct ActiveCall {
     failures: u32,
     /// Where the call's INVITE came from (placed calls: where it went).
     source: SocketAddr,
+    /// When the call began (its INVITE came or went).
+    arrived: chrono::DateTime<chrono::Utc>,
 }
 
 /// A call's media as offer and answer settled it.
@@ -803,6 +805,7 @@ impl Loop {
                         session: None,
                         failures: 0,
                         source,
+                        arrived: chrono::Utc::now(),
                     },
                 );
                 let ring_time = self.sip.ring_time.to_std().unwrap_or_default();
@@ -1042,6 +1045,7 @@ impl Loop {
                         source: active.source.to_string(),
                         call_id: active.call_id.clone(),
                         failures: active.failures,
+                        arrived: active.arrived,
                     };
                     tokio::spawn(async move {
                         let mut rng = StdRng::from_entropy();
@@ -1268,6 +1272,7 @@ impl Loop {
                 session: None,
                 failures: 0,
                 source: destination,
+                arrived: chrono::Utc::now(),
             },
         );
         Ok(call)

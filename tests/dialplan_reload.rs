@@ -41,7 +41,10 @@ fn new_calls_take_a_reloaded_dialplan_and_a_bad_one_is_refused() {
     assert_eq!(r.status, 422, "{:?}", r.body);
     let message = r.body["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains(&format!("{}:4:1: there is no node `nowhere`", dialplan.display())),
+        message.contains(&format!(
+            "{}:4:1: there is no node `nowhere`",
+            dialplan.display()
+        )),
         "{message}"
     );
     assert_eq!(call_self(&server), "local_hangup", "the old dialplan stays");
@@ -53,8 +56,15 @@ fn new_calls_take_a_reloaded_dialplan_and_a_bad_one_is_refused() {
     .unwrap();
     let r = server.post("/api/v1/dialplan/reload", &json!({}));
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert!(r.body["reloaded"].as_str().unwrap().ends_with("1 entries, 1 nodes"));
-    assert_eq!(call_self(&server), "remote_hangup", "new calls take the new one");
+    assert!(r.body["reloaded"]
+        .as_str()
+        .unwrap()
+        .ends_with("1 entries, 1 nodes"));
+    assert_eq!(
+        call_self(&server),
+        "remote_hangup",
+        "new calls take the new one"
+    );
 
     // SIGHUP: back to the default.
     std::fs::copy("dialplans/default.toml", &dialplan).unwrap();

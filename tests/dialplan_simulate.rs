@@ -320,3 +320,62 @@ fn past_the_hourly_budget_of_failures_even_the_callbacks_own_number_must_verify(
         "{heard}"
     );
 }
+
+#[tokio::test]
+async fn a_caller_in_the_queue_books_a_callback_and_hears_its_number_twice() {
+    let line = Line::new("sqlite").await;
+    let heard = line.run(&[
+        "dialplan",
+        "simulate",
+        "dialplans/default.toml",
+        "--entry",
+        "queue_support",
+        "--caller-id",
+        NUMBER,
+        "--digits",
+        "11",
+    ]);
+    let booked = heard
+        .lines()
+        .find(|l| l.starts_with("runs: book"))
+        .unwrap_or_else(|| panic!("{heard}"));
+    let id = booked
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("confirmation_id="))
+        .unwrap_or_else(|| panic!("{booked}"));
+    let spoken: String = id.chars().map(|d| format!(" {d}")).collect();
+    assert!(
+        heard.contains(&format!(
+            "hears: callback-booked{spoken} (700 ms silence) your-number-is{spoken} goodbye"
+        )),
+        "{heard}"
+    );
+    let shown = line.show(id);
+    assert_eq!(
+        (
+            shown["address"].as_str(),
+            shown["source"].as_str(),
+            shown["state"].as_str()
+        ),
+        (Some(NUMBER), Some("ivr"), Some("queued")),
+        "{shown}"
+    );
+    assert_eq!(shown["history"][0]["channel"], "ivr");
+
+    // Another number, entered and confirmed.
+    let heard = line.run(&[
+        "dialplan",
+        "simulate",
+        "dialplans/default.toml",
+        "--entry",
+        "queue_support",
+        "--caller-id",
+        NUMBER,
+        "--digits",
+        "1 2 13125550199# 1",
+    ]);
+    assert!(
+        heard.contains("runs: book number=13125550199 queue=support -> success"),
+        "{heard}"
+    );
+}

@@ -390,3 +390,44 @@ async fn a_caller_pauses_a_callback_by_phone_on_postgres() {
         .await
         .unwrap();
 }
+
+#[test]
+fn a_caller_in_the_queue_books_a_callback_by_phone() {
+    let url = store::testing::sqlite_url();
+    let config = config_with(
+        &url,
+        &[(
+            "# \"5001\" = \"queue_support\"",
+            "\"5000\" = \"queue_support\"",
+        )],
+    );
+    let number = "+12125550100";
+    let server = Server::start(&config);
+    // 1 for a callback instead of holding, 1 for the number calling.
+    let scenario = self_service_scenario(number, "11");
+    let (ok, failed, out) = run(
+        server.sip_udp.unwrap(),
+        &scenario.display().to_string(),
+        1,
+        &[],
+    );
+    std::fs::remove_file(&scenario).ok();
+    assert_eq!((ok, failed), (1, 0), "{out}");
+    drop(server);
+    let out = common::callbackd()
+        .args(["callbacks", "list", "--queue", "support"])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let callbacks = listed.as_array().expect("a list");
+    assert_eq!(callbacks.len(), 1, "{listed}");
+    assert_eq!(
+        (
+            callbacks[0]["address"].as_str(),
+            callbacks[0]["source"].as_str()
+        ),
+        (Some(number), Some("ivr"))
+    );
+}
