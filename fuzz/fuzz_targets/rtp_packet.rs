@@ -1,24 +1,29 @@
-//! Any bytes as a datagram on an RTP port: sorted by the session, events through the
-//! telephone-event receiver; nothing may panic.
+//! Any bytes as datagrams on an RTP port: sorted by the call leg's session, telephone-events
+//! through the receiver, audio through the tone detector and into a bridge's relay; nothing
+//! may panic.
 #![no_main]
 
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use media::rfc4733::Receiver;
-use media::rtp::{PayloadTypes, Received, Session};
+use media::g711::Law;
+use media::leg::Leg;
+use media::rtp::{PayloadTypes, Session};
 use rand::{rngs::StdRng, SeedableRng};
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
     let types = PayloadTypes { audio: 0, telephone_event: Some(101) };
-    let mut session = Session::new(&mut StdRng::seed_from_u64(0), types, None, now);
-    let mut receiver = Receiver::new();
+    let session = Session::new(&mut StdRng::seed_from_u64(0), types, None, now);
+    let mut leg = Leg::new(session, Law::Mu);
+    leg.set_bridged(true);
     let from = "127.0.0.1:40000".parse().unwrap();
-    for chunk in [data, data] {
-        if let Some(Received::Event { ssrc, timestamp, payload }) = session.handle_packet(now, from, chunk) {
-            let _ = receiver.handle_packet(now, ssrc, timestamp, payload);
+    let half = data.len() / 2;
+    for chunk in [data, &data[..half], &data[half..], data] {
+        if let Some(audio) = leg.handle_packet(now, from, chunk).map(<[u8]>::to_vec) {
+            leg.relay(Law::A, &audio);
         }
+        leg.tick(&mut |_| {});
     }
-    let _ = session.audio_packet(data, 160);
+    while leg.poll_event().is_some() {}
 });
