@@ -431,3 +431,63 @@ fn a_caller_in_the_queue_books_a_callback_by_phone() {
         (Some(number), Some("ivr"))
     );
 }
+
+/// Runs the self-service scenario from `from` with `keys` against a fresh callbackd on
+/// `config`; SIPp must see callbackd hang up.
+fn phone_in(config: &std::path::Path, from: &str, keys: &str) {
+    let server = Server::start(&config.to_path_buf());
+    let scenario = self_service_scenario(from, keys);
+    let (ok, failed, out) = run(
+        server.sip_udp.unwrap(),
+        &scenario.display().to_string(),
+        1,
+        &[],
+    );
+    std::fs::remove_file(&scenario).ok();
+    assert_eq!((ok, failed), (1, 0), "{out}");
+}
+
+#[test]
+fn several_changes_by_phone_in_one_call_each_with_its_receipt() {
+    let config = config_with(&store::testing::sqlite_url(), &[]);
+    let number = "+12125550100";
+    let id = create_callback(&config, number);
+    // 3 2: by text message; 4 3: the third department; 6 1: cancel; *: goodbye.
+    phone_in(&config, number, &format!("{id}#32436 1*").replace(' ', ""));
+    let shown = show_callback(&config, &id);
+    assert_eq!(
+        (
+            shown["media"].as_str(),
+            shown["skill"].as_str(),
+            shown["state"].as_str()
+        ),
+        (Some("sms"), Some("sales"), Some("cancelled")),
+        "{shown}"
+    );
+    let by_phone: Vec<&serde_json::Value> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["channel"] == "ivr")
+        .collect();
+    assert_eq!(by_phone.len(), 3, "{shown}");
+    assert!(by_phone
+        .iter()
+        .all(|e| e["outcome"] == "success" && e["receipt"].as_str().is_some()));
+}
+
+#[test]
+fn a_mistyped_id_three_times_by_phone_ends_the_call_without_a_look_up() {
+    let config = config_with(&store::testing::sqlite_url(), &[]);
+    let id = create_callback(&config, "+12125550100");
+    // The check digit is wrong each time (the last digit off by one).
+    let last = id.chars().last().unwrap().to_digit(10).unwrap();
+    let wrong = format!("{}{}#", &id[..8], (last + 1) % 10);
+    phone_in(&config, "+12125550100", &wrong.repeat(3));
+    let shown = show_callback(&config, &id);
+    assert_eq!(
+        shown["history"].as_array().unwrap().len(),
+        1,
+        "nothing but its creation"
+    );
+}
