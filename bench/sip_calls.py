@@ -31,24 +31,28 @@ def rss_kib(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
-def start_callbackd(workdir):
+def start_callbackd(workdir, store_url=None):
+    """A release callbackd with the limits raised; returns it, its SIP port and its API URL."""
     text = open(os.path.join(ROOT, "callbackd.toml")).read()
     sip = free_port()
+    store_url = store_url or f"sqlite://{workdir}/bench.db"
     text = (text.replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:0"')
             .replace('udp = ["127.0.0.1:5060"]', f'udp = ["127.0.0.1:{sip}"]')
             .replace('tcp = ["127.0.0.1:5060"]', 'tcp = []')
             .replace("max_calls = 500", "max_calls = 50000")
             .replace("max_calls_per_second = 200", "max_calls_per_second = 50000")
-            .replace('url = "sqlite://callbackd.db"', f'url = "sqlite://{workdir}/bench.db"'))
+            .replace('url = "sqlite://callbackd.db"', f'url = "{store_url}"'))
     path = os.path.join(workdir, "bench.toml")
     open(path, "w").write(text)
     env = dict(os.environ, CALLBACKD_LOG="warn")
     proc = subprocess.Popen([os.path.join(ROOT, "target/release/callbackd"), "serve", "--config", path],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, cwd=ROOT)
+    api = None
     for line in proc.stdout:
         if line.startswith("callbackd: HTTP API on"):
+            api = line.split(" on ", 1)[1].strip()
             break
-    return proc, sip
+    return proc, sip, api
 
 
 def start_reference():
@@ -106,7 +110,7 @@ def drive(target_port, target_pid, rate, seconds, workdir, extra=()):
 def loss_run(minutes, rate):
     """Basic calls under 10% packet loss (SIPp drops a tenth of what it sends and receives)."""
     workdir = tempfile.mkdtemp(prefix="callbackd-bench-")
-    callbackd, cport = start_callbackd(workdir)
+    callbackd, cport, _ = start_callbackd(workdir)
     try:
         seconds = int(minutes * 60)
         r = drive(cport, callbackd.pid, rate, seconds, workdir, extra=("-lost", "10"))
@@ -135,7 +139,7 @@ def main():
     try:
         # Memory per idle established call, on a fresh callbackd: hold calls open and
         # compare resident memory before and after.
-        callbackd, cport = start_callbackd(workdir)
+        callbackd, cport, _ = start_callbackd(workdir)
         time.sleep(1)
         base = rss_kib(callbackd.pid)
         n = args.idle_calls
@@ -151,7 +155,7 @@ def main():
                   f"resident: {(held - base) * 1024 / n:.0f} bytes per call (dialog, transactions and the "
                   f"call's bound RTP socket).")
 
-        callbackd, cport = start_callbackd(workdir)
+        callbackd, cport, _ = start_callbackd(workdir)
         reference, rport = start_reference()
         rows = []
         try:

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use callbacks::{
-    Actor, Callback, Callbacks, Channel, ConfirmationId, Media, Modification, ModifyError,
-    RequestedTime, State,
+    Actor, Address, Callback, CallbackStore, Callbacks, Channel, ConfirmationId, Media,
+    Modification, ModifyError, RequestedTime, State,
 };
 use chrono::{DateTime, Utc};
 use ivr::dialplan::{Catalogue, Dialplan, Kind, Operation};
@@ -204,20 +204,8 @@ pub struct Caller {
 
 const FAILED_LOOKUP: &str = "failed_lookup";
 
-/// A number for the logs: all but its last four digits hidden.
-pub fn masked(number: &str) -> String {
-    let keep = number.len().saturating_sub(4);
-    number
-        .char_indices()
-        .map(|(i, c)| {
-            if i < keep && c.is_ascii_digit() {
-                '*'
-            } else {
-                c
-            }
-        })
-        .collect()
-}
+/// How long an operation may take before the caller is told it failed.
+pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Failed look-ups (an unknown ID or a wrong last four digits) a call may make; the last one
 /// ends the call.
@@ -256,7 +244,7 @@ impl Operations {
                     .await
                     >= self.limits.max_failures_per_caller =>
             {
-                tracing::warn!(caller = %masked(&caller.caller_id), call_id = caller.call_id, "caller locked out after repeated failed look-ups");
+                tracing::warn!(caller = %callbacks::mask(&caller.caller_id), call_id = caller.call_id, "caller locked out after repeated failed look-ups");
                 ("refused", Vec::new())
             }
             "lookup" | "verify" => {
@@ -264,19 +252,23 @@ impl Operations {
                 let budget_spent = operation == "lookup"
                     && self.failures(None, chrono::Duration::hours(1), now).await
                         >= self.limits.failed_lookups_per_hour;
-                let found = match self.callbacks.show(&id).await {
-                    Ok(found) => found.map(|(c, _)| c),
+                // One query whether or not the ID exists, so the time taken tells nothing.
+                let found = match self.callbacks.store.find(&id).await {
+                    Ok(found) => found,
                     Err(e) => {
                         tracing::warn!(error = %e, "lookup failed; treated as not found");
                         None
                     }
                 };
-                let matches = |c: &Callback| match operation {
-                    "lookup" => !budget_spent && same_number(c.address.as_str(), arg("caller")),
-                    _ => {
-                        let last4 = arg("last4");
-                        last4.len() == 4 && digits(c.address.as_str()).ends_with(last4)
+                let matches = |c: &Callback| match (&c.address, operation) {
+                    (Address::Phone(n), "lookup") => {
+                        !budget_spent && same_number(n.e164(), arg("caller"))
                     }
+                    (Address::Phone(n), _) => {
+                        arg("last4").len() == 4 && n.last_digits(4) == arg("last4")
+                    }
+                    // A SIP address has no number to check a caller against.
+                    (Address::Sip(_), _) => false,
                 };
                 match found.filter(matches) {
                     Some(c) => ("found", status(&c)),
@@ -379,7 +371,7 @@ impl Operations {
 
     async fn record_failure(&self, caller: &Caller, now: DateTime<Utc>) {
         tracing::warn!(
-            caller = %masked(&caller.caller_id),
+            caller = %callbacks::mask(&caller.caller_id),
             source = caller.source,
             call_id = caller.call_id,
             "failed callback look-up"
@@ -415,12 +407,12 @@ impl Operations {
             ("reschedule", _) => {
                 let callback = self
                     .callbacks
-                    .show(id)
+                    .store
+                    .find(id)
                     .await
                     .ok()
                     .flatten()
-                    .ok_or("not_found")?
-                    .0;
+                    .ok_or("not_found")?;
                 let at = local_time(arg("hhmm"), arg("day"), callback.time_zone, now)
                     .ok_or("invalid_input")?;
                 Modification::Reschedule {
@@ -441,12 +433,12 @@ impl Operations {
             ("change_skill", _) => {
                 let callback = self
                     .callbacks
-                    .show(id)
+                    .store
+                    .find(id)
                     .await
                     .ok()
                     .flatten()
-                    .ok_or("not_found")?
-                    .0;
+                    .ok_or("not_found")?;
                 let skills = self
                     .callbacks
                     .policy
@@ -455,8 +447,9 @@ impl Operations {
                     .map(|q| q.skills.clone())
                     .unwrap_or_default();
                 let choice: usize = arg("choice").parse().map_err(|_| "invalid_input")?;
-                let skill = skills
-                    .get(choice.wrapping_sub(1))
+                let skill = choice
+                    .checked_sub(1)
+                    .and_then(|i| skills.get(i))
                     .ok_or("invalid_input")?
                     .clone();
                 Modification::ChangeSkill { skill }
@@ -471,11 +464,13 @@ fn arg<'a>(args: &'a BTreeMap<String, String>, name: &str) -> &'a str {
     args.get(name).map(String::as_str).unwrap_or_default()
 }
 
+/// A refused change: its reason, and its receipt (none when the keys never made a change to
+/// try, so an earlier receipt is not read out again).
 fn failure(reason: &str, receipt: Option<String>) -> (&'static str, Vec<(String, Value)>) {
-    let mut vars = vec![("reason".into(), Value::Text(reason.into()))];
-    if let Some(code) = receipt {
-        vars.push(("receipt".into(), Value::Digits(code)));
-    }
+    let vars = vec![
+        ("reason".into(), Value::Text(reason.into())),
+        ("receipt".into(), Value::Digits(receipt.unwrap_or_default())),
+    ];
     ("failure", vars)
 }
 
@@ -489,10 +484,10 @@ fn digits(text: &str) -> String {
 }
 
 /// Whether a caller ID is the callback's number: the same digits, allowing for a missing
-/// country code (at least 7 digits must agree).
-fn same_number(address: &str, caller: &str) -> bool {
-    let (a, c) = (digits(address), digits(caller));
-    c.len() >= 7 && (a.ends_with(&c) || c.ends_with(&a))
+/// country code (both have at least 7 digits, and one ends with the other).
+fn same_number(number: &str, caller: &str) -> bool {
+    let (a, c) = (digits(number), digits(caller));
+    a.len() >= 7 && c.len() >= 7 && (a.ends_with(&c) || c.ends_with(&a))
 }
 
 /// HHMM today (`1`) or tomorrow (`2`) in `zone`.
@@ -503,7 +498,7 @@ fn local_time(
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     use chrono::{Days, NaiveTime, TimeZone};
-    if hhmm.len() != 4 {
+    if hhmm.len() != 4 || !hhmm.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let time = NaiveTime::from_hms_opt(hhmm[..2].parse().ok()?, hhmm[2..].parse().ok()?, 0)?;
@@ -624,4 +619,44 @@ pub async fn simulate(
         }
     }
     Err(anyhow!("the simulation did not end after 10,000 steps"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_id_matches_only_a_number_of_seven_digits_or_more() {
+        assert!(same_number("+12125550100", "+12125550100"));
+        assert!(
+            same_number("+12125550100", "2125550100"),
+            "without the country code"
+        );
+        assert!(
+            !same_number("+12125550100", "0100"),
+            "the last digits are the secret"
+        );
+        assert!(!same_number("+12125550100", "+13125550100"));
+        assert!(!same_number("+4930", "+4930"), "too short to say");
+        assert!(!same_number("+12125550100", "anonymous"));
+    }
+
+    #[test]
+    fn a_time_of_day_is_four_digits_today_or_tomorrow_in_the_zone() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-07T23:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ny = chrono_tz::America::New_York;
+        let today = local_time("1430", "1", ny, now).unwrap();
+        assert_eq!(today.to_rfc3339(), "2026-03-07T19:30:00+00:00");
+        // Tomorrow is the day the clocks go forward: 14:30 is EDT there.
+        let tomorrow = local_time("1430", "2", ny, now).unwrap();
+        assert_eq!(tomorrow.to_rfc3339(), "2026-03-08T18:30:00+00:00");
+        assert!(local_time("2460", "1", ny, now).is_none());
+        assert!(local_time("1430", "3", ny, now).is_none());
+        assert!(
+            local_time("\u{ff11}\u{ff12}\u{ff13}", "1", ny, now).is_none(),
+            "non-ASCII digits"
+        );
+    }
 }

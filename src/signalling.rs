@@ -664,7 +664,8 @@ impl Loop {
                 call,
                 event: LegEvent::Key { key, source },
             } => {
-                info!(%call, %key, ?source, "key pressed");
+                // Keys are confirmation IDs and verification digits: not for the info log.
+                debug!(%call, %key, ?source, "key pressed");
                 if let Some(session) = self.calls.get_mut(&call).and_then(|a| a.session.as_mut()) {
                     session.handle_key(now, key);
                     self.drive(now, call);
@@ -747,7 +748,8 @@ impl Loop {
                 offer,
             } => {
                 let entry = self.sip.entry(&dialled);
-                info!(%call, %call_id, dialled, entry, caller = caller.as_deref().unwrap_or("-"), %source, "incoming call");
+                let masked = callbacks::mask(caller.as_deref().unwrap_or("-"));
+                info!(%call, %call_id, dialled, entry, caller = masked, %source, "incoming call");
                 let Some(rtp) = self.ports.allocate(self.media_ip) else {
                     warn!(%call_id, "no free RTP port; refusing the call");
                     self.ua.reject(now, call, 503, "Service Unavailable");
@@ -901,7 +903,7 @@ impl Loop {
                 if self.calls.get(&call).is_some_and(|a| a.in_media) {
                     self.media.key(call, digit);
                 } else {
-                    info!(%call, key = %digit, source = "Info", "key pressed");
+                    debug!(%call, key = %digit, source = "Info", "key pressed");
                 }
             }
             CallEvent::Ended { call, reason } => {
@@ -1049,19 +1051,33 @@ impl Loop {
                     };
                     tokio::spawn(async move {
                         let mut rng = StdRng::from_entropy();
-                        let (result, vars) = operations
-                            .run(&mut rng, chrono::Utc::now(), &caller, &operation, &args)
-                            .await;
+                        let run = operations.run(
+                            &mut rng,
+                            chrono::Utc::now(),
+                            &caller,
+                            &operation,
+                            &args,
+                        );
+                        // A store that hangs must not leave the caller in silence.
+                        let (result, vars) =
+                            match tokio::time::timeout(crate::ivr::OPERATION_TIMEOUT, run).await {
+                                Ok(done) => done,
+                                Err(_) => {
+                                    warn!(%call, operation, "operation timed out");
+                                    (
+                                        "failure",
+                                        vec![("reason".into(), Value::Text("store_error".into()))],
+                                    )
+                                }
+                            };
                         let _ = tx.send(Inbound::Ran { call, result, vars }).await;
                     });
                 }
-                Action::Transfer { queue } => {
-                    // Queues to hold in come with the dialer; until then the call ends.
-                    info!(%call, queue, "transfer to a queue asked; not yet possible, hanging up");
-                    active.hanging_up = true;
-                    self.ua.hang_up(now, call);
-                }
-                Action::HangUp => {
+                Action::Transfer { .. } | Action::HangUp => {
+                    if let Action::Transfer { queue } = &action {
+                        // Queues to hold in come with the dialer; until then the call ends.
+                        info!(%call, queue, "transfer to a queue asked; not yet possible, hanging up");
+                    }
                     if !active.hanging_up {
                         active.hanging_up = true;
                         self.ua.hang_up(now, call);

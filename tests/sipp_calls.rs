@@ -433,9 +433,11 @@ fn a_caller_in_the_queue_books_a_callback_by_phone() {
 }
 
 /// Runs the self-service scenario from `from` with `keys` against a fresh callbackd on
-/// `config`; SIPp must see callbackd hang up.
-fn phone_in(config: &std::path::Path, from: &str, keys: &str) {
-    let server = Server::start(&config.to_path_buf());
+/// `config`; SIPp must see callbackd hang up. Returns callbackd's log.
+fn phone_in(config: &std::path::Path, from: &str, keys: &str) -> String {
+    let log =
+        std::env::temp_dir().join(format!("callbackd-ivr-{:016x}.log", rand::random::<u64>()));
+    let server = Server::start_logging(&config.to_path_buf(), &log);
     let scenario = self_service_scenario(from, keys);
     let (ok, failed, out) = run(
         server.sip_udp.unwrap(),
@@ -445,6 +447,8 @@ fn phone_in(config: &std::path::Path, from: &str, keys: &str) {
     );
     std::fs::remove_file(&scenario).ok();
     assert_eq!((ok, failed), (1, 0), "{out}");
+    drop(server);
+    std::fs::read_to_string(&log).unwrap()
 }
 
 #[test]
@@ -483,7 +487,9 @@ fn a_mistyped_id_three_times_by_phone_ends_the_call_without_a_look_up() {
     // The check digit is wrong each time (the last digit off by one).
     let last = id.chars().last().unwrap().to_digit(10).unwrap();
     let wrong = format!("{}{}#", &id[..8], (last + 1) % 10);
-    phone_in(&config, "+12125550100", &wrong.repeat(3));
+    let log = phone_in(&config, "+12125550100", &wrong.repeat(3));
+    assert!(log.contains("key pressed"), "{log}");
+    assert!(!log.contains("dialplan operation"), "no look-up ran: {log}");
     let shown = show_callback(&config, &id);
     assert_eq!(
         shown["history"].as_array().unwrap().len(),

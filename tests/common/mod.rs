@@ -71,10 +71,15 @@ impl Server {
         Server::spawn(config, "warn", Stdio::inherit())
     }
 
-    /// Starts with the log at `info` going to `log`, for tests that read what it says.
+    /// Starts with the log going to `log`, for tests that read what it says: `info`, and
+    /// `debug` for the calls (the keys pressed).
     pub fn start_logging(config: &PathBuf, log: &std::path::Path) -> Server {
         let file = std::fs::File::create(log).unwrap();
-        Server::spawn(config, "info", Stdio::from(file))
+        Server::spawn(
+            config,
+            "info,sqlx=warn,callbackd::signalling=debug",
+            Stdio::from(file),
+        )
     }
 
     fn spawn(config: &PathBuf, level: &str, stderr: Stdio) -> Server {

@@ -58,18 +58,23 @@ impl PhoneNumber {
 
     /// The number with all but the country code and the first three digits hidden, for logs.
     pub fn masked(&self) -> String {
-        let keep = self.e164.len().min(5);
-        format!(
-            "{}{}",
-            &self.e164[..keep],
-            "*".repeat(self.e164.len() - keep)
-        )
+        mask(&self.e164)
     }
 
     /// The last `n` digits, for caller verification.
     pub fn last_digits(&self, n: usize) -> &str {
         &self.e164[self.e164.len().saturating_sub(n)..]
     }
+}
+
+/// A phone number (or caller ID) fit for logs: the first five characters (the country and
+/// area), the rest hidden, so the last digits, which verify a caller, never show.
+pub fn mask(number: &str) -> String {
+    number
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i < 5 { c } else { '*' })
+        .collect()
 }
 
 impl fmt::Debug for PhoneNumber {

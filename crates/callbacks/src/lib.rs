@@ -21,7 +21,9 @@ mod service;
 mod store;
 mod timezone;
 
-pub use address::{Address, AddressError, DialingPolicy, Media, NumberType, PhoneNumber, SipUri};
+pub use address::{
+    mask, Address, AddressError, DialingPolicy, Media, NumberType, PhoneNumber, SipUri,
+};
 pub use callback::{Callback, IllegalTransition, RequestedTime, Source, State};
 pub use duration::{parse_duration, serde_duration};
 pub use ids::{ConfirmationId, ConfirmationIdError, ReceiptCode};

@@ -108,6 +108,10 @@ pub struct Session {
     tries: u32,
     /// An entry just filled up: the terminator, if typed next out of habit, belongs to it.
     spent_terminator: Option<char>,
+    /// The clips of the play in progress, and the play a swallowed key cut short (the media
+    /// stops a barge-in play at any key): that one starts again rather than counting as heard.
+    clips: Vec<Clip>,
+    cut: Option<u64>,
     next_play: u64,
     out: VecDeque<Action>,
 }
@@ -131,6 +135,8 @@ impl Session {
             entered: String::new(),
             tries: 0,
             spent_terminator: None,
+            clips: Vec::new(),
+            cut: None,
             next_play: 1,
             out: VecDeque::new(),
         };
@@ -171,6 +177,13 @@ impl Session {
     /// A key the caller pressed.
     pub fn handle_key(&mut self, now: Instant, key: char) {
         if self.spent_terminator.take() == Some(key) {
+            self.cut = match self.state {
+                State::Playing {
+                    id, barge_in: true, ..
+                }
+                | State::Prompting { id } => Some(id),
+                _ => None,
+            };
             return;
         }
         match self.state.clone() {
@@ -187,6 +200,9 @@ impl Session {
 
     /// Play `id` ended (played out, or stopped by a key).
     pub fn handle_played(&mut self, now: Instant, id: u64) {
+        if self.cut.take() == Some(id) && self.restart(id) {
+            return;
+        }
         match self.state {
             State::Playing { id: playing, .. } if playing == id => self.go_next(now),
             State::Prompting { id: playing } if playing == id => self.wait(now),
@@ -248,15 +264,41 @@ impl Session {
     }
 
     fn play(&mut self, sounds: &[Sound], barge_in: bool) -> u64 {
+        let clips = sounds.iter().flat_map(|s| self.clips(s)).collect();
+        self.play_clips(clips, barge_in)
+    }
+
+    fn play_clips(&mut self, clips: Vec<Clip>, barge_in: bool) -> u64 {
         let id = self.next_play;
         self.next_play += 1;
-        let clips = sounds.iter().flat_map(|s| self.clips(s)).collect();
+        self.clips.clone_from(&clips);
         self.out.push_back(Action::Play {
             id,
             clips,
             barge_in,
         });
         id
+    }
+
+    /// Starts the play `id` over, when it is the one in progress.
+    fn restart(&mut self, id: u64) -> bool {
+        let clips = self.clips.clone();
+        match self.state {
+            State::Playing {
+                id: playing,
+                barge_in,
+            } if playing == id => {
+                let id = self.play_clips(clips, barge_in);
+                self.state = State::Playing { id, barge_in };
+                true
+            }
+            State::Prompting { id: playing } if playing == id => {
+                let id = self.play_clips(clips, true);
+                self.state = State::Prompting { id };
+                true
+            }
+            _ => false,
+        }
     }
 
     fn clips(&self, sound: &Sound) -> Vec<Clip> {
@@ -384,6 +426,9 @@ impl Session {
         if !self.typed.is_empty() {
             self.state = State::Waiting { deadline: now };
             while let Some(key) = self.typed.pop_front() {
+                if self.spent_terminator.take() == Some(key) {
+                    continue;
+                }
                 self.take_key(now, key);
                 if !matches!(self.state, State::Waiting { .. }) {
                     return;

@@ -448,3 +448,31 @@ fn syntax_and_type_errors_name_the_line() {
         "{message}"
     );
 }
+
+#[test]
+fn the_pound_after_a_full_entry_does_not_cut_the_next_prompt() {
+    // The caller follows "then press the pound key" after 9 digits, which were enough: the #
+    // lands on the status prompt, which the media stops at any key. It starts again.
+    let mut call = Call::start();
+    let (greeting, _) = call.played();
+    call.finish_play(greeting);
+    let (ask, _) = call.played();
+    call.finish_play(ask);
+    call.keys(GOOD_ID);
+    call.actions();
+    call.session.handle_result(
+        call.now,
+        "found",
+        vec![("state".into(), Value::Text("paused".into()))],
+    );
+    let (status, prompts) = call.played();
+    assert_eq!(prompts, ["status-paused"]);
+    call.keys("#");
+    call.finish_play(status);
+    let (again, prompts) = call.played();
+    assert_ne!(again, status);
+    assert_eq!(prompts, ["status-paused"], "heard again, from the start");
+    call.finish_play(again);
+    let (_, prompts) = call.played();
+    assert_eq!(prompts, ["main-menu"], "and the # was no menu choice");
+}
