@@ -353,21 +353,8 @@ fn pause_by_phone(url: &str) {
     let config = config_with(url, &[]);
     let number = "+12125550100";
     let id = create_callback(&config, number);
-    let log =
-        std::env::temp_dir().join(format!("callbackd-ivr-{:016x}.log", rand::random::<u64>()));
-    let server = Server::start_logging(&config, &log);
-    let scenario = self_service_scenario(number, &format!("{id}#5*"));
-    let (ok, failed, out) = run(
-        server.sip_udp.unwrap(),
-        &scenario.display().to_string(),
-        1,
-        &[],
-    );
-    std::fs::remove_file(&scenario).ok();
-    assert_eq!((ok, failed), (1, 0), "{out}");
-    drop(server);
+    let log = phone_in(&config, number, &format!("{id}#5*"));
     let shown = show_callback(&config, &id);
-    let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(shown["state"], "paused", "{shown}\n{log}");
     let last = shown["history"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["channel"], "ivr", "{last}");
@@ -402,18 +389,8 @@ fn a_caller_in_the_queue_books_a_callback_by_phone() {
         )],
     );
     let number = "+12125550100";
-    let server = Server::start(&config);
     // 1 for a callback instead of holding, 1 for the number calling.
-    let scenario = self_service_scenario(number, "11");
-    let (ok, failed, out) = run(
-        server.sip_udp.unwrap(),
-        &scenario.display().to_string(),
-        1,
-        &[],
-    );
-    std::fs::remove_file(&scenario).ok();
-    assert_eq!((ok, failed), (1, 0), "{out}");
-    drop(server);
+    phone_in(&config, number, "11");
     let out = common::callbackd()
         .args(["callbacks", "list", "--queue", "support"])
         .arg("--config")
