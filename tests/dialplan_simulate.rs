@@ -43,26 +43,23 @@ impl Line {
     }
 
     /// A callback for `address`; its confirmation ID.
-    fn create(&self, address: &str, extra: &[&str]) -> String {
-        let mut args = vec![
-            "callbacks",
-            "create",
-            "--queue",
-            "support",
-            "--address",
-            address,
-        ];
-        args.extend_from_slice(extra);
-        let body: Value = serde_json::from_str(&self.run(&args)).unwrap();
-        body["confirmation_id"].as_str().unwrap().to_owned()
+    fn create(&self, address: &str) -> String {
+        common::create_callback(&self.config, address)
     }
 
     /// A call from `caller_id` pressing `keys`; what the caller heard and did.
     fn call(&self, caller_id: &str, keys: &str) -> String {
+        self.call_at("self_service", caller_id, keys)
+    }
+
+    /// The same, starting at the dialplan entry `entry`.
+    fn call_at(&self, entry: &str, caller_id: &str, keys: &str) -> String {
         self.run(&[
             "dialplan",
             "simulate",
             "dialplans/default.toml",
+            "--entry",
+            entry,
             "--caller-id",
             caller_id,
             "--digits",
@@ -71,7 +68,7 @@ impl Line {
     }
 
     fn show(&self, id: &str) -> Value {
-        serde_json::from_str(&self.run(&["callbacks", "show", id])).unwrap()
+        common::show_callback(&self.config, id)
     }
 }
 
@@ -88,7 +85,7 @@ fn spoken_receipt(transcript: &str) -> String {
 
 async fn look_up_pause_and_resume_with_receipts_in_the_history(backend: &str) {
     let line = Line::new(backend).await;
-    let id = line.create(NUMBER, &[]);
+    let id = line.create(NUMBER);
     let heard = line.call(NUMBER, &format!("{id}#5*"));
     assert!(
         heard.contains("hears: status-scheduled as-soon-as-possible"),
@@ -131,7 +128,7 @@ async fn look_up_pause_and_resume_on_postgres() {
 #[tokio::test]
 async fn a_caller_from_another_number_is_asked_the_last_four_digits() {
     let line = Line::new("sqlite").await;
-    let id = line.create(NUMBER, &[]);
+    let id = line.create(NUMBER);
     let heard = line.call("+13125550199", &format!("{id}#0100 6 1 *"));
     assert!(heard.contains("hears: enter-last-four"), "{heard}");
     assert!(heard.contains("runs: verify"), "{heard}");
@@ -141,7 +138,7 @@ async fn a_caller_from_another_number_is_asked_the_last_four_digits() {
 #[tokio::test]
 async fn an_unknown_id_and_a_wrong_last_four_sound_the_same() {
     let line = Line::new("sqlite").await;
-    let id = line.create(NUMBER, &[]);
+    let id = line.create(NUMBER);
     let stranger = "+13125550199";
     let wrong_four = line.call(stranger, &format!("{id}#9999"));
     let unknown = line.call(stranger, "745805615#0100");
@@ -178,7 +175,7 @@ async fn a_mistyped_id_three_times_is_refused_without_a_lookup_and_goodbye() {
 #[tokio::test]
 async fn reschedule_to_a_time_tomorrow_then_as_soon_as_possible() {
     let line = Line::new("sqlite").await;
-    let id = line.create(NUMBER, &[]);
+    let id = line.create(NUMBER);
     // 1 time, 2 a time, 14:30, 2 tomorrow, 1 confirm.
     let heard = line.call(NUMBER, &format!("{id}#1 2 1430 2 1 *"));
     assert!(
@@ -200,7 +197,7 @@ async fn reschedule_to_a_time_tomorrow_then_as_soon_as_possible() {
 #[tokio::test]
 async fn change_the_number_and_a_blocked_number_is_refused_with_its_reason() {
     let line = Line::new("sqlite").await;
-    let id = line.create(NUMBER, &[]);
+    let id = line.create(NUMBER);
     let heard = line.call(NUMBER, &format!("{id}#2 12125550123# 1 *"));
     spoken_receipt(&heard);
     assert_eq!(line.show(&id)["address"], "+12125550123");
@@ -216,7 +213,7 @@ async fn change_the_number_and_a_blocked_number_is_refused_with_its_reason() {
 #[tokio::test]
 async fn change_how_we_reach_you_and_the_department() {
     let line = Line::new("sqlite").await;
-    let id = line.create(NUMBER, &[]);
+    let id = line.create(NUMBER);
     let heard = line.call(NUMBER, &format!("{id}#3 2 4 3 *"));
     assert_eq!(
         heard.matches("hears: change-confirmed").count(),
@@ -274,7 +271,7 @@ fn check_names_every_problem_with_its_line() {
 #[tokio::test]
 async fn three_failed_look_ups_in_one_call_end_it() {
     let line = Line::new("sqlite").await;
-    let id = line.create(NUMBER, &[]);
+    let id = line.create(NUMBER);
     let wrong = format!("{id}#9999");
     let heard = line.call("+13125550199", &[wrong.as_str(); 4].concat());
     assert_eq!(heard.matches("runs: verify").count(), 3, "{heard}");
@@ -293,7 +290,7 @@ fn a_caller_id_with_too_many_failed_look_ups_is_refused_without_one() {
         "max_failures_per_caller = 10",
         "max_failures_per_caller = 2",
     )]);
-    let id = line.create(NUMBER, &[]);
+    let id = line.create(NUMBER);
     let stranger = "+13125550199";
     line.call(stranger, &format!("{id}#9999{id}#9999"));
     let heard = line.call(stranger, &format!("{id}#"));
@@ -311,7 +308,7 @@ fn past_the_hourly_budget_of_failures_even_the_callbacks_own_number_must_verify(
         "failed_lookups_per_hour = 100",
         "failed_lookups_per_hour = 2",
     )]);
-    let id = line.create(NUMBER, &[]);
+    let id = line.create(NUMBER);
     line.call("+13125550199", &format!("{id}#9999{id}#9999"));
     let heard = line.call(NUMBER, &format!("{id}#0100*"));
     assert!(heard.contains("hears: enter-last-four"), "{heard}");
@@ -324,17 +321,7 @@ fn past_the_hourly_budget_of_failures_even_the_callbacks_own_number_must_verify(
 #[tokio::test]
 async fn a_caller_in_the_queue_books_a_callback_and_hears_its_number_twice() {
     let line = Line::new("sqlite").await;
-    let heard = line.run(&[
-        "dialplan",
-        "simulate",
-        "dialplans/default.toml",
-        "--entry",
-        "queue_support",
-        "--caller-id",
-        NUMBER,
-        "--digits",
-        "11",
-    ]);
+    let heard = line.call_at("queue_support", NUMBER, "11");
     let booked = heard
         .lines()
         .find(|l| l.starts_with("runs: book"))
@@ -363,17 +350,7 @@ async fn a_caller_in_the_queue_books_a_callback_and_hears_its_number_twice() {
     assert_eq!(shown["history"][0]["channel"], "ivr");
 
     // Another number, entered and confirmed.
-    let heard = line.run(&[
-        "dialplan",
-        "simulate",
-        "dialplans/default.toml",
-        "--entry",
-        "queue_support",
-        "--caller-id",
-        NUMBER,
-        "--digits",
-        "1 2 13125550199# 1",
-    ]);
+    let heard = line.call_at("queue_support", NUMBER, "1 2 13125550199# 1");
     assert!(
         heard.contains("runs: book number=13125550199 queue=support -> success"),
         "{heard}"

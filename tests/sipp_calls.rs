@@ -313,48 +313,14 @@ fn self_service_scenario(from: &str, keys: &str) -> PathBuf {
     path
 }
 
-/// Creates a callback for `number` with the CLI; its confirmation ID.
-fn create_callback(config: &std::path::Path, number: &str) -> String {
-    let out = common::callbackd()
-        .args([
-            "callbacks",
-            "create",
-            "--queue",
-            "support",
-            "--address",
-            number,
-        ])
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    body["confirmation_id"].as_str().unwrap().to_owned()
-}
-
-fn show_callback(config: &std::path::Path, id: &str) -> serde_json::Value {
-    let out = common::callbackd()
-        .args(["callbacks", "show", id])
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// A caller phones in, types the confirmation ID and # over the greeting, 5 to pause, * to
 /// end; callbackd hangs up, and the store has the callback paused with an IVR receipt.
 fn pause_by_phone(url: &str) {
     let config = config_with(url, &[]);
     let number = "+12125550100";
-    let id = create_callback(&config, number);
+    let id = common::create_callback(&config, number);
     let log = phone_in(&config, number, &format!("{id}#5*"));
-    let shown = show_callback(&config, &id);
+    let shown = common::show_callback(&config, &id);
     assert_eq!(shown["state"], "paused", "{shown}\n{log}");
     let last = shown["history"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["channel"], "ivr", "{last}");
@@ -432,10 +398,10 @@ fn phone_in(config: &std::path::Path, from: &str, keys: &str) -> String {
 fn several_changes_by_phone_in_one_call_each_with_its_receipt() {
     let config = config_with(&store::testing::sqlite_url(), &[]);
     let number = "+12125550100";
-    let id = create_callback(&config, number);
+    let id = common::create_callback(&config, number);
     // 3 2: by text message; 4 3: the third department; 6 1: cancel; *: goodbye.
     phone_in(&config, number, &format!("{id}#32436 1*").replace(' ', ""));
-    let shown = show_callback(&config, &id);
+    let shown = common::show_callback(&config, &id);
     assert_eq!(
         (
             shown["media"].as_str(),
@@ -460,14 +426,14 @@ fn several_changes_by_phone_in_one_call_each_with_its_receipt() {
 #[test]
 fn a_mistyped_id_three_times_by_phone_ends_the_call_without_a_look_up() {
     let config = config_with(&store::testing::sqlite_url(), &[]);
-    let id = create_callback(&config, "+12125550100");
+    let id = common::create_callback(&config, "+12125550100");
     // The check digit is wrong each time (the last digit off by one).
     let last = id.chars().last().unwrap().to_digit(10).unwrap();
     let wrong = format!("{}{}#", &id[..8], (last + 1) % 10);
     let log = phone_in(&config, "+12125550100", &wrong.repeat(3));
     assert!(log.contains("key pressed"), "{log}");
     assert!(!log.contains("dialplan operation"), "no look-up ran: {log}");
-    let shown = show_callback(&config, &id);
+    let shown = common::show_callback(&config, &id);
     assert_eq!(
         shown["history"].as_array().unwrap().len(),
         1,

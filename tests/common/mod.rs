@@ -140,6 +140,40 @@ impl Server {
     }
 }
 
+/// Creates a callback for `number` with the CLI; its confirmation ID.
+pub fn create_callback(config: &std::path::Path, number: &str) -> String {
+    let out = callbackd()
+        .args([
+            "callbacks",
+            "create",
+            "--queue",
+            "support",
+            "--address",
+            number,
+        ])
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    body["confirmation_id"].as_str().unwrap().to_owned()
+}
+
+pub fn show_callback(config: &std::path::Path, id: &str) -> serde_json::Value {
+    let out = callbackd()
+        .args(["callbacks", "show", id])
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A key a callbackd log says was pressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPressed {

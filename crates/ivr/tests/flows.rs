@@ -126,6 +126,17 @@ impl Call {
         }
     }
 
+    /// A call past the greeting and the prompt for the ID, waiting for its keys.
+    fn at_the_id_prompt() -> Call {
+        let mut call = Call::start();
+        let (greeting, _) = call.played();
+        call.finish_play(greeting);
+        let (ask, prompts) = call.played();
+        assert_eq!(prompts, ["enter-confirmation"]);
+        call.finish_play(ask);
+        call
+    }
+
     fn actions(&mut self) -> Vec<Action> {
         std::iter::from_fn(|| self.session.poll_action()).collect()
     }
@@ -273,11 +284,7 @@ fn a_mistyped_id_is_refused_without_a_lookup_and_three_tries_end_the_call() {
 
 #[test]
 fn silence_after_the_prompt_gets_the_no_input_message_then_the_prompt_again() {
-    let mut call = Call::start();
-    let (greeting, _) = call.played();
-    call.finish_play(greeting);
-    let (ask, _) = call.played();
-    call.finish_play(ask);
+    let mut call = Call::at_the_id_prompt();
     call.wait(4);
     assert!(call.actions().is_empty(), "the first-digit timeout is 5 s");
     call.wait(1);
@@ -290,11 +297,7 @@ fn silence_after_the_prompt_gets_the_no_input_message_then_the_prompt_again() {
 
 #[test]
 fn an_entry_left_short_times_out_as_invalid_and_a_full_one_needs_no_terminator() {
-    let mut call = Call::start();
-    let (greeting, _) = call.played();
-    call.finish_play(greeting);
-    let (ask, _) = call.played();
-    call.finish_play(ask);
+    let mut call = Call::at_the_id_prompt();
     call.keys("7458");
     call.wait(3);
     let (complaint, prompts) = call.played();
@@ -453,11 +456,7 @@ fn syntax_and_type_errors_name_the_line() {
 fn the_pound_after_a_full_entry_does_not_cut_the_next_prompt() {
     // The caller follows "then press the pound key" after 9 digits, which were enough: the #
     // lands on the status prompt, which the media stops at any key. It starts again.
-    let mut call = Call::start();
-    let (greeting, _) = call.played();
-    call.finish_play(greeting);
-    let (ask, _) = call.played();
-    call.finish_play(ask);
+    let mut call = Call::at_the_id_prompt();
     call.keys(GOOD_ID);
     call.actions();
     call.session.handle_result(
