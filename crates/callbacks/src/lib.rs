@@ -11,8 +11,10 @@
 //! identifiers come from a random generator passed in, so tests are deterministic.
 
 mod address;
+mod agent;
 mod callback;
 mod damm;
+pub mod dialer;
 mod duration;
 mod ids;
 mod modification;
@@ -24,7 +26,9 @@ mod timezone;
 pub use address::{
     mask, Address, AddressError, DialingPolicy, Media, NumberType, PhoneNumber, SipUri,
 };
+pub use agent::{Agent, AgentError, AgentEvent, AgentState, NewAgent, Skill, SkillSpec};
 pub use callback::{Callback, IllegalTransition, RequestedTime, Source, State};
+pub use dialer::{Attempt, AttemptOutcome, Verdict};
 pub use duration::{parse_duration, serde_duration};
 pub use ids::{ConfirmationId, ConfirmationIdError, ReceiptCode};
 pub use modification::{Actor, Channel, FailureReason, Modification, Outcome, Receipt, Rejection};

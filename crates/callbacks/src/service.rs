@@ -137,7 +137,7 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// The fields that differ between two versions of a callback.
-fn changes(old: Option<&Callback>, new: &Callback) -> serde_json::Value {
+pub(crate) fn changes(old: Option<&Callback>, new: &Callback) -> serde_json::Value {
     let new = serde_json::to_value(new).expect("callbacks serialize");
     let Some(old) = old else {
         return new;

@@ -48,6 +48,13 @@ pub enum StoreError {
     /// An open callback already has this confirmation ID.
     #[error("confirmation ID already in use by an open callback")]
     DuplicateConfirmationId,
+    /// An agent with this ID exists already.
+    #[error("an agent with this ID exists already")]
+    DuplicateAgent,
+    /// The lease this node held on a callback was taken over by another node (it stalled or
+    /// lost the database past the lease's expiry): its write was refused.
+    #[error("the lease on callback {0} was lost to another node")]
+    LeaseLost(Uuid),
     #[error("callback {0} does not exist")]
     Missing(Uuid),
     /// A stored row that does not map back to the domain (edited by hand, or a newer schema).

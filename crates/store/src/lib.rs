@@ -5,7 +5,10 @@
 //! source file, `sql.rs`, compiled once per driver; only connecting, pragmas and the schema's
 //! column types differ. Migrations are embedded and run when a store is opened.
 
-use callbacks::{Callback, CallbackStore, ConfirmationId, Event, Filter, State, StoreError};
+use callbacks::{
+    Agent, AgentEvent, Attempt, AttemptOutcome, Callback, CallbackStore, ConfirmationId, Event,
+    Filter, State, StoreError,
+};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -76,6 +79,14 @@ pub struct SecurityEvent {
     pub call_id: String,
 }
 
+/// How an attempt ended, written with the callback's last step of it.
+pub struct Finish {
+    pub attempt: Uuid,
+    pub outcome: AttemptOutcome,
+    pub sip_status: Option<u16>,
+    pub at: DateTime<Utc>,
+}
+
 /// The store a URL names: `postgres://…` or `sqlite://…`.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -138,6 +149,92 @@ impl Store {
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         dispatch!(self, s => s.count_security_events(kind, caller_id, since))
+    }
+
+    /// Adds a logged-out agent; [`StoreError::DuplicateAgent`] when the ID is taken.
+    pub async fn insert_agent(&self, agent: &Agent, actor: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_agent(agent, actor))
+    }
+
+    /// Every agent, by ID.
+    pub async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        dispatch!(self, s => s.agents())
+    }
+
+    pub async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
+        dispatch!(self, s => s.agent(id))
+    }
+
+    /// Moves an agent from `old` (the version read) to `new`, with a line in its history; a
+    /// conflict when someone moved it first.
+    pub async fn move_agent(
+        &self,
+        old: &Agent,
+        new: &Agent,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.move_agent(old, new, actor))
+    }
+
+    pub async fn agent_history(&self, id: &str) -> Result<Vec<AgentEvent>, StoreError> {
+        dispatch!(self, s => s.agent_history(id))
+    }
+
+    /// Reserves a ready agent for the first callback `choose` takes, leases it and records
+    /// the attempt `attempt_id`, all in one transaction (see `SqlStore::claim`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim(
+        &self,
+        attempt_id: uuid::Uuid,
+        old: &Agent,
+        reserved: &Agent,
+        node: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        choose: impl FnMut(&Callback) -> Option<(Callback, Event)> + Send,
+    ) -> Result<Option<(Callback, Attempt)>, StoreError> {
+        dispatch!(self, s => s.claim(attempt_id, old, reserved, node, now, until, choose))
+    }
+
+    /// Extends a lease; `false` when it was lost to another node.
+    pub async fn renew(
+        &self,
+        callback: Uuid,
+        generation: i64,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.renew(callback, generation, until))
+    }
+
+    /// A step of an attempt, fenced by the lease's generation (see `SqlStore::step_attempt`).
+    pub async fn step_attempt(
+        &self,
+        generation: i64,
+        callback: &Callback,
+        event: &Event,
+        finish: Option<&Finish>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.step_attempt(generation, callback, event, finish))
+    }
+
+    /// A callback by its internal ID.
+    pub async fn callback(&self, callback: Uuid) -> Result<Option<Callback>, StoreError> {
+        dispatch!(self, s => s.callback(callback))
+    }
+
+    /// Takes over expired leases for `node` (see `SqlStore::take_over_expired`).
+    pub async fn take_over_expired(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(Callback, Attempt, i64)>, StoreError> {
+        dispatch!(self, s => s.take_over_expired(node, now, until))
+    }
+
+    /// A callback's attempts, oldest first.
+    pub async fn attempts(&self, callback: Uuid) -> Result<Vec<Attempt>, StoreError> {
+        dispatch!(self, s => s.attempts(callback))
     }
 }
 

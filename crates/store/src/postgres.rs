@@ -8,6 +8,10 @@ use sqlx::postgres::PgPoolOptions;
 use crate::{db_error, migrate_error, SqlStore};
 
 type Db = sqlx::Postgres;
+/// Opens a transaction that writes.
+const BEGIN_WRITE: &str = "BEGIN";
+/// Rows a node reads to claim are locked, and rows another node has locked are passed over.
+const LOCK_SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 include!("sql.rs");
 
 impl SqlStore<Db> {

@@ -2,8 +2,9 @@
 // include this file with `Db` naming their driver.
 
 use callbacks::{
-    Address, Callback, CallbackStore, Channel, ConfirmationId, Event, Filter, Media, Outcome,
-    ReceiptCode, RequestedTime, Source, State,
+    Address, Agent, AgentEvent, AgentState, Attempt, AttemptOutcome, Callback, CallbackStore,
+    Channel, ConfirmationId, Event, Filter, Media, Outcome, ReceiptCode, RequestedTime, Source,
+    State,
 };
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -44,6 +45,35 @@ const INSERT: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
      $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
 );
+
+/// Writes a whole callback over the version before it (`$22`).
+macro_rules! update {
+    () => {
+        "UPDATE callbacks SET confirmation_id = $2, queue = $3, skill = $4, media = $5, \
+         address = $6, customer_name = $7, requested_at = $8, time_zone = $9, state = $10, \
+         priority = $11, attempts = $12, max_attempts = $13, next_attempt_at = $14, \
+         enqueued_at = $15, expires_at = $16, source = $17, context = $18, version = $19, \
+         created_at = $20, updated_at = $21 WHERE id = $1 AND version = $22"
+    };
+}
+
+const UPDATE: &str = update!();
+
+/// The same, by the holder of the callback's lease (`$23`, its generation) only.
+const UPDATE_LEASED: &str = concat!(update!(), " AND lease_generation = $23");
+
+macro_rules! agent_columns {
+    () => {
+        "id, name, skills, address, state, reason, since, version"
+    };
+}
+
+macro_rules! attempt_columns {
+    () => {
+        "id, callback_id, number, generation, node, agent_id, started_at, ended_at, outcome, \
+         sip_status"
+    };
+}
 
 const INSERT_EVENT: &str = concat!(
     "INSERT INTO callback_events (",
@@ -313,13 +343,7 @@ impl CallbackStore for SqlStore<Db> {
         // (waiting for it if need be) instead of failing to upgrade a stale read.
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let updated = bind_callback(
-            sqlx::query(
-                "UPDATE callbacks SET confirmation_id = $2, queue = $3, skill = $4, media = $5, \
-                 address = $6, customer_name = $7, requested_at = $8, time_zone = $9, state = $10, \
-                 priority = $11, attempts = $12, max_attempts = $13, next_attempt_at = $14, \
-                 enqueued_at = $15, expires_at = $16, source = $17, context = $18, version = $19, \
-                 created_at = $20, updated_at = $21 WHERE id = $1 AND version = $22",
-            ),
+            sqlx::query(UPDATE),
             callback,
         )
         .bind(callback.version - 1)
@@ -396,5 +420,425 @@ impl CallbackStore for SqlStore<Db> {
     async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Callback>, StoreError> {
         self.fetch_callbacks(sqlx::query(DUE).bind(now).bind(i64::from(limit)))
             .await
+    }
+}
+
+fn agent_from_row(row: &DbRow) -> Result<Agent, StoreError> {
+    let state: String = row.try_get("state").map_err(db_error)?;
+    let Json(skills) = row.try_get("skills").map_err(db_error)?;
+    Ok(Agent {
+        id: row.try_get("id").map_err(db_error)?,
+        name: row.try_get("name").map_err(db_error)?,
+        skills,
+        address: row.try_get("address").map_err(db_error)?,
+        state: AgentState::parse(&state).ok_or_else(|| corrupt("agent state", &state))?,
+        reason: row.try_get("reason").map_err(db_error)?,
+        since: row.try_get("since").map_err(db_error)?,
+        version: row.try_get("version").map_err(db_error)?,
+    })
+}
+
+fn attempt_from_row(row: &DbRow) -> Result<Attempt, StoreError> {
+    let outcome: Option<String> = row.try_get("outcome").map_err(db_error)?;
+    Ok(Attempt {
+        id: row.try_get("id").map_err(db_error)?,
+        callback_id: row.try_get("callback_id").map_err(db_error)?,
+        number: row.try_get::<i32, _>("number").map_err(db_error)? as u32,
+        generation: row.try_get("generation").map_err(db_error)?,
+        node: row.try_get("node").map_err(db_error)?,
+        agent_id: row.try_get("agent_id").map_err(db_error)?,
+        started_at: row.try_get("started_at").map_err(db_error)?,
+        ended_at: row.try_get("ended_at").map_err(db_error)?,
+        outcome: outcome
+            .map(|o| AttemptOutcome::parse(&o).ok_or_else(|| corrupt("attempt outcome", &o)))
+            .transpose()?,
+        sip_status: row
+            .try_get::<Option<i32>, _>("sip_status")
+            .map_err(db_error)?
+            .map(|s| s as u16),
+    })
+}
+
+/// Writes an agent over the version before it and appends the step to its history.
+async fn move_agent_in(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    old: &Agent,
+    new: &Agent,
+    actor: &str,
+) -> Result<(), StoreError> {
+    let moved = sqlx::query(
+        "UPDATE agents SET state = $2, reason = $3, since = $4, version = $5 \
+         WHERE id = $1 AND version = $6",
+    )
+    .bind(new.id.as_str())
+    .bind(new.state.as_str())
+    .bind(new.reason.as_deref())
+    .bind(new.since)
+    .bind(new.version)
+    .bind(old.version)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    if moved.rows_affected() == 0 {
+        return Err(StoreError::Conflict { found: -1 });
+    }
+    insert_agent_event(tx, new, Some(old.state), actor).await
+}
+
+async fn insert_agent_event(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    agent: &Agent,
+    from: Option<AgentState>,
+    actor: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO agent_events (agent_id, at, actor, from_state, to_state, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(agent.id.as_str())
+    .bind(agent.since)
+    .bind(actor)
+    .bind(from.map(AgentState::as_str))
+    .bind(agent.state.as_str())
+    .bind(agent.reason.as_deref())
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+impl SqlStore<Db> {
+    /// A write transaction; on SQLite it takes the write lock at once, so a read inside it
+    /// can never go stale.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+        self.pool.begin_with(BEGIN_WRITE).await.map_err(db_error)
+    }
+
+    pub async fn insert_agent(&self, agent: &Agent, actor: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO agents (",
+            agent_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING"
+        ))
+        .bind(agent.id.as_str())
+        .bind(agent.name.as_str())
+        .bind(Json(&agent.skills))
+        .bind(agent.address.as_str())
+        .bind(agent.state.as_str())
+        .bind(agent.reason.as_deref())
+        .bind(agent.since)
+        .bind(agent.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::DuplicateAgent);
+        }
+        insert_agent_event(&mut tx, agent, None, actor).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Every agent, by ID.
+    pub async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        sqlx::query(concat!("SELECT ", agent_columns!(), " FROM agents ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(agent_from_row)
+            .collect()
+    }
+
+    pub async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
+        sqlx::query(concat!("SELECT ", agent_columns!(), " FROM agents WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
+    }
+
+    /// Moves an agent from `old` (the version read) to `new`; a conflict when someone moved
+    /// it first.
+    pub async fn move_agent(&self, old: &Agent, new: &Agent, actor: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        move_agent_in(&mut tx, old, new, actor).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    pub async fn agent_history(&self, id: &str) -> Result<Vec<AgentEvent>, StoreError> {
+        let rows: Vec<(DateTime<Utc>, String, Option<String>, String, Option<String>)> =
+            sqlx::query_as(
+                "SELECT at, actor, from_state, to_state, reason FROM agent_events \
+                 WHERE agent_id = $1 ORDER BY seq",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let state = |s: &str| AgentState::parse(s).ok_or_else(|| corrupt("agent state", s));
+        rows.into_iter()
+            .map(|(at, actor, from, to, reason)| {
+                Ok(AgentEvent {
+                    at,
+                    actor,
+                    from: from.as_deref().map(state).transpose()?,
+                    to: state(&to)?,
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Reserves the ready agent `old` (as `reserved`) for the first queued callback, in
+    /// dialing order, with one of its skills that is due at `now` and that `choose` takes
+    /// (returning it as claimed, with the history line). In one transaction: the agent is
+    /// reserved, the callback leased to `node` until `until` under a new generation, and the
+    /// attempt recorded, so the attempt is in the store before any INVITE goes out. `None`
+    /// when nothing fits or the agent was moved meanwhile.
+    pub async fn claim(
+        &self,
+        attempt_id: Uuid,
+        old: &Agent,
+        reserved: &Agent,
+        node: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        mut choose: impl FnMut(&Callback) -> Option<(Callback, Event)> + Send,
+    ) -> Result<Option<(Callback, Attempt)>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        match move_agent_in(&mut tx, old, reserved, node).await {
+            Err(StoreError::Conflict { .. }) => return Ok(None),
+            other => other?,
+        }
+        let skills: Vec<&str> = old.skills.iter().map(|s| s.name.as_str()).collect();
+        let placeholders: Vec<String> = (0..skills.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                columns!(),
+                " FROM callbacks WHERE state = 'queued' AND next_attempt_at <= $1 \
+                 AND skill IN ({}) ORDER BY priority DESC, enqueued_at, id LIMIT 64{}"
+            ),
+            placeholders.join(", "),
+            LOCK_SKIP_LOCKED
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for skill in &skills {
+            query = query.bind(*skill);
+        }
+        let rows = query.fetch_all(&mut *tx).await.map_err(db_error)?;
+        for row in &rows {
+            let old_cb = callback_from_row(row)?;
+            let Some((cb, event)) = choose(&old_cb) else {
+                continue;
+            };
+            bind_callback(sqlx::query(UPDATE), &cb)
+                .bind(old_cb.version)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let (generation,): (i64,) = sqlx::query_as(
+                "UPDATE callbacks SET lease_owner = $2, lease_expires_at = $3, \
+                 lease_generation = lease_generation + 1 WHERE id = $1 RETURNING lease_generation",
+            )
+            .bind(cb.id)
+            .bind(node)
+            .bind(until)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            let attempt = Attempt {
+                id: attempt_id,
+                callback_id: cb.id,
+                number: cb.attempts,
+                generation,
+                node: node.to_owned(),
+                agent_id: Some(old.id.clone()),
+                started_at: now,
+                ended_at: None,
+                outcome: None,
+                sip_status: None,
+            };
+            sqlx::query(concat!(
+                "INSERT INTO attempts (",
+                attempt_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind(attempt.id)
+            .bind(attempt.callback_id)
+            .bind(attempt.number as i32)
+            .bind(attempt.generation)
+            .bind(attempt.node.as_str())
+            .bind(attempt.agent_id.as_deref())
+            .bind(attempt.started_at)
+            .bind(attempt.ended_at)
+            .bind(None::<String>)
+            .bind(None::<i32>)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            insert_event(&mut *tx, &event).await?;
+            tx.commit().await.map_err(db_error)?;
+            return Ok(Some((cb, attempt)));
+        }
+        tx.rollback().await.map_err(db_error)?;
+        Ok(None)
+    }
+
+    /// Extends the lease of generation `generation` to `until`; `false` when it was lost.
+    pub async fn renew(&self, callback: Uuid, generation: i64, until: DateTime<Utc>) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE callbacks SET lease_expires_at = $3 \
+             WHERE id = $1 AND lease_generation = $2 AND lease_owner IS NOT NULL",
+        )
+        .bind(callback)
+        .bind(generation)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// A step of an attempt by the holder of lease `generation`: the callback written over
+    /// the version before it, with its history line; with `finish`, the attempt's outcome is
+    /// written and the lease released. [`StoreError::LeaseLost`] when another node holds the
+    /// callback now, a conflict when someone changed it since it was read.
+    pub async fn step_attempt(
+        &self,
+        generation: i64,
+        callback: &Callback,
+        event: &Event,
+        finish: Option<&crate::Finish>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = bind_callback(sqlx::query(UPDATE_LEASED), callback)
+            .bind(callback.version - 1)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected() == 0 {
+            let found: Option<(i64, i64)> =
+                sqlx::query_as("SELECT version, lease_generation FROM callbacks WHERE id = $1")
+                    .bind(callback.id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            tx.rollback().await.map_err(db_error)?;
+            return Err(match found {
+                None => StoreError::Missing(callback.id),
+                Some((_, g)) if g != generation => StoreError::LeaseLost(callback.id),
+                Some((found, _)) => StoreError::Conflict { found },
+            });
+        }
+        if let Some(finish) = finish {
+            sqlx::query(
+                "UPDATE callbacks SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+            )
+            .bind(callback.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            sqlx::query(
+                "UPDATE attempts SET ended_at = $2, outcome = $3, sip_status = $4 WHERE id = $1",
+            )
+            .bind(finish.attempt)
+            .bind(finish.at)
+            .bind(finish.outcome.as_str())
+            .bind(finish.sip_status.map(i32::from))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// The callback a lease is on, as it stands.
+    pub async fn callback(&self, callback: Uuid) -> Result<Option<Callback>, StoreError> {
+        sqlx::query(concat!("SELECT ", columns!(), " FROM callbacks WHERE id = $1"))
+            .bind(callback)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(callback_from_row)
+            .transpose()
+    }
+
+    /// Takes over the leases that expired before `now` (their nodes stopped or lost the
+    /// database), for `node` until `until` under new generations; returns each callback with
+    /// the attempt that was under way and the new generation.
+    pub async fn take_over_expired(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(Callback, Attempt, i64)>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT id, lease_generation FROM callbacks \
+             WHERE lease_owner IS NOT NULL AND lease_expires_at < $1 LIMIT 100{LOCK_SKIP_LOCKED}"
+        ))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let mut taken = Vec::new();
+        for row in rows {
+            let id: Uuid = row.try_get("id").map_err(db_error)?;
+            let old: i64 = row.try_get("lease_generation").map_err(db_error)?;
+            sqlx::query(
+                "UPDATE callbacks SET lease_owner = $2, lease_expires_at = $3, \
+                 lease_generation = lease_generation + 1 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(node)
+            .bind(until)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            let cb = sqlx::query(concat!("SELECT ", columns!(), " FROM callbacks WHERE id = $1"))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let attempt = sqlx::query(concat!(
+                "SELECT ",
+                attempt_columns!(),
+                " FROM attempts WHERE callback_id = $1 AND generation = $2"
+            ))
+            .bind(id)
+            .bind(old)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if let Some(attempt) = attempt {
+                taken.push((callback_from_row(&cb)?, attempt_from_row(&attempt)?, old + 1));
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(taken)
+    }
+
+    /// A callback's attempts, oldest first.
+    pub async fn attempts(&self, callback: Uuid) -> Result<Vec<Attempt>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            attempt_columns!(),
+            " FROM attempts WHERE callback_id = $1 ORDER BY number, generation"
+        ))
+        .bind(callback)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(attempt_from_row)
+        .collect()
     }
 }

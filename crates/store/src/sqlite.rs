@@ -9,6 +9,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::{db_error, migrate_error, SqlStore};
 
 type Db = sqlx::Sqlite;
+/// Opens a transaction that writes.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+/// Rows a node reads to claim are locked, and rows another node has locked are passed over.
+const LOCK_SKIP_LOCKED: &str = "";
 include!("sql.rs");
 
 impl SqlStore<Db> {

@@ -92,6 +92,9 @@ conformance!(
     list_is_in_dialing_order_and_filters,
     scheduled_callbacks_fall_due_and_expire,
     reopening_keeps_everything,
+    agents_are_kept_with_their_history,
+    claims_take_due_callbacks_in_line_each_once,
+    leases_fence_a_node_that_lost_its_callback,
 );
 
 async fn create_find_and_history_round_trip(_url: &str, cb: Arc<Callbacks<Store>>) {
@@ -909,4 +912,268 @@ async fn registrar_bindings_survive_and_expire(url: &str, cb: Arc<Callbacks<Stor
         .unwrap()
         .is_empty());
     again.close().await;
+}
+
+fn agent(id: &str, skills: &[&str]) -> callbacks::Agent {
+    serde_json::from_value::<callbacks::NewAgent>(serde_json::json!({
+        "id": id, "name": format!("Agent {id}"), "skills": skills,
+        "address": format!("sip:{id}@127.0.0.1:5070"),
+    }))
+    .unwrap()
+    .build(&policy(), t0())
+    .unwrap()
+}
+
+/// `agent`, logged in and ready in the store.
+async fn ready_agent(store: &Store, id: &str, skills: &[&str]) -> callbacks::Agent {
+    let a = agent(id, skills);
+    store.insert_agent(&a, "test").await.unwrap();
+    let ready = a.moved(callbacks::AgentState::Ready, None, t0()).unwrap();
+    store.move_agent(&a, &ready, "test").await.unwrap();
+    ready
+}
+
+/// Claims for `agent` the first callback the dialer would take at `now`.
+async fn claim(
+    store: &Store,
+    agent: &callbacks::Agent,
+    seed: u128,
+    now: DateTime<Utc>,
+) -> Option<(callbacks::Callback, callbacks::Attempt)> {
+    let reserved = agent
+        .moved(callbacks::AgentState::Reserved, None, now)
+        .unwrap();
+    store
+        .claim(
+            uuid::Uuid::from_u128(seed),
+            agent,
+            &reserved,
+            "node-a",
+            now,
+            now + Duration::seconds(30),
+            |c| callbacks::dialer::claimed(c, "node-a", &agent.id, now),
+        )
+        .await
+        .unwrap()
+}
+
+async fn agents_are_kept_with_their_history(url: &str, cb: Arc<Callbacks<Store>>) {
+    use callbacks::AgentState::*;
+    let a = agent("ada", &["billing", "technical"]);
+    cb.store.insert_agent(&a, "api").await.unwrap();
+    assert!(matches!(
+        cb.store.insert_agent(&a, "api").await,
+        Err(StoreError::DuplicateAgent)
+    ));
+    let ready = a.moved(Ready, None, t0()).unwrap();
+    cb.store.move_agent(&a, &ready, "api").await.unwrap();
+    let away = a.moved(NotReady, Some("lunch".into()), t0()).unwrap();
+    assert!(
+        matches!(
+            cb.store.move_agent(&a, &away, "api").await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "a move from a stale version is refused"
+    );
+    let again = Store::open(url).await.unwrap();
+    assert_eq!(again.agent("ada").await.unwrap(), Some(ready.clone()));
+    assert_eq!(again.agents().await.unwrap(), [ready]);
+    let history = again.agent_history("ada").await.unwrap();
+    let steps: Vec<_> = history
+        .iter()
+        .map(|e| (e.from, e.to, e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [(None, LoggedOut, "api"), (Some(LoggedOut), Ready, "api")]
+    );
+    assert_eq!(again.agent("nobody").await.unwrap(), None);
+}
+
+async fn claims_take_due_callbacks_in_line_each_once(url: &str, cb: Arc<Callbacks<Store>>) {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut make = |skill: &str, priority: i32, minutes: i64| {
+        let mut r = request("+1 212 555 0100");
+        r.skill = Some(skill.into());
+        r.priority = priority;
+        r.enqueued_at = Some(t0() + Duration::minutes(minutes));
+        let cb = cb.clone();
+        let seed = rand::RngCore::next_u64(&mut rng);
+        async move {
+            cb.create(
+                &mut StdRng::seed_from_u64(seed),
+                t0() + Duration::minutes(10),
+                &api(),
+                Source::Api,
+                r,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first_in_line = make("billing", 0, 1).await;
+    let later = make("billing", 0, 2).await;
+    let urgent = make("billing", 5, 3).await;
+    let technical = make("technical", 0, 0).await;
+    let now = t0() + Duration::minutes(10);
+    let ada = ready_agent(&cb.store, "ada", &["billing"]).await;
+    let (taken, attempt) = claim(&cb.store, &ada, 1, now)
+        .await
+        .expect("a billing callback");
+    assert_eq!(
+        taken.confirmation_id, urgent.confirmation_id,
+        "priority first"
+    );
+    assert_eq!((taken.state, taken.attempts), (State::Dialing, 1));
+    assert_eq!(
+        (attempt.number, attempt.generation, attempt.outcome),
+        (1, 1, None)
+    );
+    assert_eq!(
+        cb.store.attempts(taken.id).await.unwrap(),
+        [attempt.clone()]
+    );
+    assert_eq!(
+        cb.store.agent("ada").await.unwrap().unwrap().state,
+        callbacks::AgentState::Reserved
+    );
+    assert!(
+        claim(&cb.store, &ada, 2, now).await.is_none(),
+        "a reserved agent takes no more"
+    );
+    let (_, history) = cb.show(&taken.confirmation_id).await.unwrap().unwrap();
+    assert_eq!(history.last().unwrap().action, "dial");
+
+    // Many agents on two connections pools at once: every due callback is claimed exactly once.
+    let other = Store::open(url).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = if i % 2 == 0 {
+            cb.store.clone()
+        } else {
+            other.clone()
+        };
+        let a = ready_agent(&store, &format!("agent-{i}"), &["billing", "technical"]).await;
+        tasks.push(tokio::spawn(async move {
+            claim(&store, &a, 100 + i, now).await
+        }));
+    }
+    let mut claimed = Vec::new();
+    for t in tasks {
+        if let Some((c, _)) = t.await.unwrap() {
+            claimed.push(c.confirmation_id);
+        }
+    }
+    claimed.sort();
+    let mut expected = vec![
+        first_in_line.confirmation_id,
+        later.confirmation_id,
+        technical.confirmation_id,
+    ];
+    expected.sort();
+    assert_eq!(
+        claimed, expected,
+        "each remaining callback once, none twice"
+    );
+}
+
+async fn leases_fence_a_node_that_lost_its_callback(_url: &str, cb: Arc<Callbacks<Store>>) {
+    let created = cb
+        .create(
+            &mut StdRng::seed_from_u64(8),
+            t0(),
+            &api(),
+            Source::Api,
+            request("+1 212 555 0100"),
+        )
+        .await
+        .unwrap();
+    let ada = ready_agent(&cb.store, "ada", &["billing"]).await;
+    let (dialing, attempt) = claim(&cb.store, &ada, 1, t0()).await.unwrap();
+    let lease_end = t0() + Duration::seconds(30);
+    assert!(cb
+        .store
+        .renew(dialing.id, attempt.generation, lease_end)
+        .await
+        .unwrap());
+    // Before the lease ends nobody takes it over.
+    assert!(cb
+        .store
+        .take_over_expired("node-b", t0() + Duration::seconds(10), lease_end)
+        .await
+        .unwrap()
+        .is_empty());
+    let later = lease_end + Duration::seconds(1);
+    let taken = cb
+        .store
+        .take_over_expired("node-b", later, later + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    let (current, old_attempt, generation) = &taken[0];
+    assert_eq!(
+        (old_attempt, *generation),
+        (&attempt, attempt.generation + 1)
+    );
+    // The node that stalled wakes up: its lease is gone, and so is its say.
+    assert!(!cb
+        .store
+        .renew(dialing.id, attempt.generation, later)
+        .await
+        .unwrap());
+    let queue = &policy().queues["support"];
+    let (busy, event) = callbacks::dialer::finished(
+        current,
+        queue,
+        callbacks::AttemptOutcome::Busy,
+        Some(486),
+        "node-a",
+        later,
+    );
+    let finish = store::Finish {
+        attempt: attempt.id,
+        outcome: callbacks::AttemptOutcome::Busy,
+        sip_status: Some(486),
+        at: later,
+    };
+    assert!(matches!(
+        cb.store.step_attempt(attempt.generation, &busy, &event, Some(&finish)).await,
+        Err(StoreError::LeaseLost(id)) if id == created.id
+    ));
+    // The new holder settles it: the outcome is unknown, and the callback waits its backoff.
+    let (retry, event) = callbacks::dialer::finished(
+        current,
+        queue,
+        callbacks::AttemptOutcome::Unknown,
+        None,
+        "node-b",
+        later,
+    );
+    let finish = store::Finish {
+        outcome: callbacks::AttemptOutcome::Unknown,
+        sip_status: None,
+        ..finish
+    };
+    cb.store
+        .step_attempt(*generation, &retry, &event, Some(&finish))
+        .await
+        .unwrap();
+    let stored = cb.store.callback(created.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.state, stored.next_attempt_at),
+        (State::Queued, later + Duration::minutes(5))
+    );
+    let attempts = cb.store.attempts(created.id).await.unwrap();
+    assert_eq!(
+        (attempts[0].outcome, attempts[0].ended_at),
+        (Some(callbacks::AttemptOutcome::Unknown), Some(later))
+    );
+    assert!(
+        cb.store
+            .take_over_expired("node-b", later + Duration::hours(1), later)
+            .await
+            .unwrap()
+            .is_empty(),
+        "released"
+    );
 }

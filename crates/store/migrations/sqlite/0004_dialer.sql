@@ -1,0 +1,47 @@
+-- The dialer: leases on callbacks being dialed, every attempt, agents and their history.
+
+-- A callback being dialed is leased to one node until lease_expires_at; the node renews the
+-- lease while the call lasts. lease_generation goes up with every new lease and is the
+-- fencing token: a write from a node whose lease was taken over no longer matches.
+ALTER TABLE callbacks ADD COLUMN lease_owner TEXT;
+ALTER TABLE callbacks ADD COLUMN lease_expires_at TEXT;
+ALTER TABLE callbacks ADD COLUMN lease_generation INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX callbacks_leases ON callbacks (lease_expires_at) WHERE lease_owner IS NOT NULL;
+
+-- One row per attempt, committed before its first INVITE; one attempt per lease.
+CREATE TABLE attempts (
+    id          BLOB PRIMARY KEY,
+    callback_id BLOB NOT NULL REFERENCES callbacks (id),
+    number      INTEGER NOT NULL,
+    generation  INTEGER NOT NULL,
+    node        TEXT NOT NULL,
+    agent_id    TEXT,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    outcome     TEXT,                  -- NULL while the attempt is under way
+    sip_status  INTEGER,
+    UNIQUE (callback_id, generation)
+);
+
+CREATE TABLE agents (
+    id      TEXT PRIMARY KEY,
+    name    TEXT NOT NULL,
+    skills  TEXT NOT NULL,
+    address TEXT NOT NULL,
+    state   TEXT NOT NULL CHECK (state IN ('logged_out', 'ready', 'reserved', 'on_call',
+                'wrap_up', 'not_ready')),
+    reason  TEXT,
+    since   TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
+
+CREATE TABLE agent_events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_id   TEXT NOT NULL REFERENCES agents (id),
+    at         TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    from_state TEXT,                    -- NULL: the agent was created
+    to_state   TEXT NOT NULL,
+    reason     TEXT
+);
+CREATE INDEX agent_events_history ON agent_events (agent_id, seq);
