@@ -87,6 +87,21 @@ pub struct Finish {
     pub at: DateTime<Utc>,
 }
 
+/// A ready agent's claim on the next callback it can take.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// The ID the attempt gets.
+    pub attempt_id: Uuid,
+    /// The agent as read, ready.
+    pub agent: &'a Agent,
+    /// The same agent, reserved.
+    pub reserved: &'a Agent,
+    pub node: &'a str,
+    pub now: DateTime<Utc>,
+    /// When the lease ends unless renewed.
+    pub until: DateTime<Utc>,
+}
+
 /// The store a URL names: `postgres://…` or `sqlite://…`.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -181,19 +196,13 @@ impl Store {
     }
 
     /// Reserves a ready agent for the first callback `choose` takes, leases it and records
-    /// the attempt `attempt_id`, all in one transaction (see `SqlStore::claim`).
-    #[allow(clippy::too_many_arguments)]
+    /// the attempt, all in one transaction (see `SqlStore::claim`).
     pub async fn claim(
         &self,
-        attempt_id: uuid::Uuid,
-        old: &Agent,
-        reserved: &Agent,
-        node: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        request: &ClaimRequest<'_>,
         choose: impl FnMut(&Callback) -> Option<(Callback, Event)> + Send,
     ) -> Result<Option<(Callback, Attempt)>, StoreError> {
-        dispatch!(self, s => s.claim(attempt_id, old, reserved, node, now, until, choose))
+        dispatch!(self, s => s.claim(request, choose))
     }
 
     /// Extends a lease; `false` when it was lost to another node.

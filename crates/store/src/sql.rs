@@ -570,7 +570,8 @@ impl SqlStore<Db> {
     }
 
     pub async fn agent_history(&self, id: &str) -> Result<Vec<AgentEvent>, StoreError> {
-        let rows: Vec<(DateTime<Utc>, String, Option<String>, String, Option<String>)> =
+        type Row = (DateTime<Utc>, String, Option<String>, String, Option<String>);
+        let rows: Vec<Row> =
             sqlx::query_as(
                 "SELECT at, actor, from_state, to_state, reason FROM agent_events \
                  WHERE agent_id = $1 ORDER BY seq",
@@ -601,14 +602,10 @@ impl SqlStore<Db> {
     /// when nothing fits or the agent was moved meanwhile.
     pub async fn claim(
         &self,
-        attempt_id: Uuid,
-        old: &Agent,
-        reserved: &Agent,
-        node: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        request: &crate::ClaimRequest<'_>,
         mut choose: impl FnMut(&Callback) -> Option<(Callback, Event)> + Send,
     ) -> Result<Option<(Callback, Attempt)>, StoreError> {
+        let crate::ClaimRequest { attempt_id, agent: old, reserved, node, now, until } = *request;
         let mut tx = self.begin_write().await?;
         match move_agent_in(&mut tx, old, reserved, node).await {
             Err(StoreError::Conflict { .. }) => return Ok(None),

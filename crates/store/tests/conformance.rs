@@ -943,16 +943,18 @@ async fn claim(
     let reserved = agent
         .moved(callbacks::AgentState::Reserved, None, now)
         .unwrap();
+    let request = store::ClaimRequest {
+        attempt_id: uuid::Uuid::from_u128(seed),
+        agent,
+        reserved: &reserved,
+        node: "node-a",
+        now,
+        until: now + Duration::seconds(30),
+    };
     store
-        .claim(
-            uuid::Uuid::from_u128(seed),
-            agent,
-            &reserved,
-            "node-a",
-            now,
-            now + Duration::seconds(30),
-            |c| callbacks::dialer::claimed(c, "node-a", &agent.id, now),
-        )
+        .claim(&request, |c| {
+            callbacks::dialer::claimed(c, "node-a", &agent.id, now)
+        })
         .await
         .unwrap()
 }
@@ -1031,7 +1033,7 @@ async fn claims_take_due_callbacks_in_line_each_once(url: &str, cb: Arc<Callback
     );
     assert_eq!(
         cb.store.attempts(taken.id).await.unwrap(),
-        [attempt.clone()]
+        std::slice::from_ref(&attempt)
     );
     assert_eq!(
         cb.store.agent("ada").await.unwrap().unwrap().state,
