@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rand::{rngs::StdRng, RngCore, SeedableRng};
 use sip::sdp::{self, SessionDescription};
 use sip::ua::{
-    CallEvent, CallHandle, Config as UaConfig, Credentials, Dial, EndReason, Link, Output,
+    CallEvent, CallHandle, Config as UaConfig, Credentials, Dial, Link, Output,
     UserAgent,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,16 +25,14 @@ use ivr::dialplan::Dialplan;
 use ivr::session::{Action, Clip, Session, Value};
 use media::g711::Law;
 use media::leg::{Leg, LegEvent};
-use media::playout::Ended;
 use media::playout::Item;
 use media::prompt::Library;
 use media::rtp::{self, PayloadTypes};
 use store::Store;
 
-type TestCallReply = oneshot::Sender<Result<TestCallOutcome, TestCallError>>;
+mod connect;
 
-/// The play request id of a whisper.
-const WHISPER: u64 = 1;
+pub use connect::{Connect, Progress, Side};
 
 /// What the socket tasks and the API hand the user agent loop.
 enum Inbound {
@@ -52,9 +50,15 @@ enum Inbound {
     TcpClosed {
         peer: SocketAddr,
     },
-    TestCall {
-        call: TestCall,
-        reply: TestCallReply,
+    /// Connect an agent and a customer (or hold a test call).
+    Connect {
+        connect: Connect,
+        progress: mpsc::UnboundedSender<Progress>,
+        reply: oneshot::Sender<Result<u64, PlaceError>>,
+    },
+    /// Hang up both calls of a connection.
+    Abort {
+        id: u64,
     },
     /// Load the dialplan again (new calls only); the answer is its summary or what is wrong.
     Reload {
@@ -107,17 +111,21 @@ pub struct Connected {
     pub status: Option<u16>,
 }
 
-/// Why a test call could not be placed at all.
+/// Why a call could not be placed at all.
 #[derive(Debug, thiserror::Error)]
-pub enum TestCallError {
+pub enum PlaceError {
     #[error("`{0}` is not a SIP URI")]
     BadUri(String),
     #[error("no sip.outbound_proxy is set and `{0}` names no IP address to send to")]
     NoRoute(String),
+    #[error("no phone is registered as `{0}`")]
+    NotRegistered(String),
     #[error("no free RTP port")]
     NoPort,
     #[error(transparent)]
     UnknownPrompt(#[from] media::prompt::UnknownPrompt),
+    #[error("the dialer's lease ran out before the call could be placed")]
+    TooLate,
     #[error("callbackd is shutting down")]
     Gone,
 }
@@ -126,17 +134,91 @@ pub enum TestCallError {
 #[derive(Clone)]
 pub struct Sip {
     tx: mpsc::Sender<Inbound>,
+    /// `sip.ring_timeout`, for test calls.
+    ring_timeout: Duration,
 }
 
 impl Sip {
-    /// Places a call to `to`, holds it for `hold` once answered, hangs up, and says how it went.
-    pub async fn test_call(&self, call: TestCall) -> Result<TestCallOutcome, TestCallError> {
-        let (reply, outcome) = oneshot::channel();
+    /// Places a call to `to`, holds it for `hold` once answered (connected to `connect_to`
+    /// when asked), hangs up, and says how it went.
+    pub async fn test_call(&self, call: TestCall) -> Result<TestCallOutcome, PlaceError> {
+        let connect = Connect {
+            agent: call.to,
+            keys: call.keys,
+            whisper: call.whisper,
+            customer: call.connect_to,
+            greeting: Vec::new(),
+            confirm: None,
+            not_reached: Vec::new(),
+            agent_ring: self.ring_timeout,
+            customer_ring: self.ring_timeout,
+            deadline: None,
+            hold: Some(call.hold),
+        };
+        let asked_to_connect = connect.customer.is_some();
+        let (_, mut progress) = self.connect(connect).await?;
+        let mut outcome = TestCallOutcome {
+            answered: false,
+            status: None,
+            ended: "failed",
+            connected: asked_to_connect.then_some(Connected {
+                answered: false,
+                status: None,
+            }),
+        };
+        while let Some(step) = progress.recv().await {
+            match step {
+                Progress::Answered(Side::Agent) => outcome.answered = true,
+                Progress::Left {
+                    side: Side::Agent,
+                    how,
+                    status,
+                } => (outcome.ended, outcome.status) = (how, status),
+                Progress::Answered(Side::Customer) => {
+                    outcome.connected = Some(Connected {
+                        answered: true,
+                        status: None,
+                    })
+                }
+                Progress::Left {
+                    side: Side::Customer,
+                    status,
+                    ..
+                } => {
+                    if let Some(c) = outcome.connected.as_mut().filter(|c| !c.answered) {
+                        c.status = status;
+                    }
+                }
+                Progress::Ended => break,
+                Progress::Connected | Progress::NotConfirmed | Progress::TooLate => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Starts connecting two calls; the connection's id (to abort it) and its progress, which
+    /// ends with [`Progress::Ended`].
+    pub async fn connect(
+        &self,
+        connect: Connect,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Progress>), PlaceError> {
+        let (progress, events) = mpsc::unbounded_channel();
+        let (reply, placed) = oneshot::channel();
         self.tx
-            .send(Inbound::TestCall { call, reply })
+            .send(Inbound::Connect {
+                connect,
+                progress,
+                reply,
+            })
             .await
-            .map_err(|_| TestCallError::Gone)?;
-        outcome.await.map_err(|_| TestCallError::Gone)?
+            .map_err(|_| PlaceError::Gone)?;
+        let id = placed.await.map_err(|_| PlaceError::Gone)??;
+        Ok((id, events))
+    }
+
+    /// Hangs up both calls of a connection.
+    pub async fn abort(&self, id: u64) {
+        let _ = self.tx.send(Inbound::Abort { id }).await;
     }
 
     /// Loads the dialplan file again for new calls; calls in progress keep the one they
@@ -193,16 +275,12 @@ struct ActiveCall {
     call_id: String,
     started: Instant,
     hanging_up: bool,
-    /// A test call, and who wants to know how it went.
-    test: Option<(TestCall, TestCallReply)>,
     /// Our SDP offer (a call we placed, or an INVITE that came without one), to settle the
     /// media with the answer.
     offer: Option<SessionDescription>,
-    /// The call this one is connected to (the two legs of a connecting test call).
-    partner: Option<CallHandle>,
-    /// For the first leg of a connecting test call: how the second went.
-    connected: Option<Connected>,
-    /// When an answered test call is hung up.
+    /// The connection this call is part of, and which side it is.
+    bridge: Option<(u64, Side)>,
+    /// When callbackd hangs the call up (a test call's hold).
     hang_up_at: Option<Instant>,
     /// The RTP socket holding the port named in our SDP, until the call is answered and the
     /// media runtime takes it.
@@ -362,8 +440,11 @@ pub async fn start(
         .into_iter()
         .map(|s| (s.local_addr().is_ok_and(|a| a.is_ipv4()), s))
         .collect();
+    let ring_timeout = sip.ring_timeout.to_std().unwrap_or(Duration::from_secs(30));
     let state = Loop {
         ua,
+        bridges: HashMap::new(),
+        next_bridge: 1,
         udp,
         tcp: HashMap::new(),
         ports: PortPool::new(&media),
@@ -389,7 +470,7 @@ pub async fn start(
     Ok(Bound {
         udp: udp_bound,
         tcp: tcp_bound,
-        sip: Sip { tx },
+        sip: Sip { tx, ring_timeout },
     })
 }
 
@@ -585,6 +666,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
 
 struct Loop {
     ua: UserAgent,
+    /// Calls being connected, by connection id.
+    bridges: HashMap<u64, connect::Bridge>,
+    next_bridge: u64,
     /// The UDP sockets, with whether each is IPv4 (sends go out of one of the same family).
     udp: Vec<(bool, std::sync::Arc<UdpSocket>)>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
@@ -634,7 +718,10 @@ async fn run(
                 }
                 Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
                 Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
-                Some(Inbound::TestCall { call, reply }) => state.test_call(Instant::now(), call, reply),
+                Some(Inbound::Connect { connect, progress, reply }) => {
+                    let _ = reply.send(state.connect(Instant::now(), connect, progress));
+                }
+                Some(Inbound::Abort { id }) => state.abort(Instant::now(), id),
                 Some(Inbound::Ran { call, result, vars }) => state.ran(Instant::now(), call, result, vars),
                 Some(Inbound::Reload { reply }) => { let _ = reply.send(state.reload()); }
                 None => return,
@@ -666,9 +753,14 @@ impl Loop {
             } => {
                 // Keys are confirmation IDs and verification digits: not for the info log.
                 debug!(%call, %key, ?source, "key pressed");
-                if let Some(session) = self.calls.get_mut(&call).and_then(|a| a.session.as_mut()) {
+                let Some(active) = self.calls.get_mut(&call) else {
+                    return;
+                };
+                if let Some(session) = active.session.as_mut() {
                     session.handle_key(now, key);
                     self.drive(now, call);
+                } else if let Some((id, side)) = active.bridge {
+                    self.bridge_key(now, id, side, key);
                 }
             }
             MediaEvent::Leg {
@@ -682,12 +774,12 @@ impl Loop {
             }
             MediaEvent::Leg {
                 call,
-                event:
-                    LegEvent::PlayoutEnded {
-                        id: WHISPER,
-                        how: Ended::Finished,
-                    },
-            } => self.connect(now, call),
+                event: LegEvent::PlayoutEnded { id, how },
+            } if self.calls.get(&call).is_some_and(|a| a.bridge.is_some()) => {
+                if let Some((bridge, _)) = self.calls.get(&call).and_then(|a| a.bridge) {
+                    self.bridge_played(now, bridge, id, how);
+                }
+            }
             MediaEvent::Leg { call, event } => debug!(%call, ?event, "media"),
         }
     }
@@ -795,10 +887,8 @@ impl Loop {
                         call_id,
                         started: now,
                         hanging_up: false,
-                        test: None,
                         offer: our_offer,
-                        partner: None,
-                        connected: None,
+                        bridge: None,
                         hang_up_at: None,
                         rtp: Some(rtp),
                         media,
@@ -824,11 +914,6 @@ impl Loop {
             CallEvent::Answered { call, answer } => {
                 if let Some(active) = self.calls.get_mut(&call) {
                     info!(%call, call_id = %active.call_id, "placed call answered");
-                    if let Some((test, _)) = &active.test {
-                        if test.connect_to.is_none() {
-                            active.hang_up_at = Some(now + test.hold);
-                        }
-                    }
                     self.settle(now, call, answer.as_deref());
                 }
             }
@@ -908,49 +993,13 @@ impl Loop {
             }
             CallEvent::Ended { call, reason } => {
                 self.ringing.retain(|(_, c, _)| *c != call);
-                if let Some(mut active) = self.calls.remove(&call) {
+                if let Some(active) = self.calls.remove(&call) {
                     if active.in_media {
                         self.media.close(call);
                     }
-                    if let Some(partner) = active.partner {
-                        // One leg of a connected pair ended: the other goes too, and a second
-                        // leg that ends unanswered says so to the first (the first leg's own
-                        // record of it goes unread).
-                        if let Some(other) = self.calls.get_mut(&partner) {
-                            other.connected.get_or_insert(Connected {
-                                answered: false,
-                                status: match reason {
-                                    EndReason::Failed(code) => Some(code),
-                                    _ => None,
-                                },
-                            });
-                            if !other.hanging_up {
-                                other.hanging_up = true;
-                                self.ua.hang_up(now, partner);
-                            }
-                        }
-                    }
                     info!(%call, call_id = %active.call_id, ?reason, seconds = active.started.elapsed().as_secs(), "call ended");
-                    if let Some((test, reply)) = active.test.take() {
-                        let (answered, status, ended) = match reason {
-                            EndReason::LocalHangup => (true, None, "local_hangup"),
-                            EndReason::RemoteHangup => (true, None, "remote_hangup"),
-                            EndReason::Failed(code) => (false, Some(code), "failed"),
-                            EndReason::NoAnswer => (false, None, "no_answer"),
-                            _ => (false, None, "failed"),
-                        };
-                        let connected = test.connect_to.as_ref().map(|_| {
-                            active.connected.unwrap_or(Connected {
-                                answered: false,
-                                status: None,
-                            })
-                        });
-                        let _ = reply.send(Ok(TestCallOutcome {
-                            answered,
-                            status,
-                            ended,
-                            connected,
-                        }));
+                    if let Some((id, side)) = active.bridge {
+                        self.bridge_left(now, id, side, reason);
                     }
                 }
             }
@@ -960,6 +1009,11 @@ impl Loop {
     /// Hands an answered call's RTP port to the media runtime and starts what it plays or
     /// sends.
     fn start_media(&mut self, now: Instant, call: CallHandle) {
+        // A customer's call runs on the agent's pacing thread, which relays the bridge.
+        let near = match self.calls.get(&call).and_then(|a| a.bridge) {
+            Some((id, Side::Customer)) => self.agent_of(id),
+            _ => None,
+        };
         let Some(active) = self.calls.get_mut(&call) else {
             return;
         };
@@ -973,37 +1027,15 @@ impl Loop {
             .unwrap_or(Duration::from_secs(30));
         let session = rtp::Session::new(&mut self.rng, media.types, Some(media.remote), now);
         let leg = Leg::new(session, media.law);
-        if let Err(e) = self.media.open(call, socket, leg, timeout, active.partner) {
+        if let Err(e) = self.media.open(call, socket, leg, timeout, near) {
             warn!(%call, error = %e, "cannot start the call's RTP; hanging up");
             active.hanging_up = true;
             self.ua.hang_up(now, call);
             return;
         }
         active.in_media = true;
-        if let Some(partner) = active.partner {
-            // The second leg of a connecting test call: bridge, then hold for the time asked.
-            info!(first = %partner, second = %call, "connected; bridging");
-            self.media.bridge(partner, call);
-            if let Some(first) = self.calls.get_mut(&partner) {
-                first.connected = Some(Connected {
-                    answered: true,
-                    status: None,
-                });
-                first.hang_up_at = first.test.as_ref().map(|(test, _)| now + test.hold);
-            }
-        } else if let Some((test, _)) = &active.test {
-            if !test.keys.is_empty() {
-                self.media.send_keys(call, &test.keys);
-            }
-            let whisper = self
-                .prompts
-                .sequence(test.whisper.iter().map(String::as_str))
-                .unwrap_or_default();
-            if !whisper.is_empty() {
-                self.media.play(call, WHISPER, whisper, false);
-            } else if test.connect_to.is_some() {
-                self.connect(now, call);
-            }
+        if let Some((id, side)) = active.bridge {
+            self.bridge_answered(now, id, side);
         } else if let Some((entry, caller_id)) = active.ivr.clone() {
             let vars = BTreeMap::from([("caller_id".to_owned(), Value::Text(caller_id))]);
             active.session = Session::start(self.plan.clone(), &entry, vars, now);
@@ -1158,72 +1190,22 @@ impl Loop {
         }
     }
 
-    /// Places the second leg of a connecting test call, once the first is answered and its
-    /// whisper played.
-    fn connect(&mut self, now: Instant, first: CallHandle) {
-        let Some(to) = self
-            .calls
-            .get(&first)
-            .and_then(|a| a.test.as_ref())
-            .and_then(|(test, _)| test.connect_to.clone())
-        else {
-            return;
-        };
-        match self.place(now, &to) {
-            Ok(second) => {
-                if let Some(active) = self.calls.get_mut(&second) {
-                    active.partner = Some(first);
-                }
-                if let Some(active) = self.calls.get_mut(&first) {
-                    active.partner = Some(second);
-                }
-            }
-            Err(e) => {
-                warn!(%first, error = %e, "cannot place the second call; hanging up");
-                if let Some(active) = self.calls.get_mut(&first) {
-                    active.connected = Some(Connected {
-                        answered: false,
-                        status: None,
-                    });
-                    active.hanging_up = true;
-                    self.ua.hang_up(now, first);
-                }
-            }
-        }
-    }
-
-    /// Places a test call.
-    fn test_call(&mut self, now: Instant, test: TestCall, reply: TestCallReply) {
-        if let Err(e) = self
-            .prompts
-            .sequence(test.whisper.iter().map(String::as_str))
-        {
-            let _ = reply.send(Err(e.into()));
-            return;
-        }
-        // The second call's address is checked before the first is placed.
-        if let Some(Err(e)) = test.connect_to.as_deref().map(|to| self.route(to)) {
-            let _ = reply.send(Err(e));
-            return;
-        }
-        match self.place(now, &test.to) {
-            Ok(call) => {
-                if let Some(active) = self.calls.get_mut(&call) {
-                    active.test = Some((test, reply));
-                }
-            }
-            Err(e) => {
-                let _ = reply.send(Err(e));
-            }
-        }
-    }
-
-    /// Where a call to `to` goes: sip.outbound_proxy when set, else the URI's own address.
-    fn route(&self, to: &str) -> Result<SocketAddr, TestCallError> {
+    /// Where a call to `to` goes, as the Request-URI, the address and the transport: a phone
+    /// registered with callbackd (a URI whose host is `sip.realm`) where it registered from;
+    /// anything else to `sip.outbound_proxy` when set, else to the IP address the URI names.
+    fn route(&self, to: &str) -> Result<(String, SocketAddr, Link), PlaceError> {
         let uri = match sip::uri::Uri::parse(to) {
             Ok(uri) if uri.is_sip() => uri,
-            _ => return Err(TestCallError::BadUri(to.to_owned())),
+            _ => return Err(PlaceError::BadUri(to.to_owned())),
         };
+        if uri.host.eq_ignore_ascii_case(&self.sip.realm) {
+            let user = uri.user.clone().unwrap_or_default();
+            return self
+                .ua
+                .binding(&user, Instant::now())
+                .map(|b| (b.contact.clone(), b.source, b.link))
+                .ok_or(PlaceError::NotRegistered(user));
+        }
         let direct = uri
             .host
             .trim_start_matches('[')
@@ -1234,16 +1216,17 @@ impl Loop {
         self.sip
             .outbound_proxy
             .or(direct)
-            .ok_or_else(|| TestCallError::NoRoute(to.to_owned()))
+            .map(|destination| (to.to_owned(), destination, Link::Udp))
+            .ok_or_else(|| PlaceError::NoRoute(to.to_owned()))
     }
 
-    /// Places a call to `to` (see [`Loop::route`]).
-    fn place(&mut self, now: Instant, to: &str) -> Result<CallHandle, TestCallError> {
-        let destination = self.route(to)?;
+    /// Places a call to `to` (see [`Loop::route`]) that rings for at most `ring`.
+    fn place(&mut self, now: Instant, to: &str, ring: Duration) -> Result<CallHandle, PlaceError> {
+        let (uri, destination, link) = self.route(to)?;
         let rtp = self
             .ports
             .allocate(self.media_ip)
-            .ok_or(TestCallError::NoPort)?;
+            .ok_or(PlaceError::NoPort)?;
         let port = rtp.local_addr().map(|a| a.port()).unwrap_or_default();
         let offer = sdp::offer(self.media_ip, port, self.rng.next_u64() >> 1, 1);
         let credentials = self.sip.trunk_username.clone().map(|username| Credentials {
@@ -1256,17 +1239,13 @@ impl Loop {
                 .unwrap_or_default(),
         });
         let dial = Dial {
-            uri: to.to_owned(),
+            uri,
             from_user: self.sip.caller_id.clone(),
             destination,
-            link: Link::Udp,
+            link,
             offer: Bytes::from(offer.to_string()),
             credentials,
-            ring_timeout: self
-                .sip
-                .ring_timeout
-                .to_std()
-                .unwrap_or(Duration::from_secs(30)),
+            ring_timeout: ring,
         };
         let call = self.ua.dial(now, dial);
         info!(%call, %destination, "call placed");
@@ -1276,10 +1255,8 @@ impl Loop {
                 call_id: String::new(),
                 started: now,
                 hanging_up: false,
-                test: None,
                 offer: Some(offer),
-                partner: None,
-                connected: None,
+                bridge: None,
                 hang_up_at: None,
                 rtp: Some(rtp),
                 media: None,
@@ -1296,6 +1273,7 @@ impl Loop {
 
     /// Answers calls whose ring time is over and hangs up calls past the longest duration.
     fn housekeeping(&mut self, now: Instant) {
+        self.bridge_timers(now);
         let due: Vec<(CallHandle, Bytes)> = self
             .ringing
             .iter()

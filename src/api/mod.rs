@@ -25,7 +25,7 @@ use store::Store;
 pub use error::ApiError;
 
 use crate::config::Secret;
-use crate::signalling::{self, Sip, TestCallError};
+use crate::signalling::{self, Sip, PlaceError};
 
 /// The OpenAPI description of this API, kept in the repository.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -326,9 +326,10 @@ async fn test_call(
     match state.sip.test_call(test).await {
         Ok(outcome) => Ok(Json(serde_json::to_value(outcome).expect("serializable"))),
         Err(
-            e @ (TestCallError::BadUri(_)
-            | TestCallError::NoRoute(_)
-            | TestCallError::UnknownPrompt(_)),
+            e @ (PlaceError::BadUri(_)
+            | PlaceError::NoRoute(_)
+            | PlaceError::UnknownPrompt(_)
+            | PlaceError::NotRegistered(_)),
         ) => Err(ApiError::Request {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "invalid_input",

@@ -232,6 +232,15 @@ impl Registrar {
             .any(|b| b.source.ip() == source.ip() && b.expires_at > now)
     }
 
+    /// Where `user`'s phone is reached at `now`: its most recently refreshed binding.
+    pub fn binding(&self, user: &str, now: Instant) -> Option<&Binding> {
+        self.bindings
+            .get(user)?
+            .iter()
+            .filter(|b| b.expires_at > now)
+            .max_by_key(|b| b.expires_at)
+    }
+
     /// Forgets expired bindings; users left without one are unregistered.
     pub fn expire(&mut self, now: Instant) -> Vec<Registration> {
         let mut changes = Vec::new();

@@ -631,6 +631,11 @@ impl UserAgent {
         }
     }
 
+    /// Where a phone registered as `user` is reached now, if it is registered.
+    pub fn binding(&self, user: &str, now: Instant) -> Option<&crate::registrar::Binding> {
+        self.registrar.as_ref()?.binding(user, now)
+    }
+
     /// Puts back a registrar binding kept from before a restart.
     pub fn restore_binding(&mut self, user: String, binding: crate::registrar::Binding) {
         if let Some(registrar) = self.registrar.as_mut() {

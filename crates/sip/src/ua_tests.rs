@@ -942,6 +942,14 @@ fn a_phone_registers_with_digest_and_its_binding_expires() {
         drain(&mut ua).1.as_slice(),
         [CallEvent::Incoming { .. }]
     ));
+    // Calls to the agent go where the phone registered from.
+    let binding = ua.binding("1001", now).expect("registered");
+    assert_eq!(
+        (binding.contact.as_str(), binding.source),
+        ("sip:1001@127.0.0.1:5070", caller())
+    );
+    assert!(ua.binding("1002", now).is_none());
+    assert!(ua.binding("1001", now + Duration::from_secs(121)).is_none());
     // Two minutes later the binding is gone.
     ua.handle_timeout(now + Duration::from_secs(121));
     let (_, events) = drain(&mut ua);

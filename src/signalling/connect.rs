@@ -1,0 +1,402 @@
+//! Connecting two calls: the agent first (keys, whisper), then the customer (greeting, press 1),
+//! bridged; each step reported to whoever asked. The dialer's calls and operators' test calls
+//! both run here.
+
+use std::time::{Duration, Instant};
+
+use sip::ua::{CallHandle, EndReason};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{Loop, PlaceError};
+use media::playout::Ended;
+
+/// Play request ids of the prompts a connection plays.
+const WHISPER: u64 = 1;
+const GREETING: u64 = 2;
+const NOT_REACHED: u64 = 3;
+
+/// Which call of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Agent,
+    Customer,
+}
+
+/// Two calls to connect.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    /// The SIP URI called first.
+    pub agent: String,
+    /// Keys sent to the agent's call once answered (to reach an extension behind an IVR).
+    pub keys: String,
+    /// Prompts played to the agent before the customer is called.
+    pub whisper: Vec<String>,
+    /// The SIP URI called second, once the whisper has played; without one, the agent's call
+    /// is held for `hold` and hung up.
+    pub customer: Option<String>,
+    /// Prompts played to the customer on answering.
+    pub greeting: Vec<String>,
+    /// With a time, the customer must press 1 within it after the greeting to be connected.
+    pub confirm: Option<Duration>,
+    /// Played to the agent when the customer cannot be reached, before hanging up.
+    pub not_reached: Vec<String>,
+    pub agent_ring: Duration,
+    pub customer_ring: Duration,
+    /// No INVITE leaves after this instant (the end of the dialer's lease).
+    pub deadline: Option<Instant>,
+    /// How long the connected calls (or the agent's call alone) are held before callbackd
+    /// hangs up; `None` until someone hangs up.
+    pub hold: Option<Duration>,
+}
+
+/// How a connection is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Answered(Side),
+    /// The two calls are bridged.
+    Connected,
+    /// The customer answered but did not press 1 in time; they are hung up.
+    NotConfirmed,
+    /// The customer's call would have left after the deadline, so it was not placed.
+    TooLate,
+    /// A call ended: how (`local_hangup`, `remote_hangup`, `failed`, `no_answer`) and the
+    /// final SIP status of one that was not answered.
+    Left {
+        side: Side,
+        how: &'static str,
+        status: Option<u16>,
+    },
+    /// Both calls are over.
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Calling the agent, sending keys and whispering.
+    Agent,
+    /// Calling the customer, greeting them and waiting for their 1.
+    Customer,
+    Connected,
+    /// Over: telling the agent the customer was not reached, or hanging up.
+    Ending,
+}
+
+pub(super) struct Bridge {
+    connect: Connect,
+    progress: mpsc::UnboundedSender<Progress>,
+    agent: Option<CallHandle>,
+    customer: Option<CallHandle>,
+    phase: Phase,
+    /// When the customer must have pressed 1 by, once the greeting has played.
+    confirm_by: Option<Instant>,
+}
+
+impl Bridge {
+    fn report(&self, progress: Progress) {
+        let _ = self.progress.send(progress);
+    }
+}
+
+/// How a call ended, as test calls and the dialer read it.
+fn how(reason: EndReason) -> (&'static str, Option<u16>) {
+    match reason {
+        EndReason::LocalHangup => ("local_hangup", None),
+        EndReason::RemoteHangup => ("remote_hangup", None),
+        EndReason::Failed(code) => ("failed", Some(code)),
+        EndReason::NoAnswer => ("no_answer", None),
+        _ => ("failed", None),
+    }
+}
+
+impl Loop {
+    /// Places the agent's call of a new connection; the rest follows as it answers.
+    pub(super) fn connect(
+        &mut self,
+        now: Instant,
+        connect: Connect,
+        progress: mpsc::UnboundedSender<Progress>,
+    ) -> Result<u64, PlaceError> {
+        for prompts in [&connect.whisper, &connect.greeting, &connect.not_reached] {
+            self.prompts.sequence(prompts.iter().map(String::as_str))?;
+        }
+        // The customer's address is checked before the agent is called.
+        if let Some(customer) = &connect.customer {
+            self.route(customer)?;
+        }
+        if connect.deadline.is_some_and(|d| now >= d) {
+            return Err(PlaceError::TooLate);
+        }
+        let agent = self.place(now, &connect.agent, connect.agent_ring)?;
+        let id = self.next_bridge;
+        self.next_bridge += 1;
+        if let Some(active) = self.calls.get_mut(&agent) {
+            active.bridge = Some((id, Side::Agent));
+        }
+        self.bridges.insert(
+            id,
+            Bridge {
+                connect,
+                progress,
+                agent: Some(agent),
+                customer: None,
+                phase: Phase::Agent,
+                confirm_by: None,
+            },
+        );
+        Ok(id)
+    }
+
+    /// The agent's call, for a customer's call to be opened beside it (one pacing thread
+    /// relays a bridge).
+    pub(super) fn agent_of(&self, id: u64) -> Option<CallHandle> {
+        self.bridges.get(&id).and_then(|b| b.agent)
+    }
+
+    /// A call of a connection was answered and its media started.
+    pub(super) fn bridge_answered(&mut self, now: Instant, id: u64, side: Side) {
+        let Some(bridge) = self.bridges.get_mut(&id) else {
+            return;
+        };
+        bridge.report(Progress::Answered(side));
+        match side {
+            Side::Agent => {
+                let Some(agent) = bridge.agent else {
+                    return;
+                };
+                if !bridge.connect.keys.is_empty() {
+                    self.media.send_keys(agent, &bridge.connect.keys);
+                }
+                let whisper = self
+                    .prompts
+                    .sequence(bridge.connect.whisper.iter().map(String::as_str))
+                    .unwrap_or_default();
+                if whisper.is_empty() {
+                    self.agent_ready(now, id);
+                } else {
+                    self.media.play(agent, WHISPER, whisper, false);
+                }
+            }
+            Side::Customer => {
+                let Some(customer) = bridge.customer else {
+                    return;
+                };
+                let greeting = self
+                    .prompts
+                    .sequence(bridge.connect.greeting.iter().map(String::as_str))
+                    .unwrap_or_default();
+                if greeting.is_empty() {
+                    self.greeted(now, id);
+                } else {
+                    let barge_in = bridge.connect.confirm.is_some();
+                    self.media.play(customer, GREETING, greeting, barge_in);
+                }
+            }
+        }
+    }
+
+    /// A prompt of a connection finished or was cut short.
+    pub(super) fn bridge_played(&mut self, now: Instant, id: u64, play: u64, how: Ended) {
+        match (play, how) {
+            (WHISPER, Ended::Finished) => self.agent_ready(now, id),
+            (GREETING, _) => self.greeted(now, id),
+            (NOT_REACHED, _) => {
+                if let Some(agent) = self.bridges.get(&id).and_then(|b| b.agent) {
+                    self.end_call(now, agent);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A key from a call of a connection: the customer's 1 connects them.
+    pub(super) fn bridge_key(&mut self, now: Instant, id: u64, side: Side, key: char) {
+        let waiting = self.bridges.get(&id).is_some_and(|b| {
+            b.phase == Phase::Customer && b.connect.confirm.is_some() && side == Side::Customer
+        });
+        if waiting && key == '1' {
+            self.join(now, id);
+        }
+    }
+
+    /// The agent has heard the whisper: call the customer, or hold the agent's call alone.
+    fn agent_ready(&mut self, now: Instant, id: u64) {
+        let Some(bridge) = self.bridges.get_mut(&id) else {
+            return;
+        };
+        let Some(agent) = bridge.agent else {
+            return;
+        };
+        let Some(customer) = bridge.connect.customer.clone() else {
+            let hold = bridge.connect.hold;
+            if let Some(active) = self.calls.get_mut(&agent) {
+                active.hang_up_at = hold.map(|h| now + h);
+            }
+            return;
+        };
+        if bridge.connect.deadline.is_some_and(|d| now >= d) {
+            warn!(bridge = id, "the dialer's lease ran out before the customer was called; not calling");
+            bridge.report(Progress::TooLate);
+            bridge.phase = Phase::Ending;
+            self.end_call(now, agent);
+            return;
+        }
+        bridge.phase = Phase::Customer;
+        let ring = bridge.connect.customer_ring;
+        match self.place(now, &customer, ring) {
+            Ok(call) => {
+                if let Some(active) = self.calls.get_mut(&call) {
+                    active.bridge = Some((id, Side::Customer));
+                }
+                if let Some(bridge) = self.bridges.get_mut(&id) {
+                    bridge.customer = Some(call);
+                }
+            }
+            Err(e) => {
+                warn!(bridge = id, error = %e, "cannot call the customer");
+                if let Some(bridge) = self.bridges.get(&id) {
+                    bridge.report(Progress::Left {
+                        side: Side::Customer,
+                        how: "failed",
+                        status: None,
+                    });
+                }
+                self.customer_gone(now, id);
+            }
+        }
+    }
+
+    /// The greeting has played: connect now, or wait for the customer's 1.
+    fn greeted(&mut self, now: Instant, id: u64) {
+        let Some(bridge) = self.bridges.get_mut(&id) else {
+            return;
+        };
+        if bridge.phase != Phase::Customer {
+            return;
+        }
+        match bridge.connect.confirm {
+            Some(wait) => bridge.confirm_by = Some(now + wait),
+            None => self.join(now, id),
+        }
+    }
+
+    /// Bridges the agent's and the customer's calls.
+    fn join(&mut self, now: Instant, id: u64) {
+        let Some(bridge) = self.bridges.get_mut(&id) else {
+            return;
+        };
+        let (Some(agent), Some(customer)) = (bridge.agent, bridge.customer) else {
+            return;
+        };
+        info!(bridge = id, %agent, %customer, "connected; bridging");
+        bridge.phase = Phase::Connected;
+        bridge.confirm_by = None;
+        bridge.report(Progress::Connected);
+        let hold = bridge.connect.hold;
+        self.media.bridge(agent, customer);
+        if let Some(active) = self.calls.get_mut(&agent) {
+            active.hang_up_at = hold.map(|h| now + h);
+        }
+    }
+
+    /// The customer is not there (never answered, did not press 1, or could not be called):
+    /// tell the agent, then hang up.
+    fn customer_gone(&mut self, now: Instant, id: u64) {
+        let Some(bridge) = self.bridges.get_mut(&id) else {
+            return;
+        };
+        bridge.phase = Phase::Ending;
+        let Some(agent) = bridge.agent else {
+            return;
+        };
+        let told = self
+            .prompts
+            .sequence(bridge.connect.not_reached.iter().map(String::as_str))
+            .unwrap_or_default();
+        if told.is_empty() || !self.calls.get(&agent).is_some_and(|a| a.in_media) {
+            self.end_call(now, agent);
+        } else {
+            self.media.play(agent, NOT_REACHED, told, false);
+        }
+    }
+
+    /// A call of a connection ended; the connection ends with its other call.
+    pub(super) fn bridge_left(&mut self, now: Instant, id: u64, side: Side, reason: EndReason) {
+        let Some(bridge) = self.bridges.get_mut(&id) else {
+            return;
+        };
+        let (how, status) = how(reason);
+        bridge.report(Progress::Left { side, how, status });
+        let phase = bridge.phase;
+        match side {
+            Side::Agent => bridge.agent = None,
+            Side::Customer => bridge.customer = None,
+        }
+        let other = match side {
+            Side::Agent => bridge.customer,
+            Side::Customer => bridge.agent,
+        };
+        match (side, phase) {
+            (Side::Customer, Phase::Customer) => self.customer_gone(now, id),
+            // The agent is being told the customer was not reached (or was hung up already).
+            (Side::Customer, Phase::Ending) => {}
+            _ => {
+                bridge.phase = Phase::Ending;
+                if let Some(other) = other {
+                    self.end_call(now, other);
+                }
+            }
+        }
+        self.forget_if_over(id);
+    }
+
+    /// Ends a connection at once: both calls are hung up.
+    pub(super) fn abort(&mut self, now: Instant, id: u64) {
+        let Some(bridge) = self.bridges.get_mut(&id) else {
+            return;
+        };
+        bridge.phase = Phase::Ending;
+        for call in [bridge.agent, bridge.customer].into_iter().flatten() {
+            self.end_call(now, call);
+        }
+    }
+
+    /// Customers who did not press 1 in time.
+    pub(super) fn bridge_timers(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .bridges
+            .iter()
+            .filter(|(_, b)| b.confirm_by.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let Some(bridge) = self.bridges.get_mut(&id) else {
+                continue;
+            };
+            info!(bridge = id, "the customer did not press 1; hanging up");
+            bridge.confirm_by = None;
+            bridge.report(Progress::NotConfirmed);
+            if let Some(customer) = bridge.customer {
+                self.end_call(now, customer);
+            }
+            self.customer_gone(now, id);
+        }
+    }
+
+    fn forget_if_over(&mut self, id: u64) {
+        if let Some(bridge) = self.bridges.get(&id) {
+            if bridge.agent.is_none() && bridge.customer.is_none() {
+                bridge.report(Progress::Ended);
+                self.bridges.remove(&id);
+            }
+        }
+    }
+
+    /// Hangs a call up unless it is already going.
+    fn end_call(&mut self, now: Instant, call: CallHandle) {
+        if let Some(active) = self.calls.get_mut(&call).filter(|a| !a.hanging_up) {
+            active.hanging_up = true;
+            self.ua.hang_up(now, call);
+        }
+    }
+}
