@@ -21,6 +21,8 @@ pub struct Config {
     #[serde(default)]
     pub ivr: IvrConfig,
     pub media: MediaConfig,
+    #[serde(default)]
+    pub dialer: DialerConfig,
     pub dialing: DialingPolicy,
     pub queues: BTreeMap<String, Queue>,
 }
@@ -47,6 +49,54 @@ impl Default for IvrConfig {
             max_failures_per_caller: 10,
             lockout: chrono::Duration::hours(24),
             failed_lookups_per_hour: 100,
+        }
+    }
+}
+
+/// The outbound dialer: how it places callbacks and how long it waits for whom.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialerConfig {
+    /// Whether this node places callbacks.
+    pub enabled: bool,
+    /// This node's name in leases and histories; the host name and process ID by default.
+    pub node: Option<String>,
+    /// How long a callback being dialed stays this node's without a renewal; another node
+    /// takes it over once it runs out.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub lease: chrono::Duration,
+    /// How long an agent stays in wrap-up after a call before being offered the next.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub wrap_up: chrono::Duration,
+    /// How long an agent's phone rings before the agent counts as missed (not ready).
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub agent_ring_timeout: chrono::Duration,
+    /// How long a customer's phone rings before the attempt counts as no answer.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub customer_ring_timeout: chrono::Duration,
+    /// How long after the greeting the customer has to press 1; "0s" connects them at once
+    /// without asking.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub confirm_timeout: chrono::Duration,
+    /// The prompt naming the company in "this is your callback from …".
+    pub company_prompt: String,
+    /// Agents whose address is `sip:USER@<sip.realm>` are logged in when their phone
+    /// registers and logged out when it unregisters.
+    pub login_on_register: bool,
+}
+
+impl Default for DialerConfig {
+    fn default() -> Self {
+        DialerConfig {
+            enabled: true,
+            node: None,
+            lease: chrono::Duration::seconds(30),
+            wrap_up: chrono::Duration::seconds(10),
+            agent_ring_timeout: chrono::Duration::seconds(20),
+            customer_ring_timeout: chrono::Duration::seconds(30),
+            confirm_timeout: chrono::Duration::seconds(10),
+            company_prompt: "company".into(),
+            login_on_register: true,
         }
     }
 }
@@ -448,6 +498,23 @@ impl Config {
                 "sip.max_calls",
                 "max_calls and max_calls_per_second must be at least 1",
             );
+        }
+        if self.dialer.lease < chrono::Duration::seconds(3) {
+            return problem(
+                "dialer.lease",
+                "must be at least 3s (it is renewed every third)",
+            );
+        }
+        if [
+            self.dialer.wrap_up,
+            self.dialer.agent_ring_timeout,
+            self.dialer.customer_ring_timeout,
+            self.dialer.confirm_timeout,
+        ]
+        .iter()
+        .any(|d| *d < chrono::Duration::zero())
+        {
+            return problem("dialer", "durations must not be negative");
         }
         if let Some(message) = self.dialing.problem() {
             return problem("dialing", &message);

@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod config;
+mod dialer;
 mod ivr;
 mod media;
 mod serve;

@@ -49,18 +49,40 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     println!("callbackd: HTTP API on http://{address}");
     tracing::info!(%address, auth = config.api.token.is_some(), "HTTP API listening");
 
+    let dialer = config.dialer.enabled.then(|| {
+        crate::dialer::Dialer::new(
+            callbacks.store.clone(),
+            config.policy(),
+            sip.sip.clone(),
+            config.dialer.clone(),
+            &config.sip,
+        )
+    });
+    let mut tasks = Vec::new();
+    if let Some(dialer) = &dialer {
+        tasks.push(tokio::spawn(dialer.clone().run()));
+        tasks.push(tokio::spawn(crate::dialer::follow_registrations(
+            dialer.clone(),
+            sip.registrations,
+            config.sip.realm.clone(),
+        )));
+    }
     let lifecycle = tokio::spawn(lifecycle(callbacks.clone()));
     let reloads = tokio::spawn(reload_on_hangup(sip.sip.clone()));
     let state = Arc::new(AppState {
         callbacks: callbacks.clone(),
         token: config.api.token.clone(),
         sip: sip.sip.clone(),
+        dialer,
     });
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving HTTP")?;
     lifecycle.abort();
+    for task in tasks {
+        task.abort();
+    }
     reloads.abort();
     callbacks.store.close().await;
     tracing::info!("stopped");

@@ -10,8 +10,7 @@ use bytes::Bytes;
 use rand::{rngs::StdRng, RngCore, SeedableRng};
 use sip::sdp::{self, SessionDescription};
 use sip::ua::{
-    CallEvent, CallHandle, Config as UaConfig, Credentials, Dial, Link, Output,
-    UserAgent,
+    CallEvent, CallHandle, Config as UaConfig, Credentials, Dial, Link, Output, UserAgent,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -59,6 +58,11 @@ enum Inbound {
     /// Hang up both calls of a connection.
     Abort {
         id: u64,
+    },
+    /// A connection's lease was renewed: its calls may be placed until `deadline`.
+    Extend {
+        id: u64,
+        deadline: Instant,
     },
     /// Load the dialplan again (new calls only); the answer is its summary or what is wrong.
     Reload {
@@ -136,6 +140,8 @@ pub struct Sip {
     tx: mpsc::Sender<Inbound>,
     /// `sip.ring_timeout`, for test calls.
     ring_timeout: Duration,
+    /// The prompts calls play.
+    prompts: Library,
 }
 
 impl Sip {
@@ -216,9 +222,19 @@ impl Sip {
         Ok((id, events))
     }
 
+    /// Whether there is a prompt of this name.
+    pub fn has_prompt(&self, name: &str) -> bool {
+        self.prompts.get(name).is_ok()
+    }
+
     /// Hangs up both calls of a connection.
     pub async fn abort(&self, id: u64) {
         let _ = self.tx.send(Inbound::Abort { id }).await;
+    }
+
+    /// Moves a connection's deadline (its lease was renewed).
+    pub async fn extend(&self, id: u64, deadline: Instant) {
+        let _ = self.tx.send(Inbound::Extend { id, deadline }).await;
     }
 
     /// Loads the dialplan file again for new calls; calls in progress keep the one they
@@ -336,6 +352,8 @@ fn parse_sdp(body: &[u8]) -> Result<SessionDescription, sdp::SdpError> {
 pub struct Bound {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    /// Phones registering (`true`) and unregistering, by user.
+    pub registrations: mpsc::UnboundedReceiver<(String, bool)>,
     pub sip: Sip,
 }
 
@@ -441,6 +459,8 @@ pub async fn start(
         .map(|s| (s.local_addr().is_ok_and(|a| a.is_ipv4()), s))
         .collect();
     let ring_timeout = sip.ring_timeout.to_std().unwrap_or(Duration::from_secs(30));
+    let library = prompts.clone();
+    let (registrations, registrations_rx) = mpsc::unbounded_channel();
     let state = Loop {
         ua,
         bridges: HashMap::new(),
@@ -465,12 +485,18 @@ pub async fn start(
         }),
         tx: tx.clone(),
         udp_peers: HashMap::new(),
+        registrations,
     };
     tokio::spawn(run(state, rx, media_rx));
     Ok(Bound {
         udp: udp_bound,
         tcp: tcp_bound,
-        sip: Sip { tx, ring_timeout },
+        sip: Sip {
+            tx,
+            ring_timeout,
+            prompts: library,
+        },
+        registrations: registrations_rx,
     })
 }
 
@@ -690,6 +716,8 @@ struct Loop {
     tx: mpsc::Sender<Inbound>,
     /// Which UDP socket each peer last sent to.
     udp_peers: HashMap<SocketAddr, usize>,
+    /// Phones registering (`true`) and unregistering, by user, for the dialer.
+    registrations: mpsc::UnboundedSender<(String, bool)>,
 }
 
 async fn run(
@@ -722,6 +750,7 @@ async fn run(
                     let _ = reply.send(state.connect(Instant::now(), connect, progress));
                 }
                 Some(Inbound::Abort { id }) => state.abort(Instant::now(), id),
+                Some(Inbound::Extend { id, deadline }) => state.extend(id, deadline),
                 Some(Inbound::Ran { call, result, vars }) => state.ran(Instant::now(), call, result, vars),
                 Some(Inbound::Reload { reply }) => { let _ = reply.send(state.reload()); }
                 None => return,
@@ -948,9 +977,13 @@ impl Loop {
                 contact,
                 source,
             } => {
-                info!(user, contact, %source, "phone registered")
+                info!(user, contact, %source, "phone registered");
+                let _ = self.registrations.send((user, true));
             }
-            CallEvent::PhoneUnregistered { user } => info!(user, "phone unregistered"),
+            CallEvent::PhoneUnregistered { user } => {
+                info!(user, "phone unregistered");
+                let _ = self.registrations.send((user, false));
+            }
             CallEvent::BindingsChanged { user, bindings } => {
                 let wall = chrono::Utc::now();
                 let kept: Vec<store::Binding> = bindings

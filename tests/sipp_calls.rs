@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{config_with, Server};
+use common::{config_with, free_port, Server};
 use media::g711::Law;
 
 fn sipp() -> PathBuf {
@@ -20,14 +20,6 @@ fn sipp() -> PathBuf {
     found.unwrap_or_else(|| {
         panic!("sipp is not installed: apt-get install sip-tester (scripts/test.sh installs it)")
     })
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn scenario(name: &str) -> String {

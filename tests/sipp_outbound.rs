@@ -3,48 +3,10 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use common::{config_with, Server};
+use common::{config_with, far_end, finished_cleanly, Server};
 use serde_json::json;
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// SIPp answering one call with `scenario` on a free port.
-fn far_end(scenario: &str) -> (Child, u16) {
-    let port = free_port();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/sipp")
-        .join(scenario);
-    let child = Command::new("sipp")
-        .arg("-sf")
-        .arg(&path)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &free_port().to_string()])
-        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("sipp is not installed ({e}): apt-get install sip-tester (scripts/test.sh installs it)"));
-    std::thread::sleep(Duration::from_millis(300));
-    (child, port)
-}
-
-fn finished_cleanly(child: Child) -> (bool, String) {
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 #[test]
 fn a_phone_answers_and_callbackd_hangs_up() {

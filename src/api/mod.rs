@@ -10,11 +10,11 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use callbacks::{
-    Actor, CallbackStore, Callbacks, Channel, ConfirmationId, Filter, Modification, NewCallback,
-    Source,
+    Actor, Agent, AgentError, AgentState, CallbackStore, Callbacks, Channel, ConfirmationId,
+    Filter, Modification, NewAgent, NewCallback, Source, StoreError,
 };
 use chrono::Utc;
 use rand::{rngs::StdRng, SeedableRng};
@@ -25,7 +25,7 @@ use store::Store;
 pub use error::ApiError;
 
 use crate::config::Secret;
-use crate::signalling::{self, Sip, PlaceError};
+use crate::signalling::{self, PlaceError, Sip};
 
 /// The OpenAPI description of this API, kept in the repository.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -34,6 +34,17 @@ pub struct AppState {
     pub callbacks: Arc<Callbacks<Store>>,
     pub token: Option<Secret>,
     pub sip: Sip,
+    /// Told when an agent turns ready or a callback changes; `None` when this node does not
+    /// dial.
+    pub dialer: Option<Arc<crate::dialer::Dialer>>,
+}
+
+impl AppState {
+    fn wake_dialer(&self) {
+        if let Some(dialer) = &self.dialer {
+            dialer.wake();
+        }
+    }
 }
 
 type AppResult<T> = Result<T, ApiError>;
@@ -43,6 +54,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/callbacks", post(create).get(list))
         .route("/callbacks/{confirmation_id}", get(show))
         .route("/callbacks/{confirmation_id}/modifications", post(modify))
+        .route("/agents", post(create_agent).get(agents))
+        .route("/agents/{id}", get(agent))
+        .route("/agents/{id}/state", put(set_agent_state))
         .route("/queues", get(queues))
         .route("/queues/{name}", get(queue))
         .route("/test-calls", post(test_call))
@@ -123,6 +137,7 @@ async fn create(
         .create(&mut rng(), Utc::now(), &api_actor(), Source::Api, new)
         .await?;
     tracing::info!(callback = %callback.id, queue = %callback.queue, address = %callback.address.masked(), "callback created");
+    state.wake_dialer();
     let tag = etag(callback.version);
     Ok((StatusCode::CREATED, [(header::ETAG, tag)], Json(callback)).into_response())
 }
@@ -139,8 +154,10 @@ async fn show(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no callback has confirmation ID {id}")))?;
     let tag = etag(callback.version);
+    let attempts = state.callbacks.store.attempts(callback.id).await?;
     let mut body = serde_json::to_value(&callback).expect("callbacks serialize");
     body["history"] = serde_json::to_value(history).expect("events serialize");
+    body["dial_attempts"] = serde_json::to_value(attempts).expect("attempts serialize");
     Ok(([(header::ETAG, tag)], Json(body)).into_response())
 }
 
@@ -217,6 +234,7 @@ async fn modify(
         .await
         .map_err(|e| ApiError::from(e).precondition(expected.is_some()))?;
     tracing::info!(callback = %callback.id, action = receipt.action, receipt = %receipt.code, state = %callback.state, "callback modified");
+    state.wake_dialer();
     let tag = etag(callback.version);
     Ok((
         [(header::ETAG, tag)],
@@ -267,6 +285,121 @@ async fn queue(
 ) -> AppResult<Json<Value>> {
     let Path(name) = path?;
     Ok(Json(queue_body(&state, &name).await?))
+}
+
+async fn create_agent(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<NewAgent>, JsonRejection>,
+) -> AppResult<Response> {
+    let Json(new) = body?;
+    let agent = new
+        .build(&state.callbacks.policy, Utc::now())
+        .map_err(agent_error)?;
+    match state.callbacks.store.insert_agent(&agent, "api").await {
+        Err(StoreError::DuplicateAgent) => Err(ApiError::Request {
+            status: StatusCode::CONFLICT,
+            code: "duplicate_agent",
+            message: format!("an agent `{}` exists already", agent.id),
+        }),
+        other => other.map_err(ApiError::from),
+    }?;
+    tracing::info!(agent = %agent.id, "agent created");
+    Ok((StatusCode::CREATED, Json(agent)).into_response())
+}
+
+fn agent_error(e: AgentError) -> ApiError {
+    let (status, code) = match e {
+        AgentError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+        AgentError::IllegalTransition { .. } => (StatusCode::CONFLICT, "illegal_in_state"),
+    };
+    ApiError::Request {
+        status,
+        code,
+        message: e.to_string(),
+    }
+}
+
+async fn agents(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
+    let agents = state.callbacks.store.agents().await?;
+    Ok(Json(json!({ "agents": agents })))
+}
+
+async fn find_agent(state: &AppState, id: &str) -> AppResult<Agent> {
+    state
+        .callbacks
+        .store
+        .agent(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no agent `{id}`")))
+}
+
+async fn agent(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> AppResult<Json<Value>> {
+    let Path(id) = path?;
+    let agent = find_agent(&state, &id).await?;
+    let history = state.callbacks.store.agent_history(&id).await?;
+    let mut body = serde_json::to_value(&agent).expect("agents serialize");
+    body["history"] = serde_json::to_value(history).expect("agent events serialize");
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentStateRequest {
+    state: AgentState,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Logs an agent in (ready) or out, or sets them not ready with a reason.
+async fn set_agent_state(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<AgentStateRequest>, JsonRejection>,
+) -> AppResult<Json<Agent>> {
+    let Path(id) = path?;
+    let Json(request) = body?;
+    if !request.state.chosen_by_operators() {
+        return Err(ApiError::Request {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_input",
+            message: format!(
+                "an agent can be set to logged_out, ready or not_ready; {} is the dialer's",
+                request.state
+            ),
+        });
+    }
+    if request
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "bad_request_body",
+            "reason is at most 200 characters, none of them control characters",
+        ));
+    }
+    // The dialer may move the agent at the same moment; read again and retry then.
+    for _ in 0..5 {
+        let old = find_agent(&state, &id).await?;
+        let new = old
+            .moved(request.state, request.reason.clone(), Utc::now())
+            .map_err(agent_error)?;
+        match state.callbacks.store.move_agent(&old, &new, "api").await {
+            Err(StoreError::Conflict { .. }) => continue,
+            other => other?,
+        }
+        tracing::info!(agent = %id, state = %new.state, "agent state set");
+        state.wake_dialer();
+        return Ok(Json(new));
+    }
+    Err(ApiError::Request {
+        status: StatusCode::CONFLICT,
+        code: "conflict",
+        message: "the agent kept changing; try again".into(),
+    })
 }
 
 #[derive(Debug, Deserialize)]

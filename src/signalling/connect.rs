@@ -235,7 +235,10 @@ impl Loop {
             return;
         };
         if bridge.connect.deadline.is_some_and(|d| now >= d) {
-            warn!(bridge = id, "the dialer's lease ran out before the customer was called; not calling");
+            warn!(
+                bridge = id,
+                "the dialer's lease ran out before the customer was called; not calling"
+            );
             bridge.report(Progress::TooLate);
             bridge.phase = Phase::Ending;
             self.end_call(now, agent);
@@ -358,6 +361,13 @@ impl Loop {
         bridge.phase = Phase::Ending;
         for call in [bridge.agent, bridge.customer].into_iter().flatten() {
             self.end_call(now, call);
+        }
+    }
+
+    /// A connection may place its calls until `deadline` now.
+    pub(super) fn extend(&mut self, id: u64, deadline: Instant) {
+        if let Some(bridge) = self.bridges.get_mut(&id) {
+            bridge.connect.deadline = Some(deadline);
         }
     }
 

@@ -214,10 +214,14 @@ pub fn first_incoming_call(log: &str) -> Option<String> {
 
 /// A capture (pcap) of G.711 RTP in `law` (Ethernet, IPv4, UDP) from 127.0.0.1, 20 ms a
 /// packet, for SIPp's `play_pcap_audio`: 200 ms of silence, then each key as 80 ms of tones
-/// (−10 dBm0 each) and 80 ms of silence.
+/// (−10 dBm0 each) and 80 ms of silence; a `,` is a second of silence.
 pub fn in_band_capture(keys: &str, law: media::g711::Law) -> Vec<u8> {
     let mut samples: Vec<i16> = vec![0; 1600];
     for key in keys.chars() {
+        if key == ',' {
+            samples.extend(std::iter::repeat(0).take(8000));
+            continue;
+        }
         samples.extend(media::dtmf::tone(key, -10.0).expect("a DTMF key").take(640));
         samples.extend(std::iter::repeat(0).take(640));
     }
@@ -330,4 +334,40 @@ pub fn request(
         headers,
         body,
     })
+}
+
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// SIPp answering one call with `scenario` (a file in tests/sipp/, or a path) on a free port.
+pub fn far_end(scenario: &str) -> (Child, u16) {
+    let port = free_port();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(scenario);
+    let child = Command::new("sipp")
+        .arg("-sf")
+        .arg(&path)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &free_port().to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("sipp is not installed ({e}): apt-get install sip-tester (scripts/test.sh installs it)"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    (child, port)
+}
+
+/// Whether SIPp's scenario ran to its end, and what it printed.
+pub fn finished_cleanly(child: Child) -> (bool, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }

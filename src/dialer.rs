@@ -1,0 +1,620 @@
+//! The outbound dialer: when an agent is ready and a callback with one of their skills is due,
+//! it claims the callback (a lease in the store, with the attempt committed first), calls the
+//! agent, then the customer, and connects them; then it records how the attempt went.
+//!
+//! It wakes when told (an agent turned ready, a callback was created or changed) and once a
+//! second regardless, so nothing is stranded by a missed wake-up. The decisions are the
+//! domain's (`callbacks::dialer`); this module only runs them against the store and SIP.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callbacks::dialer::{self as decide, Verdict};
+use callbacks::{
+    Address, Agent, AgentState, Attempt, AttemptOutcome, Callback, Media, Policy, StoreError,
+};
+use chrono::{DateTime, SubsecRound, Utc};
+use rand::RngCore;
+use store::{ClaimRequest, Finish, Store};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::config::{DialerConfig, SipConfig};
+use crate::signalling::{Connect, PlaceError, Progress, Side, Sip};
+
+/// How often the dialer looks again without being woken.
+const RECHECK: Duration = Duration::from_secs(1);
+/// How often a call in progress re-reads its callback, to hang up one paused or cancelled.
+const WATCH: Duration = Duration::from_millis(250);
+/// No INVITE leaves this close to the end of the lease.
+const MARGIN: Duration = Duration::from_secs(2);
+
+/// The dialer, shared by its loop, its calls and whoever wakes it.
+pub struct Dialer {
+    store: Store,
+    policy: Policy,
+    sip: Sip,
+    config: DialerConfig,
+    /// Where numbers are sent: `sip:+NUMBER@host`.
+    trunk_host: Option<String>,
+    node: String,
+    wake: Notify,
+}
+
+/// The node name when none is configured: the host name and the process ID.
+fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "callbackd".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The time, to the microsecond both stores keep.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn std_duration(d: chrono::Duration) -> Duration {
+    d.to_std().unwrap_or_default()
+}
+
+impl Dialer {
+    pub fn new(
+        store: Store,
+        policy: Policy,
+        sip: Sip,
+        config: DialerConfig,
+        sip_config: &SipConfig,
+    ) -> Arc<Dialer> {
+        let trunk_host = sip_config
+            .trunk_domain
+            .clone()
+            .or_else(|| sip_config.outbound_proxy.map(|a| a.to_string()));
+        Arc::new(Dialer {
+            node: config.node.clone().unwrap_or_else(default_node),
+            store,
+            policy,
+            sip,
+            config,
+            trunk_host,
+            wake: Notify::new(),
+        })
+    }
+
+    /// Something changed that may let the dialer place a call: look now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        info!(node = %self.node, "dialer running");
+        loop {
+            if let Err(e) = self.round().await {
+                warn!(error = %e, "dialer round failed; trying again");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(RECHECK) => {}
+            }
+        }
+    }
+
+    fn lease_end(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + self.config.lease
+    }
+
+    /// One look at the work: leases other nodes left behind, agents done with wrap-up, and a
+    /// callback for every ready agent that has one waiting.
+    async fn round(self: &Arc<Self>) -> Result<(), StoreError> {
+        let now = now();
+        for (cb, attempt, generation) in self
+            .store
+            .take_over_expired(&self.node, now, self.lease_end(now))
+            .await?
+        {
+            warn!(callback = %cb.confirmation_id, node = %attempt.node, "a lease ran out unrenewed; the attempt's outcome is unknown");
+            self.settle(&attempt, generation, AttemptOutcome::Unknown, None)
+                .await;
+            if let Some(agent) = &attempt.agent_id {
+                self.release_agent(agent, false, None).await;
+            }
+        }
+        let mut agents = self.store.agents().await?;
+        for agent in agents.iter().filter(|a| a.state == AgentState::WrapUp) {
+            if now - agent.since >= self.config.wrap_up {
+                self.move_agent(agent, AgentState::Ready, None).await;
+            }
+        }
+        agents.retain(|a| a.state == AgentState::Ready);
+        // The agent who has waited longest goes first.
+        agents.sort_by_key(|a| a.since);
+        for agent in agents {
+            self.offer(agent).await?;
+        }
+        Ok(())
+    }
+
+    /// Claims the next callback `agent` can take, if any, and starts the calls.
+    async fn offer(self: &Arc<Self>, agent: Agent) -> Result<(), StoreError> {
+        let now = now();
+        let Ok(reserved) = agent.moved(AgentState::Reserved, None, now) else {
+            return Ok(());
+        };
+        let mut id = [0; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let request = ClaimRequest {
+            attempt_id: uuid::Builder::from_random_bytes(id).into_uuid(),
+            agent: &agent,
+            reserved: &reserved,
+            node: &self.node,
+            now,
+            until: self.lease_end(now),
+        };
+        let claimed = self
+            .store
+            .claim(&request, |cb| {
+                match decide::verdict(cb, &self.policy, now) {
+                    Verdict::Wait => None,
+                    Verdict::Dial | Verdict::Block(_) => {
+                        decide::claimed(cb, &self.node, &agent.id, now)
+                    }
+                }
+            })
+            .await?;
+        if let Some((cb, attempt)) = claimed {
+            info!(callback = %cb.confirmation_id, agent = %agent.id, attempt = attempt.number, "callback claimed");
+            let dialer = self.clone();
+            tokio::spawn(async move { dialer.attempt(reserved, cb, attempt).await });
+        } else {
+            // Nothing for this agent: the claim changed nothing.
+            debug!(agent = %agent.id, "no callback waiting for the agent's skills");
+        }
+        Ok(())
+    }
+
+    /// The customer's address as a SIP URI to call.
+    fn customer_uri(&self, cb: &Callback) -> Option<String> {
+        match &cb.address {
+            Address::Sip(uri) => Some(uri.as_str().to_owned()),
+            Address::Phone(number) => {
+                let host = self.trunk_host.as_ref()?;
+                Some(format!("sip:{}@{host}", number.e164()))
+            }
+        }
+    }
+
+    /// What the agent hears before the customer is called: the department (when there is a
+    /// prompt `skill-NAME`) and when the callback was requested.
+    fn whisper(&self, cb: &Callback, known: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut words = vec!["whisper-callback-for".to_owned()];
+        let skill = format!("skill-{}", cb.skill);
+        if known(&skill) {
+            words.push(skill);
+        }
+        words.push("whisper-requested".into());
+        let zone = self
+            .policy
+            .queues
+            .get(&cb.queue)
+            .map(|q| q.time_zone)
+            .unwrap_or(cb.time_zone);
+        words.extend(
+            media::say::date_time(&cb.created_at.with_timezone(&zone))
+                .into_iter()
+                .map(str::to_owned),
+        );
+        words
+    }
+
+    /// One attempt, from the claim to the record of how it went.
+    async fn attempt(self: Arc<Self>, agent: Agent, cb: Callback, attempt: Attempt) {
+        let started = Instant::now();
+        let mut deadline = started + std_duration(self.config.lease).saturating_sub(MARGIN);
+        let customer = match decide::verdict(&cb, &self.policy, now()) {
+            Verdict::Block(reason) => {
+                warn!(callback = %cb.confirmation_id, reason, "the dialing policy blocks this callback now; not calling");
+                None
+            }
+            _ => self.customer_uri(&cb),
+        };
+        let Some(customer) = customer else {
+            let outcome = if cb.media == Media::Voice && self.trunk_host.is_none() {
+                warn!(callback = %cb.confirmation_id, "numbers need sip.outbound_proxy (or trunk_domain) to be called");
+                AttemptOutcome::Unreachable
+            } else {
+                AttemptOutcome::Blocked
+            };
+            self.settle(&attempt, attempt.generation, outcome, None)
+                .await;
+            self.release_agent(&agent.id, false, None).await;
+            self.wake();
+            return;
+        };
+        let known = |name: &str| self.sip.has_prompt(name);
+        let confirm = std_duration(self.config.confirm_timeout);
+        let connect = Connect {
+            agent: agent.address.clone(),
+            keys: String::new(),
+            whisper: self.whisper(&cb, &known),
+            customer: Some(customer),
+            greeting: if confirm.is_zero() {
+                vec!["callback-from".into(), self.config.company_prompt.clone()]
+            } else {
+                vec![
+                    "callback-from".into(),
+                    self.config.company_prompt.clone(),
+                    "press-1-to-connect".into(),
+                ]
+            },
+            confirm: (!confirm.is_zero()).then_some(confirm),
+            not_reached: vec!["customer-not-reached".into()],
+            agent_ring: std_duration(self.config.agent_ring_timeout),
+            customer_ring: std_duration(self.config.customer_ring_timeout),
+            deadline: Some(deadline),
+            hold: None,
+        };
+        let (id, mut progress) = match self.sip.connect(connect).await {
+            Ok(placed) => placed,
+            Err(e) => {
+                warn!(agent = %agent.id, error = %e, "cannot call the agent");
+                let outcome = match e {
+                    PlaceError::TooLate => AttemptOutcome::Unknown,
+                    _ => AttemptOutcome::AgentNoAnswer,
+                };
+                self.settle(&attempt, attempt.generation, outcome, None)
+                    .await;
+                self.release_agent(&agent.id, false, Some("unreachable"))
+                    .await;
+                self.wake();
+                return;
+            }
+        };
+        let mut seen = Seen::default();
+        let mut renew = tokio::time::interval(std_duration(self.config.lease) / 3);
+        renew.tick().await;
+        let mut watch = tokio::time::interval(WATCH);
+        loop {
+            tokio::select! {
+                step = progress.recv() => match step {
+                    None | Some(Progress::Ended) => break,
+                    Some(step) => {
+                        seen.note(step);
+                        match step {
+                            Progress::Answered(Side::Agent) => {
+                                self.move_agent_by_id(&agent.id, AgentState::OnCall, None).await;
+                            }
+                            Progress::Connected if !seen.lost => self.connected(&attempt).await,
+                            _ => {}
+                        }
+                    }
+                },
+                _ = renew.tick(), if !seen.lost => {
+                    let now = now();
+                    match self.store.renew(cb.id, attempt.generation, self.lease_end(now)).await {
+                        Ok(true) => {
+                            deadline = Instant::now() + std_duration(self.config.lease).saturating_sub(MARGIN);
+                            self.sip.extend(id, deadline).await;
+                        }
+                        Ok(false) => {
+                            warn!(callback = %cb.confirmation_id, "another node took the callback over; hanging up");
+                            seen.lost = true;
+                            self.sip.abort(id).await;
+                        }
+                        Err(e) => warn!(error = %e, "cannot renew the lease; trying again"),
+                    }
+                }
+                _ = watch.tick(), if !seen.connected && !seen.aborted => {
+                    if let Ok(Some(now)) = self.store.callback(cb.id).await {
+                        if !matches!(now.state, callbacks::State::Dialing) {
+                            info!(callback = %cb.confirmation_id, state = %now.state, "the callback changed while being dialed; hanging up");
+                            seen.aborted = true;
+                            self.sip.abort(id).await;
+                        }
+                    }
+                }
+            }
+        }
+        let (outcome, status) = seen.outcome();
+        info!(callback = %cb.confirmation_id, outcome = outcome.as_str(), ?status, seconds = started.elapsed().as_secs(), "attempt over");
+        if !seen.lost {
+            self.settle(&attempt, attempt.generation, outcome, status)
+                .await;
+        }
+        // An agent who let the call ring out is not offered the next one at once.
+        let missed = !seen.agent_answered && !seen.aborted && !seen.lost;
+        self.release_agent(&agent.id, seen.agent_answered, missed.then_some("missed"))
+            .await;
+        self.wake();
+    }
+
+    /// The customer is connected to the agent.
+    async fn connected(&self, attempt: &Attempt) {
+        for _ in 0..5 {
+            let Ok(Some(cb)) = self.store.callback(attempt.callback_id).await else {
+                return;
+            };
+            let Some((new, event)) = decide::connected(&cb, &self.node, now()) else {
+                return;
+            };
+            match self
+                .store
+                .step_attempt(attempt.generation, &new, &event, None)
+                .await
+            {
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => warn!(error = %e, "cannot record the connection"),
+                Ok(()) => {}
+            }
+            return;
+        }
+    }
+
+    /// Records how an attempt went and where its callback goes next (retrying when someone
+    /// changed the callback meanwhile).
+    async fn settle(
+        &self,
+        attempt: &Attempt,
+        generation: i64,
+        outcome: AttemptOutcome,
+        status: Option<u16>,
+    ) {
+        for _ in 0..5 {
+            let cb = match self.store.callback(attempt.callback_id).await {
+                Ok(Some(cb)) => cb,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the callback to record its attempt");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let Some(queue) = self.policy.queues.get(&cb.queue) else {
+                warn!(queue = %cb.queue, "the callback's queue is no longer configured");
+                return;
+            };
+            let now = now();
+            let (new, event) = decide::finished(&cb, queue, outcome, status, &self.node, now);
+            let finish = Finish {
+                attempt: attempt.id,
+                outcome,
+                sip_status: status,
+                at: now,
+            };
+            match self
+                .store
+                .step_attempt(generation, &new, &event, Some(&finish))
+                .await
+            {
+                Ok(()) => return,
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::LeaseLost(_)) => {
+                    warn!(callback = %cb.confirmation_id, "another node holds the callback now; its outcome is theirs to record");
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot record the attempt; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// After an attempt: an agent who talked goes to wrap-up; one who never answered goes to
+    /// not ready (`missed`, or `reason`), except when no call was made at all.
+    async fn release_agent(&self, id: &str, answered: bool, reason: Option<&str>) {
+        let Ok(Some(agent)) = self.store.agent(id).await else {
+            return;
+        };
+        let (to, why) = match agent.state {
+            AgentState::OnCall => (AgentState::WrapUp, None),
+            AgentState::Reserved if answered => (AgentState::WrapUp, None),
+            AgentState::Reserved => match reason {
+                Some(reason) => (AgentState::NotReady, Some(reason.to_owned())),
+                None => (AgentState::Ready, None),
+            },
+            _ => return,
+        };
+        self.move_agent(&agent, to, why).await;
+    }
+
+    async fn move_agent_by_id(&self, id: &str, to: AgentState, reason: Option<String>) {
+        if let Ok(Some(agent)) = self.store.agent(id).await {
+            self.move_agent(&agent, to, reason).await;
+        }
+    }
+
+    async fn move_agent(&self, agent: &Agent, to: AgentState, reason: Option<String>) {
+        match agent.moved(to, reason, now()) {
+            Ok(new) => {
+                if let Err(e) = self.store.move_agent(agent, &new, &self.node).await {
+                    debug!(agent = %agent.id, error = %e, "agent not moved");
+                }
+            }
+            Err(e) => debug!(error = %e, "agent not moved"),
+        }
+    }
+}
+
+/// What a connection's progress said, read as an attempt's outcome at the end.
+#[derive(Debug, Default)]
+struct Seen {
+    agent_answered: bool,
+    customer_answered: bool,
+    customer_called: bool,
+    connected: bool,
+    not_confirmed: bool,
+    too_late: bool,
+    /// The agent hung up before the customer's call ended.
+    agent_left_first: bool,
+    customer_left: Option<(&'static str, Option<u16>)>,
+    agent_status: Option<u16>,
+    /// The callback was paused or cancelled meanwhile.
+    aborted: bool,
+    /// Another node holds the callback now.
+    lost: bool,
+}
+
+impl Seen {
+    fn note(&mut self, step: Progress) {
+        match step {
+            Progress::Answered(Side::Agent) => self.agent_answered = true,
+            Progress::Answered(Side::Customer) => self.customer_answered = true,
+            Progress::Connected => self.connected = true,
+            Progress::NotConfirmed => self.not_confirmed = true,
+            Progress::TooLate => self.too_late = true,
+            Progress::Left {
+                side: Side::Agent,
+                status,
+                ..
+            } => {
+                self.agent_status = status;
+                self.agent_left_first = self.customer_left.is_none();
+            }
+            Progress::Left {
+                side: Side::Customer,
+                how,
+                status,
+            } => {
+                self.customer_called = true;
+                self.customer_left = Some((how, status));
+            }
+            Progress::Ended => {}
+        }
+    }
+
+    fn outcome(&self) -> (AttemptOutcome, Option<u16>) {
+        let customer_status = self.customer_left.and_then(|(_, s)| s);
+        if self.aborted {
+            (AttemptOutcome::Aborted, None)
+        } else if self.connected {
+            (AttemptOutcome::Connected, None)
+        } else if !self.agent_answered {
+            (AttemptOutcome::AgentNoAnswer, self.agent_status)
+        } else if self.too_late || self.lost {
+            (AttemptOutcome::Unknown, None)
+        } else if self.not_confirmed || self.customer_answered {
+            (AttemptOutcome::NotConfirmed, None)
+        } else if self.agent_left_first || !self.customer_called {
+            // The agent hung up before the customer answered: not the customer's attempt.
+            (AttemptOutcome::AgentNoAnswer, None)
+        } else {
+            let (how, status) = self.customer_left.unwrap_or(("failed", None));
+            (
+                AttemptOutcome::of_customer_leg(status, how == "no_answer"),
+                customer_status,
+            )
+        }
+    }
+}
+
+/// Agents' phones registering and unregistering log them in and out.
+pub async fn follow_registrations(
+    dialer: Arc<Dialer>,
+    mut registrations: tokio::sync::mpsc::UnboundedReceiver<(String, bool)>,
+    realm: String,
+) {
+    while let Some((user, registered)) = registrations.recv().await {
+        if !dialer.config.login_on_register {
+            continue;
+        }
+        let address = format!("sip:{user}@{realm}");
+        let Ok(agents) = dialer.store.agents().await else {
+            continue;
+        };
+        for agent in agents
+            .iter()
+            .filter(|a| a.address.eq_ignore_ascii_case(&address))
+        {
+            let to = match (registered, agent.state) {
+                (true, AgentState::LoggedOut) => AgentState::Ready,
+                (false, AgentState::Ready | AgentState::NotReady | AgentState::WrapUp) => {
+                    AgentState::LoggedOut
+                }
+                _ => continue,
+            };
+            info!(agent = %agent.id, state = %to, "the agent's phone {}", if registered { "registered" } else { "unregistered" });
+            if let Ok(new) = agent.moved(to, None, now()) {
+                if let Err(e) = dialer.store.move_agent(agent, &new, "registrar").await {
+                    warn!(agent = %agent.id, error = %e, "cannot log the agent in or out");
+                }
+            }
+        }
+        dialer.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(steps: &[Progress]) -> (AttemptOutcome, Option<u16>) {
+        let mut seen = Seen::default();
+        for step in steps {
+            seen.note(*step);
+        }
+        seen.outcome()
+    }
+
+    #[test]
+    fn progress_reads_as_the_attempts_outcome() {
+        use Progress::*;
+        let left = |side, how, status| Left { side, how, status };
+        assert_eq!(
+            outcome(&[left(Side::Agent, "no_answer", None), Ended]),
+            (AttemptOutcome::AgentNoAnswer, None)
+        );
+        let agent_up = [Answered(Side::Agent)];
+        let busy = [
+            &agent_up[..],
+            &[
+                left(Side::Customer, "failed", Some(486)),
+                left(Side::Agent, "local_hangup", None),
+            ],
+        ]
+        .concat();
+        assert_eq!(outcome(&busy), (AttemptOutcome::Busy, Some(486)));
+        let rang_out = [
+            &agent_up[..],
+            &[
+                left(Side::Customer, "no_answer", None),
+                left(Side::Agent, "local_hangup", None),
+            ],
+        ]
+        .concat();
+        assert_eq!(outcome(&rang_out).0, AttemptOutcome::NoAnswer);
+        let silent = [
+            &agent_up[..],
+            &[
+                Answered(Side::Customer),
+                NotConfirmed,
+                left(Side::Customer, "local_hangup", None),
+            ],
+        ]
+        .concat();
+        assert_eq!(outcome(&silent).0, AttemptOutcome::NotConfirmed);
+        let talked = [
+            &agent_up[..],
+            &[
+                Answered(Side::Customer),
+                Connected,
+                left(Side::Customer, "remote_hangup", None),
+            ],
+        ]
+        .concat();
+        assert_eq!(outcome(&talked).0, AttemptOutcome::Connected);
+        let agent_quit = [
+            &agent_up[..],
+            &[
+                left(Side::Agent, "remote_hangup", None),
+                left(Side::Customer, "local_hangup", None),
+            ],
+        ]
+        .concat();
+        assert_eq!(
+            outcome(&agent_quit).0,
+            AttemptOutcome::AgentNoAnswer,
+            "not the customer's attempt"
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! The outbound dialer with real peers on loopback: agents and customers are SIPp instances
+//! (tests/sipp/uas_*.xml) or callbackd itself, callbacks and agents are made through the API,
+//! and the tests check what an operator would: attempts, states, histories and the audio.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{config_with, far_end, finished_cleanly, Server};
+use serde_json::{json, Value};
+
+/// callbackd with callbacks to SIP addresses on loopback allowed and short dialer waits.
+fn dialer_config(url: &str, confirm: &str) -> PathBuf {
+    config_with(
+        url,
+        &[
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"127.0.0.1\"]",
+            ),
+            ("wrap_up = \"10s\"", "wrap_up = \"1s\""),
+            (
+                "agent_ring_timeout = \"20s\"",
+                "agent_ring_timeout = \"2s\"",
+            ),
+            (
+                "customer_ring_timeout = \"30s\"",
+                "customer_ring_timeout = \"3s\"",
+            ),
+            (
+                "confirm_timeout = \"10s\"",
+                &format!("confirm_timeout = \"{confirm}\""),
+            ),
+        ],
+    )
+}
+
+/// An agent with the billing skill at `address`, logged in and ready.
+fn ready_agent(server: &Server, id: &str, address: &str) {
+    let r = server.post(
+        "/api/v1/agents",
+        &json!({"id": id, "name": format!("Agent {id}"), "skills": ["billing"], "address": address}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["state"], "logged_out");
+    set_state(server, id, json!({"state": "ready"}));
+}
+
+fn set_state(server: &Server, id: &str, body: Value) -> common::Response {
+    server.request(
+        "PUT",
+        &format!("/api/v1/agents/{id}/state"),
+        &[],
+        Some(&body),
+    )
+}
+
+/// A billing callback to `address`, due now; its confirmation ID.
+fn callback_to(server: &Server, address: &str) -> String {
+    let r = server.post(
+        "/api/v1/callbacks",
+        &json!({"queue": "support", "skill": "billing", "media": "sip", "address": address,
+                "customer_name": "Ada"}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["confirmation_id"].as_str().unwrap().to_owned()
+}
+
+/// Polls `what` until `done` holds of it, or fails after `limit` saying what was last seen.
+fn wait_for(server: &Server, what: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let body = server.get(what).body;
+        if done(&body) {
+            return body;
+        }
+        assert!(start.elapsed() < limit, "{what} after {limit:?}: {body:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn finished_attempts(cb: &Value) -> bool {
+    cb["dial_attempts"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty() && a.iter().all(|a| !a["outcome"].is_null()))
+}
+
+fn agent_steps(server: &Server, id: &str) -> Vec<String> {
+    server.get(&format!("/api/v1/agents/{id}")).body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A scenario file from tests/sipp with its placeholders filled, in `dir`.
+fn scenario(dir: &Path, name: &str, fill: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sipp")
+            .join(name),
+    )
+    .unwrap();
+    for (from, to) in fill {
+        text = text.replace(from, to);
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("callbackd-{name}-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_ready_agent_is_connected_to_the_customer_who_presses_1_and_the_audio_crosses() {
+    // The agent is callbackd itself (its answering side logs the keys it hears); the customer
+    // is SIPp, which answers, presses 1 as a tone to be connected, then 2580 two seconds
+    // later: those keys can only reach the agent's side through the bridge.
+    let dir = temp_dir("dialer");
+    let capture = dir.join("keys.pcap");
+    std::fs::write(
+        &capture,
+        common::in_band_capture("1,,2580", media::g711::Law::Mu),
+    )
+    .unwrap();
+    let customer = scenario(
+        &dir,
+        "uas_customer.xml",
+        &[
+            ("PCAP_FILE", &capture.display().to_string()),
+            ("TALK_MS", "5000"),
+        ],
+    );
+    let (sipp, port) = far_end(&customer);
+    let url = store::testing::sqlite_url();
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(&dialer_config(&url, "10s"), &log);
+    let me = server.sip_udp.unwrap();
+    ready_agent(&server, "ada", &format!("sip:agent@{me}"));
+    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{port}"));
+
+    let cb = wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(30),
+        |cb| cb["state"] == "completed" && finished_attempts(cb),
+    );
+    let (ok, out) = finished_cleanly(sipp);
+    assert!(ok, "the customer's call ran its course: {out}");
+    let attempts = cb["dial_attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["outcome"], "connected");
+    assert_eq!(attempts[0]["agent_id"], "ada");
+    assert_eq!(cb["dial_attempts"][0]["number"], 1);
+    let actions: Vec<&str> = cb["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["created", "dial", "connected", "attempt"]);
+    assert_eq!(cb["history"][3]["channel"], "dialer");
+    // The agent took the call, wrapped up, and is ready for the next.
+    wait_for(
+        &server,
+        "/api/v1/agents/ada",
+        Duration::from_secs(10),
+        |a| a["state"] == "ready",
+    );
+    assert_eq!(
+        agent_steps(&server, "ada"),
+        [
+            "logged_out",
+            "ready",
+            "reserved",
+            "on_call",
+            "wrap_up",
+            "ready"
+        ]
+    );
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let agent_side =
+        common::first_incoming_call(&text).expect("the agent's call reached callbackd");
+    let heard: String = common::keys_logged(&text)
+        .into_iter()
+        .filter(|k| k.call == agent_side)
+        .map(|k| k.key)
+        .collect();
+    // The tail of the 1 that connected them may cross too: it is heard as it ends.
+    assert!(
+        heard == "2580" || heard == "12580",
+        "the customer's keys crossed the bridge: {heard}"
+    );
+}
+
+#[test]
+fn a_busy_customer_is_retried_after_the_backoff_and_the_agent_is_told() {
+    let (agent, agent_port) = far_end("uas_answer.xml");
+    let (customer, customer_port) = far_end("uas_busy.xml");
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&dialer_config(&url, "10s"));
+    ready_agent(&server, "bo", &format!("sip:bo@127.0.0.1:{agent_port}"));
+    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{customer_port}"));
+    let cb = wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(30),
+        finished_attempts,
+    );
+    assert_eq!(cb["dial_attempts"][0]["outcome"], "busy");
+    assert_eq!(cb["dial_attempts"][0]["sip_status"], 486);
+    assert_eq!(
+        (cb["state"].as_str(), cb["attempts"].as_u64()),
+        (Some("queued"), Some(1))
+    );
+    let retry =
+        chrono::DateTime::parse_from_rfc3339(cb["next_attempt_at"].as_str().unwrap()).unwrap();
+    let ended =
+        chrono::DateTime::parse_from_rfc3339(cb["dial_attempts"][0]["ended_at"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(
+        retry - ended,
+        chrono::Duration::minutes(5),
+        "the queue's first backoff"
+    );
+    // The agent heard that the customer was not reached, and was hung up on.
+    let (ok, out) = finished_cleanly(agent);
+    assert!(ok, "the agent's call got callbackd's BYE: {out}");
+    let (ok, out) = finished_cleanly(customer);
+    assert!(ok, "{out}");
+    wait_for(&server, "/api/v1/agents/bo", Duration::from_secs(10), |a| {
+        a["state"] == "ready"
+    });
+    assert!(agent_steps(&server, "bo").contains(&"wrap_up".to_owned()));
+}
+
+#[test]
+fn an_agent_who_does_not_answer_is_set_not_ready_and_the_customer_keeps_the_place() {
+    let (agent, agent_port) = far_end("uas_no_answer.xml");
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&dialer_config(&url, "10s"));
+    ready_agent(&server, "cy", &format!("sip:cy@127.0.0.1:{agent_port}"));
+    let id = callback_to(&server, "sip:customer@127.0.0.1:9");
+    let cb = wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(20),
+        finished_attempts,
+    );
+    assert_eq!(cb["dial_attempts"][0]["outcome"], "agent_no_answer");
+    assert_eq!(
+        (cb["state"].as_str(), cb["attempts"].as_u64()),
+        (Some("queued"), Some(0)),
+        "an attempt the agent missed does not count against the customer"
+    );
+    let created = server.get(&format!("/api/v1/callbacks/{id}")).body;
+    assert_eq!(
+        created["enqueued_at"], cb["enqueued_at"],
+        "the place in line is kept"
+    );
+    let agent_now = wait_for(&server, "/api/v1/agents/cy", Duration::from_secs(5), |a| {
+        a["state"] == "not_ready"
+    });
+    assert_eq!(
+        agent_now["reason"], "missed",
+        "not offered the next callback at once"
+    );
+    let (ok, out) = finished_cleanly(agent);
+    assert!(ok, "the agent's phone got callbackd's CANCEL: {out}");
+    // Nobody else is ready, so the callback waits, counted as not yet tried.
+    std::thread::sleep(Duration::from_millis(1500));
+    let cb = server.get(&format!("/api/v1/callbacks/{id}")).body;
+    assert_eq!(
+        (
+            cb["state"].as_str(),
+            cb["dial_attempts"].as_array().unwrap().len()
+        ),
+        (Some("queued"), 1)
+    );
+}
+
+#[test]
+fn a_customer_who_does_not_press_1_is_not_connected() {
+    let (agent, agent_port) = far_end("uas_answer.xml");
+    let (customer, customer_port) = far_end("uas_answer.xml");
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&dialer_config(&url, "1s"));
+    ready_agent(&server, "di", &format!("sip:di@127.0.0.1:{agent_port}"));
+    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{customer_port}"));
+    let cb = wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(30),
+        finished_attempts,
+    );
+    assert_eq!(cb["dial_attempts"][0]["outcome"], "not_confirmed");
+    assert_eq!(cb["state"], "queued");
+    for (phone, who) in [(agent, "agent"), (customer, "customer")] {
+        let (ok, out) = finished_cleanly(phone);
+        assert!(ok, "the {who} got callbackd's BYE: {out}");
+    }
+}
+
+#[test]
+fn pausing_a_callback_while_the_customer_rings_hangs_up_both_calls() {
+    let (agent, agent_port) = far_end("uas_answer.xml");
+    let (customer, customer_port) = far_end("uas_no_answer.xml");
+    let url = store::testing::sqlite_url();
+    let config = config_with(
+        &url,
+        &[
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"127.0.0.1\"]",
+            ),
+            (
+                "customer_ring_timeout = \"30s\"",
+                "customer_ring_timeout = \"20s\"",
+            ),
+        ],
+    );
+    let dir = temp_dir("pause");
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(&config, &log);
+    ready_agent(&server, "ed", &format!("sip:ed@127.0.0.1:{agent_port}"));
+    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{customer_port}"));
+    // The customer's phone rings once the whisper has played to the agent: the second call.
+    let start = Instant::now();
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("call placed")
+        .count()
+        < 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the customer was never called"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let paused_at = Instant::now();
+    let r = server.post(
+        &format!("/api/v1/callbacks/{id}/modifications"),
+        &json!({"action": "pause"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let cb = wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(10),
+        finished_attempts,
+    );
+    assert!(
+        paused_at.elapsed() < Duration::from_secs(3),
+        "hung up within {:?}",
+        paused_at.elapsed()
+    );
+    assert_eq!(cb["dial_attempts"][0]["outcome"], "aborted");
+    assert_eq!(cb["state"], "paused", "the customer's choice stands");
+    std::fs::remove_dir_all(&dir).unwrap();
+    for (phone, who) in [(agent, "agent (BYE)"), (customer, "customer (CANCEL)")] {
+        let (ok, out) = finished_cleanly(phone);
+        assert!(ok, "the {who}: {out}");
+    }
+}
+
+#[test]
+fn agents_are_checked_and_only_operators_states_are_set_through_the_api() {
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&config_with(&url, &[]));
+    let r = server.post(
+        "/api/v1/agents",
+        &json!({"id": "fi", "name": "Fi", "skills": ["billing", {"name": "sales", "level": 3}], "address": "sip:1001@callbackd"}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(
+        r.body["skills"],
+        json!([{"name": "billing"}, {"name": "sales", "level": 3}])
+    );
+    let again = server.post(
+        "/api/v1/agents",
+        &json!({"id": "fi", "name": "Fi", "skills": ["billing"], "address": "sip:1001@callbackd"}),
+    );
+    assert_eq!(
+        (again.status, again.body["error"]["code"].as_str()),
+        (409, Some("duplicate_agent"))
+    );
+    let bad = server.post(
+        "/api/v1/agents",
+        &json!({"id": "x", "name": "X", "skills": ["cooking"], "address": "sip:1@callbackd"}),
+    );
+    assert_eq!(bad.status, 422);
+    assert!(bad.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cooking"));
+    let r = set_state(&server, "fi", json!({"state": "on_call"}));
+    assert_eq!(r.status, 422, "on_call is the dialer's: {:?}", r.body);
+    let r = set_state(
+        &server,
+        "fi",
+        json!({"state": "not_ready", "reason": "training"}),
+    );
+    assert_eq!(
+        (r.status, r.body["reason"].as_str()),
+        (200, Some("training"))
+    );
+    let r = set_state(&server, "nobody", json!({"state": "ready"}));
+    assert_eq!(r.status, 404);
+    let r = set_state(&server, "fi", json!({"state": "asleep"}));
+    assert_eq!(r.status, 422);
+    let all = server.get("/api/v1/agents").body;
+    assert_eq!(all["agents"][0]["state"], "not_ready");
+    assert_eq!(agent_steps(&server, "fi"), ["logged_out", "not_ready"]);
+}
