@@ -80,6 +80,9 @@ pub struct DialerConfig {
     pub confirm_timeout: chrono::Duration,
     /// The prompt naming the company in "this is your callback from …".
     pub company_prompt: String,
+    /// Whether agents hear who is next (department and when it was requested) before the
+    /// customer is called.
+    pub whisper: bool,
     /// Agents whose address is `sip:USER@<sip.realm>` are logged in when their phone
     /// registers and logged out when it unregisters.
     pub login_on_register: bool,
@@ -96,6 +99,7 @@ impl Default for DialerConfig {
             customer_ring_timeout: chrono::Duration::seconds(30),
             confirm_timeout: chrono::Duration::seconds(10),
             company_prompt: "company".into(),
+            whisper: true,
             login_on_register: true,
         }
     }

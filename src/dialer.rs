@@ -15,8 +15,9 @@ use callbacks::{
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use rand::RngCore;
-use store::{ClaimRequest, Finish, Store};
-use tokio::sync::Notify;
+use store::{Change, ClaimRequest, Finish, Store};
+use tokio::sync::{broadcast, Notify};
+use uuid::Uuid;
 use tracing::{debug, info, warn};
 
 use crate::config::{DialerConfig, SipConfig};
@@ -24,8 +25,9 @@ use crate::signalling::{Connect, PlaceError, Progress, Side, Sip};
 
 /// How often the dialer looks again without being woken.
 const RECHECK: Duration = Duration::from_secs(1);
-/// How often a call in progress re-reads its callback, to hang up one paused or cancelled.
-const WATCH: Duration = Duration::from_millis(250);
+/// How often a call in progress re-reads its callback, to hang up one paused or cancelled,
+/// when no notice of a change came.
+const WATCH: Duration = Duration::from_secs(1);
 /// No INVITE leaves this close to the end of the lease.
 const MARGIN: Duration = Duration::from_secs(2);
 
@@ -39,6 +41,8 @@ pub struct Dialer {
     trunk_host: Option<String>,
     node: String,
     wake: Notify,
+    /// Callbacks changed by anyone, for the calls in progress to look at.
+    changes: broadcast::Sender<Uuid>,
 }
 
 /// The node name when none is configured: the host name and the process ID.
@@ -78,12 +82,42 @@ impl Dialer {
             config,
             trunk_host,
             wake: Notify::new(),
+            changes: broadcast::channel(1024).0,
         })
     }
 
     /// Something changed that may let the dialer place a call: look now.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// A callback changed (here, or on another node): calls placing it look at it again, and
+    /// the dialer looks for work.
+    pub fn changed(&self, callback: Uuid) {
+        let _ = self.changes.send(callback);
+        self.wake();
+    }
+
+    /// Hears what other nodes change, through the store (PostgreSQL); without a listener
+    /// (SQLite, one node) there is nothing to hear.
+    pub async fn listen(self: Arc<Self>) {
+        loop {
+            match self.store.listen().await {
+                Ok(None) => return,
+                Ok(Some(mut listener)) => loop {
+                    match listener.next().await {
+                        Ok(Change::Callback(id)) => self.changed(id),
+                        Ok(Change::Agent(_)) => self.wake(),
+                        Err(e) => {
+                            warn!(error = %e, "lost the store's change notices; listening again");
+                            break;
+                        }
+                    }
+                },
+                Err(e) => warn!(error = %e, "cannot listen for changes; trying again"),
+            }
+            tokio::time::sleep(RECHECK).await;
+        }
     }
 
     /// Runs until the process ends.
@@ -236,7 +270,11 @@ impl Dialer {
         let connect = Connect {
             agent: agent.address.clone(),
             keys: String::new(),
-            whisper: self.whisper(&cb, &known),
+            whisper: if self.config.whisper {
+                self.whisper(&cb, &known)
+            } else {
+                Vec::new()
+            },
             customer: Some(customer),
             greeting: if confirm.is_zero() {
                 vec!["callback-from".into(), self.config.company_prompt.clone()]
@@ -274,6 +312,7 @@ impl Dialer {
         let mut renew = tokio::time::interval(std_duration(self.config.lease) / 3);
         renew.tick().await;
         let mut watch = tokio::time::interval(WATCH);
+        let mut notices = self.changes.subscribe();
         loop {
             tokio::select! {
                 step = progress.recv() => match step {
@@ -302,6 +341,17 @@ impl Dialer {
                             self.sip.abort(id).await;
                         }
                         Err(e) => warn!(error = %e, "cannot renew the lease; trying again"),
+                    }
+                }
+                notice = notices.recv(), if !seen.connected && !seen.aborted => {
+                    // A change to this callback (or notices missed): look at it now.
+                    let ours = match notice {
+                        Ok(changed) => changed == cb.id,
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => false,
+                    };
+                    if ours {
+                        watch.reset_immediately();
                     }
                 }
                 _ = watch.tick(), if !seen.connected && !seen.aborted => {

@@ -61,6 +61,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     if let Some(dialer) = &dialer {
         tasks.push(tokio::spawn(dialer.clone().run()));
+        tasks.push(tokio::spawn(dialer.clone().listen()));
         tasks.push(tokio::spawn(crate::dialer::follow_registrations(
             dialer.clone(),
             sip.registrations,

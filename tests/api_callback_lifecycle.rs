@@ -445,6 +445,9 @@ async fn the_openapi_description_covers_every_route() {
         "/api/v1/queues",
         "/api/v1/queues/{name}",
         "/api/v1/test-calls",
+        "/api/v1/agents",
+        "/api/v1/agents/{id}",
+        "/api/v1/agents/{id}/state",
         "/healthz",
     ] {
         assert!(paths.contains_key(path), "{path} is described");

@@ -234,7 +234,9 @@ async fn modify(
         .await
         .map_err(|e| ApiError::from(e).precondition(expected.is_some()))?;
     tracing::info!(callback = %callback.id, action = receipt.action, receipt = %receipt.code, state = %callback.state, "callback modified");
-    state.wake_dialer();
+    if let Some(dialer) = &state.dialer {
+        dialer.changed(callback.id);
+    }
     let tag = etag(callback.version);
     Ok((
         [(header::ETAG, tag)],

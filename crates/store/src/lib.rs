@@ -87,6 +87,35 @@ pub struct Finish {
     pub at: DateTime<Utc>,
 }
 
+/// A change another node (or this one) made, heard through PostgreSQL's LISTEN/NOTIFY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Callback(Uuid),
+    Agent(String),
+}
+
+/// Hears the changes every node makes to callbacks and agents (PostgreSQL only).
+pub struct Listener(sqlx::postgres::PgListener);
+
+impl Listener {
+    /// The next change. A lost connection is made again; what changed meanwhile is not
+    /// heard, so listeners also look again now and then.
+    pub async fn next(&mut self) -> Result<Change, StoreError> {
+        loop {
+            let notice = self.0.recv().await.map_err(db_error)?;
+            match notice.channel() {
+                "callbackd_callbacks" => {
+                    if let Ok(id) = notice.payload().parse() {
+                        return Ok(Change::Callback(id));
+                    }
+                }
+                "callbackd_agents" => return Ok(Change::Agent(notice.payload().to_owned())),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A ready agent's claim on the next callback it can take.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimRequest<'a> {
@@ -164,6 +193,21 @@ impl Store {
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         dispatch!(self, s => s.count_security_events(kind, caller_id, since))
+    }
+
+    /// Listens for changes from every node: `None` on SQLite, where this node is the only one.
+    pub async fn listen(&self) -> Result<Option<Listener>, StoreError> {
+        let Store::Postgres(pg) = self else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pg.pool())
+            .await
+            .map_err(db_error)?;
+        listener
+            .listen_all(["callbackd_callbacks", "callbackd_agents"])
+            .await
+            .map_err(db_error)?;
+        Ok(Some(Listener(listener)))
     }
 
     /// Adds a logged-out agent; [`StoreError::DuplicateAgent`] when the ID is taken.

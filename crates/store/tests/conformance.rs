@@ -95,6 +95,7 @@ conformance!(
     agents_are_kept_with_their_history,
     claims_take_due_callbacks_in_line_each_once,
     leases_fence_a_node_that_lost_its_callback,
+    every_node_hears_of_changes_on_postgres,
 );
 
 async fn create_find_and_history_round_trip(_url: &str, cb: Arc<Callbacks<Store>>) {
@@ -1178,4 +1179,79 @@ async fn leases_fence_a_node_that_lost_its_callback(_url: &str, cb: Arc<Callback
             .is_empty(),
         "released"
     );
+}
+
+async fn every_node_hears_of_changes_on_postgres(url: &str, cb: Arc<Callbacks<Store>>) {
+    let other_node = Store::open(url).await.unwrap();
+    let Some(mut listener) = other_node.listen().await.unwrap() else {
+        assert!(
+            url.starts_with("sqlite:"),
+            "only SQLite, with its one node, has no listener"
+        );
+        return;
+    };
+    let created = cb
+        .create(
+            &mut StdRng::seed_from_u64(3),
+            t0(),
+            &api(),
+            Source::Api,
+            request("+1 212 555 0100"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        heard(&mut listener).await,
+        store::Change::Callback(created.id)
+    );
+    let ada = ready_agent(&cb.store, "ada", &["billing"]).await;
+    assert_eq!(
+        heard(&mut listener).await,
+        store::Change::Agent("ada".into()),
+        "created"
+    );
+    assert_eq!(
+        heard(&mut listener).await,
+        store::Change::Agent("ada".into()),
+        "made ready"
+    );
+    let (dialing, attempt) = claim(&cb.store, &ada, 1, t0()).await.unwrap();
+    // One transaction, two rows changed: both heard.
+    let mut both = vec![heard(&mut listener).await, heard(&mut listener).await];
+    both.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(
+        both,
+        [
+            store::Change::Agent("ada".into()),
+            store::Change::Callback(created.id)
+        ]
+    );
+    // Renewing a lease changes no version and wakes nobody.
+    assert!(cb
+        .store
+        .renew(dialing.id, attempt.generation, t0() + Duration::minutes(1))
+        .await
+        .unwrap());
+    cb.modify(
+        &mut StdRng::seed_from_u64(4),
+        t0(),
+        &api(),
+        &created.confirmation_id,
+        None,
+        &Modification::Pause {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        heard(&mut listener).await,
+        store::Change::Callback(created.id),
+        "the pause, not the renewal"
+    );
+}
+
+async fn heard(listener: &mut store::Listener) -> store::Change {
+    tokio::time::timeout(std::time::Duration::from_secs(5), listener.next())
+        .await
+        .expect("heard in time")
+        .unwrap()
 }
