@@ -74,8 +74,11 @@ pub struct DialerConfig {
     /// How long a customer's phone rings before the attempt counts as no answer.
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub customer_ring_timeout: chrono::Duration,
-    /// How long after the greeting the customer has to press 1; "0s" connects them at once
-    /// without asking.
+    /// Whether the customer hears "this is your callback from …" on answering; without it
+    /// they are connected at once.
+    pub greeting: bool,
+    /// How long after the greeting the customer has to press 1; "0s" connects them after the
+    /// greeting without asking.
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub confirm_timeout: chrono::Duration,
     /// The prompt naming the company in "this is your callback from …".
@@ -97,6 +100,7 @@ impl Default for DialerConfig {
             wrap_up: chrono::Duration::seconds(10),
             agent_ring_timeout: chrono::Duration::seconds(20),
             customer_ring_timeout: chrono::Duration::seconds(30),
+            greeting: true,
             confirm_timeout: chrono::Duration::seconds(10),
             company_prompt: "company".into(),
             whisper: true,

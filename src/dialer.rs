@@ -17,8 +17,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use rand::RngCore;
 use store::{Change, ClaimRequest, Finish, Store};
 use tokio::sync::{broadcast, Notify};
-use uuid::Uuid;
 use tracing::{debug, info, warn};
+use uuid::Uuid;
 
 use crate::config::{DialerConfig, SipConfig};
 use crate::signalling::{Connect, PlaceError, Progress, Side, Sip};
@@ -276,16 +276,16 @@ impl Dialer {
                 Vec::new()
             },
             customer: Some(customer),
-            greeting: if confirm.is_zero() {
-                vec!["callback-from".into(), self.config.company_prompt.clone()]
-            } else {
-                vec![
+            greeting: match (self.config.greeting, confirm.is_zero()) {
+                (false, _) => Vec::new(),
+                (true, true) => vec!["callback-from".into(), self.config.company_prompt.clone()],
+                (true, false) => vec![
                     "callback-from".into(),
                     self.config.company_prompt.clone(),
                     "press-1-to-connect".into(),
-                ]
+                ],
             },
-            confirm: (!confirm.is_zero()).then_some(confirm),
+            confirm: (self.config.greeting && !confirm.is_zero()).then_some(confirm),
             not_reached: vec!["customer-not-reached".into()],
             agent_ring: std_duration(self.config.agent_ring_timeout),
             customer_ring: std_duration(self.config.customer_ring_timeout),
@@ -334,6 +334,12 @@ impl Dialer {
                         Ok(true) => {
                             deadline = Instant::now() + std_duration(self.config.lease).saturating_sub(MARGIN);
                             self.sip.extend(id, deadline).await;
+                        }
+                        Ok(false) if seen.connected => {
+                            // The customer is talking to the agent: the call goes on, and the
+                            // node that took over records it as completed.
+                            warn!(callback = %cb.confirmation_id, "another node took the callback over; leaving the connected call be");
+                            seen.lost = true;
                         }
                         Ok(false) => {
                             warn!(callback = %cb.confirmation_id, "another node took the callback over; hanging up");

@@ -1,0 +1,264 @@
+//! Two callbackd nodes on one PostgreSQL share a queue of several hundred due callbacks and a
+//! team of agents (SIPp answering for all of them; another SIPp answering as every customer
+//! and logging each INVITE it gets). Every callback must be completed and no attempt placed
+//! twice: with both nodes running, each callback is dialed exactly once; with one node killed
+//! (SIGKILL) or stopped past its lease (SIGSTOP) mid-run, the other takes its callbacks over
+//! and a customer never gets more INVITEs than their callback has attempts.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{config_with, free_port, Server};
+use serde_json::{json, Value};
+
+const CALLBACKS: usize = 300;
+const AGENTS: usize = 30;
+
+/// A SIPp answering up to `calls` calls with `scenario`, logging every message to `log`.
+fn peer(scenario: &Path, calls: usize, log: &Path) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new("sipp")
+        .arg("-sf")
+        .arg(scenario)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &free_port().to_string()])
+        .args(["-m", &calls.to_string(), "-nostdin", "-trace_msg", "-message_file"])
+        .arg(log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("sipp is not installed ({e}): apt-get install sip-tester (scripts/test.sh installs it)"));
+    (child, port)
+}
+
+/// The INVITEs a SIPp message log shows, as the distinct Call-IDs each user got.
+fn invites(log: &Path) -> HashMap<String, HashSet<String>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut seen: HashMap<String, HashSet<String>> = HashMap::new();
+    for message in text.split("message received") {
+        let Some(user) = message
+            .lines()
+            .find_map(|l| l.strip_prefix("INVITE sip:"))
+            .and_then(|rest| rest.split('@').next())
+        else {
+            continue;
+        };
+        if let Some(call_id) = message.lines().find_map(|l| {
+            l.strip_prefix("Call-ID:")
+                .or_else(|| l.strip_prefix("Call-ID :"))
+        }) {
+            seen.entry(user.to_owned())
+                .or_default()
+                .insert(call_id.trim().to_owned());
+        }
+    }
+    seen
+}
+
+fn node_config(url: &str, name: &str) -> PathBuf {
+    config_with(
+        url,
+        &[
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"127.0.0.1\"]",
+            ),
+            ("# node = \"callbackd-1\"", &format!("node = \"{name}\"")),
+            ("lease = \"30s\"", "lease = \"3s\""),
+            ("wrap_up = \"10s\"", "wrap_up = \"0s\""),
+            ("whisper = true", "whisper = false"),
+            ("greeting = true", "greeting = false"),
+            ("max_attempts = 3", "max_attempts = 5"),
+            (
+                "retry_backoff = [\"5m\", \"15m\", \"1h\"]",
+                "retry_backoff = [\"2s\"]",
+            ),
+        ],
+    )
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name}");
+}
+
+fn completed(server: &Server) -> usize {
+    server
+        .get("/api/v1/callbacks?state=completed&limit=1000")
+        .body["callbacks"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// What to do to the second node once a third of the callbacks are done.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    None,
+    Kill,
+    /// SIGSTOP for twice the lease, then SIGCONT.
+    Stop,
+}
+
+async fn share_a_queue(trouble: Trouble) {
+    let dir = std::env::temp_dir().join(format!("callbackd-nodes-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let silence = dir.join("silence.pcap");
+    std::fs::write(&silence, common::in_band_capture("", media::g711::Law::Mu)).unwrap();
+    let template = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uas_customer.xml"),
+    )
+    .unwrap();
+    let customer_scenario = dir.join("uas_customer.xml");
+    std::fs::write(
+        &customer_scenario,
+        template
+            .replace("PCAP_FILE", &silence.display().to_string())
+            .replace("TALK_MS", "300"),
+    )
+    .unwrap();
+    let agent_scenario =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uas_answer.xml");
+    let customers_log = dir.join("customers.log");
+    let (mut customers, customer_port) = peer(&customer_scenario, CALLBACKS * 5, &customers_log);
+    let (mut agents, agent_port) = peer(&agent_scenario, CALLBACKS * 5, &dir.join("agents.log"));
+
+    let url = store::testing::postgres_url().await;
+    let a = Server::start(&node_config(&url, "node-a"));
+    let b_log = dir.join("node-b.log");
+    let b = Server::start_logging(&node_config(&url, "node-b"), &b_log);
+    let mut ids = Vec::new();
+    for i in 0..CALLBACKS {
+        let r = a.post(
+            "/api/v1/callbacks",
+            &json!({"queue": "support", "media": "sip",
+                    "address": format!("sip:c{i}@127.0.0.1:{customer_port}")}),
+        );
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        ids.push(r.body["confirmation_id"].as_str().unwrap().to_owned());
+    }
+    let started = Instant::now();
+    for i in 0..AGENTS {
+        let id = format!("agent-{i}");
+        let r = a.post(
+            "/api/v1/agents",
+            &json!({"id": id, "name": id, "skills": ["billing"],
+                    "address": format!("sip:{id}@127.0.0.1:{agent_port}")}),
+        );
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        // Every other agent logs in on the second node: both nodes hear of it.
+        let node = if i % 2 == 0 { &a } else { &b };
+        let r = node.request(
+            "PUT",
+            &format!("/api/v1/agents/{id}/state"),
+            &[],
+            Some(&json!({"state": "ready"})),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+
+    let mut b = Some(b);
+    if trouble != Trouble::None {
+        while completed(&a) < CALLBACKS / 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "a third done in time"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let node = b.as_ref().unwrap();
+        match trouble {
+            Trouble::Kill => {
+                signal(&node.child, "KILL");
+                b = None;
+            }
+            Trouble::Stop => {
+                signal(&node.child, "STOP");
+                std::thread::sleep(Duration::from_secs(6));
+                signal(&node.child, "CONT");
+            }
+            Trouble::None => unreachable!(),
+        }
+    }
+    while completed(&a) < CALLBACKS {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "only {} of {CALLBACKS} callbacks completed",
+            completed(&a)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let took = started.elapsed();
+    // Let any late INVITE from a node that lost its leases arrive before counting.
+    std::thread::sleep(Duration::from_secs(2));
+    customers.kill().ok();
+    agents.kill().ok();
+    customers.wait().ok();
+    agents.wait().ok();
+
+    let dialed = invites(&customers_log);
+    let (mut unknown, mut nodes) = (0, HashSet::new());
+    for (i, id) in ids.iter().enumerate() {
+        let cb: Value = a.get(&format!("/api/v1/callbacks/{id}")).body;
+        assert_eq!(cb["state"], "completed", "{cb:#}");
+        let attempts = cb["dial_attempts"].as_array().unwrap();
+        for attempt in attempts {
+            nodes.insert(attempt["node"].as_str().unwrap().to_owned());
+            unknown += usize::from(attempt["outcome"] == "unknown");
+        }
+        let got = dialed.get(&format!("c{i}")).map_or(0, HashSet::len);
+        assert!(got >= 1, "customer c{i} was called");
+        assert!(
+            got <= attempts.len(),
+            "customer c{i} got {got} INVITEs for {} attempts: {cb:#}",
+            attempts.len()
+        );
+        if trouble == Trouble::None {
+            assert_eq!((got, attempts.len()), (1, 1), "c{i} dialed exactly once");
+            assert_eq!(attempts[0]["outcome"], "connected");
+        }
+    }
+    assert_eq!(nodes.len(), 2, "both nodes dialed: {nodes:?}");
+    if trouble != Trouble::None {
+        assert!(
+            unknown > 0,
+            "the second node had calls in flight when it stopped"
+        );
+    }
+    if trouble == Trouble::Stop {
+        let log = std::fs::read_to_string(&b_log).unwrap();
+        assert!(
+            log.contains("another node took the callback over"),
+            "the stopped node learnt it had lost its leases"
+        );
+    }
+    eprintln!(
+        "{CALLBACKS} callbacks, {AGENTS} agents, two nodes: all completed in {:.1} s ({unknown} attempts of unknown outcome)",
+        took.as_secs_f64()
+    );
+    drop(b);
+    drop(a);
+    store::testing::discard(&url).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_dial_each_callback_exactly_once() {
+    share_a_queue(Trouble::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_leaves_no_callback_stuck_and_none_dialed_twice() {
+    share_a_queue(Trouble::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_past_its_lease_cannot_dial_late() {
+    share_a_queue(Trouble::Stop).await;
+}
