@@ -422,3 +422,61 @@ fn agents_are_checked_and_only_operators_states_are_set_through_the_api() {
     assert_eq!(all["agents"][0]["state"], "not_ready");
     assert_eq!(agent_steps(&server, "fi"), ["logged_out", "not_ready"]);
 }
+
+/// The phone 1001 registers for `expires` seconds with callbackd at `target`; 0 removes all
+/// its bindings (`Contact: *`).
+fn register(target: std::net::SocketAddr, expires: u32) {
+    let dir = temp_dir("register");
+    let contact = "Contact: <sip:1001@[local_ip]:[local_port]>";
+    let path = scenario(
+        &dir,
+        "uac_register.xml",
+        &[
+            ("Expires: 120", &format!("Expires: {expires}")),
+            (contact, if expires == 0 { "Contact: *" } else { contact }),
+        ],
+    );
+    let out = std::process::Command::new("sipp")
+        .args(["-sf", &path, &target.to_string(), "-i", "127.0.0.1"])
+        .args(["-p", &common::free_port().to_string(), "-m", "1"])
+        .args(["-nostdin", "-timeout", "20s", "-timeout_error"])
+        .output()
+        .expect("sipp is installed: apt-get install sip-tester (scripts/test.sh installs it)");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn an_agents_phone_registering_logs_the_agent_in_and_unregistering_out() {
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&config_with(
+        &url,
+        &[(
+            "# 1001 = \"a long phone password\"",
+            "1001 = \"phone-secret\"",
+        )],
+    ));
+    let r = server.post(
+        "/api/v1/agents",
+        &json!({"id": "gu", "name": "Gu", "skills": ["billing"], "address": "sip:1001@callbackd"}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    register(server.sip_udp.unwrap(), 120);
+    wait_for(&server, "/api/v1/agents/gu", Duration::from_secs(5), |a| {
+        a["state"] == "ready"
+    });
+    register(server.sip_udp.unwrap(), 0);
+    wait_for(&server, "/api/v1/agents/gu", Duration::from_secs(5), |a| {
+        a["state"] == "logged_out"
+    });
+    let history = server.get("/api/v1/agents/gu").body["history"].clone();
+    assert_eq!(history[1]["actor"], "registrar");
+    assert_eq!(
+        agent_steps(&server, "gu"),
+        ["logged_out", "ready", "logged_out"]
+    );
+}
