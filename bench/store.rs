@@ -35,6 +35,7 @@ fn policy() -> Policy {
                 retry_backoff: vec![chrono::Duration::minutes(5)],
                 booking_horizon: chrono::Duration::days(14),
                 expiry: chrono::Duration::days(30),
+                handle_time: chrono::Duration::minutes(5),
             },
         )]),
         dialing: DialingPolicy::home("US").unwrap(),

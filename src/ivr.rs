@@ -71,6 +71,7 @@ pub async fn command(config: Config, command: DialplanCommand) -> anyhow::Result
                     policy: config.policy(),
                 }),
                 limits: config.ivr.clone(),
+                wrap_up: config.dialer.wrap_up,
             };
             let mut rng = StdRng::from_entropy();
             let transcript =
@@ -87,11 +88,17 @@ pub async fn command(config: Config, command: DialplanCommand) -> anyhow::Result
 /// What every call starts with: `caller_id` (the From user, digits where it is a number).
 pub const INITIAL: &[(&str, Kind)] = &[("caller_id", Kind::Text)];
 
-/// The status a found callback tells: its state, when it is due, and its department.
+/// The status a found callback tells: its state (`queued`: waiting in line now, `soon`:
+/// being called or about to be, `scheduled`, `paused`), when it is due, its department, and
+/// for one in line its `position` and the estimated wait: `wait` is `unknown` (no agent
+/// logged in), `one` or `more` minutes, `wait_minutes` how many.
 const STATUS: &[(&str, Kind)] = &[
     ("state", Kind::Text),
     ("scheduled_at", Kind::Time),
     ("skill", Kind::Text),
+    ("position", Kind::Digits),
+    ("wait", Kind::Text),
+    ("wait_minutes", Kind::Digits),
 ];
 
 /// The outcome of a change: the receipt's code, on failure the reason (`illegal_in_state`,
@@ -102,6 +109,9 @@ const CHANGE: &[(&str, Kind)] = &[
     ("state", Kind::Text),
     ("scheduled_at", Kind::Time),
     ("skill", Kind::Text),
+    ("position", Kind::Digits),
+    ("wait", Kind::Text),
+    ("wait_minutes", Kind::Digits),
 ];
 
 /// The operations dialplans may run.
@@ -188,6 +198,8 @@ pub fn load(path: &Path, prompts: &Library) -> anyhow::Result<Dialplan> {
 pub struct Operations {
     pub callbacks: Arc<Callbacks<Store>>,
     pub limits: IvrConfig,
+    /// `dialer.wrap_up`, part of the handle time in estimated waits.
+    pub wrap_up: chrono::Duration,
 }
 
 /// Who is calling (for the history and security events), and how many look-ups of the call
@@ -212,6 +224,53 @@ pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 pub const MAX_FAILURES_PER_CALL: u32 = 3;
 
 impl Operations {
+    /// What a found callback says about itself (see [`STATUS`]).
+    async fn status(&self, c: &Callback, now: DateTime<Utc>) -> Vec<(String, Value)> {
+        let estimate = match self.callbacks.policy.queues.get(&c.queue) {
+            Some(queue) => {
+                crate::queues::of_callback(&self.callbacks.store, queue, c, self.wrap_up, now)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "cannot estimate the wait; not telling it");
+                        None
+                    })
+            }
+            None => None,
+        };
+        let state = match (c.state, &estimate) {
+            (State::Paused, _) => "paused",
+            (State::Queued, Some(_)) => "queued",
+            (State::Queued | State::Dialing | State::Connected, _) => "soon",
+            _ => "scheduled",
+        };
+        let due = c.next_attempt_at.with_timezone(&c.time_zone).fixed_offset();
+        let mut vars = vec![
+            ("state".into(), Value::Text(state.into())),
+            ("scheduled_at".into(), Value::Time(due)),
+            ("skill".into(), Value::Text(c.skill.clone())),
+        ];
+        if let Some(estimate) = estimate {
+            // Whole minutes, rounded up: "about one minute" rather than "about zero".
+            let minutes = estimate.wait.map(|w| ((w.num_seconds() + 59) / 60).max(1));
+            vars.push((
+                "position".into(),
+                Value::Digits(estimate.position.to_string()),
+            ));
+            vars.push((
+                "wait".into(),
+                Value::Text(match minutes {
+                    None => "unknown".into(),
+                    Some(1) => "one".into(),
+                    Some(_) => "more".into(),
+                }),
+            ));
+            if let Some(minutes) = minutes {
+                vars.push(("wait_minutes".into(), Value::Digits(minutes.to_string())));
+            }
+        }
+        vars
+    }
+
     /// Runs `operation` at `now`; returns its result and the variables it sets.
     pub async fn run(
         &self,
@@ -271,7 +330,7 @@ impl Operations {
                     (Address::Sip(_), _) => false,
                 };
                 match found.filter(matches) {
-                    Some(c) => ("found", status(&c)),
+                    Some(c) => ("found", self.status(&c, now).await),
                     None if operation == "lookup" => ("verify", Vec::new()),
                     None => {
                         self.record_failure(caller, now).await;
@@ -291,7 +350,7 @@ impl Operations {
                     .await
                 {
                     Ok((callback, receipt)) => {
-                        let mut vars = status(&callback);
+                        let mut vars = self.status(&callback, now).await;
                         vars.push(("receipt".into(), Value::Digits(receipt.code.to_string())));
                         ("success", vars)
                     }
@@ -511,21 +570,6 @@ fn local_time(
     zone.from_local_datetime(&date.and_time(time))
         .earliest()
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// What a found callback says about itself.
-fn status(c: &Callback) -> Vec<(String, Value)> {
-    let state = match c.state {
-        State::Paused => "paused",
-        State::Queued | State::Dialing => "queued",
-        _ => "scheduled",
-    };
-    let due = c.next_attempt_at.with_timezone(&c.time_zone).fixed_offset();
-    vec![
-        ("state".into(), Value::Text(state.into())),
-        ("scheduled_at".into(), Value::Time(due)),
-        ("skill".into(), Value::Text(c.skill.clone())),
-    ]
 }
 
 /// `callbackd dialplan simulate`: runs `entry` of the dialplan against the real store with no

@@ -30,11 +30,16 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP API to {}", config.api.listen))?;
     let address = listener.local_addr()?;
 
+    let operations = Arc::new(crate::ivr::Operations {
+        callbacks: callbacks.clone(),
+        limits: config.ivr.clone(),
+        wrap_up: config.dialer.wrap_up,
+    });
     let sip = crate::signalling::start(
         config.sip.clone(),
         config.media.clone(),
         &config.ivr,
-        callbacks.clone(),
+        operations,
     )
     .await?;
     for address in &sip.udp {
@@ -75,6 +80,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         token: config.api.token.clone(),
         sip: sip.sip.clone(),
         dialer,
+        wrap_up: config.dialer.wrap_up,
     });
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown())

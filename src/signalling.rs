@@ -362,9 +362,9 @@ pub async fn start(
     sip: SipConfig,
     media: MediaConfig,
     ivr: &IvrConfig,
-    callbacks: std::sync::Arc<callbacks::Callbacks<Store>>,
+    operations: std::sync::Arc<Operations>,
 ) -> anyhow::Result<Bound> {
-    let store = callbacks.store.clone();
+    let store = operations.callbacks.store.clone();
     let (tx, rx) = mpsc::channel::<Inbound>(4096);
     let prompts = crate::media::load_prompts(&media.prompts)?;
     info!(count = prompts.len(), dir = %media.prompts.display(), "prompts loaded");
@@ -479,10 +479,7 @@ pub async fn start(
         prompts,
         plan: std::sync::Arc::new(plan),
         ivr_config: ivr.clone(),
-        operations: std::sync::Arc::new(Operations {
-            callbacks,
-            limits: ivr.clone(),
-        }),
+        operations,
         tx: tx.clone(),
         udp_peers: HashMap::new(),
         registrations,

@@ -88,8 +88,8 @@ async fn look_up_pause_and_resume_with_receipts_in_the_history(backend: &str) {
     let id = line.create(NUMBER);
     let heard = line.call(NUMBER, &format!("{id}#5*"));
     assert!(
-        heard.contains("hears: status-scheduled as-soon-as-possible"),
-        "{heard}"
+        heard.contains("hears: status-queued 1 in-line\nhears: main-menu"),
+        "first in line, and with no agent logged in no wait to tell: {heard}"
     );
     let receipt = spoken_receipt(&heard);
     assert!(
@@ -123,6 +123,59 @@ async fn look_up_pause_and_resume_on_sqlite() {
 #[tokio::test]
 async fn look_up_pause_and_resume_on_postgres() {
     look_up_pause_and_resume_with_receipts_in_the_history("postgres").await;
+}
+
+#[tokio::test]
+async fn the_place_in_line_and_the_estimated_wait_are_told() {
+    let url = store::testing::sqlite_url();
+    let line = Line {
+        config: config(&url, ""),
+    };
+    let ids: Vec<String> = (0..3).map(|_| line.create(NUMBER)).collect();
+    // Two agents with the skill, both on calls; no call measured yet, so the queue's
+    // handle_time (5 minutes) stands: the third in line waits 3 x 5 / 2 = 7.5 minutes.
+    let store = store::Store::open(&url).await.unwrap();
+    let now = chrono::Utc::now();
+    for id in ["ada", "bo"] {
+        let queue: callbacks::Queue = serde_json::from_value(serde_json::json!({
+            "skills": ["billing"], "time_zone": "America/New_York",
+            "calling_window": {"all": "00:00-24:00"}
+        }))
+        .unwrap();
+        let policy = callbacks::Policy {
+            queues: [("support".to_owned(), queue)].into(),
+            dialing: callbacks::DialingPolicy::home("US").unwrap(),
+        };
+        let mut agent = serde_json::from_value::<callbacks::NewAgent>(serde_json::json!({
+            "id": id, "name": id, "skills": ["billing"], "address": format!("sip:{id}@callbackd")
+        }))
+        .unwrap()
+        .build(&policy, now)
+        .unwrap();
+        store.insert_agent(&agent, "test").await.unwrap();
+        for to in [
+            callbacks::AgentState::Ready,
+            callbacks::AgentState::Reserved,
+            callbacks::AgentState::OnCall,
+        ] {
+            let next = agent.moved(to, None, now).unwrap();
+            store.move_agent(&agent, &next, "test").await.unwrap();
+            agent = next;
+        }
+    }
+    store.close().await;
+    let heard = line.call(NUMBER, &format!("{}#*", ids[2]));
+    assert!(
+        heard.contains(
+            "hears: status-queued 3 in-line\nhears: estimated-wait about 8 minutes\nhears: main-menu"
+        ),
+        "{heard}"
+    );
+    let heard = line.call(NUMBER, &format!("{}#*", ids[0]));
+    assert!(
+        heard.contains("hears: status-queued 1 in-line\nhears: estimated-wait about 3 minutes"),
+        "the first waits for one of two agents: {heard}"
+    );
 }
 
 #[tokio::test]

@@ -480,3 +480,54 @@ fn an_agents_phone_registering_logs_the_agent_in_and_unregistering_out() {
         ["logged_out", "ready", "logged_out"]
     );
 }
+
+#[test]
+fn the_line_and_the_estimated_wait_are_shown_per_callback_and_per_skill() {
+    // No dialer on this node, so nothing leaves the line while it is looked at.
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&config_with(
+        &url,
+        &[
+            ("enabled = true", "enabled = false"),
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"127.0.0.1\"]",
+            ),
+        ],
+    ));
+    let first = callback_to(&server, "sip:one@127.0.0.1:9");
+    let second = callback_to(&server, "sip:two@127.0.0.1:9");
+    let line = server.get(&format!("/api/v1/callbacks/{second}")).body["line"].clone();
+    assert_eq!(
+        line,
+        json!({"position": 2, "estimated_wait_seconds": null}),
+        "no agent logged in: no estimate"
+    );
+    ready_agent(&server, "ha", "sip:ha@127.0.0.1:9");
+    // One agent ready, none measured: the queue's handle_time (5 minutes) stands.
+    let line = server.get(&format!("/api/v1/callbacks/{first}")).body["line"].clone();
+    assert_eq!(line, json!({"position": 1, "estimated_wait_seconds": 0}));
+    let line = server.get(&format!("/api/v1/callbacks/{second}")).body["line"].clone();
+    assert_eq!(line, json!({"position": 2, "estimated_wait_seconds": 300}));
+    let queue = server.get("/api/v1/queues/support").body;
+    assert_eq!(
+        queue["lines"]["billing"],
+        json!({"waiting": 2, "agents_ready": 1, "agents_busy": 0, "average_handle_seconds": 300,
+               "new_arrival": {"position": 3, "estimated_wait_seconds": 600}})
+    );
+    assert_eq!(queue["lines"]["technical"]["waiting"], 0);
+    let r = server.post(
+        &format!("/api/v1/callbacks/{first}/modifications"),
+        &json!({"action": "pause"}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        server.get(&format!("/api/v1/callbacks/{first}")).body["line"],
+        Value::Null
+    );
+    let line = server.get(&format!("/api/v1/callbacks/{second}")).body["line"].clone();
+    assert_eq!(
+        line["position"], 1,
+        "a paused callback leaves the line; resumed, it comes back to its place"
+    );
+}

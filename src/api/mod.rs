@@ -37,6 +37,8 @@ pub struct AppState {
     /// Told when an agent turns ready or a callback changes; `None` when this node does not
     /// dial.
     pub dialer: Option<Arc<crate::dialer::Dialer>>,
+    /// `dialer.wrap_up`, part of every call's handle time.
+    pub wrap_up: chrono::Duration,
 }
 
 impl AppState {
@@ -155,9 +157,23 @@ async fn show(
         .ok_or_else(|| ApiError::not_found(format!("no callback has confirmation ID {id}")))?;
     let tag = etag(callback.version);
     let attempts = state.callbacks.store.attempts(callback.id).await?;
+    let estimate = match state.callbacks.policy.queues.get(&callback.queue) {
+        Some(queue) => {
+            crate::queues::of_callback(
+                &state.callbacks.store,
+                queue,
+                &callback,
+                state.wrap_up,
+                Utc::now(),
+            )
+            .await?
+        }
+        None => None,
+    };
     let mut body = serde_json::to_value(&callback).expect("callbacks serialize");
     body["history"] = serde_json::to_value(history).expect("events serialize");
     body["dial_attempts"] = serde_json::to_value(attempts).expect("attempts serialize");
+    body["line"] = serde_json::to_value(estimate).expect("estimates serialize");
     Ok(([(header::ETAG, tag)], Json(body)).into_response())
 }
 
@@ -260,9 +276,26 @@ async fn queue_body(state: &AppState, name: &str) -> AppResult<Value> {
         .into_iter()
         .map(|(s, n)| (s.as_str(), n))
         .collect();
+    let mut lines = serde_json::Map::new();
+    for skill in &queue.skills {
+        let line = crate::queues::line(
+            &state.callbacks.store,
+            queue,
+            skill,
+            state.wrap_up,
+            Utc::now(),
+        )
+        .await?;
+        lines.insert(
+            skill.clone(),
+            serde_json::to_value(line).expect("lines serialize"),
+        );
+    }
     Ok(json!({
         "name": name,
         "skills": queue.skills,
+        "lines": lines,
+        "handle_time_seconds": queue.handle_time.num_seconds(),
         "time_zone": queue.time_zone.name(),
         "calling_window": queue.calling_window,
         "max_attempts": queue.max_attempts,

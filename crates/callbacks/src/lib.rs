@@ -22,6 +22,7 @@ mod queue;
 mod service;
 mod store;
 mod timezone;
+pub mod wait;
 
 pub use address::{
     mask, Address, AddressError, DialingPolicy, Media, NumberType, PhoneNumber, SipUri,

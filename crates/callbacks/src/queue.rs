@@ -49,6 +49,13 @@ pub struct Queue {
         deserialize_with = "serde_duration::deserialize"
     )]
     pub expiry: Duration,
+    /// What an agent is expected to spend on one callback (calling, talking and wrap-up)
+    /// before there are calls to measure; see [`crate::wait`].
+    #[serde(
+        default = "default_handle_time",
+        deserialize_with = "serde_duration::deserialize"
+    )]
+    pub handle_time: Duration,
 }
 
 fn default_max_attempts() -> u32 {
@@ -66,6 +73,9 @@ fn default_horizon() -> Duration {
 }
 fn default_expiry() -> Duration {
     Duration::days(2)
+}
+fn default_handle_time() -> Duration {
+    Duration::minutes(5)
 }
 
 impl Queue {

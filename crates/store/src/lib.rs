@@ -285,6 +285,25 @@ impl Store {
         dispatch!(self, s => s.take_over_expired(node, now, until))
     }
 
+    /// Due queued callbacks needing `skill` ahead of `cb` in dialing order (all, for `None`).
+    pub async fn ahead(
+        &self,
+        skill: &str,
+        cb: Option<&Callback>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.ahead(skill, cb, now))
+    }
+
+    /// How long the latest `limit` connected calls with `skill` took, newest first.
+    pub async fn handle_times(
+        &self,
+        skill: &str,
+        limit: u32,
+    ) -> Result<Vec<chrono::Duration>, StoreError> {
+        dispatch!(self, s => s.handle_times(skill, limit))
+    }
+
     /// A callback's attempts, oldest first.
     pub async fn attempts(&self, callback: Uuid) -> Result<Vec<Attempt>, StoreError> {
         dispatch!(self, s => s.attempts(callback))

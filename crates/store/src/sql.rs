@@ -839,3 +839,43 @@ impl SqlStore<Db> {
         .collect()
     }
 }
+
+impl SqlStore<Db> {
+    /// How many due queued callbacks needing `skill` come before `cb` in dialing order
+    /// (across queues: agents serve a skill, not a queue); all of them when `cb` is `None`.
+    pub async fn ahead(&self, skill: &str, cb: Option<&Callback>, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let (priority, enqueued_at, id) = match cb {
+            Some(cb) => (Some(cb.priority), Some(cb.enqueued_at), Some(cb.id)),
+            None => (None, None, None),
+        };
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM callbacks WHERE skill = $1 AND state = 'queued' \
+             AND next_attempt_at <= $2 AND ($3 IS NULL OR priority > $3 \
+             OR (priority = $3 AND (enqueued_at < $4 OR (enqueued_at = $4 AND id < $5))))",
+        )
+        .bind(skill)
+        .bind(now)
+        .bind(priority)
+        .bind(enqueued_at)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(count.max(0) as u64)
+    }
+
+    /// How long the latest `limit` connected calls with `skill` took, from the claim to the
+    /// hang-up, newest first.
+    pub async fn handle_times(&self, skill: &str, limit: u32) -> Result<Vec<chrono::Duration>, StoreError> {
+        let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT a.started_at, a.ended_at FROM attempts a JOIN callbacks c ON c.id = a.callback_id \
+             WHERE a.outcome = 'connected' AND c.skill = $1 ORDER BY a.ended_at DESC LIMIT $2",
+        )
+        .bind(skill)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(rows.into_iter().map(|(start, end)| end - start).collect())
+    }
+}

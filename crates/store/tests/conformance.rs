@@ -22,6 +22,7 @@ fn policy() -> Policy {
         retry_backoff: vec![Duration::minutes(5)],
         booking_horizon: Duration::days(14),
         expiry: Duration::days(2),
+        handle_time: Duration::minutes(5),
     };
     Policy {
         queues: BTreeMap::from([("support".to_string(), queue)]),
@@ -96,6 +97,7 @@ conformance!(
     claims_take_due_callbacks_in_line_each_once,
     leases_fence_a_node_that_lost_its_callback,
     every_node_hears_of_changes_on_postgres,
+    places_in_line_are_counted_by_skill_and_handle_times_kept,
 );
 
 async fn create_find_and_history_round_trip(_url: &str, cb: Arc<Callbacks<Store>>) {
@@ -1254,4 +1256,99 @@ async fn heard(listener: &mut store::Listener) -> store::Change {
         .await
         .expect("heard in time")
         .unwrap()
+}
+
+async fn places_in_line_are_counted_by_skill_and_handle_times_kept(
+    _url: &str,
+    cb: Arc<Callbacks<Store>>,
+) {
+    let now = t0() + Duration::minutes(10);
+    let mut made = Vec::new();
+    for (i, (skill, priority)) in [
+        ("billing", 0),
+        ("billing", 0),
+        ("technical", 0),
+        ("billing", 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = request("+1 212 555 0100");
+        r.skill = Some(skill.into());
+        r.priority = priority;
+        r.enqueued_at = Some(t0() + Duration::minutes(i as i64));
+        made.push(
+            cb.create(
+                &mut StdRng::seed_from_u64(20 + i as u64),
+                now,
+                &api(),
+                Source::Api,
+                r,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let ahead = |i: usize| {
+        let (store, c) = (cb.store.clone(), made[i].clone());
+        async move { store.ahead(&c.skill, Some(&c), now).await.unwrap() }
+    };
+    assert_eq!(ahead(3).await, 0, "priority first");
+    assert_eq!(ahead(0).await, 1);
+    assert_eq!(ahead(1).await, 2);
+    assert_eq!(ahead(2).await, 0, "another skill, another line");
+    assert_eq!(
+        cb.store.ahead("billing", None, now).await.unwrap(),
+        3,
+        "a newcomer's"
+    );
+    assert_eq!(
+        cb.store.ahead("billing", None, t0()).await.unwrap(),
+        0,
+        "none due yet at t0"
+    );
+
+    // A connected call's length counts towards the handle time; others do not.
+    let ada = ready_agent(&cb.store, "ada", &["billing"]).await;
+    let (dialing, attempt) = claim(&cb.store, &ada, 1, now).await.unwrap();
+    let queue = &policy().queues["support"];
+    let talked = now + Duration::seconds(150);
+    let (connected, event) = callbacks::dialer::connected(&dialing, "node-a", now).unwrap();
+    cb.store
+        .step_attempt(attempt.generation, &connected, &event, None)
+        .await
+        .unwrap();
+    let (done, event) = callbacks::dialer::finished(
+        &connected,
+        queue,
+        callbacks::AttemptOutcome::Connected,
+        None,
+        "node-a",
+        talked,
+    );
+    let finish = store::Finish {
+        attempt: attempt.id,
+        outcome: callbacks::AttemptOutcome::Connected,
+        sip_status: None,
+        at: talked,
+    };
+    cb.store
+        .step_attempt(attempt.generation, &done, &event, Some(&finish))
+        .await
+        .unwrap();
+    assert_eq!(
+        cb.store.handle_times("billing", 20).await.unwrap(),
+        [Duration::seconds(150)]
+    );
+    assert!(cb
+        .store
+        .handle_times("technical", 20)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        cb.store.ahead("billing", None, now).await.unwrap(),
+        2,
+        "the one served left the line"
+    );
 }

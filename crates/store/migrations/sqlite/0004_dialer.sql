@@ -7,6 +7,8 @@ ALTER TABLE callbacks ADD COLUMN lease_owner TEXT;
 ALTER TABLE callbacks ADD COLUMN lease_expires_at TEXT;
 ALTER TABLE callbacks ADD COLUMN lease_generation INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX callbacks_leases ON callbacks (lease_expires_at) WHERE lease_owner IS NOT NULL;
+-- The dialer serves, and counts places in line, by skill across queues.
+CREATE INDEX callbacks_skill_order ON callbacks (skill, state, priority DESC, enqueued_at, id);
 
 -- One row per attempt, committed before its first INVITE; one attempt per lease.
 CREATE TABLE attempts (
@@ -22,6 +24,8 @@ CREATE TABLE attempts (
     sip_status  INTEGER,
     UNIQUE (callback_id, generation)
 );
+-- The latest connected calls give the average handle time.
+CREATE INDEX attempts_connected ON attempts (ended_at) WHERE outcome = 'connected';
 
 CREATE TABLE agents (
     id      TEXT PRIMARY KEY,
