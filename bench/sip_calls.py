@@ -31,8 +31,9 @@ def rss_kib(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
-def start_callbackd(workdir, store_url=None):
-    """A release callbackd with the limits raised; returns it, its SIP port and its API URL."""
+def start_callbackd(workdir, store_url=None, changes=(), name="bench"):
+    """A release callbackd with the limits raised (and each (from, to) of `changes` made to
+    its configuration); returns it, its SIP port and its API URL."""
     text = open(os.path.join(ROOT, "callbackd.toml")).read()
     sip = free_port()
     store_url = store_url or f"sqlite://{workdir}/bench.db"
@@ -42,7 +43,10 @@ def start_callbackd(workdir, store_url=None):
             .replace("max_calls = 500", "max_calls = 50000")
             .replace("max_calls_per_second = 200", "max_calls_per_second = 50000")
             .replace('url = "sqlite://callbackd.db"', f'url = "{store_url}"'))
-    path = os.path.join(workdir, "bench.toml")
+    for old, new in changes:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = os.path.join(workdir, f"{name}.toml")
     open(path, "w").write(text)
     env = dict(os.environ, CALLBACKD_LOG="warn")
     proc = subprocess.Popen([os.path.join(ROOT, "target/release/callbackd"), "serve", "--config", path],
