@@ -8,6 +8,12 @@ sets the agent ready through the API and times, on one monotonic clock, from jus
 PUT is sent to the INVITE's arrival: the API's commit, the dialer's wake-up, the claim's
 transaction and the INVITE's way out.
 
+modify: two nodes on PostgreSQL, one agent (SIPp) and customers that ring forever (a UDP
+socket in this script). Each sample creates a callback, waits for its customer's INVITE,
+then pauses it through the API of the node that is not dialing it, and times from just
+before that request to the CANCEL reaching the customer: the commit, the notification, the
+dialing node's look at the callback, and the CANCEL's way out.
+
 throughput: AGENTS agents (all answered by one SIPp UAS that waits for callbackd's BYE) and
 customers (one SIPp UAS that answers, stays TALK seconds and hangs up). Callbacks are created
 through the API at RATE a second for SECONDS (split over the nodes); afterwards every
@@ -17,6 +23,7 @@ so a callback is two INVITEs, a bridge and two BYEs.
 Usage:
   cargo build --release
   python3 bench/dialer.py latency --store sqlite --samples 300
+  python3 bench/dialer.py modify --store postgres://postgres@127.0.0.1:5432/postgres --samples 100
   python3 bench/dialer.py throughput --store postgres://postgres@127.0.0.1:5432/postgres \\
       --nodes 2 --rate 100 --seconds 60
 Prints Markdown rows; bench/README.md keeps the latest figures.
@@ -71,6 +78,78 @@ def busy_agent(sock, invites):
         keep = [h + ";tag=busy" if h.lower().startswith("to:") else h for h in keep]
         sock.sendto(("SIP/2.0 486 Busy Here\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode(), peer)
         invites.append(at)
+
+
+def ringing_customer(sock, invites, cancels):
+    """Rings (180) at every INVITE and never answers; answers a CANCEL with 200 and the INVITE
+    with 487, noting when the INVITE and the CANCEL came."""
+    pending = {}
+    while True:
+        data, peer = sock.recvfrom(65536)
+        at = time.monotonic()
+        text = data.decode(errors="replace")
+        method = text.split(" ", 1)[0]
+        if method not in ("INVITE", "CANCEL"):
+            continue
+        head = text.split("\r\n\r\n", 1)[0].split("\r\n")
+        keep = [h for h in head[1:] if h.split(":", 1)[0].strip().lower() in ("via", "from", "to", "call-id", "cseq")]
+        call_id = next(h.split(":", 1)[1].strip() for h in keep if h.lower().startswith("call-id"))
+        tagged = [h + ";tag=ring" if h.lower().startswith("to:") else h for h in keep]
+        reply = lambda status, lines: sock.sendto(
+            (f"SIP/2.0 {status}\r\n" + "\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode(), peer)
+        if method == "INVITE":
+            pending[call_id] = tagged
+            invites.append((at, call_id))
+            reply("180 Ringing", tagged)
+        else:
+            cancels.append((at, call_id))
+            reply("200 OK", keep)
+            if call_id in pending:
+                reply("487 Request Terminated", pending.pop(call_id))
+
+
+def modify(args):
+    """Pause on one node, a callback another node is dialing: from just before the API call
+    to the CANCEL reaching the ringing customer."""
+    workdir = tempfile.mkdtemp(prefix="callbackd-dialer-")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    invites, cancels = [], []
+    threading.Thread(target=ringing_customer, args=(sock, invites, cancels), daemon=True).start()
+    agents, aport = sipp_uas(os.path.join(ROOT, "tests/sipp/uas_answer.xml"), workdir, args.samples * 2)
+    url = fresh_store(args.store, workdir, "modify")
+    nodes = []
+    try:
+        for i in range(2):
+            nodes.append(start_callbackd(workdir, url, DIALER + [('# node = "callbackd-1"', f'node = "node-{i}"')], f"node{i}"))
+        bases = {f"node-{i}": n[2] for i, n in enumerate(nodes)}
+        first = nodes[0][2]
+        api(first, "/api/v1/agents", "POST", {"id": "a", "name": "a", "skills": ["billing"], "address": f"sip:a@127.0.0.1:{aport}"})
+        api(first, "/api/v1/agents/a/state", "PUT", {"state": "ready"})
+        port = sock.getsockname()[1]
+        samples = []
+        for k in range(args.samples):
+            before = len(invites)
+            cb = api(first, "/api/v1/callbacks", "POST", {"queue": "support", "media": "sip", "address": f"sip:c{k}@127.0.0.1:{port}"})
+            while len(invites) == before:
+                time.sleep(0.001)
+            call_id = invites[-1][1]
+            dialing = api(first, f"/api/v1/callbacks/{cb['confirmation_id']}")["dial_attempts"][0]["node"]
+            other = next(b for n, b in bases.items() if n != dialing)
+            t0 = time.monotonic()
+            api(other, f"/api/v1/callbacks/{cb['confirmation_id']}/modifications", "POST", {"action": "pause"})
+            while not any(c == call_id for _, c in cancels):
+                time.sleep(0.0005)
+            samples.append((next(at for at, c in cancels if c == call_id) - t0) * 1000)
+            while api(first, "/api/v1/agents/a")["state"] != "ready":
+                time.sleep(0.005)
+        print(f"| {args.store.split('://')[0]} | 2 | {len(samples)} | {pct(samples, 0.5):.1f} ms | "
+              f"{pct(samples, 0.99):.1f} ms | {max(samples):.1f} ms |")
+    finally:
+        for n in nodes:
+            n[0].kill()
+        agents.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def latency(args):
@@ -187,7 +266,7 @@ def silence_pcap():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["latency", "throughput"])
+    ap.add_argument("mode", choices=["latency", "modify", "throughput"])
     ap.add_argument("--store", default="sqlite")
     ap.add_argument("--samples", type=int, default=300)
     ap.add_argument("--nodes", type=int, default=1)
@@ -198,7 +277,7 @@ def main():
     args = ap.parse_args()
     if not shutil.which("sipp"):
         sys.exit("sipp is not installed: apt-get install sip-tester")
-    {"latency": latency, "throughput": throughput}[args.mode](args)
+    {"latency": latency, "modify": modify, "throughput": throughput}[args.mode](args)
 
 
 if __name__ == "__main__":

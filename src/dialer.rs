@@ -6,22 +6,24 @@
 //! second regardless, so nothing is stranded by a missed wake-up. The decisions are the
 //! domain's (`callbacks::dialer`); this module only runs them against the store and SIP.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callbacks::dialer::{self as decide, Verdict};
 use callbacks::{
-    Address, Agent, AgentState, Attempt, AttemptOutcome, Callback, Media, Policy, StoreError,
+    Address, Agent, AgentState, Attempt, AttemptOutcome, Callback, Policy, StoreError,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use rand::RngCore;
-use store::{Change, ClaimRequest, Finish, Store};
+use store::{Change, Choice, ClaimRequest, Finish, Store};
 use tokio::sync::{broadcast, Notify};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::{DialerConfig, SipConfig};
-use crate::signalling::{Connect, PlaceError, Progress, Side, Sip};
+use crate::signalling::{Connect, ConnectError, PlaceError, Progress, Side, Sip};
 
 /// How often the dialer looks again without being woken.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -39,10 +41,14 @@ pub struct Dialer {
     config: DialerConfig,
     /// Where numbers are sent: `sip:+NUMBER@host`.
     trunk_host: Option<String>,
+    /// `sip.realm`: agents at `sip:USER@<realm>` are phones registered with callbackd.
+    realm: String,
     node: String,
     wake: Notify,
     /// Callbacks changed by anyone, for the calls in progress to look at.
     changes: broadcast::Sender<Uuid>,
+    /// Attempts under way on this node.
+    attempts: AtomicUsize,
 }
 
 /// The node name when none is configured: the host name and the process ID.
@@ -63,6 +69,18 @@ fn std_duration(d: chrono::Duration) -> Duration {
 }
 
 impl Dialer {
+    /// The prompts the dialer plays, whose absence stops start-up rather than every call.
+    pub fn prompts(config: &DialerConfig) -> [&str; 6] {
+        [
+            "whisper-callback-for",
+            "whisper-requested",
+            "callback-from",
+            &config.company_prompt,
+            "press-1-to-connect",
+            "customer-not-reached",
+        ]
+    }
+
     pub fn new(
         store: Store,
         policy: Policy,
@@ -81,9 +99,16 @@ impl Dialer {
             sip,
             config,
             trunk_host,
+            realm: sip_config.realm.clone(),
             wake: Notify::new(),
             changes: broadcast::channel(1024).0,
+            attempts: AtomicUsize::new(0),
         })
+    }
+
+    /// This node's name, and how many attempts it has under way.
+    pub fn gauges(&self) -> (&str, usize) {
+        (&self.node, self.attempts.load(Ordering::Relaxed))
     }
 
     /// Something changed that may let the dialer place a call: look now.
@@ -138,8 +163,9 @@ impl Dialer {
         now + self.config.lease
     }
 
-    /// One look at the work: leases other nodes left behind, agents done with wrap-up, and a
-    /// callback for every ready agent that has one waiting.
+    /// One look at the work: leases other nodes left behind, agents left reserved or busy
+    /// by a node that stopped, agents done with wrap-up, and a callback for every ready agent
+    /// that has one waiting.
     async fn round(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = now();
         for (cb, attempt, generation) in self
@@ -147,12 +173,35 @@ impl Dialer {
             .take_over_expired(&self.node, now, self.lease_end(now))
             .await?
         {
-            warn!(callback = %cb.confirmation_id, node = %attempt.node, "a lease ran out unrenewed; the attempt's outcome is unknown");
-            self.settle(&attempt, generation, AttemptOutcome::Unknown, None)
-                .await;
-            if let Some(agent) = &attempt.agent_id {
-                self.release_agent(agent, false, None).await;
+            let node = attempt.as_ref().map_or("-", |a| a.node.as_str());
+            warn!(callback = %cb.confirmation_id, node, "a lease ran out unrenewed; the attempt's outcome is unknown");
+            self.settle(
+                cb.id,
+                attempt.as_ref(),
+                generation,
+                AttemptOutcome::Unknown,
+                None,
+            )
+            .await;
+            if let Some(attempt) = &attempt {
+                if let Some(agent) = &attempt.agent_id {
+                    self.release_agent(agent, attempt.id, false, None).await;
+                }
             }
+        }
+        // An attempt's end frees its agent within moments; a minute later, one still held
+        // was left behind by a node that stopped in between.
+        for agent in self
+            .store
+            .stranded_agents(now - chrono::Duration::minutes(1))
+            .await?
+        {
+            warn!(agent = %agent.id, state = %agent.state, "the agent's attempt is over; freeing them");
+            let to = match agent.state {
+                AgentState::OnCall => AgentState::WrapUp,
+                _ => AgentState::Ready,
+            };
+            self.move_agent(&agent, to, None).await;
         }
         let mut agents = self.store.agents().await?;
         for agent in agents.iter().filter(|a| a.state == AgentState::WrapUp) {
@@ -172,26 +221,37 @@ impl Dialer {
     /// Claims the next callback `agent` can take, if any, and starts the calls.
     async fn offer(self: &Arc<Self>, agent: Agent) -> Result<(), StoreError> {
         let now = now();
-        let Ok(reserved) = agent.moved(AgentState::Reserved, None, now) else {
-            return Ok(());
-        };
         let mut id = [0; 16];
         rand::thread_rng().fill_bytes(&mut id);
+        let attempt_id = uuid::Builder::from_random_bytes(id).into_uuid();
+        let Ok(reserved) = agent.reserved_for(attempt_id, now) else {
+            return Ok(());
+        };
         let request = ClaimRequest {
-            attempt_id: uuid::Builder::from_random_bytes(id).into_uuid(),
+            attempt_id,
             agent: &agent,
             reserved: &reserved,
             node: &self.node,
             now,
             until: self.lease_end(now),
         };
+        // The lease runs from before the claim: however long the store takes to answer, the
+        // node's own deadline is never later than the lease's end.
+        let asked = Instant::now();
         let claimed = self
             .store
             .claim(&request, |cb| {
                 match decide::verdict(cb, &self.policy, now) {
-                    Verdict::Wait => None,
+                    Verdict::Wait | Verdict::Later(None) => Choice::Pass,
+                    Verdict::Later(Some(opens)) => {
+                        let (later, event) = decide::deferred(cb, opens, &self.node, now);
+                        Choice::Defer(later, event)
+                    }
                     Verdict::Dial | Verdict::Block(_) => {
-                        decide::claimed(cb, &self.node, &agent.id, now)
+                        match decide::claimed(cb, &self.node, &agent.id, now) {
+                            Some((cb, event)) => Choice::Take(cb, event),
+                            None => Choice::Pass,
+                        }
                     }
                 }
             })
@@ -199,12 +259,49 @@ impl Dialer {
         if let Some((cb, attempt)) = claimed {
             info!(callback = %cb.confirmation_id, agent = %agent.id, attempt = attempt.number, "callback claimed");
             let dialer = self.clone();
-            tokio::spawn(async move { dialer.attempt(reserved, cb, attempt).await });
+            dialer.attempts.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                dialer.clone().attempt(reserved, cb, attempt, asked).await;
+                dialer.attempts.fetch_sub(1, Ordering::Relaxed);
+            });
         } else {
-            // Nothing for this agent: the claim changed nothing.
             debug!(agent = %agent.id, "no callback waiting for the agent's skills");
         }
         Ok(())
+    }
+
+    /// The last moment a call may be placed under a lease asked for at `asked`.
+    fn deadline(&self, asked: Instant) -> Instant {
+        asked + std_duration(self.config.lease).saturating_sub(MARGIN)
+    }
+
+    /// Where the agent is called: a phone registered (with any node) as `sip:USER@<realm>`
+    /// at the address it registered from, kept in the store; any other URI as it is.
+    async fn agent_target(&self, agent: &Agent) -> Result<(String, Option<SocketAddr>), String> {
+        let Ok(uri) = callbacks::SipUri::parse(&agent.address) else {
+            return Ok((agent.address.clone(), None));
+        };
+        if !uri.host().eq_ignore_ascii_case(&self.realm) {
+            return Ok((agent.address.clone(), None));
+        }
+        let bindings = self
+            .store
+            .bindings(now())
+            .await
+            .map_err(|e| e.to_string())?;
+        bindings
+            .into_iter()
+            .filter(|b| b.user == uri.user())
+            .max_by_key(|b| b.expires_at)
+            .map(|b| {
+                // Over UDP any node can reach the phone; over TCP only the node holding its
+                // connection, which the phone registered through.
+                let at = (b.transport == "udp")
+                    .then(|| b.source.parse().ok())
+                    .flatten();
+                (b.contact, at)
+            })
+            .ok_or_else(|| format!("no phone is registered as `{}`", uri.user()))
     }
 
     /// The customer's address as a SIP URI to call.
@@ -241,34 +338,60 @@ impl Dialer {
         words
     }
 
-    /// One attempt, from the claim to the record of how it went.
-    async fn attempt(self: Arc<Self>, agent: Agent, cb: Callback, attempt: Attempt) {
+    /// One attempt, from the claim to the record of how it went. The lease was asked for at
+    /// `asked`.
+    async fn attempt(
+        self: Arc<Self>,
+        agent: Agent,
+        cb: Callback,
+        attempt: Attempt,
+        asked: Instant,
+    ) {
         let started = Instant::now();
-        let mut deadline = started + std_duration(self.config.lease).saturating_sub(MARGIN);
+        let mut deadline = self.deadline(asked);
+        // Without a call placed, the attempt ends here and the agent is free at once.
+        let end_early = |outcome: AttemptOutcome, agent_reason: Option<&'static str>| {
+            let dialer = self.clone();
+            let (agent_id, attempt) = (agent.id.clone(), attempt.clone());
+            async move {
+                dialer
+                    .settle(
+                        attempt.callback_id,
+                        Some(&attempt),
+                        attempt.generation,
+                        outcome,
+                        None,
+                    )
+                    .await;
+                dialer
+                    .release_agent(&agent_id, attempt.id, false, agent_reason)
+                    .await;
+                dialer.wake();
+            }
+        };
         let customer = match decide::verdict(&cb, &self.policy, now()) {
             Verdict::Block(reason) => {
                 warn!(callback = %cb.confirmation_id, reason, "the dialing policy blocks this callback now; not calling");
-                None
+                return end_early(AttemptOutcome::Blocked, None).await;
             }
             _ => self.customer_uri(&cb),
         };
         let Some(customer) = customer else {
-            let outcome = if cb.media == Media::Voice && self.trunk_host.is_none() {
-                warn!(callback = %cb.confirmation_id, "numbers need sip.outbound_proxy (or trunk_domain) to be called");
-                AttemptOutcome::Unreachable
-            } else {
-                AttemptOutcome::Blocked
-            };
-            self.settle(&attempt, attempt.generation, outcome, None)
-                .await;
-            self.release_agent(&agent.id, false, None).await;
-            self.wake();
-            return;
+            warn!(callback = %cb.confirmation_id, "numbers need sip.outbound_proxy (or trunk_domain) to be called");
+            return end_early(AttemptOutcome::Unreachable, None).await;
+        };
+        let (agent_uri, agent_at) = match self.agent_target(&agent).await {
+            Ok(target) => target,
+            Err(e) => {
+                warn!(agent = %agent.id, error = %e, "cannot call the agent");
+                return end_early(AttemptOutcome::AgentNoAnswer, Some("unreachable")).await;
+            }
         };
         let known = |name: &str| self.sip.has_prompt(name);
         let confirm = std_duration(self.config.confirm_timeout);
         let connect = Connect {
-            agent: agent.address.clone(),
+            agent: agent_uri,
+            agent_at,
             keys: String::new(),
             whisper: if self.config.whisper {
                 self.whisper(&cb, &known)
@@ -294,18 +417,16 @@ impl Dialer {
         };
         let (id, mut progress) = match self.sip.connect(connect).await {
             Ok(placed) => placed,
-            Err(e) => {
-                warn!(agent = %agent.id, error = %e, "cannot call the agent");
-                let outcome = match e {
-                    PlaceError::TooLate => AttemptOutcome::Unknown,
-                    _ => AttemptOutcome::AgentNoAnswer,
+            Err(ConnectError { side, error }) => {
+                warn!(callback = %cb.confirmation_id, agent = %agent.id, ?side, %error, "cannot place the call");
+                // Whose fault it was decides who pays: an agent who cannot be called is set
+                // not ready; a customer who cannot be called uses up an attempt.
+                let (outcome, reason) = match (side, error) {
+                    (_, PlaceError::TooLate) => (AttemptOutcome::Unknown, None),
+                    (Side::Customer, _) => (AttemptOutcome::Unreachable, None),
+                    (Side::Agent, _) => (AttemptOutcome::AgentNoAnswer, Some("unreachable")),
                 };
-                self.settle(&attempt, attempt.generation, outcome, None)
-                    .await;
-                self.release_agent(&agent.id, false, Some("unreachable"))
-                    .await;
-                self.wake();
-                return;
+                return end_early(outcome, reason).await;
             }
         };
         let mut seen = Seen::default();
@@ -321,7 +442,7 @@ impl Dialer {
                         seen.note(step);
                         match step {
                             Progress::Answered(Side::Agent) => {
-                                self.move_agent_by_id(&agent.id, AgentState::OnCall, None).await;
+                                self.agent_on_call(&agent.id, attempt.id).await;
                             }
                             Progress::Connected if !seen.lost => self.connected(&attempt).await,
                             _ => {}
@@ -329,10 +450,10 @@ impl Dialer {
                     }
                 },
                 _ = renew.tick(), if !seen.lost => {
-                    let now = now();
+                    let (now, asked) = (now(), Instant::now());
                     match self.store.renew(cb.id, attempt.generation, self.lease_end(now)).await {
                         Ok(true) => {
-                            deadline = Instant::now() + std_duration(self.config.lease).saturating_sub(MARGIN);
+                            deadline = self.deadline(asked);
                             self.sip.extend(id, deadline).await;
                         }
                         Ok(false) if seen.connected => {
@@ -374,13 +495,18 @@ impl Dialer {
         let (outcome, status) = seen.outcome();
         info!(callback = %cb.confirmation_id, outcome = outcome.as_str(), ?status, seconds = started.elapsed().as_secs(), "attempt over");
         if !seen.lost {
-            self.settle(&attempt, attempt.generation, outcome, status)
+            self.settle(cb.id, Some(&attempt), attempt.generation, outcome, status)
                 .await;
         }
         // An agent who let the call ring out is not offered the next one at once.
         let missed = !seen.agent_answered && !seen.aborted && !seen.lost;
-        self.release_agent(&agent.id, seen.agent_answered, missed.then_some("missed"))
-            .await;
+        self.release_agent(
+            &agent.id,
+            attempt.id,
+            seen.agent_answered,
+            missed.then_some("missed"),
+        )
+        .await;
         self.wake();
     }
 
@@ -406,17 +532,19 @@ impl Dialer {
         }
     }
 
-    /// Records how an attempt went and where its callback goes next (retrying when someone
-    /// changed the callback meanwhile).
+    /// Records how an attempt (its row, when it left one) went and where its callback goes
+    /// next, retrying when someone changed the callback meanwhile. A callback whose queue is
+    /// no longer configured cannot be retried: it fails.
     async fn settle(
         &self,
-        attempt: &Attempt,
+        callback: Uuid,
+        attempt: Option<&Attempt>,
         generation: i64,
         outcome: AttemptOutcome,
         status: Option<u16>,
     ) {
         for _ in 0..5 {
-            let cb = match self.store.callback(attempt.callback_id).await {
+            let cb = match self.store.callback(callback).await {
                 Ok(Some(cb)) => cb,
                 Ok(None) => return,
                 Err(e) => {
@@ -425,14 +553,14 @@ impl Dialer {
                     continue;
                 }
             };
-            let Some(queue) = self.policy.queues.get(&cb.queue) else {
-                warn!(queue = %cb.queue, "the callback's queue is no longer configured");
-                return;
-            };
+            let queue = self.policy.queues.get(&cb.queue);
+            if queue.is_none() {
+                warn!(queue = %cb.queue, callback = %cb.confirmation_id, "the callback's queue is no longer configured; it cannot be retried");
+            }
             let now = now();
             let (new, event) = decide::finished(&cb, queue, outcome, status, &self.node, now);
             let finish = Finish {
-                attempt: attempt.id,
+                attempt: attempt.map(|a| a.id),
                 outcome,
                 sip_status: status,
                 at: now,
@@ -456,38 +584,59 @@ impl Dialer {
         }
     }
 
-    /// After an attempt: an agent who talked goes to wrap-up; one who never answered goes to
-    /// not ready (`missed`, or `reason`), except when no call was made at all.
-    async fn release_agent(&self, id: &str, answered: bool, reason: Option<&str>) {
-        let Ok(Some(agent)) = self.store.agent(id).await else {
-            return;
-        };
-        let (to, why) = match agent.state {
-            AgentState::OnCall => (AgentState::WrapUp, None),
-            AgentState::Reserved if answered => (AgentState::WrapUp, None),
-            AgentState::Reserved => match reason {
-                Some(reason) => (AgentState::NotReady, Some(reason.to_owned())),
-                None => (AgentState::Ready, None),
-            },
-            _ => return,
-        };
-        self.move_agent(&agent, to, why).await;
-    }
-
-    async fn move_agent_by_id(&self, id: &str, to: AgentState, reason: Option<String>) {
+    /// The agent answered the call of `attempt`.
+    async fn agent_on_call(&self, id: &str, attempt: Uuid) {
         if let Ok(Some(agent)) = self.store.agent(id).await {
-            self.move_agent(&agent, to, reason).await;
+            if agent.attempt == Some(attempt) && agent.state == AgentState::Reserved {
+                self.move_agent(&agent, AgentState::OnCall, None).await;
+            }
         }
     }
 
-    async fn move_agent(&self, agent: &Agent, to: AgentState, reason: Option<String>) {
-        match agent.moved(to, reason, now()) {
-            Ok(new) => {
-                if let Err(e) = self.store.move_agent(agent, &new, &self.node).await {
-                    debug!(agent = %agent.id, error = %e, "agent not moved");
+    /// After `attempt`: an agent who talked goes to wrap-up; one who never answered goes to
+    /// not ready (`missed`, or `reason`), except when no call reached them (ready again). An
+    /// agent reserved meanwhile for another attempt is left alone. A failure to write is
+    /// tried again; an agent still held after that is freed by any node a minute later.
+    async fn release_agent(&self, id: &str, attempt: Uuid, answered: bool, reason: Option<&str>) {
+        for _ in 0..3 {
+            let agent = match self.store.agent(id).await {
+                Ok(Some(agent)) if agent.attempt == Some(attempt) => agent,
+                Ok(_) => return,
+                Err(e) => {
+                    warn!(agent = id, error = %e, "cannot read the agent to free them; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
+            };
+            let (to, why) = match agent.state {
+                AgentState::OnCall => (AgentState::WrapUp, None),
+                AgentState::Reserved if answered => (AgentState::WrapUp, None),
+                AgentState::Reserved => (
+                    reason.map_or(AgentState::Ready, |_| AgentState::NotReady),
+                    reason.map(str::to_owned),
+                ),
+                _ => return,
+            };
+            if self.move_agent(&agent, to, why).await {
+                return;
             }
-            Err(e) => debug!(error = %e, "agent not moved"),
+        }
+    }
+
+    /// Moves an agent from the version read; whether it moved.
+    async fn move_agent(&self, agent: &Agent, to: AgentState, reason: Option<String>) -> bool {
+        match agent.moved(to, reason, now()) {
+            Ok(new) => match self.store.move_agent(agent, &new, &self.node).await {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!(agent = %agent.id, error = %e, "agent not moved");
+                    false
+                }
+            },
+            Err(e) => {
+                debug!(error = %e, "agent not moved");
+                false
+            }
         }
     }
 }
@@ -568,13 +717,12 @@ impl Seen {
 pub async fn follow_registrations(
     dialer: Arc<Dialer>,
     mut registrations: tokio::sync::mpsc::UnboundedReceiver<(String, bool)>,
-    realm: String,
 ) {
     while let Some((user, registered)) = registrations.recv().await {
         if !dialer.config.login_on_register {
             continue;
         }
-        let address = format!("sip:{user}@{realm}");
+        let address = format!("sip:{user}@{}", dialer.realm);
         let Ok(agents) = dialer.store.agents().await else {
             continue;
         };

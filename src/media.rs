@@ -210,6 +210,11 @@ impl<K: LegKey> Media<K> {
         self.send(call, Command::SetRemote(call, remote));
     }
 
+    /// How many calls have media now (each holds an RTP port).
+    pub fn legs(&self) -> usize {
+        self.placed.len()
+    }
+
     /// Relays each leg's audio to the other (transcoding between laws as needed). The two
     /// must be on one thread: open the second `near` the first.
     pub fn bridge(&self, a: K, b: K) {

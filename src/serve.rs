@@ -54,6 +54,17 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     println!("callbackd: HTTP API on http://{address}");
     tracing::info!(%address, auth = config.api.token.is_some(), "HTTP API listening");
 
+    if config.dialer.enabled {
+        if let Some(missing) = crate::dialer::Dialer::prompts(&config.dialer)
+            .into_iter()
+            .find(|p| !sip.sip.has_prompt(p))
+        {
+            anyhow::bail!(
+                "the dialer plays the prompt `{missing}`, which is not in {}",
+                config.media.prompts.display()
+            );
+        }
+    }
     let dialer = config.dialer.enabled.then(|| {
         crate::dialer::Dialer::new(
             callbacks.store.clone(),
@@ -70,7 +81,6 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(crate::dialer::follow_registrations(
             dialer.clone(),
             sip.registrations,
-            config.sip.realm.clone(),
         )));
     }
     let lifecycle = tokio::spawn(lifecycle(callbacks.clone()));

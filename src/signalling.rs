@@ -31,7 +31,7 @@ use store::Store;
 
 mod connect;
 
-pub use connect::{Connect, Progress, Side};
+pub use connect::{Connect, ConnectError, Progress, Side};
 
 /// What the socket tasks and the API hand the user agent loop.
 enum Inbound {
@@ -51,13 +51,17 @@ enum Inbound {
     },
     /// Connect an agent and a customer (or hold a test call).
     Connect {
-        connect: Connect,
+        connect: Box<Connect>,
         progress: mpsc::UnboundedSender<Progress>,
-        reply: oneshot::Sender<Result<u64, PlaceError>>,
+        reply: oneshot::Sender<Result<u64, ConnectError>>,
     },
     /// Hang up both calls of a connection.
     Abort {
         id: u64,
+    },
+    /// What the runtime holds now.
+    Gauges {
+        reply: oneshot::Sender<Gauges>,
     },
     /// A connection's lease was renewed: its calls may be placed until `deadline`.
     Extend {
@@ -134,6 +138,20 @@ pub enum PlaceError {
     Gone,
 }
 
+/// What the SIP runtime holds now: for operators, and to check that everything a call took is
+/// given back when it ends.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Gauges {
+    /// Calls being set up, in progress or ending.
+    pub calls: usize,
+    /// Dialogs and INVITE transactions the user agent keeps.
+    pub dialogs: usize,
+    /// Calls being connected to each other.
+    pub bridges: usize,
+    /// RTP ports held, by calls waiting to be answered and by calls with media.
+    pub rtp_ports: usize,
+}
+
 /// The way in for the rest of callbackd: places calls through the user agent loop.
 #[derive(Clone)]
 pub struct Sip {
@@ -150,6 +168,7 @@ impl Sip {
     pub async fn test_call(&self, call: TestCall) -> Result<TestCallOutcome, PlaceError> {
         let connect = Connect {
             agent: call.to,
+            agent_at: None,
             keys: call.keys,
             whisper: call.whisper,
             customer: call.connect_to,
@@ -162,7 +181,7 @@ impl Sip {
             hold: Some(call.hold),
         };
         let asked_to_connect = connect.customer.is_some();
-        let (_, mut progress) = self.connect(connect).await?;
+        let (_, mut progress) = self.connect(connect).await.map_err(|e| e.error)?;
         let mut outcome = TestCallOutcome {
             answered: false,
             status: None,
@@ -207,19 +226,33 @@ impl Sip {
     pub async fn connect(
         &self,
         connect: Connect,
-    ) -> Result<(u64, mpsc::UnboundedReceiver<Progress>), PlaceError> {
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Progress>), ConnectError> {
         let (progress, events) = mpsc::unbounded_channel();
         let (reply, placed) = oneshot::channel();
+        let gone = || ConnectError {
+            side: Side::Agent,
+            error: PlaceError::Gone,
+        };
         self.tx
             .send(Inbound::Connect {
-                connect,
+                connect: Box::new(connect),
                 progress,
                 reply,
             })
             .await
-            .map_err(|_| PlaceError::Gone)?;
-        let id = placed.await.map_err(|_| PlaceError::Gone)??;
+            .map_err(|_| gone())?;
+        let id = placed.await.map_err(|_| gone())??;
         Ok((id, events))
+    }
+
+    /// What the runtime holds now.
+    pub async fn gauges(&self) -> Result<Gauges, PlaceError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Inbound::Gauges { reply })
+            .await
+            .map_err(|_| PlaceError::Gone)?;
+        answer.await.map_err(|_| PlaceError::Gone)
     }
 
     /// Whether there is a prompt of this name.
@@ -744,10 +777,11 @@ async fn run(
                 Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
                 Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
                 Some(Inbound::Connect { connect, progress, reply }) => {
-                    let _ = reply.send(state.connect(Instant::now(), connect, progress));
+                    let _ = reply.send(state.connect(Instant::now(), *connect, progress));
                 }
                 Some(Inbound::Abort { id }) => state.abort(Instant::now(), id),
                 Some(Inbound::Extend { id, deadline }) => state.extend(id, deadline),
+                Some(Inbound::Gauges { reply }) => { let _ = reply.send(state.gauges()); }
                 Some(Inbound::Ran { call, result, vars }) => state.ran(Instant::now(), call, result, vars),
                 Some(Inbound::Reload { reply }) => { let _ = reply.send(state.reload()); }
                 None => return,
@@ -1149,6 +1183,15 @@ impl Loop {
         }
     }
 
+    fn gauges(&self) -> Gauges {
+        Gauges {
+            calls: self.calls.len(),
+            dialogs: self.ua.calls(),
+            bridges: self.bridges.len(),
+            rtp_ports: self.calls.values().filter(|a| a.rtp.is_some()).count() + self.media.legs(),
+        }
+    }
+
     fn reload(&mut self) -> Result<String, String> {
         let path = &self.ivr_config.dialplan;
         match crate::ivr::load(path, &self.prompts) {
@@ -1250,9 +1293,19 @@ impl Loop {
             .ok_or_else(|| PlaceError::NoRoute(to.to_owned()))
     }
 
-    /// Places a call to `to` (see [`Loop::route`]) that rings for at most `ring`.
-    fn place(&mut self, now: Instant, to: &str, ring: Duration) -> Result<CallHandle, PlaceError> {
-        let (uri, destination, link) = self.route(to)?;
+    /// Places a call to `to` (see [`Loop::route`], unless `at` says where to send it) that
+    /// rings for at most `ring`.
+    fn place(
+        &mut self,
+        now: Instant,
+        to: &str,
+        at: Option<SocketAddr>,
+        ring: Duration,
+    ) -> Result<CallHandle, PlaceError> {
+        let (uri, destination, link) = match at {
+            Some(at) => (to.to_owned(), at, Link::Udp),
+            None => self.route(to)?,
+        };
         let rtp = self
             .ports
             .allocate(self.media_ip)

@@ -67,6 +67,15 @@ fn callback_to(server: &Server, address: &str) -> String {
     r.body["confirmation_id"].as_str().unwrap().to_owned()
 }
 
+/// The node's sockets now, once it holds nothing for calls (waiting for that).
+fn at_rest(server: &Server) -> u64 {
+    let status = wait_for(server, "/api/v1/status", Duration::from_secs(10), |s| {
+        s["sip"] == json!({"calls": 0, "dialogs": 0, "bridges": 0, "rtp_ports": 0})
+            && s["dialer"]["attempts"] == 0
+    });
+    status["sockets"].as_u64().unwrap()
+}
+
 /// Polls `what` until `done` holds of it, or fails after `limit` saying what was last seen.
 fn wait_for(server: &Server, what: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();
@@ -142,6 +151,7 @@ fn a_ready_agent_is_connected_to_the_customer_who_presses_1_and_the_audio_crosse
     let log = dir.join("callbackd.log");
     let server = Server::start_logging(&dialer_config(&url, "10s"), &log);
     let me = server.sip_udp.unwrap();
+    let sockets = at_rest(&server);
     ready_agent(&server, "ada", &format!("sip:agent@{me}"));
     let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{port}"));
 
@@ -172,6 +182,12 @@ fn a_ready_agent_is_connected_to_the_customer_who_presses_1_and_the_audio_crosse
         "/api/v1/agents/ada",
         Duration::from_secs(10),
         |a| a["state"] == "ready",
+    );
+    // The customer hung up: both calls, their ports and the bridge are gone.
+    assert_eq!(
+        at_rest(&server),
+        sockets,
+        "every socket the calls took is closed"
     );
     assert_eq!(
         agent_steps(&server, "ada"),
@@ -207,6 +223,7 @@ fn a_busy_customer_is_retried_after_the_backoff_and_the_agent_is_told() {
     let (customer, customer_port) = far_end("uas_busy.xml");
     let url = store::testing::sqlite_url();
     let server = Server::start(&dialer_config(&url, "10s"));
+    let sockets = at_rest(&server);
     ready_agent(&server, "bo", &format!("sip:bo@127.0.0.1:{agent_port}"));
     let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{customer_port}"));
     let cb = wait_for(
@@ -239,6 +256,12 @@ fn a_busy_customer_is_retried_after_the_backoff_and_the_agent_is_told() {
     wait_for(&server, "/api/v1/agents/bo", Duration::from_secs(10), |a| {
         a["state"] == "ready"
     });
+    // callbackd hung up on the agent: everything the calls took is given back.
+    assert_eq!(
+        at_rest(&server),
+        sockets,
+        "every socket the calls took is closed"
+    );
     assert!(agent_steps(&server, "bo").contains(&"wrap_up".to_owned()));
 }
 
@@ -347,6 +370,10 @@ fn pausing_a_callback_while_the_customer_rings_hangs_up_both_calls() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
+    // The agent is on the call: operators cannot pull them off it.
+    let r = set_state(&server, "ed", json!({"state": "ready"}));
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (409, Some("illegal_in_state")));
+    assert_eq!(server.get("/api/v1/agents/ed").body["state"], "on_call");
     let paused_at = Instant::now();
     let r = server.post(
         &format!("/api/v1/callbacks/{id}/modifications"),
@@ -530,4 +557,52 @@ fn the_line_and_the_estimated_wait_are_shown_per_callback_and_per_skill() {
         line["position"], 1,
         "a paused callback leaves the line; resumed, it comes back to its place"
     );
+}
+
+#[test]
+fn nothing_is_dialed_outside_the_calling_window_or_to_a_number_now_blocked() {
+    let (mut agent, agent_port) = far_end("uas_answer.xml");
+    let url = store::testing::sqlite_url();
+    // Closed all week: the callback waits in line, never dialed, while an agent is ready.
+    let closed = config_with(
+        &url,
+        &[
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"127.0.0.1\"]",
+            ),
+            (
+                "calling_window = { all = \"00:00-24:00\" }",
+                "calling_window = { all = \"closed\" }",
+            ),
+        ],
+    );
+    let server = Server::start(&closed);
+    ready_agent(&server, "ix", &format!("sip:ix@127.0.0.1:{agent_port}"));
+    let id = callback_to(&server, "sip:customer@127.0.0.1:9");
+    std::thread::sleep(Duration::from_millis(2500));
+    let cb = server.get(&format!("/api/v1/callbacks/{id}")).body;
+    assert_eq!(
+        (
+            cb["state"].as_str(),
+            cb["dial_attempts"].as_array().unwrap().len()
+        ),
+        (Some("queued"), 0)
+    );
+    assert_eq!(server.get("/api/v1/agents/ix").body["state"], "ready");
+    drop(server);
+    // Open again, but 127.0.0.1 is no longer an allowed SIP domain: the callback fails
+    // without a call, and the agent is free at once.
+    let server = Server::start(&config_with(&url, &[]));
+    let cb = wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(10),
+        finished_attempts,
+    );
+    assert_eq!(cb["dial_attempts"][0]["outcome"], "blocked");
+    assert_eq!(cb["state"], "failed");
+    assert_eq!(server.get("/api/v1/agents/ix").body["state"], "ready");
+    agent.kill().ok();
+    agent.wait().ok();
 }

@@ -59,6 +59,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/agents", post(create_agent).get(agents))
         .route("/agents/{id}", get(agent))
         .route("/agents/{id}/state", put(set_agent_state))
+        .route("/status", get(status))
         .route("/queues", get(queues))
         .route("/queues/{name}", get(queue))
         .route("/test-calls", post(test_call))
@@ -419,6 +420,20 @@ async fn set_agent_state(
     // The dialer may move the agent at the same moment; read again and retry then.
     for _ in 0..5 {
         let old = find_agent(&state, &id).await?;
+        if matches!(old.state, AgentState::Reserved | AgentState::OnCall) {
+            return Err(ApiError::Request {
+                status: StatusCode::CONFLICT,
+                code: "illegal_in_state",
+                message: format!(
+                    "agent `{id}` is {} a callback; their state can be set once the call is over",
+                    if old.state == AgentState::OnCall {
+                        "on"
+                    } else {
+                        "being offered"
+                    }
+                ),
+            });
+        }
         let new = old
             .moved(request.state, request.reason.clone(), Utc::now())
             .map_err(agent_error)?;
@@ -522,6 +537,40 @@ async fn reload_dialplan(State(state): State<Arc<AppState>>) -> AppResult<Json<V
             message: problems,
         }),
     }
+}
+
+/// What this node holds now: calls, dialogs, bridges, RTP ports, open files and sockets,
+/// store connections and dialer attempts. At rest the calls, dialogs, bridges, RTP ports and
+/// attempts are 0, and the sockets are the listeners', the store's and this request's.
+async fn status(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
+    let sip = state.sip.gauges().await.map_err(|e| ApiError::Request {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "unavailable",
+        message: e.to_string(),
+    })?;
+    // Open files, and how many of them are sockets (SIP, RTP, HTTP, PostgreSQL).
+    let (mut files, mut sockets) = (0, 0);
+    for fd in std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        files += 1;
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        sockets += usize::from(target.to_string_lossy().starts_with("socket:"));
+    }
+    let (open, idle) = state.callbacks.store.connections();
+    let dialer = state.dialer.as_ref().map(|d| {
+        let (node, attempts) = d.gauges();
+        json!({"node": node, "attempts": attempts})
+    });
+    Ok(Json(json!({
+        "sip": sip,
+        "file_descriptors": files,
+        "sockets": sockets,
+        "store": {"backend": state.callbacks.store.backend(), "connections": open, "idle": idle},
+        "dialer": dialer,
+    })))
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -2,6 +2,7 @@
 //! bridged; each step reported to whoever asked. The dialer's calls and operators' test calls
 //! both run here.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sip::ua::{CallHandle, EndReason};
@@ -28,6 +29,9 @@ pub enum Side {
 pub struct Connect {
     /// The SIP URI called first.
     pub agent: String,
+    /// Where to send the agent's INVITE when not where the URI routes (a phone registered
+    /// with another node, at the address it registered from).
+    pub agent_at: Option<SocketAddr>,
     /// Keys sent to the agent's call once answered (to reach an extension behind an IVR).
     pub keys: String,
     /// Prompts played to the agent before the customer is called.
@@ -48,6 +52,15 @@ pub struct Connect {
     /// How long the connected calls (or the agent's call alone) are held before callbackd
     /// hangs up; `None` until someone hangs up.
     pub hold: Option<Duration>,
+}
+
+/// Why a connection could not start, and which side's call it was.
+#[derive(Debug, thiserror::Error)]
+#[error("{side:?}: {error}")]
+pub struct ConnectError {
+    pub side: Side,
+    #[source]
+    pub error: PlaceError,
 }
 
 /// How a connection is going.
@@ -116,18 +129,29 @@ impl Loop {
         now: Instant,
         connect: Connect,
         progress: mpsc::UnboundedSender<Progress>,
-    ) -> Result<u64, PlaceError> {
+    ) -> Result<u64, ConnectError> {
+        let agent_side = |error| ConnectError {
+            side: Side::Agent,
+            error,
+        };
         for prompts in [&connect.whisper, &connect.greeting, &connect.not_reached] {
-            self.prompts.sequence(prompts.iter().map(String::as_str))?;
+            self.prompts
+                .sequence(prompts.iter().map(String::as_str))
+                .map_err(|e| agent_side(e.into()))?;
         }
         // The customer's address is checked before the agent is called.
         if let Some(customer) = &connect.customer {
-            self.route(customer)?;
+            self.route(customer).map_err(|error| ConnectError {
+                side: Side::Customer,
+                error,
+            })?;
         }
         if connect.deadline.is_some_and(|d| now >= d) {
-            return Err(PlaceError::TooLate);
+            return Err(agent_side(PlaceError::TooLate));
         }
-        let agent = self.place(now, &connect.agent, connect.agent_ring)?;
+        let agent = self
+            .place(now, &connect.agent, connect.agent_at, connect.agent_ring)
+            .map_err(agent_side)?;
         let id = self.next_bridge;
         self.next_bridge += 1;
         if let Some(active) = self.calls.get_mut(&agent) {
@@ -246,7 +270,7 @@ impl Loop {
         }
         bridge.phase = Phase::Customer;
         let ring = bridge.connect.customer_ring;
-        match self.place(now, &customer, ring) {
+        match self.place(now, &customer, None, ring) {
             Ok(call) => {
                 if let Some(active) = self.calls.get_mut(&call) {
                     active.bridge = Some((id, Side::Customer));

@@ -4,6 +4,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::address::SipUri;
 use crate::queue::Policy;
@@ -108,6 +109,10 @@ pub struct Agent {
     pub reason: Option<String>,
     /// When the agent entered the state.
     pub since: DateTime<Utc>,
+    /// The attempt the agent is reserved for or on, while reserved or on a call: only that
+    /// attempt's end frees them.
+    #[serde(rename = "attempt_id")]
+    pub attempt: Option<Uuid>,
     pub version: i64,
 }
 
@@ -138,9 +143,21 @@ impl Agent {
                 None
             },
             since: now,
+            attempt: if matches!(to, AgentState::Reserved | AgentState::OnCall) {
+                self.attempt
+            } else {
+                None
+            },
             version: self.version + 1,
             ..self.clone()
         })
+    }
+
+    /// The ready agent reserved for `attempt`.
+    pub fn reserved_for(&self, attempt: Uuid, now: DateTime<Utc>) -> Result<Agent, AgentError> {
+        let mut agent = self.moved(AgentState::Reserved, None, now)?;
+        agent.attempt = Some(attempt);
+        Ok(agent)
     }
 }
 
@@ -248,6 +265,7 @@ impl NewAgent {
             state: AgentState::LoggedOut,
             reason: None,
             since: now,
+            attempt: None,
             version: 1,
         })
     }
@@ -343,6 +361,14 @@ mod tests {
             .moved(NotReady, Some("missed".into()), now)
             .unwrap();
         assert_eq!(missed.reason.as_deref(), Some("missed"));
+        let taken = ready.reserved_for(Uuid::from_u128(9), now).unwrap();
+        let talking = taken.moved(OnCall, None, now).unwrap();
+        assert_eq!(
+            talking.attempt,
+            Some(Uuid::from_u128(9)),
+            "kept while on the call"
+        );
+        assert_eq!(talking.moved(WrapUp, None, now).unwrap().attempt, None);
         assert_eq!(
             missed.moved(OnCall, None, now).unwrap_err().to_string(),
             "agent `ada` cannot go from not_ready to on_call"

@@ -1,7 +1,7 @@
 //! The dialer's decisions, with no I/O: which callbacks may be dialed now, how a SIP answer
 //! reads as an attempt's outcome, and where a callback goes after each step of an attempt.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -105,9 +105,11 @@ pub struct Attempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Dial,
-    /// Not now: outside the calling window, or not a call at all (text messages).
+    /// Not now: outside the calling window, which opens again then (`None`: closed all week).
+    Later(Option<DateTime<Utc>>),
+    /// Not by calling: a text message.
     Wait,
-    /// Never: the dialing policy blocks its address now.
+    /// Never: the dialing policy blocks its address now, or its queue is gone.
     Block(String),
 }
 
@@ -116,13 +118,36 @@ pub fn verdict(cb: &Callback, policy: &Policy, now: DateTime<Utc>) -> Verdict {
     let Some(queue) = policy.queues.get(&cb.queue) else {
         return Verdict::Block(format!("the queue `{}` is no longer configured", cb.queue));
     };
-    if cb.media == Media::Sms || !queue.calling_window.contains(now, cb.time_zone) {
+    if cb.media == Media::Sms {
         return Verdict::Wait;
+    }
+    if !queue.calling_window.contains(now, cb.time_zone) {
+        return Verdict::Later(queue.calling_window.next_open(now, cb.time_zone));
     }
     match Address::parse(cb.media, cb.address.as_str(), &policy.dialing) {
         Ok(_) => Verdict::Dial,
         Err(e) => Verdict::Block(e.to_string()),
     }
+}
+
+/// A queued callback met outside its calling window: it keeps its place in line and falls
+/// due again when the window opens (`until`), so the dialer does not look at it till then.
+pub fn deferred(
+    cb: &Callback,
+    until: DateTime<Utc>,
+    node: &str,
+    now: DateTime<Utc>,
+) -> (Callback, Event) {
+    let mut new = cb.clone();
+    new.next_attempt_at = until;
+    step(
+        cb,
+        new,
+        node,
+        "deferred",
+        serde_json::json!({"reason": "outside_calling_window"}),
+        now,
+    )
 }
 
 fn step(
@@ -181,11 +206,11 @@ pub fn connected(cb: &Callback, node: &str, now: DateTime<Utc>) -> Option<(Callb
 /// A connected call completes it. An attempt on which the agent never answered does not
 /// count against the customer: the callback is back in line at once, in its old place. Any
 /// other failure is retried after the queue's backoff (or at the customer's new time if they
-/// rescheduled meanwhile), up to the queue's maximum, then the callback fails; a callback
-/// paused or cancelled meanwhile stays as it is.
+/// rescheduled meanwhile), up to the queue's maximum, then the callback fails (at once when its
+/// queue is no longer configured); a callback paused or cancelled meanwhile stays as it is.
 pub fn finished(
     cb: &Callback,
-    queue: &Queue,
+    queue: Option<&Queue>,
     outcome: AttemptOutcome,
     sip_status: Option<u16>,
     node: &str,
@@ -203,14 +228,17 @@ pub fn finished(
                 State::Queued
             };
         }
-        (State::Dialing, _) if cb.attempts >= cb.max_attempts => new.state = State::Failed,
+        (State::Dialing, _) if cb.attempts >= cb.max_attempts || queue.is_none() => {
+            new.state = State::Failed
+        }
         (State::Dialing, _) => {
             new.state = if cb.next_attempt_at > now {
                 State::Scheduled
             } else {
                 State::Queued
             };
-            new.next_attempt_at = cb.next_attempt_at.max(now + queue.backoff(cb.attempts));
+            let backoff = queue.map_or_else(Duration::zero, |q| q.backoff(cb.attempts));
+            new.next_attempt_at = cb.next_attempt_at.max(now + backoff);
         }
         // Paused or cancelled while dialing: the customer's choice stands.
         _ => {}
@@ -311,7 +339,17 @@ mod tests {
         // 10:00 in New York; a window of 11:00 to 17:00 is not open yet.
         let window: CallingWindow =
             serde_json::from_value(serde_json::json!({"all": "11:00-17:00"})).unwrap();
-        assert_eq!(verdict(&cb, &policy(window), now()), Verdict::Wait);
+        let eleven = Utc.with_ymd_and_hms(2026, 11, 23, 16, 0, 0).unwrap();
+        assert_eq!(
+            verdict(&cb, &policy(window), now()),
+            Verdict::Later(Some(eleven))
+        );
+        let (later, event) = deferred(&cb, eleven, "n", now());
+        assert_eq!(
+            (later.next_attempt_at, later.enqueued_at, later.state),
+            (eleven, cb.enqueued_at, State::Queued)
+        );
+        assert_eq!(event.action, "deferred");
         let mut blocked = policy(CallingWindow::always());
         blocked.dialing.blocked_prefixes = vec!["+1212".into()];
         assert!(matches!(verdict(&cb, &blocked, now()), Verdict::Block(_)));
@@ -335,7 +373,14 @@ mod tests {
         assert_eq!(event.changes["agent"], "ada");
         assert!(claimed(&callback(State::Paused, 0), "node-a", "ada", now()).is_none());
 
-        let (busy, event) = finished(&dialing, &q, AttemptOutcome::Busy, Some(486), "n", now());
+        let (busy, event) = finished(
+            &dialing,
+            Some(&q),
+            AttemptOutcome::Busy,
+            Some(486),
+            "n",
+            now(),
+        );
         assert_eq!(busy.state, State::Queued);
         assert_eq!(busy.next_attempt_at, now() + Duration::minutes(5));
         assert_eq!(busy.enqueued_at, cb.enqueued_at);
@@ -349,7 +394,7 @@ mod tests {
 
         let (missed, _) = finished(
             &dialing,
-            &q,
+            Some(&q),
             AttemptOutcome::AgentNoAnswer,
             None,
             "n",
@@ -362,7 +407,7 @@ mod tests {
         );
 
         let last = callback(State::Dialing, 3);
-        let (failed, _) = finished(&last, &q, AttemptOutcome::NoAnswer, None, "n", now());
+        let (failed, _) = finished(&last, Some(&q), AttemptOutcome::NoAnswer, None, "n", now());
         assert_eq!(failed.state, State::Failed);
     }
 
@@ -371,17 +416,31 @@ mod tests {
         let q = queue(CallingWindow::always());
         let mut later = callback(State::Dialing, 1);
         later.next_attempt_at = now() + Duration::days(1);
-        let (after, _) = finished(&later, &q, AttemptOutcome::NoAnswer, Some(487), "n", now());
+        let (after, _) = finished(
+            &later,
+            Some(&q),
+            AttemptOutcome::NoAnswer,
+            Some(487),
+            "n",
+            now(),
+        );
         assert_eq!(
             (after.state, after.next_attempt_at),
             (State::Scheduled, later.next_attempt_at)
         );
         let paused = callback(State::Paused, 1);
-        let (after, event) = finished(&paused, &q, AttemptOutcome::Aborted, None, "n", now());
+        let (after, event) = finished(&paused, Some(&q), AttemptOutcome::Aborted, None, "n", now());
         assert_eq!(after.state, State::Paused);
         assert_eq!(event.changes["outcome"], "aborted");
         let talking = callback(State::Connected, 1);
-        let (done, _) = finished(&talking, &q, AttemptOutcome::Connected, None, "n", now());
+        let (done, _) = finished(
+            &talking,
+            Some(&q),
+            AttemptOutcome::Connected,
+            None,
+            "n",
+            now(),
+        );
         assert_eq!(done.state, State::Completed);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
+use chrono::{DateTime, Datelike, Days, Duration, NaiveTime, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -142,6 +142,26 @@ impl CallingWindow {
         let minute = (local.hour() * 60 + local.minute()) as u16;
         self.days[local.weekday().num_days_from_monday() as usize]
             .is_some_and(|(start, end)| start <= minute && minute < end)
+    }
+
+    /// The first moment at or after `after` inside the window in time zone `tz`; `None` for a
+    /// window closed all week.
+    pub fn next_open(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        if self.contains(after, tz) {
+            return Some(after);
+        }
+        let local = after.with_timezone(&tz).date_naive();
+        (0..8).find_map(|d| {
+            let date = local.checked_add_days(Days::new(d))?;
+            let (start, _) = self.days[date.weekday().num_days_from_monday() as usize]?;
+            let time = NaiveTime::from_hms_opt(u32::from(start / 60), u32::from(start % 60), 0)?;
+            // An opening inside a daylight-saving gap has no local time: that day is skipped.
+            let at = tz
+                .from_local_datetime(&date.and_time(time))
+                .earliest()?
+                .to_utc();
+            (at > after).then_some(at)
+        })
     }
 
     fn parse_hours(text: &str) -> Result<Option<(u16, u16)>, String> {
@@ -309,6 +329,34 @@ mod tests {
             .unwrap_err()
             .contains("ends before it starts"));
         assert!(window(&[("mon", "09:00-24:30")]).is_err());
+    }
+
+    #[test]
+    fn the_next_opening_is_found_in_the_customers_zone() {
+        let w = window(&[("weekdays", "09:00-17:00"), ("sat", "10:00-12:00")]).unwrap();
+        let ny = chrono_tz::America::New_York;
+        let friday_6pm = ny
+            .with_ymd_and_hms(2026, 11, 27, 18, 0, 0)
+            .unwrap()
+            .to_utc();
+        let saturday_10am = ny
+            .with_ymd_and_hms(2026, 11, 28, 10, 0, 0)
+            .unwrap()
+            .to_utc();
+        assert_eq!(w.next_open(friday_6pm, ny), Some(saturday_10am));
+        let saturday_noon = ny
+            .with_ymd_and_hms(2026, 11, 28, 12, 0, 0)
+            .unwrap()
+            .to_utc();
+        let monday_9am = ny.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap().to_utc();
+        assert_eq!(w.next_open(saturday_noon, ny), Some(monday_9am));
+        let inside = ny
+            .with_ymd_and_hms(2026, 11, 30, 9, 30, 0)
+            .unwrap()
+            .to_utc();
+        assert_eq!(w.next_open(inside, ny), Some(inside));
+        let closed = window(&[("all", "closed")]).unwrap();
+        assert_eq!(closed.next_open(inside, ny), None);
     }
 
     #[test]

@@ -81,7 +81,8 @@ pub struct SecurityEvent {
 
 /// How an attempt ended, written with the callback's last step of it.
 pub struct Finish {
-    pub attempt: Uuid,
+    /// The attempt's row (none when the attempt left no open row to close).
+    pub attempt: Option<Uuid>,
     pub outcome: AttemptOutcome,
     pub sip_status: Option<u16>,
     pub at: DateTime<Utc>,
@@ -114,6 +115,16 @@ impl Listener {
             }
         }
     }
+}
+
+/// What the dialer makes of a callback met in line while claiming.
+pub enum Choice {
+    /// Dial it: the callback as claimed, with its history line.
+    Take(Callback, Event),
+    /// Not now: the callback with a later time to fall due, with its history line.
+    Defer(Callback, Event),
+    /// Leave it as it is.
+    Pass,
 }
 
 /// A ready agent's claim on the next callback it can take.
@@ -150,6 +161,14 @@ impl Store {
                 "store URL `{}` must start with postgres:// or sqlite://",
                 redact(url)
             )))
+        }
+    }
+
+    /// Connections open to the database, and how many of them are idle.
+    pub fn connections(&self) -> (u32, usize) {
+        match self {
+            Store::Postgres(s) => (s.pool().size(), s.pool().num_idle()),
+            Store::Sqlite(s) => (s.pool().size(), s.pool().num_idle()),
         }
     }
 
@@ -244,7 +263,7 @@ impl Store {
     pub async fn claim(
         &self,
         request: &ClaimRequest<'_>,
-        choose: impl FnMut(&Callback) -> Option<(Callback, Event)> + Send,
+        choose: impl FnMut(&Callback) -> Choice + Send,
     ) -> Result<Option<(Callback, Attempt)>, StoreError> {
         dispatch!(self, s => s.claim(request, choose))
     }
@@ -281,8 +300,14 @@ impl Store {
         node: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Result<Vec<(Callback, Attempt, i64)>, StoreError> {
+    ) -> Result<Vec<(Callback, Option<Attempt>, i64)>, StoreError> {
         dispatch!(self, s => s.take_over_expired(node, now, until))
+    }
+
+    /// Agents reserved or on a call whose attempt ended before `before` (see
+    /// `SqlStore::stranded_agents`).
+    pub async fn stranded_agents(&self, before: DateTime<Utc>) -> Result<Vec<Agent>, StoreError> {
+        dispatch!(self, s => s.stranded_agents(before))
     }
 
     /// Due queued callbacks needing `skill` ahead of `cb` in dialing order (all, for `None`).

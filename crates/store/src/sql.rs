@@ -64,7 +64,7 @@ const UPDATE_LEASED: &str = concat!(update!(), " AND lease_generation = $23");
 
 macro_rules! agent_columns {
     () => {
-        "id, name, skills, address, state, reason, since, version"
+        "id, name, skills, address, state, reason, attempt_id, since, version"
     };
 }
 
@@ -433,6 +433,7 @@ fn agent_from_row(row: &DbRow) -> Result<Agent, StoreError> {
         address: row.try_get("address").map_err(db_error)?,
         state: AgentState::parse(&state).ok_or_else(|| corrupt("agent state", &state))?,
         reason: row.try_get("reason").map_err(db_error)?,
+        attempt: row.try_get("attempt_id").map_err(db_error)?,
         since: row.try_get("since").map_err(db_error)?,
         version: row.try_get("version").map_err(db_error)?,
     })
@@ -467,7 +468,7 @@ async fn move_agent_in(
     actor: &str,
 ) -> Result<(), StoreError> {
     let moved = sqlx::query(
-        "UPDATE agents SET state = $2, reason = $3, since = $4, version = $5 \
+        "UPDATE agents SET state = $2, reason = $3, since = $4, version = $5, attempt_id = $7 \
          WHERE id = $1 AND version = $6",
     )
     .bind(new.id.as_str())
@@ -476,6 +477,7 @@ async fn move_agent_in(
     .bind(new.since)
     .bind(new.version)
     .bind(old.version)
+    .bind(new.attempt)
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;
@@ -519,7 +521,7 @@ impl SqlStore<Db> {
         let inserted = sqlx::query(concat!(
             "INSERT INTO agents (",
             agent_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING"
         ))
         .bind(agent.id.as_str())
         .bind(agent.name.as_str())
@@ -527,6 +529,7 @@ impl SqlStore<Db> {
         .bind(agent.address.as_str())
         .bind(agent.state.as_str())
         .bind(agent.reason.as_deref())
+        .bind(agent.attempt)
         .bind(agent.since)
         .bind(agent.version)
         .execute(&mut *tx)
@@ -594,31 +597,31 @@ impl SqlStore<Db> {
             .collect()
     }
 
-    /// Reserves the ready agent `old` (as `reserved`) for the first queued callback, in
-    /// dialing order, with one of its skills that is due at `now` and that `choose` takes
-    /// (returning it as claimed, with the history line). In one transaction: the agent is
-    /// reserved, the callback leased to `node` until `until` under a new generation, and the
-    /// attempt recorded, so the attempt is in the store before any INVITE goes out. `None`
-    /// when nothing fits or the agent was moved meanwhile.
+    /// Reserves the ready agent `agent` (as `reserved`) for the first due queued callback,
+    /// in dialing order, with one of its skills that `choose` takes (returning it as claimed,
+    /// with the history line); callbacks `choose` defers (outside their calling window) are
+    /// written as it returns them and passed over, and those it passes are left alone. In one
+    /// transaction: the agent is reserved, the callback leased to `node` until `until` under
+    /// a new generation, and the attempt recorded, so the attempt is in the store before any
+    /// INVITE goes out. `None` when nothing fits or the agent was moved meanwhile.
     pub async fn claim(
         &self,
         request: &crate::ClaimRequest<'_>,
-        mut choose: impl FnMut(&Callback) -> Option<(Callback, Event)> + Send,
+        mut choose: impl FnMut(&Callback) -> crate::Choice + Send,
     ) -> Result<Option<(Callback, Attempt)>, StoreError> {
         let crate::ClaimRequest { attempt_id, agent: old, reserved, node, now, until } = *request;
         let mut tx = self.begin_write().await?;
-        match move_agent_in(&mut tx, old, reserved, node).await {
-            Err(StoreError::Conflict { .. }) => return Ok(None),
-            other => other?,
-        }
         let skills: Vec<&str> = old.skills.iter().map(|s| s.name.as_str()).collect();
         let placeholders: Vec<String> = (0..skills.len()).map(|i| format!("${}", i + 2)).collect();
+        // Text messages are not the dialer's; a callback still leased (paused and resumed
+        // while its attempt ends) is not free yet.
         let sql = format!(
             concat!(
                 "SELECT ",
                 columns!(),
                 " FROM callbacks WHERE state = 'queued' AND next_attempt_at <= $1 \
-                 AND skill IN ({}) ORDER BY priority DESC, enqueued_at, id LIMIT 64{}"
+                 AND skill IN ({}) AND media <> 'sms' AND lease_owner IS NULL \
+                 ORDER BY priority DESC, enqueued_at, id LIMIT 64{}"
             ),
             placeholders.join(", "),
             LOCK_SKIP_LOCKED
@@ -628,62 +631,81 @@ impl SqlStore<Db> {
             query = query.bind(*skill);
         }
         let rows = query.fetch_all(&mut *tx).await.map_err(db_error)?;
+        let mut taken = None;
         for row in &rows {
             let old_cb = callback_from_row(row)?;
-            let Some((cb, event)) = choose(&old_cb) else {
-                continue;
-            };
-            bind_callback(sqlx::query(UPDATE), &cb)
-                .bind(old_cb.version)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            let (generation,): (i64,) = sqlx::query_as(
-                "UPDATE callbacks SET lease_owner = $2, lease_expires_at = $3, \
-                 lease_generation = lease_generation + 1 WHERE id = $1 RETURNING lease_generation",
-            )
-            .bind(cb.id)
-            .bind(node)
-            .bind(until)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            let attempt = Attempt {
-                id: attempt_id,
-                callback_id: cb.id,
-                number: cb.attempts,
-                generation,
-                node: node.to_owned(),
-                agent_id: Some(old.id.clone()),
-                started_at: now,
-                ended_at: None,
-                outcome: None,
-                sip_status: None,
-            };
-            sqlx::query(concat!(
-                "INSERT INTO attempts (",
-                attempt_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            ))
-            .bind(attempt.id)
-            .bind(attempt.callback_id)
-            .bind(attempt.number as i32)
-            .bind(attempt.generation)
-            .bind(attempt.node.as_str())
-            .bind(attempt.agent_id.as_deref())
-            .bind(attempt.started_at)
-            .bind(attempt.ended_at)
-            .bind(None::<String>)
-            .bind(None::<i32>)
+            match choose(&old_cb) {
+                crate::Choice::Pass => {}
+                crate::Choice::Defer(cb, event) => {
+                    bind_callback(sqlx::query(UPDATE), &cb)
+                        .bind(old_cb.version)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    insert_event(&mut *tx, &event).await?;
+                }
+                crate::Choice::Take(cb, event) => {
+                    taken = Some((old_cb.version, cb, event));
+                    break;
+                }
+            }
+        }
+        let Some((old_version, cb, event)) = taken else {
+            tx.commit().await.map_err(db_error)?;
+            return Ok(None);
+        };
+        match move_agent_in(&mut tx, old, reserved, node).await {
+            Err(StoreError::Conflict { .. }) => return Ok(None),
+            other => other?,
+        }
+        bind_callback(sqlx::query(UPDATE), &cb)
+            .bind(old_version)
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-            insert_event(&mut *tx, &event).await?;
-            tx.commit().await.map_err(db_error)?;
-            return Ok(Some((cb, attempt)));
-        }
-        tx.rollback().await.map_err(db_error)?;
-        Ok(None)
+        let (generation,): (i64,) = sqlx::query_as(
+            "UPDATE callbacks SET lease_owner = $2, lease_expires_at = $3, \
+             lease_generation = lease_generation + 1 WHERE id = $1 RETURNING lease_generation",
+        )
+        .bind(cb.id)
+        .bind(node)
+        .bind(until)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let attempt = Attempt {
+            id: attempt_id,
+            callback_id: cb.id,
+            number: cb.attempts,
+            generation,
+            node: node.to_owned(),
+            agent_id: Some(old.id.clone()),
+            started_at: now,
+            ended_at: None,
+            outcome: None,
+            sip_status: None,
+        };
+        sqlx::query(concat!(
+            "INSERT INTO attempts (",
+            attempt_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(attempt.id)
+        .bind(attempt.callback_id)
+        .bind(attempt.number as i32)
+        .bind(attempt.generation)
+        .bind(attempt.node.as_str())
+        .bind(attempt.agent_id.as_deref())
+        .bind(attempt.started_at)
+        .bind(attempt.ended_at)
+        .bind(None::<String>)
+        .bind(None::<i32>)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        insert_event(&mut *tx, &event).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some((cb, attempt)))
     }
 
     /// Extends the lease of generation `generation` to `until`; `false` when it was lost.
@@ -742,7 +764,8 @@ impl SqlStore<Db> {
             .await
             .map_err(db_error)?;
             sqlx::query(
-                "UPDATE attempts SET ended_at = $2, outcome = $3, sip_status = $4 WHERE id = $1",
+                "UPDATE attempts SET ended_at = $2, outcome = $3, sip_status = $4 \
+                 WHERE id = $1 AND ended_at IS NULL",
             )
             .bind(finish.attempt)
             .bind(finish.at)
@@ -770,13 +793,14 @@ impl SqlStore<Db> {
 
     /// Takes over the leases that expired before `now` (their nodes stopped or lost the
     /// database), for `node` until `until` under new generations; returns each callback with
-    /// the attempt that was under way and the new generation.
+    /// the attempt still open on it (none when a node that took it over before stopped too)
+    /// and the new generation.
     pub async fn take_over_expired(
         &self,
         node: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Result<Vec<(Callback, Attempt, i64)>, StoreError> {
+    ) -> Result<Vec<(Callback, Option<Attempt>, i64)>, StoreError> {
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(&format!(
             "SELECT id, lease_generation FROM callbacks \
@@ -792,11 +816,12 @@ impl SqlStore<Db> {
             let old: i64 = row.try_get("lease_generation").map_err(db_error)?;
             sqlx::query(
                 "UPDATE callbacks SET lease_owner = $2, lease_expires_at = $3, \
-                 lease_generation = lease_generation + 1 WHERE id = $1",
+                 lease_generation = lease_generation + 1 WHERE id = $1 AND lease_generation = $4",
             )
             .bind(id)
             .bind(node)
             .bind(until)
+            .bind(old)
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
@@ -808,16 +833,18 @@ impl SqlStore<Db> {
             let attempt = sqlx::query(concat!(
                 "SELECT ",
                 attempt_columns!(),
-                " FROM attempts WHERE callback_id = $1 AND generation = $2"
+                " FROM attempts WHERE callback_id = $1 AND ended_at IS NULL \
+                 ORDER BY generation DESC LIMIT 1"
             ))
             .bind(id)
-            .bind(old)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?;
-            if let Some(attempt) = attempt {
-                taken.push((callback_from_row(&cb)?, attempt_from_row(&attempt)?, old + 1));
-            }
+            taken.push((
+                callback_from_row(&cb)?,
+                attempt.as_ref().map(attempt_from_row).transpose()?,
+                old + 1,
+            ));
         }
         tx.commit().await.map_err(db_error)?;
         Ok(taken)
@@ -850,7 +877,7 @@ impl SqlStore<Db> {
         };
         let (count,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM callbacks WHERE skill = $1 AND state = 'queued' \
-             AND next_attempt_at <= $2 AND ($3 IS NULL OR priority > $3 \
+             AND media <> 'sms' AND next_attempt_at <= $2 AND ($3 IS NULL OR priority > $3 \
              OR (priority = $3 AND (enqueued_at < $4 OR (enqueued_at = $4 AND id < $5))))",
         )
         .bind(skill)
@@ -877,5 +904,26 @@ impl SqlStore<Db> {
         .await
         .map_err(db_error)?;
         Ok(rows.into_iter().map(|(start, end)| end - start).collect())
+    }
+}
+
+impl SqlStore<Db> {
+    /// Agents reserved or on a call whose attempt ended before `before` (or that have none):
+    /// left behind by a node that stopped between recording an attempt and freeing its agent.
+    pub async fn stranded_agents(&self, before: DateTime<Utc>) -> Result<Vec<Agent>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents WHERE state IN ('reserved', 'on_call') AND since < $1 \
+             AND NOT EXISTS (SELECT 1 FROM attempts WHERE attempts.id = agents.attempt_id \
+             AND (attempts.ended_at IS NULL OR attempts.ended_at >= $1))"
+        ))
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(agent_from_row)
+        .collect()
     }
 }

@@ -98,6 +98,7 @@ conformance!(
     leases_fence_a_node_that_lost_its_callback,
     every_node_hears_of_changes_on_postgres,
     places_in_line_are_counted_by_skill_and_handle_times_kept,
+    callbacks_outside_their_window_are_deferred_and_agents_left_behind_found,
 );
 
 async fn create_find_and_history_round_trip(_url: &str, cb: Arc<Callbacks<Store>>) {
@@ -944,7 +945,7 @@ async fn claim(
     now: DateTime<Utc>,
 ) -> Option<(callbacks::Callback, callbacks::Attempt)> {
     let reserved = agent
-        .moved(callbacks::AgentState::Reserved, None, now)
+        .reserved_for(uuid::Uuid::from_u128(seed), now)
         .unwrap();
     let request = store::ClaimRequest {
         attempt_id: uuid::Uuid::from_u128(seed),
@@ -956,7 +957,10 @@ async fn claim(
     };
     store
         .claim(&request, |c| {
-            callbacks::dialer::claimed(c, "node-a", &agent.id, now)
+            match callbacks::dialer::claimed(c, "node-a", &agent.id, now) {
+                Some((cb, event)) => store::Choice::Take(cb, event),
+                None => store::Choice::Pass,
+            }
         })
         .await
         .unwrap()
@@ -1038,9 +1042,18 @@ async fn claims_take_due_callbacks_in_line_each_once(url: &str, cb: Arc<Callback
         cb.store.attempts(taken.id).await.unwrap(),
         std::slice::from_ref(&attempt)
     );
+    let reserved = cb.store.agent("ada").await.unwrap().unwrap();
     assert_eq!(
-        cb.store.agent("ada").await.unwrap().unwrap().state,
-        callbacks::AgentState::Reserved
+        (reserved.state, reserved.attempt),
+        (callbacks::AgentState::Reserved, Some(attempt.id))
+    );
+    assert!(
+        cb.store
+            .stranded_agents(now + Duration::hours(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "reserved for an attempt still open"
     );
     assert!(
         claim(&cb.store, &ada, 2, now).await.is_none(),
@@ -1117,8 +1130,8 @@ async fn leases_fence_a_node_that_lost_its_callback(_url: &str, cb: Arc<Callback
     assert_eq!(taken.len(), 1);
     let (current, old_attempt, generation) = &taken[0];
     assert_eq!(
-        (old_attempt, *generation),
-        (&attempt, attempt.generation + 1)
+        (old_attempt.as_ref(), *generation),
+        (Some(&attempt), attempt.generation + 1)
     );
     // The node that stalled wakes up: its lease is gone, and so is its say.
     assert!(!cb
@@ -1129,14 +1142,14 @@ async fn leases_fence_a_node_that_lost_its_callback(_url: &str, cb: Arc<Callback
     let queue = &policy().queues["support"];
     let (busy, event) = callbacks::dialer::finished(
         current,
-        queue,
+        Some(queue),
         callbacks::AttemptOutcome::Busy,
         Some(486),
         "node-a",
         later,
     );
     let finish = store::Finish {
-        attempt: attempt.id,
+        attempt: Some(attempt.id),
         outcome: callbacks::AttemptOutcome::Busy,
         sip_status: Some(486),
         at: later,
@@ -1148,7 +1161,7 @@ async fn leases_fence_a_node_that_lost_its_callback(_url: &str, cb: Arc<Callback
     // The new holder settles it: the outcome is unknown, and the callback waits its backoff.
     let (retry, event) = callbacks::dialer::finished(
         current,
-        queue,
+        Some(queue),
         callbacks::AttemptOutcome::Unknown,
         None,
         "node-b",
@@ -1320,14 +1333,14 @@ async fn places_in_line_are_counted_by_skill_and_handle_times_kept(
         .unwrap();
     let (done, event) = callbacks::dialer::finished(
         &connected,
-        queue,
+        Some(queue),
         callbacks::AttemptOutcome::Connected,
         None,
         "node-a",
         talked,
     );
     let finish = store::Finish {
-        attempt: attempt.id,
+        attempt: Some(attempt.id),
         outcome: callbacks::AttemptOutcome::Connected,
         sip_status: None,
         at: talked,
@@ -1350,5 +1363,91 @@ async fn places_in_line_are_counted_by_skill_and_handle_times_kept(
         cb.store.ahead("billing", None, now).await.unwrap(),
         2,
         "the one served left the line"
+    );
+}
+
+async fn callbacks_outside_their_window_are_deferred_and_agents_left_behind_found(
+    _url: &str,
+    cb: Arc<Callbacks<Store>>,
+) {
+    let created = cb
+        .create(
+            &mut StdRng::seed_from_u64(30),
+            t0(),
+            &api(),
+            Source::Api,
+            request("+1 212 555 0100"),
+        )
+        .await
+        .unwrap();
+    let ada = ready_agent(&cb.store, "ada", &["billing"]).await;
+    let opens = t0() + Duration::hours(2);
+    let reserved = ada.reserved_for(uuid::Uuid::from_u128(1), t0()).unwrap();
+    let request = store::ClaimRequest {
+        attempt_id: uuid::Uuid::from_u128(1),
+        agent: &ada,
+        reserved: &reserved,
+        node: "node-a",
+        now: t0(),
+        until: t0() + Duration::seconds(30),
+    };
+    let taken = cb
+        .store
+        .claim(&request, |c| {
+            let (later, event) = callbacks::dialer::deferred(c, opens, "node-a", t0());
+            store::Choice::Defer(later, event)
+        })
+        .await
+        .unwrap();
+    assert!(taken.is_none());
+    let stored = cb.store.callback(created.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.state, stored.next_attempt_at),
+        (State::Queued, opens),
+        "deferred, not claimed"
+    );
+    assert_eq!(
+        cb.store.agent("ada").await.unwrap().unwrap().state,
+        callbacks::AgentState::Ready
+    );
+    assert_eq!(
+        cb.store.ahead("billing", None, t0()).await.unwrap(),
+        0,
+        "not in line until then"
+    );
+    // Claimed when the window opens; its attempt ends but the agent is never freed (the node
+    // stopped in between): a minute later the agent shows up as left behind.
+    let (dialing, attempt) = claim(&cb.store, &ada, 2, opens).await.unwrap();
+    let queue = &policy().queues["support"];
+    let (busy, event) = callbacks::dialer::finished(
+        &dialing,
+        Some(queue),
+        callbacks::AttemptOutcome::Busy,
+        Some(486),
+        "node-a",
+        opens,
+    );
+    let finish = store::Finish {
+        attempt: Some(attempt.id),
+        outcome: callbacks::AttemptOutcome::Busy,
+        sip_status: Some(486),
+        at: opens,
+    };
+    cb.store
+        .step_attempt(attempt.generation, &busy, &event, Some(&finish))
+        .await
+        .unwrap();
+    assert!(
+        cb.store.stranded_agents(opens).await.unwrap().is_empty(),
+        "not while it may still be freed"
+    );
+    let left = cb
+        .store
+        .stranded_agents(opens + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["ada"]
     );
 }

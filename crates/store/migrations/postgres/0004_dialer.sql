@@ -35,6 +35,7 @@ CREATE TABLE agents (
     state   TEXT NOT NULL CHECK (state IN ('logged_out', 'ready', 'reserved', 'on_call',
                 'wrap_up', 'not_ready')),
     reason  TEXT,
+    attempt_id UUID,               -- the attempt a reserved or busy agent is on
     since   TIMESTAMPTZ NOT NULL,
     version BIGINT NOT NULL
 );
