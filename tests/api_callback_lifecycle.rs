@@ -448,6 +448,7 @@ async fn the_openapi_description_covers_every_route() {
         "/api/v1/agents",
         "/api/v1/agents/{id}",
         "/api/v1/agents/{id}/state",
+        "/api/v1/status",
         "/healthz",
     ] {
         assert!(paths.contains_key(path), "{path} is described");
