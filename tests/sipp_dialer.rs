@@ -372,7 +372,10 @@ fn pausing_a_callback_while_the_customer_rings_hangs_up_both_calls() {
     std::thread::sleep(Duration::from_millis(500));
     // The agent is on the call: operators cannot pull them off it.
     let r = set_state(&server, "ed", json!({"state": "ready"}));
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (409, Some("illegal_in_state")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (409, Some("illegal_in_state"))
+    );
     assert_eq!(server.get("/api/v1/agents/ed").body["state"], "on_call");
     let paused_at = Instant::now();
     let r = server.post(
