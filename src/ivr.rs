@@ -89,13 +89,21 @@ pub async fn command(config: Config, command: DialplanCommand) -> anyhow::Result
 pub const INITIAL: &[(&str, Kind)] = &[("caller_id", Kind::Text)];
 
 /// The status a found callback tells: its state (`queued`: waiting in line now, `soon`:
-/// being called or about to be, `scheduled`, `paused`), when it is due, its department, and
-/// for one in line its `position` and the estimated wait: `wait` is `unknown` (no agent
-/// logged in), `one` or `more` minutes, `wait_minutes` how many.
+/// being called or about to be, `scheduled`, `paused`, and for one finished `completed`,
+/// `cancelled` or `closed` (failed or expired)), when it is due, its department, and for one
+/// in line its place and the estimated wait (see [`LINE`]).
 const STATUS: &[(&str, Kind)] = &[
     ("state", Kind::Text),
     ("scheduled_at", Kind::Time),
     ("skill", Kind::Text),
+    ("position", Kind::Digits),
+    ("wait", Kind::Text),
+    ("wait_minutes", Kind::Digits),
+];
+
+/// A place in line: `position`, and the estimated wait: `wait` is `unknown` (no agent logged
+/// in), `one` or `more` minutes, `wait_minutes` how many.
+const LINE: &[(&str, Kind)] = &[
     ("position", Kind::Digits),
     ("wait", Kind::Text),
     ("wait_minutes", Kind::Digits),
@@ -169,6 +177,14 @@ pub const OPERATIONS: &[Operation] = &[
         results: &["success", "failure"],
         sets: &[("confirmation_id", Kind::Digits), ("reason", Kind::Text)],
     },
+    // Where a caller joining `queue` now would stand (in its first skill's line), and how
+    // long they would wait.
+    Operation {
+        name: "line",
+        args: &["queue"],
+        results: &["ok", "failure"],
+        sets: LINE,
+    },
     // `choice`: the department's place (1…n) in the queue's list of skills.
     Operation {
         name: "change_skill",
@@ -241,7 +257,10 @@ impl Operations {
             (State::Paused, _) => "paused",
             (State::Queued, Some(_)) => "queued",
             (State::Queued | State::Dialing | State::Connected, _) => "soon",
-            _ => "scheduled",
+            (State::Scheduled, _) => "scheduled",
+            (State::Completed, _) => "completed",
+            (State::Cancelled, _) => "cancelled",
+            (State::Failed | State::Expired, _) => "closed",
         };
         let due = c.next_attempt_at.with_timezone(&c.time_zone).fixed_offset();
         let mut vars = vec![
@@ -249,26 +268,36 @@ impl Operations {
             ("scheduled_at".into(), Value::Time(due)),
             ("skill".into(), Value::Text(c.skill.clone())),
         ];
-        if let Some(estimate) = estimate {
-            // Whole minutes, rounded up: "about one minute" rather than "about zero".
-            let minutes = estimate.wait.map(|w| ((w.num_seconds() + 59) / 60).max(1));
-            vars.push((
-                "position".into(),
-                Value::Digits(estimate.position.to_string()),
-            ));
-            vars.push((
-                "wait".into(),
-                Value::Text(match minutes {
-                    None => "unknown".into(),
-                    Some(1) => "one".into(),
-                    Some(_) => "more".into(),
-                }),
-            ));
-            if let Some(minutes) = minutes {
-                vars.push(("wait_minutes".into(), Value::Digits(minutes.to_string())));
+        vars.extend(estimate.iter().flat_map(line_vars));
+        vars
+    }
+
+    /// Where a caller joining `queue` now would stand.
+    async fn line(
+        &self,
+        queue_name: &str,
+        now: DateTime<Utc>,
+    ) -> (&'static str, Vec<(String, Value)>) {
+        let Some((queue, skill)) = self
+            .callbacks
+            .policy
+            .queues
+            .get(queue_name)
+            .and_then(|q| Some((q, q.skills.first()?)))
+        else {
+            tracing::warn!(
+                queue = queue_name,
+                "the dialplan names a queue that is not configured"
+            );
+            return ("failure", Vec::new());
+        };
+        match crate::queues::line(&self.callbacks.store, queue, skill, self.wrap_up, now).await {
+            Ok(line) => ("ok", line_vars(&line.new_arrival)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot estimate the wait; not telling it");
+                ("failure", Vec::new())
             }
         }
-        vars
     }
 
     /// Runs `operation` at `now`; returns its result and the variables it sets.
@@ -281,8 +310,10 @@ impl Operations {
         args: &BTreeMap<String, String>,
     ) -> (&'static str, Vec<(String, Value)>) {
         let arg = |name: &str| arg(args, name);
-        if operation == "book" {
-            return self.book(rng, now, caller, args).await;
+        match operation {
+            "book" => return self.book(rng, now, caller, args).await,
+            "line" => return self.line(arg("queue"), now).await,
+            _ => {}
         }
         let not_found = if caller.failures + 1 >= MAX_FAILURES_PER_CALL {
             "too_many"
@@ -570,6 +601,30 @@ fn local_time(
     zone.from_local_datetime(&date.and_time(time))
         .earliest()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// A place in line as the dialplan says it (see [`LINE`]).
+fn line_vars(estimate: &callbacks::wait::Estimate) -> Vec<(String, Value)> {
+    // Whole minutes, rounded up: "about one minute" rather than "about zero".
+    let minutes = estimate.wait.map(|w| ((w.num_seconds() + 59) / 60).max(1));
+    let mut vars = vec![
+        (
+            "position".into(),
+            Value::Digits(estimate.position.to_string()),
+        ),
+        (
+            "wait".into(),
+            Value::Text(match minutes {
+                None => "unknown".into(),
+                Some(1) => "one".into(),
+                Some(_) => "more".into(),
+            }),
+        ),
+    ];
+    if let Some(minutes) = minutes {
+        vars.push(("wait_minutes".into(), Value::Digits(minutes.to_string())));
+    }
+    vars
 }
 
 /// `callbackd dialplan simulate`: runs `entry` of the dialplan against the real store with no

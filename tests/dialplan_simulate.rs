@@ -179,6 +179,21 @@ async fn the_place_in_line_and_the_estimated_wait_are_told() {
 }
 
 #[tokio::test]
+async fn a_finished_callback_says_so_and_the_call_ends() {
+    let line = Line::new("sqlite").await;
+    let id = line.create(NUMBER);
+    line.run(&["callbacks", "modify", &id, "cancel"]);
+    let heard = line.call(NUMBER, &format!("{id}#"));
+    assert!(heard.contains("-> found state=cancelled"), "{heard}");
+    assert!(
+        heard
+            .trim_end()
+            .ends_with("hears: cancelled goodbye\nhangs up"),
+        "no menu for a callback that cannot change: {heard}"
+    );
+}
+
+#[tokio::test]
 async fn a_caller_from_another_number_is_asked_the_last_four_digits() {
     let line = Line::new("sqlite").await;
     let id = line.create(NUMBER);
@@ -375,6 +390,10 @@ fn past_the_hourly_budget_of_failures_even_the_callbacks_own_number_must_verify(
 async fn a_caller_in_the_queue_books_a_callback_and_hears_its_number_twice() {
     let line = Line::new("sqlite").await;
     let heard = line.call_at("queue_support", NUMBER, "11");
+    assert!(
+        heard.contains("hears: you-are-number 1 in-line\nhears: queue-offer"),
+        "first in line, and no agent to estimate a wait from: {heard}"
+    );
     let booked = heard
         .lines()
         .find(|l| l.starts_with("runs: book"))
