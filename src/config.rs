@@ -40,6 +40,9 @@ pub struct IvrConfig {
     /// Past this many failed look-ups in an hour (from anyone), every caller must give the
     /// last four digits of the callback's number, even calling from it.
     pub failed_lookups_per_hour: u64,
+    /// A confirmation ID with this many wrong answers within `lockout` (from any phones) is
+    /// refused even with the right last four digits, so they cannot be guessed.
+    pub max_failures_per_id: u64,
 }
 
 impl Default for IvrConfig {
@@ -49,6 +52,7 @@ impl Default for IvrConfig {
             max_failures_per_caller: 10,
             lockout: chrono::Duration::hours(24),
             failed_lookups_per_hour: 100,
+            max_failures_per_id: 5,
         }
     }
 }

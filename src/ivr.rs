@@ -130,7 +130,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         name: "lookup",
         args: &["id", "caller"],
-        results: &["found", "verify", "refused"],
+        results: &["found", "verify", "refused", "unavailable"],
         sets: STATUS,
     },
     // The last four digits of the callback's number; `not_found` for a wrong answer and for an
@@ -138,7 +138,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         name: "verify",
         args: &["id", "last4"],
-        results: &["found", "not_found", "too_many"],
+        results: &["found", "not_found", "too_many", "unavailable"],
         sets: STATUS,
     },
     // `action`: pause, resume, cancel, asap.
@@ -330,7 +330,7 @@ impl Operations {
         match operation {
             "lookup"
                 if self
-                    .failures(Some(&caller.caller_id), self.limits.lockout, now)
+                    .failures(Some(&caller.caller_id), None, self.limits.lockout, now)
                     .await
                     >= self.limits.max_failures_per_caller =>
             {
@@ -340,14 +340,30 @@ impl Operations {
             "lookup" | "verify" => {
                 // Under attack (many failures from anyone), a matching caller ID is not enough.
                 let budget_spent = operation == "lookup"
-                    && self.failures(None, chrono::Duration::hours(1), now).await
+                    && self
+                        .failures(None, None, chrono::Duration::hours(1), now)
+                        .await
                         >= self.limits.failed_lookups_per_hour;
+                // Guesses at one callback's last four digits, from any number of phones: past
+                // the limit even the right answer is refused, so guessing gets nowhere.
+                let guessed_out = operation == "verify"
+                    && self
+                        .failures(None, Some(&id), self.limits.lockout, now)
+                        .await
+                        >= self.limits.max_failures_per_id;
+                if guessed_out {
+                    tracing::warn!(
+                        call_id = caller.call_id,
+                        "too many wrong answers for this confirmation ID; refusing it"
+                    );
+                }
                 // One query whether or not the ID exists, so the time taken tells nothing.
                 let found = match self.callbacks.store.find(&id).await {
                     Ok(found) => found,
                     Err(e) => {
-                        tracing::warn!(error = %e, "lookup failed; treated as not found");
-                        None
+                        // Not the caller's failure: nothing is recorded against them.
+                        tracing::warn!(error = %e, "lookup failed: the store is unavailable");
+                        return unavailable(operation);
                     }
                 };
                 let matches = |c: &Callback| match (&c.address, operation) {
@@ -360,11 +376,11 @@ impl Operations {
                     // A SIP address has no number to check a caller against.
                     (Address::Sip(_), _) => false,
                 };
-                match found.filter(matches) {
+                match found.filter(|c| !guessed_out && matches(c)) {
                     Some(c) => ("found", self.status(&c, now).await),
                     None if operation == "lookup" => ("verify", Vec::new()),
                     None => {
-                        self.record_failure(caller, now).await;
+                        self.record_failure(caller, &id, now).await;
                         (not_found, Vec::new())
                     }
                 }
@@ -391,7 +407,7 @@ impl Operations {
                     ),
                     Err(e) => {
                         tracing::warn!(error = %e, "a change from the IVR failed");
-                        failure("store_error", None)
+                        unavailable(operation)
                     }
                 }
             }
@@ -443,15 +459,22 @@ impl Operations {
 
     /// Failed look-ups within `window` before `now`, from `caller_id` or from anyone. A store
     /// that cannot say counts as none: the per-call limit still holds.
+    /// Failed look-ups within `window`: from `caller_id`, for `id`, or (both `None`) all.
     async fn failures(
         &self,
         caller_id: Option<&str>,
+        id: Option<&ConfirmationId>,
         window: chrono::Duration,
         now: DateTime<Utc>,
     ) -> u64 {
         self.callbacks
             .store
-            .count_security_events(FAILED_LOOKUP, caller_id, now - window)
+            .count_security_events(
+                FAILED_LOOKUP,
+                caller_id,
+                id.map(ConfirmationId::as_str),
+                now - window,
+            )
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot count failed look-ups");
@@ -459,7 +482,7 @@ impl Operations {
             })
     }
 
-    async fn record_failure(&self, caller: &Caller, now: DateTime<Utc>) {
+    async fn record_failure(&self, caller: &Caller, id: &ConfirmationId, now: DateTime<Utc>) {
         tracing::warn!(
             caller = %callbacks::mask(&caller.caller_id),
             source = caller.source,
@@ -472,6 +495,7 @@ impl Operations {
             caller_id: caller.caller_id.clone(),
             source: caller.source.clone(),
             call_id: caller.call_id.clone(),
+            confirmation_id: Some(id.to_string()),
         };
         if let Err(e) = self.callbacks.store.record_security_event(&event).await {
             tracing::warn!(error = %e, "cannot record a failed look-up");
@@ -601,6 +625,15 @@ fn local_time(
     zone.from_local_datetime(&date.and_time(time))
         .earliest()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// What an operation answers when the store cannot be reached (or takes too long): look-ups
+/// are `unavailable`, changes fail with the reason `store_error`.
+pub fn unavailable(operation: &str) -> (&'static str, Vec<(String, Value)>) {
+    match operation {
+        "lookup" | "verify" => ("unavailable", Vec::new()),
+        _ => failure("store_error", None),
+    }
 }
 
 /// A place in line as the dialplan says it (see [`LINE`]).

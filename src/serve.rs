@@ -83,7 +83,10 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
             sip.registrations,
         )));
     }
-    let lifecycle = tokio::spawn(lifecycle(callbacks.clone()));
+    // Failed look-ups count for the lock-out and for the hourly budget; older ones count for
+    // nothing and are forgotten.
+    let kept = config.ivr.lockout.max(chrono::Duration::hours(1));
+    let lifecycle = tokio::spawn(lifecycle(callbacks.clone(), kept));
     let reloads = tokio::spawn(reload_on_hangup(sip.sip.clone()));
     let state = Arc::new(AppState {
         callbacks: callbacks.clone(),
@@ -106,12 +109,20 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Moves scheduled callbacks into the queue when their time comes and expires stale ones.
-async fn lifecycle(callbacks: Arc<Callbacks<Store>>) {
+/// Moves scheduled callbacks into the queue when their time comes and expires stale ones;
+/// once a minute, forgets security events older than `kept`.
+async fn lifecycle(callbacks: Arc<Callbacks<Store>>, kept: chrono::Duration) {
     let mut tick = tokio::time::interval(LIFECYCLE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for round in 0u64.. {
         tick.tick().await;
+        if round % 60 == 0 {
+            match callbacks.store.prune_security_events(Utc::now() - kept).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(forgotten = n, "old security events forgotten"),
+                Err(e) => tracing::warn!(error = %e, "cannot forget old security events"),
+            }
+        }
         match callbacks.advance(Utc::now(), 500).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(changed = n, "lifecycle steps taken"),

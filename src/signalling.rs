@@ -1160,10 +1160,7 @@ impl Loop {
                                 Ok(done) => done,
                                 Err(_) => {
                                     warn!(%call, operation, "operation timed out");
-                                    (
-                                        "failure",
-                                        vec![("reason".into(), Value::Text("store_error".into()))],
-                                    )
+                                    crate::ivr::unavailable(&operation)
                                 }
                             };
                         let _ = tx.send(Inbound::Ran { call, result, vars }).await;

@@ -204,6 +204,62 @@ async fn a_caller_from_another_number_is_asked_the_last_four_digits() {
 }
 
 #[tokio::test]
+async fn guessing_one_callbacks_last_four_from_many_phones_gets_nowhere() {
+    let line = Line::new("sqlite").await;
+    let id = line.create(NUMBER);
+    // Five wrong answers, each from another phone (so no caller is locked out)...
+    for (i, guess) in ["1111", "2222", "3333", "4444", "5555"].iter().enumerate() {
+        let heard = line.call(&format!("+1312555010{i}"), &format!("{id}#{guess}"));
+        assert!(heard.contains("-> not_found"), "{heard}");
+    }
+    // ...and the right one is refused too: the ID is closed to guesses for ivr.lockout.
+    let heard = line.call("+13125550109", &format!("{id}#0100"));
+    assert!(
+        heard.contains("runs: verify") && heard.contains("-> not_found"),
+        "{heard}"
+    );
+    // The owner's own phone still goes straight in.
+    let heard = line.call(NUMBER, &format!("{id}#*"));
+    assert!(heard.contains("-> found"), "{heard}");
+}
+
+#[tokio::test]
+async fn a_store_that_fails_is_not_the_callers_fault() {
+    let url = store::testing::sqlite_url();
+    let line = Line {
+        config: config(&url, ""),
+    };
+    let id = line.create(NUMBER);
+    // Break the store under callbackd's feet.
+    let store = store::Store::open(&url).await.unwrap();
+    let store::Store::Sqlite(sqlite) = &store else {
+        unreachable!()
+    };
+    sqlx::query("ALTER TABLE callbacks RENAME TO callbacks_gone")
+        .execute(sqlite.pool())
+        .await
+        .unwrap();
+    let heard = line.call("+13125550199", &format!("{id}#"));
+    assert!(
+        heard.contains("-> unavailable")
+            && heard
+                .trim_end()
+                .ends_with("hears: try-later goodbye\nhangs up"),
+        "{heard}"
+    );
+    let failures = store
+        .count_security_events(
+            "failed_lookup",
+            None,
+            None,
+            chrono::Utc::now() - chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failures, 0, "nothing counted against the caller");
+}
+
+#[tokio::test]
 async fn an_unknown_id_and_a_wrong_last_four_sound_the_same() {
     let line = Line::new("sqlite").await;
     let id = line.create(NUMBER);

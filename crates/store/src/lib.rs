@@ -77,6 +77,8 @@ pub struct SecurityEvent {
     /// `ip:port` the call came from.
     pub source: String,
     pub call_id: String,
+    /// The confirmation ID tried, when there was one.
+    pub confirmation_id: Option<String>,
 }
 
 /// How an attempt ended, written with the callback's last step of it.
@@ -204,14 +206,21 @@ impl Store {
         dispatch!(self, s => s.record_security_event(event))
     }
 
-    /// How many security events of `kind` since `since`, from `caller_id` or from anyone.
+    /// How many security events of `kind` since `since`: from `caller_id`, for
+    /// `confirmation_id`, or (both `None`) all of them.
     pub async fn count_security_events(
         &self,
         kind: &str,
         caller_id: Option<&str>,
+        confirmation_id: Option<&str>,
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.count_security_events(kind, caller_id, since))
+        dispatch!(self, s => s.count_security_events(kind, caller_id, confirmation_id, since))
+    }
+
+    /// Forgets security events older than `before`; how many went.
+    pub async fn prune_security_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.prune_security_events(before))
     }
 
     /// Listens for changes from every node: `None` on SQLite, where this node is the only one.

@@ -267,14 +267,15 @@ impl SqlStore<Db> {
 
     pub async fn record_security_event(&self, e: &crate::SecurityEvent) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO security_events (at, kind, caller_id, source, call_id) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO security_events (at, kind, caller_id, source, call_id, confirmation_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(e.at)
         .bind(e.kind.as_str())
         .bind(e.caller_id.as_str())
         .bind(e.source.as_str())
         .bind(e.call_id.as_str())
+        .bind(e.confirmation_id.as_deref())
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
@@ -285,19 +286,30 @@ impl SqlStore<Db> {
         &self,
         kind: &str,
         caller_id: Option<&str>,
+        confirmation_id: Option<&str>,
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let (count,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM security_events \
-             WHERE kind = $1 AND at > $2 AND ($3 IS NULL OR caller_id = $3)",
+            "SELECT COUNT(*) FROM security_events WHERE kind = $1 AND at > $2 \
+             AND ($3 IS NULL OR caller_id = $3) AND ($4 IS NULL OR confirmation_id = $4)",
         )
         .bind(kind)
         .bind(since)
         .bind(caller_id)
+        .bind(confirmation_id)
         .fetch_one(&self.pool)
         .await
         .map_err(db_error)?;
         Ok(count.max(0) as u64)
+    }
+
+    pub async fn prune_security_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM security_events WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
     }
 
     /// Every binding still valid at `now`.

@@ -845,33 +845,56 @@ async fn racing_writers_meet_the_version_check_in_the_store(_url: &str, cb: Arc<
 }
 
 async fn security_events_are_counted_per_caller_and_in_all(_url: &str, cb: Arc<Callbacks<Store>>) {
-    let event = |caller: &str, minutes: i64| store::SecurityEvent {
+    let event = |caller: &str, id: &str, minutes: i64| store::SecurityEvent {
         at: t0() + Duration::minutes(minutes),
         kind: "failed_lookup".into(),
         caller_id: caller.into(),
         source: "127.0.0.1:5070".into(),
         call_id: format!("call-{minutes}@127.0.0.1"),
+        confirmation_id: Some(id.into()),
     };
     for e in [
-        event("+13125550199", 0),
-        event("+13125550199", 30),
-        event("+12125550100", 40),
+        event("+13125550199", "111111111", 0),
+        event("+13125550199", "222222222", 30),
+        event("+12125550100", "111111111", 40),
     ] {
         cb.store.record_security_event(&e).await.unwrap();
     }
-    let count = |caller: Option<&'static str>, minutes: i64| {
+    let count = |caller: Option<&'static str>, id: Option<&'static str>, minutes: i64| {
         let store = cb.store.clone();
         async move {
             store
-                .count_security_events("failed_lookup", caller, t0() + Duration::minutes(minutes))
+                .count_security_events(
+                    "failed_lookup",
+                    caller,
+                    id,
+                    t0() + Duration::minutes(minutes),
+                )
                 .await
                 .unwrap()
         }
     };
-    assert_eq!(count(Some("+13125550199"), -1).await, 2);
-    assert_eq!(count(Some("+13125550199"), 10).await, 1, "only those since");
-    assert_eq!(count(None, -1).await, 3, "everyone's");
-    assert_eq!(count(Some("+19995550000"), -1).await, 0);
+    assert_eq!(count(Some("+13125550199"), None, -1).await, 2);
+    assert_eq!(
+        count(Some("+13125550199"), None, 10).await,
+        1,
+        "only those since"
+    );
+    assert_eq!(count(None, None, -1).await, 3, "everyone's");
+    assert_eq!(
+        count(None, Some("111111111"), -1).await,
+        2,
+        "one callback's, from any phone"
+    );
+    assert_eq!(count(Some("+19995550000"), None, -1).await, 0);
+    assert_eq!(
+        cb.store
+            .prune_security_events(t0() + Duration::minutes(35))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(count(None, None, -1).await, 1, "the old ones are gone");
 }
 
 async fn registrar_bindings_survive_and_expire(url: &str, cb: Arc<Callbacks<Store>>) {
