@@ -23,6 +23,8 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub dialer: DialerConfig,
+    #[serde(default)]
+    pub notifier: NotifierConfig,
     pub dialing: DialingPolicy,
     pub queues: BTreeMap<String, Queue>,
 }
@@ -55,6 +57,14 @@ impl Default for IvrConfig {
             max_failures_per_id: 5,
         }
     }
+}
+
+/// Text-message confirmations (see `notifier.rs`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    /// The SMS gateway's webhook, `http://HOST:PORT/PATH`; none: no text messages.
+    pub url: Option<String>,
 }
 
 /// The outbound dialer: how it places callbacks and how long it waits for whom.
@@ -527,6 +537,14 @@ impl Config {
         .any(|d| *d < chrono::Duration::zero())
         {
             return problem("dialer", "durations must not be negative");
+        }
+        if let Some(Err(message)) = self
+            .notifier
+            .url
+            .as_deref()
+            .map(crate::notifier::Webhook::parse)
+        {
+            return problem("notifier.url", &message);
         }
         if let Some(message) = self.dialing.problem() {
             return problem("dialing", &message);

@@ -72,10 +72,15 @@ pub async fn command(config: Config, command: DialplanCommand) -> anyhow::Result
                 }),
                 limits: config.ivr.clone(),
                 wrap_up: config.dialer.wrap_up,
+                notifier: crate::notifier::Notifier::from_config(&config.notifier),
             };
             let mut rng = StdRng::from_entropy();
             let transcript =
                 simulate(plan, &entry, &digits, &caller_id, &operations, &mut rng).await;
+            // Text messages queued by the flow go out before the command ends.
+            if let Some(notifier) = operations.notifier {
+                notifier.finish().await;
+            }
             store.close().await;
             for line in transcript? {
                 println!("{line}");
@@ -216,6 +221,8 @@ pub struct Operations {
     pub limits: IvrConfig,
     /// `dialer.wrap_up`, part of the handle time in estimated waits.
     pub wrap_up: chrono::Duration,
+    /// Text-message confirmations, when a gateway is configured.
+    pub notifier: Option<crate::notifier::Notifier>,
 }
 
 /// Who is calling (for the history and security events), and how many look-ups of the call
@@ -397,6 +404,17 @@ impl Operations {
                     .await
                 {
                     Ok((callback, receipt)) => {
+                        // Committed: a customer reached by text message gets one.
+                        if let (Some(notifier), Address::Phone(number), Media::Sms) =
+                            (&self.notifier, &callback.address, callback.media)
+                        {
+                            notifier.send(crate::notifier::Message {
+                                to: number.e164().to_owned(),
+                                text: crate::notifier::text(&callback, receipt.code.as_str()),
+                                confirmation_id: callback.confirmation_id.to_string(),
+                                receipt: receipt.code.to_string(),
+                            });
+                        }
                         let mut vars = self.status(&callback, now).await;
                         vars.push(("receipt".into(), Value::Digits(receipt.code.to_string())));
                         ("success", vars)

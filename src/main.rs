@@ -8,6 +8,7 @@ mod config;
 mod dialer;
 mod ivr;
 mod media;
+mod notifier;
 mod queues;
 mod serve;
 mod signalling;

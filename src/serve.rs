@@ -34,6 +34,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         callbacks: callbacks.clone(),
         limits: config.ivr.clone(),
         wrap_up: config.dialer.wrap_up,
+        notifier: crate::notifier::Notifier::from_config(&config.notifier),
     });
     let sip = crate::signalling::start(
         config.sip.clone(),
@@ -117,7 +118,11 @@ async fn lifecycle(callbacks: Arc<Callbacks<Store>>, kept: chrono::Duration) {
     for round in 0u64.. {
         tick.tick().await;
         if round % 60 == 0 {
-            match callbacks.store.prune_security_events(Utc::now() - kept).await {
+            match callbacks
+                .store
+                .prune_security_events(Utc::now() - kept)
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(forgotten = n, "old security events forgotten"),
                 Err(e) => tracing::warn!(error = %e, "cannot forget old security events"),

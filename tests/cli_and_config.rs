@@ -63,6 +63,20 @@ fn config_check_accepts_the_default_and_names_what_is_wrong() {
         "{err}"
     );
 
+    for (from, to, key) in [
+        (
+            "# url = \"http://127.0.0.1:9000/sms\"",
+            "url = \"https://sms.example/hook\"",
+            "notifier.url",
+        ),
+        ("lease = \"30s\"", "lease = \"1s\"", "dialer.lease"),
+    ] {
+        std::fs::write(&bad, text.replace(from, to)).unwrap();
+        let (code, _, err) = run(&["config", "check"], &bad);
+        assert_eq!(code, 2, "{to}");
+        assert!(err.contains(key), "{err}");
+    }
+
     let (code, _, err) = run(
         &["config", "check"],
         std::path::Path::new("/nonexistent/callbackd.toml"),

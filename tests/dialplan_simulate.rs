@@ -259,6 +259,67 @@ async fn a_store_that_fails_is_not_the_callers_fault() {
     assert_eq!(failures, 0, "nothing counted against the caller");
 }
 
+/// An SMS gateway's webhook taking one POST: its address, and the body it got.
+fn gateway() -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        reader
+            .get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        String::from_utf8(body).unwrap()
+    });
+    (port, taken)
+}
+
+#[tokio::test]
+async fn a_change_to_a_callback_reached_by_text_is_confirmed_by_text() {
+    let (port, taken) = gateway();
+    let url = format!("url = \"http://127.0.0.1:{port}/sms\"");
+    let line = Line::with(&[("# url = \"http://127.0.0.1:9000/sms\"", &url)]);
+    let created: Value = serde_json::from_str(&line.run(&[
+        "callbacks",
+        "create",
+        "--queue",
+        "support",
+        "--address",
+        NUMBER,
+        "--media",
+        "sms",
+    ]))
+    .unwrap();
+    let id = created["confirmation_id"].as_str().unwrap();
+    let heard = line.call(NUMBER, &format!("{id}#5*"));
+    let receipt = spoken_receipt(&heard);
+    let sent: Value = serde_json::from_str(&taken.join().unwrap()).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({
+            "to": NUMBER,
+            "text": format!("Your callback {id} is paused until you resume it. Reference code {receipt}."),
+            "confirmation_id": id,
+            "receipt": receipt,
+        })
+    );
+}
+
 #[tokio::test]
 async fn an_unknown_id_and_a_wrong_last_four_sound_the_same() {
     let line = Line::new("sqlite").await;
