@@ -103,6 +103,22 @@ pub struct DialerConfig {
     /// Agents whose address is `sip:USER@<sip.realm>` are logged in when their phone
     /// registers and logged out when it unregisters.
     pub login_on_register: bool,
+    /// How often a caller holding for an agent hears where they stand (and the callback
+    /// offer) over the hold music.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub hold_announcement: chrono::Duration,
+}
+
+impl DialerConfig {
+    /// This node's name: `node`, else the host name and the process ID.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "callbackd".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
 }
 
 impl Default for DialerConfig {
@@ -119,6 +135,7 @@ impl Default for DialerConfig {
             company_prompt: "company".into(),
             whisper: true,
             login_on_register: true,
+            hold_announcement: chrono::Duration::seconds(45),
         }
     }
 }
@@ -526,6 +543,9 @@ impl Config {
                 "dialer.lease",
                 "must be at least 3s (it is renewed every third)",
             );
+        }
+        if self.dialer.hold_announcement < chrono::Duration::seconds(5) {
+            return problem("dialer.hold_announcement", "must be at least 5s");
         }
         if [
             self.dialer.wrap_up,

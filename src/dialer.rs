@@ -17,7 +17,7 @@ use callbacks::{
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use rand::RngCore;
-use store::{Change, Choice, ClaimRequest, Finish, Store};
+use store::{Change, Choice, ClaimRequest, Claimed, Finish, Hold, Store};
 use tokio::sync::{broadcast, Notify};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -44,19 +44,12 @@ pub struct Dialer {
     /// `sip.realm`: agents at `sip:USER@<realm>` are phones registered with callbackd.
     realm: String,
     node: String,
-    wake: Notify,
+    /// Shared with the SIP runtime, which wakes the dialer when a caller starts holding.
+    wake: Arc<Notify>,
     /// Callbacks changed by anyone, for the calls in progress to look at.
     changes: broadcast::Sender<Uuid>,
     /// Attempts under way on this node.
     attempts: AtomicUsize,
-}
-
-/// The node name when none is configured: the host name and the process ID.
-fn default_node() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "callbackd".into());
-    format!("{host}-{}", std::process::id())
 }
 
 /// The time, to the microsecond both stores keep.
@@ -70,8 +63,9 @@ fn std_duration(d: chrono::Duration) -> Duration {
 
 impl Dialer {
     /// The prompts the dialer plays, whose absence stops start-up rather than every call.
-    pub fn prompts(config: &DialerConfig) -> [&str; 6] {
+    pub fn prompts(config: &DialerConfig) -> [&str; 7] {
         [
+            "whisper-caller-holding",
             "whisper-callback-for",
             "whisper-requested",
             "callback-from",
@@ -87,20 +81,21 @@ impl Dialer {
         sip: Sip,
         config: DialerConfig,
         sip_config: &SipConfig,
+        wake: Arc<Notify>,
     ) -> Arc<Dialer> {
         let trunk_host = sip_config
             .trunk_domain
             .clone()
             .or_else(|| sip_config.outbound_proxy.map(|a| a.to_string()));
         Arc::new(Dialer {
-            node: config.node.clone().unwrap_or_else(default_node),
+            node: config.node_name(),
             store,
             policy,
             sip,
             config,
             trunk_host,
             realm: sip_config.realm.clone(),
-            wake: Notify::new(),
+            wake,
             changes: broadcast::channel(1024).0,
             attempts: AtomicUsize::new(0),
         })
@@ -189,6 +184,8 @@ impl Dialer {
                 }
             }
         }
+        // Callers holding on a node that stopped are gone with it.
+        self.store.purge_holds(now).await?;
         // An attempt's end frees its agent within moments; a minute later, one still held
         // was left behind by a node that stopped in between.
         for agent in self
@@ -256,16 +253,27 @@ impl Dialer {
                 }
             })
             .await?;
-        if let Some((cb, attempt)) = claimed {
-            info!(callback = %cb.confirmation_id, agent = %agent.id, attempt = attempt.number, "callback claimed");
-            let dialer = self.clone();
-            dialer.attempts.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                dialer.clone().attempt(reserved, cb, attempt, asked).await;
-                dialer.attempts.fetch_sub(1, Ordering::Relaxed);
-            });
-        } else {
-            debug!(agent = %agent.id, "no callback waiting for the agent's skills");
+        let dialer = self.clone();
+        match claimed {
+            Some(Claimed::Callback(cb, attempt)) => {
+                info!(callback = %cb.confirmation_id, agent = %agent.id, attempt = attempt.number, "callback claimed");
+                dialer.attempts.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    dialer.clone().attempt(reserved, *cb, attempt, asked).await;
+                    dialer.attempts.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Some(Claimed::Hold(hold)) => {
+                info!(hold = %hold.id, agent = %agent.id, "holding caller claimed");
+                let mut reserved = reserved;
+                reserved.attempt = Some(hold.id);
+                dialer.attempts.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    dialer.clone().connect_holding(reserved, hold).await;
+                    dialer.attempts.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            None => debug!(agent = %agent.id, "nothing waiting for the agent's skills"),
         }
         Ok(())
     }
@@ -399,6 +407,7 @@ impl Dialer {
                 Vec::new()
             },
             customer: Some(customer),
+            held: None,
             greeting: match (self.config.greeting, confirm.is_zero()) {
                 (false, _) => Vec::new(),
                 (true, true) => vec!["callback-from".into(), self.config.company_prompt.clone()],
@@ -507,6 +516,87 @@ impl Dialer {
             missed.then_some("missed"),
         )
         .await;
+        self.wake();
+    }
+
+    /// Connects `agent` to a caller holding on this node: the agent is called, hears who is
+    /// waiting, and is bridged to the caller. An agent who does not answer goes to not ready
+    /// (`missed`) and the caller back to their place in line.
+    async fn connect_holding(self: Arc<Self>, agent: Agent, hold: Hold) {
+        let (agent_uri, agent_at) = match self.agent_target(&agent).await {
+            Ok(target) => target,
+            Err(e) => {
+                warn!(agent = %agent.id, error = %e, "cannot call the agent");
+                self.release_holding(&agent, &hold, false, Some("unreachable"))
+                    .await;
+                return;
+            }
+        };
+        let mut whisper = Vec::new();
+        if self.config.whisper {
+            whisper.push("whisper-caller-holding".to_owned());
+            let skill = format!("skill-{}", hold.skill);
+            if self.sip.has_prompt(&skill) {
+                whisper.push(skill);
+            }
+        }
+        let connect = Connect {
+            agent: agent_uri,
+            agent_at,
+            keys: String::new(),
+            whisper,
+            customer: None,
+            held: Some(hold.id),
+            greeting: Vec::new(),
+            confirm: None,
+            not_reached: Vec::new(),
+            agent_ring: std_duration(self.config.agent_ring_timeout),
+            customer_ring: std_duration(self.config.customer_ring_timeout),
+            deadline: None,
+            hold: None,
+        };
+        let mut progress = match self.sip.connect(connect).await {
+            Ok((_, progress)) => progress,
+            Err(e) => {
+                warn!(agent = %agent.id, error = %e, "cannot call the agent");
+                self.release_holding(&agent, &hold, false, Some("unreachable"))
+                    .await;
+                return;
+            }
+        };
+        let mut seen = Seen::default();
+        while let Some(step) = progress.recv().await {
+            if step == Progress::Ended {
+                break;
+            }
+            seen.note(step);
+            if step == Progress::Answered(Side::Agent) {
+                self.agent_on_call(&agent.id, hold.id).await;
+            }
+        }
+        info!(hold = %hold.id, agent = %agent.id, connected = seen.connected, "holding caller's connection over");
+        let missed = (!seen.agent_answered).then_some("missed");
+        self.release_holding(&agent, &hold, seen.agent_answered, missed)
+            .await;
+    }
+
+    /// After a holding caller's connection: the agent is freed (see [`Dialer::release_agent`]);
+    /// a caller the agent never reached goes back to their place in line (a caller whose call
+    /// ended has no hold left to go back to).
+    async fn release_holding(
+        &self,
+        agent: &Agent,
+        hold: &Hold,
+        answered: bool,
+        reason: Option<&str>,
+    ) {
+        if !answered {
+            if let Err(e) = self.store.release_hold(hold.id).await {
+                warn!(hold = %hold.id, error = %e, "cannot put the caller back in line");
+            }
+        }
+        self.release_agent(&agent.id, hold.id, answered, reason)
+            .await;
         self.wake();
     }
 

@@ -655,7 +655,7 @@ pub fn unavailable(operation: &str) -> (&'static str, Vec<(String, Value)>) {
 }
 
 /// A place in line as the dialplan says it (see [`LINE`]).
-fn line_vars(estimate: &callbacks::wait::Estimate) -> Vec<(String, Value)> {
+pub fn line_vars(estimate: &callbacks::wait::Estimate) -> Vec<(String, Value)> {
     // Whole minutes, rounded up: "about one minute" rather than "about zero".
     let minutes = estimate.wait.map(|w| ((w.num_seconds() + 59) / 60).max(1));
     let mut vars = vec![
@@ -702,7 +702,7 @@ pub async fn simulate(
         failures: 0,
         arrived: Utc::now(),
     };
-    let mut keys = keys.chars().filter(|c| !c.is_whitespace());
+    let mut keys = keys.chars().filter(|c| !c.is_whitespace()).peekable();
     let mut transcript = Vec::new();
     let mut playing = None;
     for _ in 0..10_000 {
@@ -738,7 +738,16 @@ pub async fn simulate(
                     ));
                     session.handle_result(now, result, vars);
                 }
-                Action::Transfer { queue } => transcript.push(format!("transferred to {queue}")),
+                Action::Transfer { queue, offer } => {
+                    // Holding for an agent: a 1 next takes the offer, else the caller holds on.
+                    transcript.push(format!("holds in {queue}"));
+                    if offer && keys.next_if_eq(&'1').is_some() {
+                        transcript.push("presses: 1".into());
+                        session.take_offer(now);
+                    } else {
+                        return Ok(transcript);
+                    }
+                }
                 Action::HangUp => transcript.push("hangs up".into()),
             }
         }

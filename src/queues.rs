@@ -50,9 +50,23 @@ pub async fn of_callback(
     if cb.state != callbacks::State::Queued || cb.next_attempt_at > now {
         return Ok(None);
     }
-    let ahead = store.ahead(&cb.skill, Some(cb), now).await?;
-    let (ready, busy, handle) = staffing(store, queue, &cb.skill, wrap_up).await?;
-    Ok(Some(wait::estimate(ahead, ready, busy, handle)))
+    of_place(store, queue, &cb.skill, store::Place::of(cb), wrap_up, now)
+        .await
+        .map(Some)
+}
+
+/// Where the item at `place` in `skill`'s line stands.
+pub async fn of_place(
+    store: &Store,
+    queue: &Queue,
+    skill: &str,
+    place: store::Place,
+    wrap_up: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<Estimate, StoreError> {
+    let ahead = store.ahead(skill, Some(place), now).await?;
+    let (ready, busy, handle) = staffing(store, queue, skill, wrap_up).await?;
+    Ok(wait::estimate(ahead, ready, busy, handle))
 }
 
 /// The line for `skill`.

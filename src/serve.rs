@@ -36,11 +36,19 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         wrap_up: config.dialer.wrap_up,
         notifier: crate::notifier::Notifier::from_config(&config.notifier),
     });
+    // Wakes the dialer when a caller starts holding on this node.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let hold_settings = crate::signalling::HoldSettings {
+        node: config.dialer.node_name(),
+        every: config.dialer.hold_announcement.to_std().unwrap_or_default(),
+        wake: wake.clone(),
+    };
     let sip = crate::signalling::start(
         config.sip.clone(),
         config.media.clone(),
         &config.ivr,
         operations,
+        hold_settings,
     )
     .await?;
     for address in &sip.udp {
@@ -73,6 +81,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
             sip.sip.clone(),
             config.dialer.clone(),
             &config.sip,
+            wake.clone(),
         )
     });
     let mut tasks = Vec::new();

@@ -30,8 +30,10 @@ use media::rtp::{self, PayloadTypes};
 use store::Store;
 
 mod connect;
+mod holding;
 
 pub use connect::{Connect, ConnectError, Progress, Side};
+pub use holding::HoldSettings;
 
 /// What the socket tasks and the API hand the user agent loop.
 enum Inbound {
@@ -58,6 +60,12 @@ enum Inbound {
     /// Hang up both calls of a connection.
     Abort {
         id: u64,
+    },
+    /// Where a holding caller stands, to tell them.
+    Announce {
+        call: CallHandle,
+        vars: Vec<(String, Value)>,
+        offer: bool,
     },
     /// What the runtime holds now.
     Gauges {
@@ -169,6 +177,7 @@ impl Sip {
         let connect = Connect {
             agent: call.to,
             agent_at: None,
+            held: None,
             keys: call.keys,
             whisper: call.whisper,
             customer: call.connect_to,
@@ -329,6 +338,8 @@ struct ActiveCall {
     offer: Option<SessionDescription>,
     /// The connection this call is part of, and which side it is.
     bridge: Option<(u64, Side)>,
+    /// For a call holding in a queue: its place and what it hears.
+    holding: Option<holding::Holding>,
     /// When callbackd hangs the call up (a test call's hold).
     hang_up_at: Option<Instant>,
     /// The RTP socket holding the port named in our SDP, until the call is answered and the
@@ -396,11 +407,18 @@ pub async fn start(
     media: MediaConfig,
     ivr: &IvrConfig,
     operations: std::sync::Arc<Operations>,
+    hold_settings: HoldSettings,
 ) -> anyhow::Result<Bound> {
     let store = operations.callbacks.store.clone();
     let (tx, rx) = mpsc::channel::<Inbound>(4096);
     let prompts = crate::media::load_prompts(&media.prompts)?;
     info!(count = prompts.len(), dir = %media.prompts.display(), "prompts loaded");
+    if let Some(missing) = holding::PROMPTS.iter().find(|p| prompts.get(p).is_err()) {
+        anyhow::bail!(
+            "callers holding in a queue hear the prompt `{missing}`, which is not in {}",
+            media.prompts.display()
+        );
+    }
     let plan = crate::ivr::load(&ivr.dialplan, &prompts)?;
     for entry in std::iter::once(&sip.default_entry).chain(sip.entries.values()) {
         anyhow::ensure!(
@@ -498,6 +516,9 @@ pub async fn start(
         ua,
         bridges: HashMap::new(),
         next_bridge: 1,
+        holding: HashMap::new(),
+        hold_settings,
+        holds_renewed: Instant::now(),
         udp,
         tcp: HashMap::new(),
         ports: PortPool::new(&media),
@@ -725,6 +746,11 @@ struct Loop {
     /// Calls being connected, by connection id.
     bridges: HashMap<u64, connect::Bridge>,
     next_bridge: u64,
+    /// Calls holding in a queue, by hold ID.
+    holding: HashMap<uuid::Uuid, CallHandle>,
+    hold_settings: HoldSettings,
+    /// When this node's holds were last kept alive in the store.
+    holds_renewed: Instant,
     /// The UDP sockets, with whether each is IPv4 (sends go out of one of the same family).
     udp: Vec<(bool, std::sync::Arc<UdpSocket>)>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
@@ -782,6 +808,7 @@ async fn run(
                 Some(Inbound::Abort { id }) => state.abort(Instant::now(), id),
                 Some(Inbound::Extend { id, deadline }) => state.extend(id, deadline),
                 Some(Inbound::Gauges { reply }) => { let _ = reply.send(state.gauges()); }
+                Some(Inbound::Announce { call, vars, offer }) => state.announce(call, vars, offer),
                 Some(Inbound::Ran { call, result, vars }) => state.ran(Instant::now(), call, result, vars),
                 Some(Inbound::Reload { reply }) => { let _ = reply.send(state.reload()); }
                 None => return,
@@ -813,6 +840,9 @@ impl Loop {
             } => {
                 // Keys are confirmation IDs and verification digits: not for the info log.
                 debug!(%call, %key, ?source, "key pressed");
+                if self.holding_key(now, call, key) {
+                    return;
+                }
                 let Some(active) = self.calls.get_mut(&call) else {
                     return;
                 };
@@ -949,6 +979,7 @@ impl Loop {
                         hanging_up: false,
                         offer: our_offer,
                         bridge: None,
+                        holding: None,
                         hang_up_at: None,
                         rtp: Some(rtp),
                         media,
@@ -1057,9 +1088,12 @@ impl Loop {
             }
             CallEvent::Ended { call, reason } => {
                 self.ringing.retain(|(_, c, _)| *c != call);
-                if let Some(active) = self.calls.remove(&call) {
+                if let Some(mut active) = self.calls.remove(&call) {
                     if active.in_media {
                         self.media.close(call);
+                    }
+                    if let Some(holding) = active.holding.take() {
+                        self.holding_over(holding);
                     }
                     info!(%call, call_id = %active.call_id, ?reason, seconds = active.started.elapsed().as_secs(), "call ended");
                     if let Some((id, side)) = active.bridge {
@@ -1074,10 +1108,11 @@ impl Loop {
     /// sends.
     fn start_media(&mut self, now: Instant, call: CallHandle) {
         // A customer's call runs on the agent's pacing thread, which relays the bridge.
-        let near = match self.calls.get(&call).and_then(|a| a.bridge) {
-            Some((id, Side::Customer)) => self.agent_of(id),
-            _ => None,
-        };
+        let near = self
+            .calls
+            .get(&call)
+            .and_then(|a| a.bridge)
+            .and_then(|(id, side)| self.near(id, side));
         let Some(active) = self.calls.get_mut(&call) else {
             return;
         };
@@ -1115,6 +1150,7 @@ impl Loop {
         let Some(session) = active.session.as_mut() else {
             return;
         };
+        let mut transfer = None;
         while let Some(action) = session.poll_action() {
             match action {
                 Action::Play {
@@ -1166,17 +1202,17 @@ impl Loop {
                         let _ = tx.send(Inbound::Ran { call, result, vars }).await;
                     });
                 }
-                Action::Transfer { .. } | Action::HangUp => {
-                    if let Action::Transfer { queue } = &action {
-                        // Queues to hold in come with the dialer; until then the call ends.
-                        info!(%call, queue, "transfer to a queue asked; not yet possible, hanging up");
-                    }
+                Action::Transfer { queue, offer } => transfer = Some((queue, offer)),
+                Action::HangUp => {
                     if !active.hanging_up {
                         active.hanging_up = true;
                         self.ua.hang_up(now, call);
                     }
                 }
             }
+        }
+        if let Some((queue, offer)) = transfer {
+            self.hold(now, call, &queue, offer);
         }
     }
 
@@ -1337,6 +1373,7 @@ impl Loop {
                 hanging_up: false,
                 offer: Some(offer),
                 bridge: None,
+                holding: None,
                 hang_up_at: None,
                 rtp: Some(rtp),
                 media: None,
@@ -1354,6 +1391,7 @@ impl Loop {
     /// Answers calls whose ring time is over and hangs up calls past the longest duration.
     fn housekeeping(&mut self, now: Instant) {
         self.bridge_timers(now);
+        self.holding_housekeeping(now);
         let due: Vec<(CallHandle, Bytes)> = self
             .ringing
             .iter()

@@ -538,6 +538,15 @@ async fn a_caller_in_the_queue_books_a_callback_and_hears_its_number_twice() {
     );
     assert_eq!(shown["history"][0]["channel"], "ivr");
 
+    // Silence after the offer: the caller holds for an agent.
+    let heard = line.call_at("queue_support", NUMBER, "");
+    assert!(
+        heard
+            .trim_end()
+            .ends_with("hears: queue-offer\n(silence)\nholds in support"),
+        "{heard}"
+    );
+
     // Another number, entered and confirmed.
     let heard = line.call_at("queue_support", NUMBER, "1 2 13125550199# 1");
     assert!(

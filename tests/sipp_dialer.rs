@@ -609,3 +609,105 @@ fn nothing_is_dialed_outside_the_calling_window_or_to_a_number_now_blocked() {
     agent.kill().ok();
     agent.wait().ok();
 }
+
+#[test]
+fn a_caller_who_holds_is_connected_to_the_next_agent_and_the_audio_crosses() {
+    // The caller dials the queue entry and says nothing: they hear where they stand and the
+    // offer, then hold. The agent is callbackd itself (its answering side logs the keys it
+    // hears); once connected, the caller's 2580 can only reach it across the bridge.
+    let dir = temp_dir("hold");
+    let capture = dir.join("keys.pcap");
+    std::fs::write(
+        &capture,
+        common::in_band_capture("2580", media::g711::Law::Mu),
+    )
+    .unwrap();
+    let caller = scenario(
+        &dir,
+        "uac_hold.xml",
+        &[
+            ("PCAP_FILE", &capture.display().to_string()),
+            ("WAIT_MS", "17000"),
+        ],
+    );
+    let url = store::testing::sqlite_url();
+    let log = dir.join("callbackd.log");
+    let config = config_with(
+        &url,
+        &[
+            (
+                "# \"5001\" = \"queue_support\"",
+                "\"5000\" = \"queue_support\"",
+            ),
+            ("wrap_up = \"10s\"", "wrap_up = \"1s\""),
+        ],
+    );
+    let server = Server::start_logging(&config, &log);
+    let me = server.sip_udp.unwrap();
+    let sockets = at_rest(&server);
+    ready_agent(&server, "jo", &format!("sip:agent@{me}"));
+    let out = std::process::Command::new("sipp")
+        .args([
+            "-sf",
+            &caller,
+            "-s",
+            "5000",
+            &me.to_string(),
+            "-i",
+            "127.0.0.1",
+        ])
+        .args([
+            "-p",
+            &common::free_port().to_string(),
+            "-mp",
+            &common::free_port().to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+        .output()
+        .expect("sipp is installed: apt-get install sip-tester (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    wait_for(&server, "/api/v1/agents/jo", Duration::from_secs(10), |a| {
+        a["state"] == "ready"
+    });
+    assert_eq!(
+        agent_steps(&server, "jo"),
+        [
+            "logged_out",
+            "ready",
+            "reserved",
+            "on_call",
+            "wrap_up",
+            "ready"
+        ]
+    );
+    assert_eq!(
+        at_rest(&server),
+        sockets,
+        "every socket the calls took is closed"
+    );
+    let queue = server.get("/api/v1/queues/support").body;
+    assert_eq!(
+        queue["lines"]["billing"]["waiting"], 0,
+        "the caller left the line"
+    );
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(text.contains("caller holding for an agent"), "{text}");
+    let incoming: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("incoming call"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("call=")))
+        .collect();
+    let agent_side = incoming.get(1).expect("the agent's call reached callbackd");
+    let heard: String = common::keys_logged(&text)
+        .into_iter()
+        .filter(|k| k.call == *agent_side)
+        .map(|k| k.key)
+        .collect();
+    assert_eq!(heard, "2580", "the caller's keys crossed the bridge");
+}

@@ -36,9 +36,12 @@ pub struct Connect {
     pub keys: String,
     /// Prompts played to the agent before the customer is called.
     pub whisper: Vec<String>,
-    /// The SIP URI called second, once the whisper has played; without one, the agent's call
-    /// is held for `hold` and hung up.
+    /// The SIP URI called second, once the whisper has played; without one (and without
+    /// `held`), the agent's call is held for `hold` and hung up.
     pub customer: Option<String>,
+    /// Instead of calling a customer: the caller holding in a queue (by hold ID) the agent is
+    /// connected to once the whisper has played.
+    pub held: Option<uuid::Uuid>,
     /// Prompts played to the customer on answering.
     pub greeting: Vec<String>,
     /// With a time, the customer must press 1 within it after the greeting to be connected.
@@ -171,10 +174,14 @@ impl Loop {
         Ok(id)
     }
 
-    /// The agent's call, for a customer's call to be opened beside it (one pacing thread
-    /// relays a bridge).
-    pub(super) fn agent_of(&self, id: u64) -> Option<CallHandle> {
-        self.bridges.get(&id).and_then(|b| b.agent)
+    /// The call a connection's `side` must have its media beside (one pacing thread relays
+    /// a bridge): a customer's, the agent's; an agent's, the holding caller's they are for.
+    pub(super) fn near(&self, id: u64, side: Side) -> Option<CallHandle> {
+        let bridge = self.bridges.get(&id)?;
+        match side {
+            Side::Customer => bridge.agent,
+            Side::Agent => self.holding.get(&bridge.connect.held?).copied(),
+        }
     }
 
     /// A call of a connection was answered and its media started.
@@ -251,6 +258,10 @@ impl Loop {
         let Some(agent) = bridge.agent else {
             return;
         };
+        if let Some(held) = bridge.connect.held {
+            self.join_held(now, id, held);
+            return;
+        }
         let Some(customer) = bridge.connect.customer.clone() else {
             let hold = bridge.connect.hold;
             if let Some(active) = self.calls.get_mut(&agent) {
@@ -291,6 +302,37 @@ impl Loop {
                 self.customer_gone(now, id);
             }
         }
+    }
+
+    /// The agent has heard the whisper: the caller holding for them stops hearing music and
+    /// is bridged, or, gone meanwhile, the agent is hung up.
+    fn join_held(&mut self, now: Instant, id: u64, held: uuid::Uuid) {
+        let call = self.holding.remove(&held);
+        let Some(call) = call.filter(|c| self.calls.get(c).is_some_and(|a| a.in_media)) else {
+            if let Some(bridge) = self.bridges.get(&id) {
+                bridge.report(Progress::Left {
+                    side: Side::Customer,
+                    how: "remote_hangup",
+                    status: None,
+                });
+            }
+            self.customer_gone(now, id);
+            return;
+        };
+        if let Some(active) = self.calls.get_mut(&call) {
+            active.bridge = Some((id, Side::Customer));
+            if let Some(holding) = active.holding.as_mut() {
+                holding.waiting = false;
+            }
+        }
+        // An empty play stops the music.
+        self.media.play(call, 0, Vec::new(), false);
+        if let Some(bridge) = self.bridges.get_mut(&id) {
+            bridge.customer = Some(call);
+            bridge.phase = Phase::Customer;
+            bridge.report(Progress::Answered(Side::Customer));
+        }
+        self.join(now, id);
     }
 
     /// The greeting has played: connect now, or wait for the customer's 1.
@@ -427,7 +469,7 @@ impl Loop {
     }
 
     /// Hangs a call up unless it is already going.
-    fn end_call(&mut self, now: Instant, call: CallHandle) {
+    pub(super) fn end_call(&mut self, now: Instant, call: CallHandle) {
         if let Some(active) = self.calls.get_mut(&call).filter(|a| !a.hanging_up) {
             active.hanging_up = true;
             self.ua.hang_up(now, call);

@@ -102,8 +102,13 @@ pub enum Node {
         vars: BTreeMap<String, String>,
         next: String,
     },
-    /// Hands the call to a queue.
-    Transfer { queue: String },
+    /// Hands the call to a queue to hold for an agent; with `offer`, a caller pressing 1
+    /// while holding leaves the queue and goes on at that node (to book a callback instead).
+    Transfer {
+        queue: String,
+        #[serde(default)]
+        offer: Option<String>,
+    },
     /// Plays, then hangs up.
     Hangup {
         #[serde(default)]
@@ -552,7 +557,8 @@ impl Node {
                     .map(String::as_str),
             ),
             Node::Run { on, .. } => Box::new(on.values().map(String::as_str)),
-            Node::Transfer { .. } | Node::Hangup { .. } => Box::new(std::iter::empty()),
+            Node::Transfer { offer, .. } => Box::new(offer.iter().map(String::as_str)),
+            Node::Hangup { .. } => Box::new(std::iter::empty()),
         }
     }
 }

@@ -55,8 +55,9 @@ pub enum Action {
         operation: String,
         args: BTreeMap<String, String>,
     },
-    /// Hand the call to a queue; the session is over.
-    Transfer { queue: String },
+    /// Hand the call to a queue; the session waits there until [`Session::take_offer`] (the
+    /// caller pressed 1, with `offer` set) or the call ends.
+    Transfer { queue: String, offer: bool },
     /// Hang up; the session is over.
     HangUp,
 }
@@ -91,6 +92,10 @@ enum State {
     /// A `hangup` node's prompts, then the end.
     Ending {
         id: u64,
+    },
+    /// Handed to a queue; with the node to go on at if the caller takes the offer.
+    Holding {
+        offer: Option<String>,
     },
     Done,
 }
@@ -144,6 +149,17 @@ impl Session {
         Some(session)
     }
 
+    /// A caller holding in a queue took its offer: the dialplan goes on at the transfer's
+    /// `offer` node. `false` (and nothing happens) when there is no offer to take.
+    pub fn take_offer(&mut self, now: Instant) -> bool {
+        let State::Holding { offer: Some(node) } = &self.state else {
+            return false;
+        };
+        let node = node.clone();
+        self.go(now, node);
+        true
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.out.pop_front()
     }
@@ -194,7 +210,11 @@ impl Session {
             State::Prompting { .. } | State::Waiting { .. } => self.take_key(now, key),
             State::Playing { .. } | State::Running => self.type_ahead(key),
             // A new try starts after the complaint: what is typed over it is not kept.
-            State::Complaining { .. } | State::Ending { .. } | State::Done => {}
+            // Holding in a queue, keys are the runtime's (a 1 takes the offer).
+            State::Complaining { .. }
+            | State::Ending { .. }
+            | State::Holding { .. }
+            | State::Done => {}
         }
     }
 
@@ -389,9 +409,15 @@ impl Session {
                     }
                     next = Some(to.clone());
                 }
-                Node::Transfer { queue } => self.finish(Action::Transfer {
-                    queue: queue.clone(),
-                }),
+                Node::Transfer { queue, offer } => {
+                    self.out.push_back(Action::Transfer {
+                        queue: queue.clone(),
+                        offer: offer.is_some(),
+                    });
+                    self.state = State::Holding {
+                        offer: offer.clone(),
+                    };
+                }
                 Node::Hangup { prompts } if prompts.is_empty() => self.finish(Action::HangUp),
                 Node::Hangup { prompts } => {
                     let id = self.play(prompts, false);

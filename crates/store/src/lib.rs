@@ -119,6 +119,63 @@ impl Listener {
     }
 }
 
+/// A caller holding on the line for an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub id: Uuid,
+    /// The node whose call it is: only that node can connect it.
+    pub node: String,
+    pub queue: String,
+    pub skill: String,
+    pub priority: i32,
+    /// When the caller called: their place in line.
+    pub enqueued_at: DateTime<Utc>,
+    pub caller_id: String,
+}
+
+/// A place in a skill's line: callbacks and holding callers are served by priority, then by
+/// the time each entered the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub priority: i32,
+    pub enqueued_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl Place {
+    pub fn of(cb: &Callback) -> Place {
+        Place {
+            priority: cb.priority,
+            enqueued_at: cb.enqueued_at,
+            id: cb.id,
+        }
+    }
+
+    /// Sorts first what is served first.
+    fn key(&self) -> (std::cmp::Reverse<i32>, DateTime<Utc>, Uuid) {
+        (std::cmp::Reverse(self.priority), self.enqueued_at, self.id)
+    }
+}
+
+impl Hold {
+    pub fn place(&self) -> Place {
+        Place {
+            priority: self.priority,
+            enqueued_at: self.enqueued_at,
+            id: self.id,
+        }
+    }
+}
+
+/// What a claim took.
+#[derive(Debug)]
+pub enum Claimed {
+    /// A callback, leased, with its attempt recorded.
+    Callback(Box<Callback>, Attempt),
+    /// A caller holding on this node, now marked as being connected to the agent.
+    Hold(Hold),
+}
+
 /// What the dialer makes of a callback met in line while claiming.
 pub enum Choice {
     /// Dial it: the callback as claimed, with its history line.
@@ -273,8 +330,37 @@ impl Store {
         &self,
         request: &ClaimRequest<'_>,
         choose: impl FnMut(&Callback) -> Choice + Send,
-    ) -> Result<Option<(Callback, Attempt)>, StoreError> {
+    ) -> Result<Option<Claimed>, StoreError> {
         dispatch!(self, s => s.claim(request, choose))
+    }
+
+    /// A caller starts holding, until `expires_at` unless renewed.
+    pub async fn insert_hold(
+        &self,
+        hold: &Hold,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_hold(hold, expires_at))
+    }
+
+    /// Keeps every hold of `node` until `until`.
+    pub async fn renew_holds(&self, node: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.renew_holds(node, until))
+    }
+
+    /// The caller stopped holding (connected, gone, or took the callback offer).
+    pub async fn remove_hold(&self, id: Uuid) -> Result<(), StoreError> {
+        dispatch!(self, s => s.remove_hold(id))
+    }
+
+    /// The agent offered a holding caller did not take them: back in line, in their place.
+    pub async fn release_hold(&self, id: Uuid) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release_hold(id))
+    }
+
+    /// Forgets holds whose node stopped renewing them before `now`; how many.
+    pub async fn purge_holds(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.purge_holds(now))
     }
 
     /// Extends a lease; `false` when it was lost to another node.
@@ -319,14 +405,15 @@ impl Store {
         dispatch!(self, s => s.stranded_agents(before))
     }
 
-    /// Due queued callbacks needing `skill` ahead of `cb` in dialing order (all, for `None`).
+    /// Due queued callbacks and holding callers needing `skill` before `place` in line (all,
+    /// for `None`).
     pub async fn ahead(
         &self,
         skill: &str,
-        cb: Option<&Callback>,
+        place: Option<Place>,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.ahead(skill, cb, now))
+        dispatch!(self, s => s.ahead(skill, place, now))
     }
 
     /// How long the latest `limit` connected calls with `skill` took, newest first.

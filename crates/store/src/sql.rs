@@ -620,7 +620,7 @@ impl SqlStore<Db> {
         &self,
         request: &crate::ClaimRequest<'_>,
         mut choose: impl FnMut(&Callback) -> crate::Choice + Send,
-    ) -> Result<Option<(Callback, Attempt)>, StoreError> {
+    ) -> Result<Option<crate::Claimed>, StoreError> {
         let crate::ClaimRequest { attempt_id, agent: old, reserved, node, now, until } = *request;
         let mut tx = self.begin_write().await?;
         let skills: Vec<&str> = old.skills.iter().map(|s| s.name.as_str()).collect();
@@ -642,10 +642,70 @@ impl SqlStore<Db> {
         for skill in &skills {
             query = query.bind(*skill);
         }
-        let rows = query.fetch_all(&mut *tx).await.map_err(db_error)?;
+        let callbacks: Vec<Callback> = query
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(callback_from_row)
+            .collect::<Result<_, _>>()?;
+        let holds_sql = format!(
+            "SELECT id, node, queue, skill, priority, enqueued_at, caller_id FROM holds \
+             WHERE agent_id IS NULL AND expires_at > $1 AND skill IN ({}) \
+             ORDER BY priority DESC, enqueued_at, id LIMIT 64{}",
+            placeholders.join(", "),
+            LOCK_SKIP_LOCKED
+        );
+        type HoldRow = (Uuid, String, String, String, i32, DateTime<Utc>, String);
+        let mut query = sqlx::query_as::<_, HoldRow>(&holds_sql).bind(now);
+        for skill in &skills {
+            query = query.bind(*skill);
+        }
+        let holds = query
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|(id, node, queue, skill, priority, enqueued_at, caller_id)| crate::Hold {
+                id,
+                node,
+                queue,
+                skill,
+                priority,
+                enqueued_at,
+                caller_id,
+            });
+        // One line: callbacks and holding callers by priority, then by when they came.
+        let mut line: Vec<(crate::Place, Result<Callback, crate::Hold>)> = callbacks
+            .into_iter()
+            .map(|cb| (crate::Place::of(&cb), Ok(cb)))
+            .chain(holds.map(|h| (h.place(), Err(h))))
+            .collect();
+        line.sort_by_key(|(place, _)| place.key());
         let mut taken = None;
-        for row in &rows {
-            let old_cb = callback_from_row(row)?;
+        for (_, item) in line {
+            let old_cb = match item {
+                Ok(cb) => cb,
+                // A caller holding on another node comes first: that node serves them, and
+                // nobody behind them is taken out of turn.
+                Err(hold) if hold.node != node => break,
+                Err(hold) => {
+                    let mut reserved = reserved.clone();
+                    reserved.attempt = Some(hold.id);
+                    match move_agent_in(&mut tx, old, &reserved, node).await {
+                        Err(StoreError::Conflict { .. }) => return Ok(None),
+                        other => other?,
+                    }
+                    sqlx::query("UPDATE holds SET agent_id = $2 WHERE id = $1")
+                        .bind(hold.id)
+                        .bind(old.id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    tx.commit().await.map_err(db_error)?;
+                    return Ok(Some(crate::Claimed::Hold(hold)));
+                }
+            };
             match choose(&old_cb) {
                 crate::Choice::Pass => {}
                 crate::Choice::Defer(cb, event) => {
@@ -717,7 +777,7 @@ impl SqlStore<Db> {
         .map_err(db_error)?;
         insert_event(&mut *tx, &event).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Some((cb, attempt)))
+        Ok(Some(crate::Claimed::Callback(Box::new(cb), attempt)))
     }
 
     /// Extends the lease of generation `generation` to `until`; `false` when it was lost.
@@ -880,26 +940,26 @@ impl SqlStore<Db> {
 }
 
 impl SqlStore<Db> {
-    /// How many due queued callbacks needing `skill` come before `cb` in dialing order
-    /// (across queues: agents serve a skill, not a queue); all of them when `cb` is `None`.
-    pub async fn ahead(&self, skill: &str, cb: Option<&Callback>, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let (priority, enqueued_at, id) = match cb {
-            Some(cb) => (Some(cb.priority), Some(cb.enqueued_at), Some(cb.id)),
-            None => (None, None, None),
-        };
-        let (count,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM callbacks WHERE skill = $1 AND state = 'queued' \
-             AND media <> 'sms' AND next_attempt_at <= $2 AND ($3 IS NULL OR priority > $3 \
-             OR (priority = $3 AND (enqueued_at < $4 OR (enqueued_at = $4 AND id < $5))))",
-        )
-        .bind(skill)
-        .bind(now)
-        .bind(priority)
-        .bind(enqueued_at)
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
+    /// How many due queued callbacks and holding callers needing `skill` come before `place`
+    /// in line (across queues: agents serve a skill, not a queue); all of them for `None`.
+    pub async fn ahead(&self, skill: &str, place: Option<crate::Place>, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let before = "($3 IS NULL OR priority > $3 \
+             OR (priority = $3 AND (enqueued_at < $4 OR (enqueued_at = $4 AND id < $5))))";
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM callbacks WHERE skill = $1 AND state = 'queued' \
+             AND media <> 'sms' AND next_attempt_at <= $2 AND {before}) + \
+             (SELECT COUNT(*) FROM holds WHERE skill = $1 AND agent_id IS NULL \
+             AND expires_at > $2 AND {before})"
+        );
+        let (count,): (i64,) = sqlx::query_as(&sql)
+            .bind(skill)
+            .bind(now)
+            .bind(place.map(|p| p.priority))
+            .bind(place.map(|p| p.enqueued_at))
+            .bind(place.map(|p| p.id))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
         Ok(count.max(0) as u64)
     }
 
@@ -928,7 +988,8 @@ impl SqlStore<Db> {
             agent_columns!(),
             " FROM agents WHERE state IN ('reserved', 'on_call') AND since < $1 \
              AND NOT EXISTS (SELECT 1 FROM attempts WHERE attempts.id = agents.attempt_id \
-             AND (attempts.ended_at IS NULL OR attempts.ended_at >= $1))"
+             AND (attempts.ended_at IS NULL OR attempts.ended_at >= $1)) \
+             AND NOT EXISTS (SELECT 1 FROM holds WHERE holds.id = agents.attempt_id)"
         ))
         .bind(before)
         .fetch_all(&self.pool)
@@ -937,5 +998,63 @@ impl SqlStore<Db> {
         .iter()
         .map(agent_from_row)
         .collect()
+    }
+}
+
+impl SqlStore<Db> {
+    pub async fn insert_hold(&self, h: &crate::Hold, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO holds (id, node, queue, skill, priority, enqueued_at, caller_id, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(h.id)
+        .bind(h.node.as_str())
+        .bind(h.queue.as_str())
+        .bind(h.skill.as_str())
+        .bind(h.priority)
+        .bind(h.enqueued_at)
+        .bind(h.caller_id.as_str())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn renew_holds(&self, node: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE holds SET expires_at = $2 WHERE node = $1")
+            .bind(node)
+            .bind(until)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn remove_hold(&self, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM holds WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn release_hold(&self, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("UPDATE holds SET agent_id = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn purge_holds(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM holds WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
     }
 }

@@ -99,6 +99,7 @@ conformance!(
     every_node_hears_of_changes_on_postgres,
     places_in_line_are_counted_by_skill_and_handle_times_kept,
     callbacks_outside_their_window_are_deferred_and_agents_left_behind_found,
+    holding_callers_stand_in_line_with_the_callbacks,
 );
 
 async fn create_find_and_history_round_trip(_url: &str, cb: Arc<Callbacks<Store>>) {
@@ -987,6 +988,10 @@ async fn claim(
         })
         .await
         .unwrap()
+        .map(|claimed| match claimed {
+            store::Claimed::Callback(cb, attempt) => (*cb, attempt),
+            store::Claimed::Hold(h) => panic!("a hold was claimed: {h:?}"),
+        })
 }
 
 async fn agents_are_kept_with_their_history(url: &str, cb: Arc<Callbacks<Store>>) {
@@ -1327,7 +1332,12 @@ async fn places_in_line_are_counted_by_skill_and_handle_times_kept(
     }
     let ahead = |i: usize| {
         let (store, c) = (cb.store.clone(), made[i].clone());
-        async move { store.ahead(&c.skill, Some(&c), now).await.unwrap() }
+        async move {
+            store
+                .ahead(&c.skill, Some(store::Place::of(&c)), now)
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(ahead(3).await, 0, "priority first");
     assert_eq!(ahead(0).await, 1);
@@ -1472,5 +1482,107 @@ async fn callbacks_outside_their_window_are_deferred_and_agents_left_behind_foun
     assert_eq!(
         left.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
         ["ada"]
+    );
+}
+
+async fn holding_callers_stand_in_line_with_the_callbacks(_url: &str, cb: Arc<Callbacks<Store>>) {
+    let now = t0() + Duration::minutes(10);
+    let mut r = request("+1 212 555 0100");
+    r.enqueued_at = Some(t0() + Duration::minutes(2));
+    let callback = cb
+        .create(&mut StdRng::seed_from_u64(40), now, &api(), Source::Api, r)
+        .await
+        .unwrap();
+    let hold = |n: u128, node: &str, minute: i64| store::Hold {
+        id: uuid::Uuid::from_u128(n),
+        node: node.into(),
+        queue: "support".into(),
+        skill: "billing".into(),
+        priority: 0,
+        enqueued_at: t0() + Duration::minutes(minute),
+        caller_id: "+13125550199".into(),
+    };
+    let lease = now + Duration::seconds(30);
+    // Line: a caller holding on node-a (called at minute 1), the callback (minute 2), a caller
+    // holding on node-b (minute 3).
+    cb.store
+        .insert_hold(&hold(1, "node-a", 1), lease)
+        .await
+        .unwrap();
+    cb.store
+        .insert_hold(&hold(2, "node-b", 3), lease)
+        .await
+        .unwrap();
+    assert_eq!(
+        cb.store
+            .ahead("billing", Some(store::Place::of(&callback)), now)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        cb.store
+            .ahead("billing", Some(hold(2, "node-b", 3).place()), now)
+            .await
+            .unwrap(),
+        2
+    );
+    let ada = ready_agent(&cb.store, "ada", &["billing"]).await;
+    let reserved = ada.reserved_for(uuid::Uuid::from_u128(9), now).unwrap();
+    let request = store::ClaimRequest {
+        attempt_id: uuid::Uuid::from_u128(9),
+        agent: &ada,
+        reserved: &reserved,
+        node: "node-a",
+        now,
+        until: lease,
+    };
+    let take = |c: &callbacks::Callback| match callbacks::dialer::claimed(c, "node-a", "ada", now) {
+        Some((cb, event)) => store::Choice::Take(cb, event),
+        None => store::Choice::Pass,
+    };
+    let Some(store::Claimed::Hold(first)) = cb.store.claim(&request, take).await.unwrap() else {
+        panic!("the caller first in line comes first");
+    };
+    assert_eq!(first.id, uuid::Uuid::from_u128(1));
+    let agent = cb.store.agent("ada").await.unwrap().unwrap();
+    assert_eq!(
+        (agent.state, agent.attempt),
+        (callbacks::AgentState::Reserved, Some(first.id))
+    );
+    assert!(
+        cb.store
+            .stranded_agents(now + Duration::hours(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "an agent connecting a holding caller is not left behind"
+    );
+    assert_eq!(
+        cb.store.ahead("billing", None, now).await.unwrap(),
+        2,
+        "being connected: out of line"
+    );
+    // The agent did not answer: the caller goes back to their place.
+    cb.store.release_hold(first.id).await.unwrap();
+    assert_eq!(cb.store.ahead("billing", None, now).await.unwrap(), 3);
+    cb.store.remove_hold(first.id).await.unwrap();
+    // Next in line is the callback; then node-b's caller, whom node-a cannot connect: it
+    // takes nothing after them out of turn.
+    let bo = ready_agent(&cb.store, "bo", &["billing"]).await;
+    let (taken, _) = claim(&cb.store, &bo, 10, now).await.expect("the callback");
+    assert_eq!(taken.id, callback.id);
+    let cy = ready_agent(&cb.store, "cy", &["billing"]).await;
+    assert!(
+        claim(&cb.store, &cy, 11, now).await.is_none(),
+        "node-b's caller is node-b's to connect"
+    );
+    assert_eq!(
+        cb.store
+            .purge_holds(lease + Duration::seconds(1))
+            .await
+            .unwrap(),
+        1,
+        "a node that stopped renewing loses its holds"
     );
 }
