@@ -628,6 +628,8 @@ fn a_caller_who_holds_is_connected_to_the_next_agent_and_the_audio_crosses() {
         &[
             ("PCAP_FILE", &capture.display().to_string()),
             ("WAIT_MS", "17000"),
+            ("HANG_UP_MS", "3000"),
+            ("CALLER", "+12125550100"),
         ],
     );
     let url = store::testing::sqlite_url();
@@ -710,4 +712,86 @@ fn a_caller_who_holds_is_connected_to_the_next_agent_and_the_audio_crosses() {
         .map(|k| k.key)
         .collect();
     assert_eq!(heard, "2580", "the caller's keys crossed the bridge");
+}
+
+#[test]
+fn a_holding_caller_who_presses_1_books_a_callback_keeping_their_place() {
+    // Nobody is logged in, so the caller holds; 14 s in they press 1 (the offer), then 1
+    // again (to be called at the number they call from).
+    let dir = temp_dir("hold-offer");
+    let capture = dir.join("keys.pcap");
+    std::fs::write(
+        &capture,
+        common::in_band_capture("1,,,,,1", media::g711::Law::Mu),
+    )
+    .unwrap();
+    let caller = scenario(
+        &dir,
+        "uac_hold.xml",
+        &[
+            ("PCAP_FILE", &capture.display().to_string()),
+            ("WAIT_MS", "14000"),
+            ("HANG_UP_MS", "12000"),
+            ("CALLER", "+12125550100"),
+        ],
+    );
+    let url = store::testing::sqlite_url();
+    let config = config_with(
+        &url,
+        &[(
+            "# \"5001\" = \"queue_support\"",
+            "\"5000\" = \"queue_support\"",
+        )],
+    );
+    let server = Server::start(&config);
+    let me = server.sip_udp.unwrap();
+    let called = chrono::Utc::now();
+    let out = std::process::Command::new("sipp")
+        .args([
+            "-sf",
+            &caller,
+            "-s",
+            "5000",
+            &me.to_string(),
+            "-i",
+            "127.0.0.1",
+        ])
+        .args([
+            "-p",
+            &common::free_port().to_string(),
+            "-mp",
+            &common::free_port().to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+        .output()
+        .expect("sipp is installed: apt-get install sip-tester (scripts/test.sh installs it)");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let listed = wait_for(
+        &server,
+        "/api/v1/callbacks?queue=support",
+        Duration::from_secs(10),
+        |b| b["callbacks"].as_array().is_some_and(|c| c.len() == 1),
+    );
+    let cb = &listed["callbacks"][0];
+    assert_eq!(
+        (cb["source"].as_str(), cb["address"].as_str()),
+        (Some("ivr"), Some("+12125550100"))
+    );
+    let enqueued =
+        chrono::DateTime::parse_from_rfc3339(cb["enqueued_at"].as_str().unwrap()).unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(cb["created_at"].as_str().unwrap()).unwrap();
+    assert!(
+        (enqueued.to_utc() - called).num_seconds().abs() <= 2 && created - enqueued >= chrono::Duration::seconds(10),
+        "the callback keeps the time the caller called ({enqueued}), not when it was booked ({created})"
+    );
+    assert_eq!(
+        server.get("/api/v1/queues/support").body["lines"]["billing"]["waiting"],
+        1,
+        "the callback took the caller's place; the caller left the line"
+    );
 }
