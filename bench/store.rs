@@ -36,6 +36,7 @@ fn policy() -> Policy {
                 booking_horizon: chrono::Duration::days(14),
                 expiry: chrono::Duration::days(30),
                 handle_time: chrono::Duration::minutes(5),
+                customer_first: false,
             },
         )]),
         dialing: DialingPolicy::home("US").unwrap(),

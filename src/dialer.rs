@@ -63,8 +63,9 @@ fn std_duration(d: chrono::Duration) -> Duration {
 
 impl Dialer {
     /// The prompts the dialer plays, whose absence stops start-up rather than every call.
-    pub fn prompts(config: &DialerConfig) -> [&str; 7] {
+    pub fn prompts(config: &DialerConfig) -> [&str; 8] {
         [
+            "agents-busy",
             "whisper-caller-holding",
             "whisper-callback-for",
             "whisper-requested",
@@ -396,6 +397,11 @@ impl Dialer {
             }
         };
         let known = |name: &str| self.sip.has_prompt(name);
+        let customer_first = self
+            .policy
+            .queues
+            .get(&cb.queue)
+            .is_some_and(|q| q.customer_first);
         let confirm = std_duration(self.config.confirm_timeout);
         let connect = Connect {
             agent: agent_uri,
@@ -408,6 +414,7 @@ impl Dialer {
             },
             customer: Some(customer),
             held: None,
+            customer_first,
             greeting: match (self.config.greeting, confirm.is_zero()) {
                 (false, _) => Vec::new(),
                 (true, true) => vec!["callback-from".into(), self.config.company_prompt.clone()],
@@ -418,7 +425,12 @@ impl Dialer {
                 ],
             },
             confirm: (self.config.greeting && !confirm.is_zero()).then_some(confirm),
-            not_reached: vec!["customer-not-reached".into()],
+            // Who is told the other is not there: the agent (agent first) or the customer.
+            not_reached: vec![if customer_first {
+                "agents-busy".into()
+            } else {
+                "customer-not-reached".into()
+            }],
             agent_ring: std_duration(self.config.agent_ring_timeout),
             customer_ring: std_duration(self.config.customer_ring_timeout),
             deadline: Some(deadline),
@@ -438,7 +450,10 @@ impl Dialer {
                 return end_early(outcome, reason).await;
             }
         };
-        let mut seen = Seen::default();
+        let mut seen = Seen {
+            customer_first,
+            ..Seen::default()
+        };
         let mut renew = tokio::time::interval(std_duration(self.config.lease) / 3);
         renew.tick().await;
         let mut watch = tokio::time::interval(WATCH);
@@ -508,7 +523,7 @@ impl Dialer {
                 .await;
         }
         // An agent who let the call ring out is not offered the next one at once.
-        let missed = !seen.agent_answered && !seen.aborted && !seen.lost;
+        let missed = seen.agent_called && !seen.agent_answered && !seen.aborted && !seen.lost;
         self.release_agent(
             &agent.id,
             attempt.id,
@@ -547,6 +562,7 @@ impl Dialer {
             whisper,
             customer: None,
             held: Some(hold.id),
+            customer_first: false,
             greeting: Vec::new(),
             confirm: None,
             not_reached: Vec::new(),
@@ -575,7 +591,7 @@ impl Dialer {
             }
         }
         info!(hold = %hold.id, agent = %agent.id, connected = seen.connected, "holding caller's connection over");
-        let missed = (!seen.agent_answered).then_some("missed");
+        let missed = (seen.agent_called && !seen.agent_answered).then_some("missed");
         self.release_holding(&agent, &hold, seen.agent_answered, missed)
             .await;
     }
@@ -734,6 +750,10 @@ impl Dialer {
 /// What a connection's progress said, read as an attempt's outcome at the end.
 #[derive(Debug, Default)]
 struct Seen {
+    /// The customer was called first (the queue's `customer_first`).
+    customer_first: bool,
+    /// The agent's phone was called at all.
+    agent_called: bool,
     agent_answered: bool,
     customer_answered: bool,
     customer_called: bool,
@@ -753,7 +773,10 @@ struct Seen {
 impl Seen {
     fn note(&mut self, step: Progress) {
         match step {
-            Progress::Answered(Side::Agent) => self.agent_answered = true,
+            Progress::Answered(Side::Agent) => {
+                self.agent_called = true;
+                self.agent_answered = true;
+            }
             Progress::Answered(Side::Customer) => self.customer_answered = true,
             Progress::Connected => self.connected = true,
             Progress::NotConfirmed => self.not_confirmed = true,
@@ -763,6 +786,7 @@ impl Seen {
                 status,
                 ..
             } => {
+                self.agent_called = true;
                 self.agent_status = status;
                 self.agent_left_first = self.customer_left.is_none();
             }
@@ -784,6 +808,21 @@ impl Seen {
             (AttemptOutcome::Aborted, None)
         } else if self.connected {
             (AttemptOutcome::Connected, None)
+        } else if self.customer_first {
+            if self.too_late || self.lost {
+                (AttemptOutcome::Unknown, None)
+            } else if !self.customer_answered {
+                let (how, status) = self.customer_left.unwrap_or(("failed", None));
+                (
+                    AttemptOutcome::of_customer_leg(status, how == "no_answer"),
+                    customer_status,
+                )
+            } else if !self.agent_called {
+                (AttemptOutcome::NotConfirmed, None)
+            } else {
+                // The customer waited for an agent who did not come: not their attempt.
+                (AttemptOutcome::AgentNoAnswer, self.agent_status)
+            }
         } else if !self.agent_answered {
             (AttemptOutcome::AgentNoAnswer, self.agent_status)
         } else if self.too_late || self.lost {
@@ -909,6 +948,39 @@ mod tests {
             outcome(&agent_quit).0,
             AttemptOutcome::AgentNoAnswer,
             "not the customer's attempt"
+        );
+
+        // Customer first: the customer's own answer decides, unless the agent failed them.
+        let first = |steps: &[Progress]| {
+            let mut seen = Seen {
+                customer_first: true,
+                ..Seen::default()
+            };
+            for step in steps {
+                seen.note(*step);
+            }
+            seen.outcome().0
+        };
+        assert_eq!(
+            first(&[left(Side::Customer, "failed", Some(486)), Ended]),
+            AttemptOutcome::Busy
+        );
+        assert_eq!(
+            first(&[
+                Answered(Side::Customer),
+                NotConfirmed,
+                left(Side::Customer, "local_hangup", None)
+            ]),
+            AttemptOutcome::NotConfirmed
+        );
+        assert_eq!(
+            first(&[
+                Answered(Side::Customer),
+                left(Side::Agent, "no_answer", None),
+                left(Side::Customer, "local_hangup", None)
+            ]),
+            AttemptOutcome::AgentNoAnswer,
+            "the customer waited for an agent who did not come"
         );
     }
 }

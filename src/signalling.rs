@@ -178,6 +178,7 @@ impl Sip {
             agent: call.to,
             agent_at: None,
             held: None,
+            customer_first: false,
             keys: call.keys,
             whisper: call.whisper,
             customer: call.connect_to,

@@ -610,16 +610,15 @@ fn nothing_is_dialed_outside_the_calling_window_or_to_a_number_now_blocked() {
     agent.wait().ok();
 }
 
-#[test]
-fn a_caller_who_holds_is_connected_to_the_next_agent_and_the_audio_crosses() {
-    // The caller dials the queue entry and says nothing: they hear where they stand and the
-    // offer, then hold. The agent is callbackd itself (its answering side logs the keys it
-    // hears); once connected, the caller's 2580 can only reach it across the bridge.
+/// A caller (+12125550100) dials the queue entry (5000) of callbackd at `target`, says nothing
+/// for `wait_ms` (so holds for an agent), presses `keys` as tones (see
+/// [`common::in_band_capture`]) and hangs up `hang_up_ms` later; SIPp must see it through.
+fn hold_in_queue(target: std::net::SocketAddr, keys: &str, wait_ms: u32, hang_up_ms: u32) {
     let dir = temp_dir("hold");
     let capture = dir.join("keys.pcap");
     std::fs::write(
         &capture,
-        common::in_band_capture("2580", media::g711::Law::Mu),
+        common::in_band_capture(keys, media::g711::Law::Mu),
     )
     .unwrap();
     let caller = scenario(
@@ -627,34 +626,18 @@ fn a_caller_who_holds_is_connected_to_the_next_agent_and_the_audio_crosses() {
         "uac_hold.xml",
         &[
             ("PCAP_FILE", &capture.display().to_string()),
-            ("WAIT_MS", "17000"),
-            ("HANG_UP_MS", "3000"),
+            ("WAIT_MS", &wait_ms.to_string()),
+            ("HANG_UP_MS", &hang_up_ms.to_string()),
             ("CALLER", "+12125550100"),
         ],
     );
-    let url = store::testing::sqlite_url();
-    let log = dir.join("callbackd.log");
-    let config = config_with(
-        &url,
-        &[
-            (
-                "# \"5001\" = \"queue_support\"",
-                "\"5000\" = \"queue_support\"",
-            ),
-            ("wrap_up = \"10s\"", "wrap_up = \"1s\""),
-        ],
-    );
-    let server = Server::start_logging(&config, &log);
-    let me = server.sip_udp.unwrap();
-    let sockets = at_rest(&server);
-    ready_agent(&server, "jo", &format!("sip:agent@{me}"));
     let out = std::process::Command::new("sipp")
         .args([
             "-sf",
             &caller,
             "-s",
             "5000",
-            &me.to_string(),
+            &target.to_string(),
             "-i",
             "127.0.0.1",
         ])
@@ -667,11 +650,38 @@ fn a_caller_who_holds_is_connected_to_the_next_agent_and_the_audio_crosses() {
         .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
         .output()
         .expect("sipp is installed: apt-get install sip-tester (scripts/test.sh installs it)");
+    std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// The default configuration with the queue entry on 5000.
+fn queue_entry_config(url: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let mut replacements = vec![(
+        "# \"5001\" = \"queue_support\"",
+        "\"5000\" = \"queue_support\"",
+    )];
+    replacements.extend_from_slice(extra);
+    config_with(url, &replacements)
+}
+
+#[test]
+fn a_caller_who_holds_is_connected_to_the_next_agent_and_the_audio_crosses() {
+    // The caller dials the queue entry and says nothing: they hear where they stand and the
+    // offer, then hold. The agent is callbackd itself (its answering side logs the keys it
+    // hears); once connected, the caller's 2580 can only reach it across the bridge.
+    let url = store::testing::sqlite_url();
+    let dir = temp_dir("hold-log");
+    let log = dir.join("callbackd.log");
+    let config = queue_entry_config(&url, &[("wrap_up = \"10s\"", "wrap_up = \"1s\"")]);
+    let server = Server::start_logging(&config, &log);
+    let me = server.sip_udp.unwrap();
+    let sockets = at_rest(&server);
+    ready_agent(&server, "jo", &format!("sip:agent@{me}"));
+    hold_in_queue(me, "2580", 17_000, 3_000);
     wait_for(&server, "/api/v1/agents/jo", Duration::from_secs(10), |a| {
         a["state"] == "ready"
     });
@@ -718,59 +728,10 @@ fn a_caller_who_holds_is_connected_to_the_next_agent_and_the_audio_crosses() {
 fn a_holding_caller_who_presses_1_books_a_callback_keeping_their_place() {
     // Nobody is logged in, so the caller holds; 14 s in they press 1 (the offer), then 1
     // again (to be called at the number they call from).
-    let dir = temp_dir("hold-offer");
-    let capture = dir.join("keys.pcap");
-    std::fs::write(
-        &capture,
-        common::in_band_capture("1,,,,,1", media::g711::Law::Mu),
-    )
-    .unwrap();
-    let caller = scenario(
-        &dir,
-        "uac_hold.xml",
-        &[
-            ("PCAP_FILE", &capture.display().to_string()),
-            ("WAIT_MS", "14000"),
-            ("HANG_UP_MS", "12000"),
-            ("CALLER", "+12125550100"),
-        ],
-    );
     let url = store::testing::sqlite_url();
-    let config = config_with(
-        &url,
-        &[(
-            "# \"5001\" = \"queue_support\"",
-            "\"5000\" = \"queue_support\"",
-        )],
-    );
-    let server = Server::start(&config);
-    let me = server.sip_udp.unwrap();
+    let server = Server::start(&queue_entry_config(&url, &[]));
     let called = chrono::Utc::now();
-    let out = std::process::Command::new("sipp")
-        .args([
-            "-sf",
-            &caller,
-            "-s",
-            "5000",
-            &me.to_string(),
-            "-i",
-            "127.0.0.1",
-        ])
-        .args([
-            "-p",
-            &common::free_port().to_string(),
-            "-mp",
-            &common::free_port().to_string(),
-        ])
-        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
-        .output()
-        .expect("sipp is installed: apt-get install sip-tester (scripts/test.sh installs it)");
-    std::fs::remove_dir_all(&dir).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    hold_in_queue(server.sip_udp.unwrap(), "1,,,,,1", 14_000, 12_000);
     let listed = wait_for(
         &server,
         "/api/v1/callbacks?queue=support",
@@ -793,5 +754,86 @@ fn a_holding_caller_who_presses_1_books_a_callback_keeping_their_place() {
         server.get("/api/v1/queues/support").body["lines"]["billing"]["waiting"],
         1,
         "the callback took the caller's place; the caller left the line"
+    );
+}
+
+#[test]
+fn customer_first_calls_the_customer_then_connects_the_agent() {
+    // The customer answers, presses 1, holds a moment while the agent (callbackd itself) is
+    // called (no whisper, to keep it short), then presses 2580, which can only reach the agent
+    // across the bridge.
+    let dir = temp_dir("customer-first");
+    let capture = dir.join("keys.pcap");
+    std::fs::write(
+        &capture,
+        common::in_band_capture("1,,,,,,,2580", media::g711::Law::Mu),
+    )
+    .unwrap();
+    let customer = scenario(
+        &dir,
+        "uas_customer.xml",
+        &[
+            ("PCAP_FILE", &capture.display().to_string()),
+            ("TALK_MS", "10000"),
+        ],
+    );
+    let (sipp, port) = far_end(&customer);
+    let url = store::testing::sqlite_url();
+    let log = dir.join("callbackd.log");
+    let config = config_with(
+        &url,
+        &[
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"127.0.0.1\"]",
+            ),
+            ("customer_first = false", "customer_first = true"),
+            ("whisper = true", "whisper = false"),
+            ("wrap_up = \"10s\"", "wrap_up = \"1s\""),
+        ],
+    );
+    let server = Server::start_logging(&config, &log);
+    let me = server.sip_udp.unwrap();
+    ready_agent(&server, "ky", &format!("sip:agent@{me}"));
+    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{port}"));
+    let cb = wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(30),
+        |cb| cb["state"] == "completed" && finished_attempts(cb),
+    );
+    assert_eq!(cb["dial_attempts"][0]["outcome"], "connected");
+    let (ok, out) = finished_cleanly(sipp);
+    assert!(ok, "{out}");
+    wait_for(&server, "/api/v1/agents/ky", Duration::from_secs(10), |a| {
+        a["state"] == "ready"
+    });
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let placed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("call placed"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("destination="))
+        })
+        .collect();
+    assert_eq!(
+        placed,
+        [format!("127.0.0.1:{port}"), me.to_string()],
+        "the customer first, then the agent"
+    );
+    let agent_side =
+        common::first_incoming_call(&text).expect("the agent's call reached callbackd");
+    let heard: String = common::keys_logged(&text)
+        .into_iter()
+        .filter(|k| k.call == agent_side)
+        .map(|k| k.key)
+        .collect();
+    // Here the agent answers within a millisecond, so the tail of the 1 may cross too.
+    assert!(
+        heard == "2580" || heard == "12580",
+        "the customer's keys crossed the bridge: {heard}"
     );
 }

@@ -42,6 +42,10 @@ pub struct Connect {
     /// Instead of calling a customer: the caller holding in a queue (by hold ID) the agent is
     /// connected to once the whisper has played.
     pub held: Option<uuid::Uuid>,
+    /// Call the customer first; once they have answered (and pressed 1) they hear hold music
+    /// while the agent is called, whispered to and connected. `not_reached` is then what the
+    /// customer hears if the agent does not answer.
+    pub customer_first: bool,
     /// Prompts played to the customer on answering.
     pub greeting: Vec<String>,
     /// With a time, the customer must press 1 within it after the greeting to be connected.
@@ -152,22 +156,36 @@ impl Loop {
         if connect.deadline.is_some_and(|d| now >= d) {
             return Err(agent_side(PlaceError::TooLate));
         }
-        let agent = self
-            .place(now, &connect.agent, connect.agent_at, connect.agent_ring)
-            .map_err(agent_side)?;
+        let first = match (&connect.customer, connect.customer_first) {
+            (Some(customer), true) => self
+                .place(now, customer, None, connect.customer_ring)
+                .map(|call| (call, Side::Customer))
+                .map_err(|error| ConnectError {
+                    side: Side::Customer,
+                    error,
+                })?,
+            _ => self
+                .place(now, &connect.agent, connect.agent_at, connect.agent_ring)
+                .map(|call| (call, Side::Agent))
+                .map_err(agent_side)?,
+        };
         let id = self.next_bridge;
         self.next_bridge += 1;
-        if let Some(active) = self.calls.get_mut(&agent) {
-            active.bridge = Some((id, Side::Agent));
+        let (call, side) = first;
+        if let Some(active) = self.calls.get_mut(&call) {
+            active.bridge = Some((id, side));
         }
         self.bridges.insert(
             id,
             Bridge {
                 connect,
                 progress,
-                agent: Some(agent),
-                customer: None,
-                phase: Phase::Agent,
+                agent: (side == Side::Agent).then_some(call),
+                customer: (side == Side::Customer).then_some(call),
+                phase: match side {
+                    Side::Agent => Phase::Agent,
+                    Side::Customer => Phase::Customer,
+                },
                 confirm_by: None,
             },
         );
@@ -175,12 +193,14 @@ impl Loop {
     }
 
     /// The call a connection's `side` must have its media beside (one pacing thread relays
-    /// a bridge): a customer's, the agent's; an agent's, the holding caller's they are for.
+    /// a bridge): the other side's, when it came first (a holding caller's for the agent
+    /// called for them).
     pub(super) fn near(&self, id: u64, side: Side) -> Option<CallHandle> {
         let bridge = self.bridges.get(&id)?;
-        match side {
-            Side::Customer => bridge.agent,
-            Side::Agent => self.holding.get(&bridge.connect.held?).copied(),
+        match (side, bridge.connect.held) {
+            (Side::Customer, _) => bridge.agent,
+            (Side::Agent, Some(held)) => self.holding.get(&held).copied(),
+            (Side::Agent, None) => bridge.customer,
         }
     }
 
@@ -231,9 +251,11 @@ impl Loop {
         match (play, how) {
             (WHISPER, Ended::Finished) => self.agent_ready(now, id),
             (GREETING, _) => self.greeted(now, id),
+            // Whoever was told the other is not there is hung up.
             (NOT_REACHED, _) => {
-                if let Some(agent) = self.bridges.get(&id).and_then(|b| b.agent) {
-                    self.end_call(now, agent);
+                let told = self.bridges.get(&id).map(|b| [b.agent, b.customer]);
+                for call in told.into_iter().flatten().flatten() {
+                    self.end_call(now, call);
                 }
             }
             _ => {}
@@ -246,7 +268,7 @@ impl Loop {
             b.phase == Phase::Customer && b.connect.confirm.is_some() && side == Side::Customer
         });
         if waiting && key == '1' {
-            self.join(now, id);
+            self.confirmed(now, id);
         }
     }
 
@@ -260,6 +282,11 @@ impl Loop {
         };
         if let Some(held) = bridge.connect.held {
             self.join_held(now, id, held);
+            return;
+        }
+        // Customer first: they are waiting, listening to hold music.
+        if bridge.customer.is_some() {
+            self.join(now, id);
             return;
         }
         let Some(customer) = bridge.connect.customer.clone() else {
@@ -345,7 +372,81 @@ impl Loop {
         }
         match bridge.connect.confirm {
             Some(wait) => bridge.confirm_by = Some(now + wait),
-            None => self.join(now, id),
+            None => self.confirmed(now, id),
+        }
+    }
+
+    /// The customer is ready to talk: connect them, or (customer first) call the agent while
+    /// they hear hold music.
+    fn confirmed(&mut self, now: Instant, id: u64) {
+        let Some(bridge) = self.bridges.get_mut(&id) else {
+            return;
+        };
+        if bridge.agent.is_some() {
+            self.join(now, id);
+            return;
+        }
+        let Some(customer) = bridge.customer else {
+            return;
+        };
+        bridge.confirm_by = None;
+        if bridge.connect.deadline.is_some_and(|d| now >= d) {
+            warn!(
+                bridge = id,
+                "the dialer's lease ran out before the agent was called; not calling"
+            );
+            bridge.report(Progress::TooLate);
+            bridge.phase = Phase::Ending;
+            self.end_call(now, customer);
+            return;
+        }
+        bridge.phase = Phase::Agent;
+        let (to, at, ring) = (
+            bridge.connect.agent.clone(),
+            bridge.connect.agent_at,
+            bridge.connect.agent_ring,
+        );
+        self.play_music(customer, &["please-hold"]);
+        match self.place(now, &to, at, ring) {
+            Ok(call) => {
+                if let Some(active) = self.calls.get_mut(&call) {
+                    active.bridge = Some((id, Side::Agent));
+                }
+                if let Some(bridge) = self.bridges.get_mut(&id) {
+                    bridge.agent = Some(call);
+                }
+            }
+            Err(e) => {
+                warn!(bridge = id, error = %e, "cannot call the agent");
+                if let Some(bridge) = self.bridges.get(&id) {
+                    bridge.report(Progress::Left {
+                        side: Side::Agent,
+                        how: "failed",
+                        status: None,
+                    });
+                }
+                self.agent_gone(now, id);
+            }
+        }
+    }
+
+    /// Customer first, the agent is not there: the customer hears so, then is hung up.
+    fn agent_gone(&mut self, now: Instant, id: u64) {
+        let Some(bridge) = self.bridges.get_mut(&id) else {
+            return;
+        };
+        bridge.phase = Phase::Ending;
+        let Some(customer) = bridge.customer else {
+            return;
+        };
+        let told = self
+            .prompts
+            .sequence(bridge.connect.not_reached.iter().map(String::as_str))
+            .unwrap_or_default();
+        if told.is_empty() || !self.calls.get(&customer).is_some_and(|a| a.in_media) {
+            self.end_call(now, customer);
+        } else {
+            self.media.play(customer, NOT_REACHED, told, false);
         }
     }
 
@@ -362,6 +463,8 @@ impl Loop {
         bridge.confirm_by = None;
         bridge.report(Progress::Connected);
         let hold = bridge.connect.hold;
+        // Hold music (customer first) would drown what is relayed.
+        self.media.play(customer, 0, Vec::new(), false);
         self.media.bridge(agent, customer);
         if let Some(active) = self.calls.get_mut(&agent) {
             active.hang_up_at = hold.map(|h| now + h);
@@ -405,8 +508,12 @@ impl Loop {
             Side::Agent => bridge.customer,
             Side::Customer => bridge.agent,
         };
+        let customer_first = bridge.connect.customer_first;
         match (side, phase) {
             (Side::Customer, Phase::Customer) => self.customer_gone(now, id),
+            (Side::Agent, Phase::Agent) if customer_first => self.agent_gone(now, id),
+            // The customer is being told the agent was not there.
+            (Side::Agent, Phase::Ending) if customer_first => {}
             // The agent is being told the customer was not reached (or was hung up already).
             (Side::Customer, Phase::Ending) => {}
             _ => {

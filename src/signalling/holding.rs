@@ -109,7 +109,7 @@ impl Loop {
     }
 
     /// `words` (prompt names), then hold music until something else is played.
-    fn play_music(&mut self, call: CallHandle, words: &[&str]) {
+    pub(super) fn play_music(&mut self, call: CallHandle, words: &[&str]) {
         let mut items: Vec<Item> = words
             .iter()
             .filter_map(|w| self.prompts.get(w).ok().map(Item::Prompt))

@@ -56,6 +56,10 @@ pub struct Queue {
         deserialize_with = "serde_duration::deserialize"
     )]
     pub handle_time: Duration,
+    /// Call the customer first and the agent once the customer has answered (and pressed 1),
+    /// instead of the agent first.
+    #[serde(default)]
+    pub customer_first: bool,
 }
 
 fn default_max_attempts() -> u32 {

@@ -23,6 +23,7 @@ fn policy() -> Policy {
         booking_horizon: Duration::days(14),
         expiry: Duration::days(2),
         handle_time: Duration::minutes(5),
+        customer_first: false,
     };
     Policy {
         queues: BTreeMap::from([("support".to_string(), queue)]),
@@ -962,12 +963,14 @@ async fn ready_agent(store: &Store, id: &str, skills: &[&str]) -> callbacks::Age
 }
 
 /// Claims for `agent` the first callback the dialer would take at `now`.
-async fn claim(
+/// What a claim for `agent` on node-a at `now` takes, `choose` deciding about callbacks.
+async fn claim_with(
     store: &Store,
     agent: &callbacks::Agent,
     seed: u128,
     now: DateTime<Utc>,
-) -> Option<(callbacks::Callback, callbacks::Attempt)> {
+    choose: impl FnMut(&callbacks::Callback) -> store::Choice + Send,
+) -> Option<store::Claimed> {
     let reserved = agent
         .reserved_for(uuid::Uuid::from_u128(seed), now)
         .unwrap();
@@ -979,15 +982,29 @@ async fn claim(
         now,
         until: now + Duration::seconds(30),
     };
-    store
-        .claim(&request, |c| {
-            match callbacks::dialer::claimed(c, "node-a", &agent.id, now) {
-                Some((cb, event)) => store::Choice::Take(cb, event),
-                None => store::Choice::Pass,
-            }
-        })
+    store.claim(&request, choose).await.unwrap()
+}
+
+/// Takes a callback as the dialer would.
+fn take(
+    agent: &str,
+    now: DateTime<Utc>,
+) -> impl FnMut(&callbacks::Callback) -> store::Choice + Send + '_ {
+    move |c| match callbacks::dialer::claimed(c, "node-a", agent, now) {
+        Some((cb, event)) => store::Choice::Take(cb, event),
+        None => store::Choice::Pass,
+    }
+}
+
+/// Claims for `agent` the first callback the dialer would take at `now`.
+async fn claim(
+    store: &Store,
+    agent: &callbacks::Agent,
+    seed: u128,
+    now: DateTime<Utc>,
+) -> Option<(callbacks::Callback, callbacks::Attempt)> {
+    claim_with(store, agent, seed, now, take(&agent.id, now))
         .await
-        .unwrap()
         .map(|claimed| match claimed {
             store::Claimed::Callback(cb, attempt) => (*cb, attempt),
             store::Claimed::Hold(h) => panic!("a hold was claimed: {h:?}"),
@@ -1415,23 +1432,11 @@ async fn callbacks_outside_their_window_are_deferred_and_agents_left_behind_foun
         .unwrap();
     let ada = ready_agent(&cb.store, "ada", &["billing"]).await;
     let opens = t0() + Duration::hours(2);
-    let reserved = ada.reserved_for(uuid::Uuid::from_u128(1), t0()).unwrap();
-    let request = store::ClaimRequest {
-        attempt_id: uuid::Uuid::from_u128(1),
-        agent: &ada,
-        reserved: &reserved,
-        node: "node-a",
-        now: t0(),
-        until: t0() + Duration::seconds(30),
-    };
-    let taken = cb
-        .store
-        .claim(&request, |c| {
-            let (later, event) = callbacks::dialer::deferred(c, opens, "node-a", t0());
-            store::Choice::Defer(later, event)
-        })
-        .await
-        .unwrap();
+    let taken = claim_with(&cb.store, &ada, 1, t0(), |c| {
+        let (later, event) = callbacks::dialer::deferred(c, opens, "node-a", t0());
+        store::Choice::Defer(later, event)
+    })
+    .await;
     assert!(taken.is_none());
     let stored = cb.store.callback(created.id).await.unwrap().unwrap();
     assert_eq!(
@@ -1528,20 +1533,9 @@ async fn holding_callers_stand_in_line_with_the_callbacks(_url: &str, cb: Arc<Ca
         2
     );
     let ada = ready_agent(&cb.store, "ada", &["billing"]).await;
-    let reserved = ada.reserved_for(uuid::Uuid::from_u128(9), now).unwrap();
-    let request = store::ClaimRequest {
-        attempt_id: uuid::Uuid::from_u128(9),
-        agent: &ada,
-        reserved: &reserved,
-        node: "node-a",
-        now,
-        until: lease,
-    };
-    let take = |c: &callbacks::Callback| match callbacks::dialer::claimed(c, "node-a", "ada", now) {
-        Some((cb, event)) => store::Choice::Take(cb, event),
-        None => store::Choice::Pass,
-    };
-    let Some(store::Claimed::Hold(first)) = cb.store.claim(&request, take).await.unwrap() else {
+    let Some(store::Claimed::Hold(first)) =
+        claim_with(&cb.store, &ada, 9, now, take("ada", now)).await
+    else {
         panic!("the caller first in line comes first");
     };
     assert_eq!(first.id, uuid::Uuid::from_u128(1));
