@@ -12,28 +12,109 @@ use serde_json::{json, Value};
 
 /// callbackd with callbacks to SIP addresses on loopback allowed and short dialer waits.
 fn dialer_config(url: &str, confirm: &str) -> PathBuf {
-    config_with(
-        url,
-        &[
-            (
-                "# sip_domains = [\"pbx.example.com\"]",
-                "sip_domains = [\"127.0.0.1\"]",
-            ),
-            ("wrap_up = \"10s\"", "wrap_up = \"1s\""),
-            (
-                "agent_ring_timeout = \"20s\"",
-                "agent_ring_timeout = \"2s\"",
-            ),
-            (
-                "customer_ring_timeout = \"30s\"",
-                "customer_ring_timeout = \"3s\"",
-            ),
-            (
-                "confirm_timeout = \"10s\"",
-                &format!("confirm_timeout = \"{confirm}\""),
-            ),
-        ],
+    dialer_config_with(url, confirm, &[])
+}
+
+/// The same, with more replacements.
+fn dialer_config_with(url: &str, confirm: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let confirm = format!("confirm_timeout = \"{confirm}\"");
+    let mut replacements = vec![
+        (
+            "# sip_domains = [\"pbx.example.com\"]",
+            "sip_domains = [\"127.0.0.1\"]",
+        ),
+        ("wrap_up = \"10s\"", "wrap_up = \"1s\""),
+        (
+            "agent_ring_timeout = \"20s\"",
+            "agent_ring_timeout = \"2s\"",
+        ),
+        (
+            "customer_ring_timeout = \"30s\"",
+            "customer_ring_timeout = \"3s\"",
+        ),
+        ("confirm_timeout = \"10s\"", confirm.as_str()),
+    ];
+    replacements.extend_from_slice(extra);
+    config_with(url, &replacements)
+}
+
+/// A callback to a SIPp customer who answers, presses `keys` as tones 1 s later and hangs
+/// up `talk_ms` after that, with callbackd itself as the ready agent "ada" (its answering
+/// side logs the keys it hears), run to completion.
+struct CallThrough {
+    server: Server,
+    dir: PathBuf,
+    log: PathBuf,
+    /// callbackd's SIP address (the agent's calls go there) and the customer's port.
+    me: std::net::SocketAddr,
+    port: u16,
+    /// The node's sockets before the calls.
+    sockets: u64,
+    /// The callback as it ended.
+    cb: Value,
+}
+
+fn call_through(extra: &[(&str, &str)], keys: &str, talk_ms: &str) -> CallThrough {
+    let dir = temp_dir("call-through");
+    let capture = dir.join("keys.pcap");
+    std::fs::write(
+        &capture,
+        common::in_band_capture(keys, media::g711::Law::Mu),
     )
+    .unwrap();
+    let customer = scenario(
+        &dir,
+        "uas_customer.xml",
+        &[
+            ("PCAP_FILE", &capture.display().to_string()),
+            ("TALK_MS", talk_ms),
+        ],
+    );
+    let (sipp, port) = far_end(&customer);
+    let url = store::testing::sqlite_url();
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(&dialer_config_with(&url, "10s", extra), &log);
+    let me = server.sip_udp.unwrap();
+    let sockets = at_rest(&server);
+    ready_agent(&server, "ada", &format!("sip:agent@{me}"));
+    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{port}"));
+    let cb = wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(30),
+        |cb| cb["state"] == "completed" && finished_attempts(cb),
+    );
+    let (ok, out) = finished_cleanly(sipp);
+    assert!(ok, "the customer's call ran its course: {out}");
+    CallThrough {
+        server,
+        dir,
+        log,
+        me,
+        port,
+        sockets,
+        cb,
+    }
+}
+
+impl CallThrough {
+    /// Stops callbackd; its log.
+    fn finish(self) -> String {
+        drop(self.server);
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        std::fs::remove_dir_all(&self.dir).unwrap();
+        text
+    }
+}
+
+/// The keys the agent's side (the first call callbackd answered) heard, in a callbackd log.
+fn heard_by_agent(log: &str) -> String {
+    let agent_side = common::first_incoming_call(log).expect("the agent's call reached callbackd");
+    common::keys_logged(log)
+        .into_iter()
+        .filter(|k| k.call == agent_side)
+        .map(|k| k.key)
+        .collect()
 }
 
 /// An agent with the billing skill at `address`, logged in and ready.
@@ -128,46 +209,15 @@ fn temp_dir(name: &str) -> PathBuf {
 
 #[test]
 fn a_ready_agent_is_connected_to_the_customer_who_presses_1_and_the_audio_crosses() {
-    // The agent is callbackd itself (its answering side logs the keys it hears); the customer
-    // is SIPp, which answers, presses 1 as a tone to be connected, then 2580 two seconds
-    // later: those keys can only reach the agent's side through the bridge.
-    let dir = temp_dir("dialer");
-    let capture = dir.join("keys.pcap");
-    std::fs::write(
-        &capture,
-        common::in_band_capture("1,,2580", media::g711::Law::Mu),
-    )
-    .unwrap();
-    let customer = scenario(
-        &dir,
-        "uas_customer.xml",
-        &[
-            ("PCAP_FILE", &capture.display().to_string()),
-            ("TALK_MS", "5000"),
-        ],
-    );
-    let (sipp, port) = far_end(&customer);
-    let url = store::testing::sqlite_url();
-    let log = dir.join("callbackd.log");
-    let server = Server::start_logging(&dialer_config(&url, "10s"), &log);
-    let me = server.sip_udp.unwrap();
-    let sockets = at_rest(&server);
-    ready_agent(&server, "ada", &format!("sip:agent@{me}"));
-    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{port}"));
-
-    let cb = wait_for(
-        &server,
-        &format!("/api/v1/callbacks/{id}"),
-        Duration::from_secs(30),
-        |cb| cb["state"] == "completed" && finished_attempts(cb),
-    );
-    let (ok, out) = finished_cleanly(sipp);
-    assert!(ok, "the customer's call ran its course: {out}");
+    // The customer presses 1 as a tone to be connected, then 2580 two seconds later: those
+    // keys can only reach the agent's side through the bridge.
+    let call = call_through(&[], "1,,2580", "5000");
+    let cb = &call.cb;
     let attempts = cb["dial_attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["outcome"], "connected");
     assert_eq!(attempts[0]["agent_id"], "ada");
-    assert_eq!(cb["dial_attempts"][0]["number"], 1);
+    assert_eq!(attempts[0]["number"], 1);
     let actions: Vec<&str> = cb["history"]
         .as_array()
         .unwrap()
@@ -178,19 +228,19 @@ fn a_ready_agent_is_connected_to_the_customer_who_presses_1_and_the_audio_crosse
     assert_eq!(cb["history"][3]["channel"], "dialer");
     // The agent took the call, wrapped up, and is ready for the next.
     wait_for(
-        &server,
+        &call.server,
         "/api/v1/agents/ada",
         Duration::from_secs(10),
         |a| a["state"] == "ready",
     );
     // The customer hung up: both calls, their ports and the bridge are gone.
     assert_eq!(
-        at_rest(&server),
-        sockets,
+        at_rest(&call.server),
+        call.sockets,
         "every socket the calls took is closed"
     );
     assert_eq!(
-        agent_steps(&server, "ada"),
+        agent_steps(&call.server, "ada"),
         [
             "logged_out",
             "ready",
@@ -200,16 +250,7 @@ fn a_ready_agent_is_connected_to_the_customer_who_presses_1_and_the_audio_crosse
             "ready"
         ]
     );
-    drop(server);
-    let text = std::fs::read_to_string(&log).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let agent_side =
-        common::first_incoming_call(&text).expect("the agent's call reached callbackd");
-    let heard: String = common::keys_logged(&text)
-        .into_iter()
-        .filter(|k| k.call == agent_side)
-        .map(|k| k.key)
-        .collect();
+    let heard = heard_by_agent(&call.finish());
     // The tail of the 1 that connected them may cross too: it is heard as it ends.
     assert!(
         heard == "2580" || heard == "12580",
@@ -759,58 +800,25 @@ fn a_holding_caller_who_presses_1_books_a_callback_keeping_their_place() {
 
 #[test]
 fn customer_first_calls_the_customer_then_connects_the_agent() {
-    // The customer answers, presses 1, holds a moment while the agent (callbackd itself) is
-    // called (no whisper, to keep it short), then presses 2580, which can only reach the agent
-    // across the bridge.
-    let dir = temp_dir("customer-first");
-    let capture = dir.join("keys.pcap");
-    std::fs::write(
-        &capture,
-        common::in_band_capture("1,,,,,,,2580", media::g711::Law::Mu),
-    )
-    .unwrap();
-    let customer = scenario(
-        &dir,
-        "uas_customer.xml",
+    // The customer answers, presses 1, holds a moment while the agent is called (no whisper,
+    // to keep it short), then presses 2580, which can only reach the agent across the bridge.
+    let call = call_through(
         &[
-            ("PCAP_FILE", &capture.display().to_string()),
-            ("TALK_MS", "10000"),
-        ],
-    );
-    let (sipp, port) = far_end(&customer);
-    let url = store::testing::sqlite_url();
-    let log = dir.join("callbackd.log");
-    let config = config_with(
-        &url,
-        &[
-            (
-                "# sip_domains = [\"pbx.example.com\"]",
-                "sip_domains = [\"127.0.0.1\"]",
-            ),
             ("customer_first = false", "customer_first = true"),
             ("whisper = true", "whisper = false"),
-            ("wrap_up = \"10s\"", "wrap_up = \"1s\""),
         ],
+        "1,,,,,,,2580",
+        "10000",
     );
-    let server = Server::start_logging(&config, &log);
-    let me = server.sip_udp.unwrap();
-    ready_agent(&server, "ky", &format!("sip:agent@{me}"));
-    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{port}"));
-    let cb = wait_for(
-        &server,
-        &format!("/api/v1/callbacks/{id}"),
-        Duration::from_secs(30),
-        |cb| cb["state"] == "completed" && finished_attempts(cb),
+    assert_eq!(call.cb["dial_attempts"][0]["outcome"], "connected");
+    wait_for(
+        &call.server,
+        "/api/v1/agents/ada",
+        Duration::from_secs(10),
+        |a| a["state"] == "ready",
     );
-    assert_eq!(cb["dial_attempts"][0]["outcome"], "connected");
-    let (ok, out) = finished_cleanly(sipp);
-    assert!(ok, "{out}");
-    wait_for(&server, "/api/v1/agents/ky", Duration::from_secs(10), |a| {
-        a["state"] == "ready"
-    });
-    drop(server);
-    let text = std::fs::read_to_string(&log).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    let (me, port) = (call.me, call.port);
+    let text = call.finish();
     let placed: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("call placed"))
@@ -824,14 +832,8 @@ fn customer_first_calls_the_customer_then_connects_the_agent() {
         [format!("127.0.0.1:{port}"), me.to_string()],
         "the customer first, then the agent"
     );
-    let agent_side =
-        common::first_incoming_call(&text).expect("the agent's call reached callbackd");
-    let heard: String = common::keys_logged(&text)
-        .into_iter()
-        .filter(|k| k.call == agent_side)
-        .map(|k| k.key)
-        .collect();
     // Here the agent answers within a millisecond, so the tail of the 1 may cross too.
+    let heard = heard_by_agent(&text);
     assert!(
         heard == "2580" || heard == "12580",
         "the customer's keys crossed the bridge: {heard}"

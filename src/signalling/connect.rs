@@ -326,7 +326,7 @@ impl Loop {
                         status: None,
                     });
                 }
-                self.customer_gone(now, id);
+                self.gone(now, id, Side::Customer);
             }
         }
     }
@@ -343,7 +343,7 @@ impl Loop {
                     status: None,
                 });
             }
-            self.customer_gone(now, id);
+            self.gone(now, id, Side::Customer);
             return;
         };
         if let Some(active) = self.calls.get_mut(&call) {
@@ -425,28 +425,8 @@ impl Loop {
                         status: None,
                     });
                 }
-                self.agent_gone(now, id);
+                self.gone(now, id, Side::Agent);
             }
-        }
-    }
-
-    /// Customer first, the agent is not there: the customer hears so, then is hung up.
-    fn agent_gone(&mut self, now: Instant, id: u64) {
-        let Some(bridge) = self.bridges.get_mut(&id) else {
-            return;
-        };
-        bridge.phase = Phase::Ending;
-        let Some(customer) = bridge.customer else {
-            return;
-        };
-        let told = self
-            .prompts
-            .sequence(bridge.connect.not_reached.iter().map(String::as_str))
-            .unwrap_or_default();
-        if told.is_empty() || !self.calls.get(&customer).is_some_and(|a| a.in_media) {
-            self.end_call(now, customer);
-        } else {
-            self.media.play(customer, NOT_REACHED, told, false);
         }
     }
 
@@ -471,24 +451,28 @@ impl Loop {
         }
     }
 
-    /// The customer is not there (never answered, did not press 1, or could not be called):
-    /// tell the agent, then hang up.
-    fn customer_gone(&mut self, now: Instant, id: u64) {
+    /// `side` is not there (never answered, did not press 1, could not be called, or left
+    /// before being connected): the other side hears `not_reached`, then is hung up.
+    fn gone(&mut self, now: Instant, id: u64, side: Side) {
         let Some(bridge) = self.bridges.get_mut(&id) else {
             return;
         };
         bridge.phase = Phase::Ending;
-        let Some(agent) = bridge.agent else {
+        let other = match side {
+            Side::Agent => bridge.customer,
+            Side::Customer => bridge.agent,
+        };
+        let Some(other) = other else {
             return;
         };
         let told = self
             .prompts
             .sequence(bridge.connect.not_reached.iter().map(String::as_str))
             .unwrap_or_default();
-        if told.is_empty() || !self.calls.get(&agent).is_some_and(|a| a.in_media) {
-            self.end_call(now, agent);
+        if told.is_empty() || !self.calls.get(&other).is_some_and(|a| a.in_media) {
+            self.end_call(now, other);
         } else {
-            self.media.play(agent, NOT_REACHED, told, false);
+            self.media.play(other, NOT_REACHED, told, false);
         }
     }
 
@@ -510,8 +494,8 @@ impl Loop {
         };
         let customer_first = bridge.connect.customer_first;
         match (side, phase) {
-            (Side::Customer, Phase::Customer) => self.customer_gone(now, id),
-            (Side::Agent, Phase::Agent) if customer_first => self.agent_gone(now, id),
+            (Side::Customer, Phase::Customer) => self.gone(now, id, Side::Customer),
+            (Side::Agent, Phase::Agent) if customer_first => self.gone(now, id, Side::Agent),
             // The customer is being told the agent was not there.
             (Side::Agent, Phase::Ending) if customer_first => {}
             // The agent is being told the customer was not reached (or was hung up already).
@@ -562,7 +546,7 @@ impl Loop {
             if let Some(customer) = bridge.customer {
                 self.end_call(now, customer);
             }
-            self.customer_gone(now, id);
+            self.gone(now, id, Side::Customer);
         }
     }
 
