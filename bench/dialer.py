@@ -17,8 +17,9 @@ dialing node's look at the callback, and the CANCEL's way out.
 throughput: AGENTS agents (all answered by one SIPp UAS that waits for callbackd's BYE) and
 customers (one SIPp UAS that answers, stays TALK seconds and hangs up). Callbacks are created
 through the API at RATE a second for SECONDS (split over the nodes); afterwards every
-callback must be completed with one connected attempt. The whisper and the greeting are off,
-so a callback is two INVITEs, a bridge and two BYEs.
+callback must be completed with one connected attempt, and every node must be back at rest
+(GET /api/v1/status: no calls, dialogs, bridges, RTP ports or attempts). The whisper and the
+greeting are off, so a callback is two INVITEs, a bridge and two BYEs.
 
 Usage:
   cargo build --release
@@ -237,10 +238,24 @@ def throughput(args):
             for a in cb["dial_attempts"]:
                 outcomes[a["outcome"]] = outcomes.get(a["outcome"], 0) + 1
         counts = api(bases[0], "/api/v1/queues/support")["counts"]
+        # Afterwards every node must be back at rest: no calls, dialogs, bridges, RTP ports or
+        # attempts, and its sockets and store connections at their idle counts.
+        rest = []
+        for base in bases:
+            deadline = time.monotonic() + 30
+            while True:
+                status = api(base, "/api/v1/status")
+                idle = status["sip"] == {"calls": 0, "dialogs": 0, "bridges": 0, "rtp_ports": 0} \
+                    and status["dialer"]["attempts"] == 0
+                if idle or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            rest.append(f"{'at rest' if idle else 'NOT at rest'}: {status['sockets']} sockets, "
+                        f"{status['store']['connections']} store connections ({status['store']['idle']} idle)")
         print(f"| {args.store.split('://')[0]} | {args.nodes} | {args.agents} | {args.rate}/s for {args.seconds} s | "
               f"{counts['completed']} of {total} in {elapsed:.0f} s (fed in {fed:.0f} s) | "
               f"{', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))} | "
-              f"{' + '.join(f'{c:.2f}' for c in cpu)} cores |")
+              f"{' + '.join(f'{c:.2f}' for c in cpu)} cores | {'; '.join(rest)} |")
     finally:
         for n in nodes:
             n[0].kill()

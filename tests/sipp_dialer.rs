@@ -839,3 +839,44 @@ fn customer_first_calls_the_customer_then_connects_the_agent() {
         "the customer's keys crossed the bridge: {heard}"
     );
 }
+
+#[test]
+fn a_customer_who_declines_or_does_not_answer_is_recorded_as_such() {
+    for (scenario_file, outcome, status) in [
+        ("uas_decline.xml", "rejected", json!(603)),
+        ("uas_no_answer.xml", "no_answer", Value::Null),
+    ] {
+        let (agent, agent_port) = far_end("uas_answer.xml");
+        let (customer, customer_port) = far_end(scenario_file);
+        let url = store::testing::sqlite_url();
+        let server = Server::start(&dialer_config(&url, "10s"));
+        ready_agent(&server, "lu", &format!("sip:lu@127.0.0.1:{agent_port}"));
+        let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{customer_port}"));
+        let cb = wait_for(
+            &server,
+            &format!("/api/v1/callbacks/{id}"),
+            Duration::from_secs(30),
+            finished_attempts,
+        );
+        assert_eq!(
+            (
+                &cb["dial_attempts"][0]["outcome"],
+                &cb["dial_attempts"][0]["sip_status"]
+            ),
+            (&json!(outcome), &status),
+            "{scenario_file}"
+        );
+        assert_eq!(
+            (cb["state"].as_str(), cb["attempts"].as_u64()),
+            (Some("queued"), Some(1)),
+            "retried later"
+        );
+        for (phone, who) in [(agent, "agent"), (customer, "customer")] {
+            let (ok, out) = finished_cleanly(phone);
+            assert!(
+                ok,
+                "{scenario_file}: the {who}'s call ran its course: {out}"
+            );
+        }
+    }
+}
