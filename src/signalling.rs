@@ -856,8 +856,10 @@ impl Loop {
             }
             MediaEvent::Leg {
                 call,
-                event: LegEvent::PlayoutEnded { id, .. },
+                event: LegEvent::PlayoutEnded { id, how },
             } if self.calls.get(&call).is_some_and(|a| a.session.is_some()) => {
+                // `how=Digit`: the caller's key stopped it (barge-in).
+                debug!(%call, id, ?how, "prompt ended");
                 if let Some(session) = self.calls.get_mut(&call).and_then(|a| a.session.as_mut()) {
                     session.handle_played(now, id);
                 }

@@ -21,16 +21,29 @@ const AGENTS: usize = 30;
 /// A SIPp answering up to `calls` calls with `scenario`, logging every message to `log`.
 fn peer(scenario: &Path, calls: usize, log: &Path) -> (Child, u16) {
     let port = free_port();
-    let child = Command::new("sipp")
+    let child = Command::new(common::sipp())
         .arg("-sf")
         .arg(scenario)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &free_port().to_string()])
-        .args(["-m", &calls.to_string(), "-nostdin", "-trace_msg", "-message_file"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &common::media_port().to_string(),
+        ])
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+        ])
         .arg(log)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("sipp is not installed ({e}): apt-get install sip-tester (scripts/test.sh installs it)"));
+        .expect("sipp runs");
     (child, port)
 }
 

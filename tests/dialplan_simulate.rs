@@ -28,18 +28,7 @@ impl Line {
     }
 
     fn run(&self, args: &[&str]) -> String {
-        let out = callbackd()
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "callbackd {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::cli(&self.config, args)
     }
 
     /// A callback for `address`; its confirmation ID.

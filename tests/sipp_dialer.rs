@@ -507,12 +507,12 @@ fn register(target: std::net::SocketAddr, expires: u32) {
             (contact, if expires == 0 { "Contact: *" } else { contact }),
         ],
     );
-    let out = std::process::Command::new("sipp")
+    let out = std::process::Command::new(common::sipp())
         .args(["-sf", &path, &target.to_string(), "-i", "127.0.0.1"])
         .args(["-p", &common::free_port().to_string(), "-m", "1"])
         .args(["-nostdin", "-timeout", "20s", "-timeout_error"])
         .output()
-        .expect("sipp is installed: apt-get install sip-tester (scripts/test.sh installs it)");
+        .expect("sipp runs");
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         out.status.success(),
@@ -672,7 +672,7 @@ fn hold_in_queue(target: std::net::SocketAddr, keys: &str, wait_ms: u32, hang_up
             ("CALLER", "+12125550100"),
         ],
     );
-    let out = std::process::Command::new("sipp")
+    let out = std::process::Command::new(common::sipp())
         .args([
             "-sf",
             &caller,
@@ -686,11 +686,11 @@ fn hold_in_queue(target: std::net::SocketAddr, keys: &str, wait_ms: u32, hang_up
             "-p",
             &common::free_port().to_string(),
             "-mp",
-            &common::free_port().to_string(),
+            &common::media_port().to_string(),
         ])
         .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
         .output()
-        .expect("sipp is installed: apt-get install sip-tester (scripts/test.sh installs it)");
+        .expect("sipp runs");
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         out.status.success(),

@@ -140,38 +140,41 @@ impl Server {
     }
 }
 
-/// Creates a callback for `number` with the CLI; its confirmation ID.
-pub fn create_callback(config: &std::path::Path, number: &str) -> String {
+/// Runs the command line with `args` on `config`; it must succeed. What it printed.
+pub fn cli(config: &std::path::Path, args: &[&str]) -> String {
     let out = callbackd()
-        .args([
-            "callbacks",
-            "create",
-            "--queue",
-            "support",
-            "--address",
-            number,
-        ])
+        .args(args)
         .arg("--config")
         .arg(config)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "callbackd {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Creates a callback for `number` with the CLI; its confirmation ID.
+pub fn create_callback(config: &std::path::Path, number: &str) -> String {
+    let out = cli(
+        config,
+        &[
+            "callbacks",
+            "create",
+            "--queue",
+            "support",
+            "--address",
+            number,
+        ],
+    );
+    let body: Value = serde_json::from_str(&out).unwrap();
     body["confirmation_id"].as_str().unwrap().to_owned()
 }
 
-pub fn show_callback(config: &std::path::Path, id: &str) -> serde_json::Value {
-    let out = callbackd()
-        .args(["callbacks", "show", id])
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+pub fn show_callback(config: &std::path::Path, id: &str) -> Value {
+    serde_json::from_str(&cli(config, &["callbacks", "show", id])).unwrap()
 }
 
 /// A key a callbackd log says was pressed.
@@ -336,29 +339,124 @@ pub fn request(
     })
 }
 
+/// A free UDP port on loopback, never one this test process was given before (the system may
+/// hand a released port out again before whoever got it has bound it).
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports(1)
+}
+
+/// The first of `n` free UDP ports in a row on loopback, none given before in this process.
+fn ports(n: u16) -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let first = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let all: Vec<u16> = (0..n).filter_map(|i| first.checked_add(i)).collect();
+        let free = all.len() == usize::from(n)
+            && all.iter().all(|p| !given.contains(p))
+            && all[1..]
+                .iter()
+                .all(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok());
+        if free {
+            given.extend(all);
+            return first;
+        }
+    }
+}
+
+/// A port for SIPp's media (`-mp`): SIPp binds it and the three above it (RTCP, and video
+/// with its RTCP), so all four must be free.
+pub fn media_port() -> u16 {
+    ports(4)
+}
+
+/// The SIPp binary (Debian's sip-tester).
+pub fn sipp() -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("sipp"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!("sipp is not installed: apt-get install sip-tester (scripts/test.sh installs it)")
+    })
+}
+
+/// A scenario in tests/sipp/ (or a path, kept as it is).
+pub fn sipp_scenario(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Runs SIPp as the caller (dialling 5000) against `target` with `scenario_file` (in tests/sipp/,
+/// or a path) and returns how many calls succeeded and failed, and what SIPp printed.
+pub fn run_sipp(
+    target: SocketAddr,
+    scenario_file: &str,
+    calls: u32,
+    extra: &[&str],
+) -> (u32, u32, String) {
+    let (port, media) = (free_port().to_string(), media_port().to_string());
+    let out = Command::new(sipp())
+        .args([
+            "-sf",
+            &sipp_scenario(scenario_file),
+            "-s",
+            "5000",
+            &target.to_string(),
+        ])
+        .args(["-i", if target.is_ipv6() { "::1" } else { "127.0.0.1" }])
+        .args(["-p", &port, "-mp", &media])
+        .args(["-m", &calls.to_string(), "-r", "10", "-l", "20"])
+        .args([
+            "-nostdin",
+            "-timeout",
+            "90s",
+            "-timeout_error",
+            "-max_recv_loops",
+            "1000",
+        ])
+        .args(extra)
+        .output()
+        .expect("sipp runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let count = |label: &str| -> u32 {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let printed = stdout.clone() + &String::from_utf8_lossy(&out.stderr);
+    (count("Successful call"), count("Failed call"), printed)
 }
 
 /// SIPp answering one call with `scenario` (a file in tests/sipp/, or a path) on a free port.
 pub fn far_end(scenario: &str) -> (Child, u16) {
     let port = free_port();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/sipp")
-        .join(scenario);
-    let child = Command::new("sipp")
-        .arg("-sf")
-        .arg(&path)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &free_port().to_string()])
+    let child = Command::new(sipp())
+        .args(["-sf", &sipp_scenario(scenario)])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &media_port().to_string(),
+        ])
         .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("sipp is not installed ({e}): apt-get install sip-tester (scripts/test.sh installs it)"));
+        .expect("sipp runs");
     std::thread::sleep(std::time::Duration::from_millis(300));
     (child, port)
 }
