@@ -25,6 +25,8 @@ pub struct Config {
     pub dialer: DialerConfig,
     #[serde(default)]
     pub notifier: NotifierConfig,
+    #[serde(default)]
+    pub chat: ChatConfig,
     pub dialing: DialingPolicy,
     pub queues: BTreeMap<String, Queue>,
 }
@@ -55,6 +57,25 @@ impl Default for IvrConfig {
             lockout: chrono::Duration::hours(24),
             failed_lookups_per_hour: 100,
             max_failures_per_id: 5,
+        }
+    }
+}
+
+/// The chat: its bots, and how long a conversation lasts unused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// Relative paths start where callbackd runs.
+    pub bots: PathBuf,
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub session_idle: chrono::Duration,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            bots: "chatbots/default.toml".into(),
+            session_idle: chrono::Duration::minutes(30),
         }
     }
 }

@@ -228,6 +228,8 @@ pub struct Operations {
 /// Who is calling (for the history and security events), and how many look-ups of the call
 /// failed so far.
 pub struct Caller {
+    /// The IVR, or the chat.
+    pub channel: Channel,
     pub caller_id: String,
     /// `ip:port` the call came from.
     pub source: String,
@@ -248,7 +250,7 @@ pub const MAX_FAILURES_PER_CALL: u32 = 3;
 
 impl Operations {
     /// What a found callback says about itself (see [`STATUS`]).
-    async fn status(&self, c: &Callback, now: DateTime<Utc>) -> Vec<(String, Value)> {
+    pub async fn status(&self, c: &Callback, now: DateTime<Utc>) -> Vec<(String, Value)> {
         let estimate = match self.callbacks.policy.queues.get(&c.queue) {
             Some(queue) => {
                 crate::queues::of_callback(&self.callbacks.store, queue, c, self.wrap_up, now)
@@ -397,7 +399,7 @@ impl Operations {
                     Ok(m) => m,
                     Err(reason) => return failure(reason, None),
                 };
-                let actor = Actor::new(Channel::Ivr, caller.caller_id.clone());
+                let actor = Actor::new(caller.channel, caller.caller_id.clone());
                 match self
                     .callbacks
                     .modify(rng, now, &actor, &id, None, &modification)
@@ -696,6 +698,7 @@ pub async fn simulate(
     let mut session = Session::start(Arc::new(plan), entry, vars, now)
         .ok_or_else(|| anyhow!("the dialplan has no entry `{entry}`"))?;
     let mut caller = Caller {
+        channel: Channel::Ivr,
         caller_id: caller_id.to_owned(),
         source: "simulator".into(),
         call_id: "simulate".into(),

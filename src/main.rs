@@ -3,6 +3,7 @@
 //! rules live in the crates under `crates/`.
 
 mod api;
+mod chat;
 mod cli;
 mod config;
 mod dialer;
@@ -49,6 +50,11 @@ enum Command {
     Dialplan {
         #[command(subcommand)]
         command: ivr::DialplanCommand,
+    },
+    /// Check the chat's bots.
+    Chat {
+        #[command(subcommand)]
+        command: chat::ChatCommand,
     },
 }
 
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
             }
             Command::Callbacks { command } => cli::run(config, command).await,
             Command::Dialplan { command } => ivr::command(config, command).await,
+            Command::Chat { command } => chat::command(&config, command),
         }
     });
     match result {

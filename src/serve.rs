@@ -36,6 +36,13 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         wrap_up: config.dialer.wrap_up,
         notifier: crate::notifier::Notifier::from_config(&config.notifier),
     });
+    let bots = crate::chat::load(&config.chat.bots, &config.queues)?;
+    tracing::info!(bots = %config.chat.bots.display(), intents = bots.intents.len(), "chat bots loaded");
+    let chats = Arc::new(crate::chat::Chats::new(
+        bots,
+        operations.clone(),
+        config.chat.session_idle.to_std().unwrap_or_default(),
+    ));
     // Wakes the dialer when a caller starts holding on this node.
     let wake = Arc::new(tokio::sync::Notify::new());
     let hold_settings = crate::signalling::HoldSettings {
@@ -104,8 +111,11 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         sip: sip.sip.clone(),
         dialer,
         wrap_up: config.dialer.wrap_up,
+        chats,
     });
-    axum::serve(listener, api::router(state))
+    // The chat's look-ups count failures per client address, as the IVR's do per caller ID.
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving HTTP")?;

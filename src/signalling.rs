@@ -1174,6 +1174,7 @@ impl Loop {
                     debug!(%call, operation, "dialplan operation");
                     let (operations, tx) = (self.operations.clone(), self.tx.clone());
                     let caller = Caller {
+                        channel: callbacks::Channel::Ivr,
                         caller_id: active
                             .ivr
                             .as_ref()

@@ -39,6 +39,7 @@ pub struct AppState {
     pub dialer: Option<Arc<crate::dialer::Dialer>>,
     /// `dialer.wrap_up`, part of every call's handle time.
     pub wrap_up: chrono::Duration,
+    pub chats: Arc<crate::chat::Chats>,
 }
 
 impl AppState {
@@ -65,6 +66,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/test-calls", post(test_call))
         .route("/dialplan/reload", post(reload_dialplan))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        // The chat is for customers: no API token.
+        .route("/chat/sessions", post(start_chat))
+        .route("/chat/sessions/{id}/messages", post(chat_message))
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/api/v1", api)
@@ -579,4 +583,66 @@ async fn openapi() -> impl IntoResponse {
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"status": "ok", "store": state.callbacks.store.backend()}))
+}
+
+fn replies(replies: Vec<::chat::session::Reply>) -> Value {
+    replies
+        .into_iter()
+        .map(|r| json!({"text": r.text, "choices": r.choices}))
+        .collect()
+}
+
+async fn start_chat(State(state): State<Arc<AppState>>) -> AppResult<(StatusCode, Json<Value>)> {
+    let (id, greeting) = state
+        .chats
+        .start()
+        .map_err(|crate::chat::Full| ApiError::Request {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "too_many_chats",
+            message: format!(
+                "{} conversations are open, the most there may be; try again later",
+                crate::chat::MAX_SESSIONS
+            ),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": id,
+            "idle_timeout_seconds": state.chats.idle().as_secs(),
+            "replies": replies(greeting),
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatMessage {
+    text: String,
+}
+
+async fn chat_message(
+    State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<ChatMessage>, JsonRejection>,
+) -> AppResult<Json<Value>> {
+    let Path(id) = id?;
+    let Json(message) = body?;
+    let gone = || {
+        ApiError::not_found(format!("there is no conversation `{id}` (or it expired); start one with POST /api/v1/chat/sessions"))
+    };
+    let session = uuid::Uuid::parse_str(&id).map_err(|_| gone())?;
+    let text = message.text.trim();
+    if text.is_empty() || text.chars().count() > crate::chat::MAX_MESSAGE {
+        return Err(ApiError::bad_request(
+            "invalid_message",
+            format!("a message has 1 to {} characters", crate::chat::MAX_MESSAGE),
+        ));
+    }
+    let said = state
+        .chats
+        .message(session, text, client)
+        .await
+        .ok_or_else(gone)?;
+    Ok(Json(json!({"replies": replies(said)})))
 }
