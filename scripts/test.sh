@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of callbackd on a fresh machine: installs what the tests need from Debian
-# packages (PostgreSQL, SIPp from sip-tester, espeak-ng and sox for the DTMF talk-off test), starts a throwaway PostgreSQL on loopback, checks formatting and lints, runs the
-# whole workspace's tests, and stops PostgreSQL again.
+# packages (PostgreSQL, SIPp from sip-tester, espeak-ng and sox for the DTMF talk-off test,
+# Chromium and Node.js for the pages) and playwright-core from npm, starts a throwaway
+# PostgreSQL on loopback, checks formatting and lints, runs the whole workspace's tests, and
+# stops PostgreSQL again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,11 +12,18 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresq
 command -v sipp >/dev/null 2>&1 || need_packages+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || need_packages+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_packages+=(sox)
+[ -x /usr/bin/chromium ] || need_packages+=(chromium)
+command -v node >/dev/null 2>&1 || need_packages+=(nodejs npm)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "== installing ${need_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_packages[@]}" >/dev/null
+fi
+
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "== installing playwright-core (npm)"
+  npm ci --prefix tests/browser --no-audit --no-fund --silent
 fi
 
 pgdir=$(mktemp -d /tmp/callbackd-pg.XXXXXX)

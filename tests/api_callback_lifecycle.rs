@@ -449,6 +449,9 @@ async fn the_openapi_description_covers_every_route() {
         "/api/v1/agents/{id}",
         "/api/v1/agents/{id}/state",
         "/api/v1/status",
+        "/api/v1/events",
+        "/api/v1/chat/sessions",
+        "/api/v1/chat/sessions/{id}/messages",
         "/healthz",
     ] {
         assert!(paths.contains_key(path), "{path} is described");

@@ -9,7 +9,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use callbacks::{
@@ -29,6 +30,11 @@ use crate::signalling::{self, PlaceError, Sip};
 
 /// The OpenAPI description of this API, kept in the repository.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+/// The customers' chat widget, and the operators' board: plain HTML and script, no build.
+const CHAT_PAGE: &str = include_str!("../../web/chat.html");
+const BOARD_PAGE: &str = include_str!("../../web/board.html");
+/// How often the board's event stream looks for a change.
+const EVENTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct AppState {
     pub callbacks: Arc<Callbacks<Store>>,
@@ -65,6 +71,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/queues/{name}", get(queue))
         .route("/test-calls", post(test_call))
         .route("/dialplan/reload", post(reload_dialplan))
+        .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         // The chat is for customers: no API token.
         .route("/chat/sessions", post(start_chat))
@@ -73,6 +80,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
+        // The pages; the board's data needs the token, when there is one, and asks for it.
+        .route("/chat", get(|| async { Html(CHAT_PAGE) }))
+        .route("/board", get(|| async { Html(BOARD_PAGE) }))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
         .with_state(state)
 }
@@ -86,8 +96,14 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        if !presented.is_some_and(|p| token.matches(p)) {
+            .map(|(_, token)| token.trim().to_owned())
+            // An EventSource cannot send headers: `?access_token=` (RFC 6750 section 2.3).
+            .or_else(|| {
+                Query::<BTreeMap<String, String>>::try_from_uri(request.uri())
+                    .ok()
+                    .and_then(|Query(mut q)| q.remove("access_token"))
+            });
+        if !presented.is_some_and(|p| token.matches(&p)) {
             return ApiError::unauthorized().into_response();
         }
     }
@@ -311,12 +327,56 @@ async fn queue_body(state: &AppState, name: &str) -> AppResult<Value> {
     }))
 }
 
-async fn queues(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
+async fn all_queues(state: &AppState) -> AppResult<Vec<Value>> {
     let mut all = Vec::new();
     for name in state.callbacks.policy.queues.keys() {
-        all.push(queue_body(&state, name).await?);
+        all.push(queue_body(state, name).await?);
     }
-    Ok(Json(json!({ "queues": all })))
+    Ok(all)
+}
+
+async fn queues(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
+    Ok(Json(json!({ "queues": all_queues(&state).await? })))
+}
+
+/// What the board shows: queues with their lines, agents, callbacks in dialing order (the
+/// first 500), and the calls.
+async fn board(state: &AppState) -> AppResult<Value> {
+    let filter = Filter {
+        state: None,
+        queue: None,
+        skill: None,
+        limit: 500,
+    };
+    Ok(json!({
+        "queues": all_queues(state).await?,
+        "agents": state.callbacks.store.agents().await?,
+        "callbacks": state.callbacks.store.list(&filter).await?,
+        "status": {"sip": state.sip.gauges().await.ok()},
+    }))
+}
+
+/// Server-sent events for the board: a `snapshot` event (the board's JSON) at once and
+/// whenever it changes, looked at every second.
+async fn events(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let stream = futures_util::stream::unfold((state, String::new()), |(state, last)| async move {
+        loop {
+            match board(&state).await {
+                Ok(snapshot) => {
+                    let text = snapshot.to_string();
+                    if text != last {
+                        let event = Event::default().event("snapshot").data(text.clone());
+                        return Some((Ok(event), (state, text)));
+                    }
+                }
+                Err(e) => tracing::debug!(error = ?e, "the board's snapshot failed; trying again"),
+            }
+            tokio::time::sleep(EVENTS_EVERY).await;
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 async fn queue(

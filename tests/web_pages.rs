@@ -1,0 +1,163 @@
+//! The web pages and the board's live feed over real HTTP: the chat widget and the board are
+//! served; the board's event stream sends a snapshot at once and another when a callback
+//! changes; with a token, the stream wants it (as `?access_token=`, which an EventSource can
+//! send). (The pages' behaviour in a browser is not tested yet.)
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{config_with, Server};
+use serde_json::{json, Value};
+
+fn server(extra: &[(&str, &str)]) -> Server {
+    let url = store::testing::sqlite_url();
+    let mut replacements = vec![("\nenabled = true", "\nenabled = false")];
+    replacements.extend_from_slice(extra);
+    Server::start(&config_with(&url, &replacements))
+}
+
+#[test]
+fn the_chat_widget_and_the_board_are_served() {
+    let server = server(&[]);
+    for (path, uses) in [
+        ("/chat", "/api/v1/chat/sessions"),
+        ("/board", "/api/v1/events"),
+    ] {
+        let r = common::request(server.addr, "GET", path, &[], None).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("text/html")),
+            "{path}"
+        );
+        assert!(
+            r.body.as_str().is_some_and(|page| page.contains(uses)),
+            "{path} talks to {uses}"
+        );
+    }
+}
+
+/// An open `GET /api/v1/events`, read event by event.
+struct Events {
+    reader: BufReader<TcpStream>,
+    /// Decoded body not yet taken as events.
+    pending: String,
+}
+
+impl Events {
+    fn open(server: &Server, query: &str) -> Result<Events, u16> {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /api/v1/events{query} HTTP/1.1\r\nHost: callbackd\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        let code: u16 = status.split_whitespace().nth(1).unwrap().parse().unwrap();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+        }
+        if code != 200 {
+            return Err(code);
+        }
+        Ok(Events {
+            reader,
+            pending: String::new(),
+        })
+    }
+
+    /// The next `snapshot` event's data (the body is chunked: each chunk is undone).
+    fn next_snapshot(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let event: String = self.pending.drain(..end + 2).collect();
+                if event.lines().any(|l| l == "event: snapshot") {
+                    let data: String = event
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data: "))
+                        .collect();
+                    return serde_json::from_str(&data).unwrap();
+                }
+                continue;
+            }
+            let mut size = String::new();
+            self.reader
+                .read_line(&mut size)
+                .expect("the stream goes on");
+            let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            let mut chunk = vec![0; size + 2];
+            self.reader.read_exact(&mut chunk).unwrap();
+            self.pending
+                .push_str(&String::from_utf8_lossy(&chunk[..size]));
+        }
+    }
+}
+
+fn state_of(snapshot: &Value, id: &str) -> Option<String> {
+    snapshot["callbacks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["confirmation_id"] == id)
+        .and_then(|c| c["state"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn the_board_hears_of_a_change_without_asking() {
+    let server = server(&[]);
+    let r = server.post(
+        "/api/v1/callbacks",
+        &json!({"queue": "support", "address": "+12125550100"}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["confirmation_id"].as_str().unwrap().to_owned();
+    let mut events = Events::open(&server, "").unwrap();
+    let first = events.next_snapshot();
+    assert_eq!(state_of(&first, &id).as_deref(), Some("queued"), "{first}");
+    assert_eq!(first["queues"][0]["name"], "support");
+    assert!(
+        first["agents"].is_array() && first["status"]["sip"]["calls"] == 0,
+        "{first}"
+    );
+
+    let r = server.post(
+        &format!("/api/v1/callbacks/{id}/modifications"),
+        &json!({"action": "pause"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // A snapshot read while the change commits may show it in part; the next one is whole.
+    let settled = (0..3).map(|_| events.next_snapshot()).find(|s| {
+        state_of(s, &id).as_deref() == Some("paused") && s["queues"][0]["counts"]["paused"] == 1
+    });
+    assert!(settled.is_some(), "the board saw the callback paused");
+}
+
+#[test]
+fn with_a_token_the_board_needs_it_and_may_send_it_in_the_url() {
+    let token = "a-long-board-token-0123";
+    let server = server(&[(
+        "# token = \"a long random string\"",
+        "token = \"a-long-board-token-0123\"",
+    )]);
+    assert_eq!(Events::open(&server, "").err(), Some(401));
+    assert_eq!(
+        Events::open(&server, "?access_token=wrong-token-0000000").err(),
+        Some(401)
+    );
+    let mut events = Events::open(&server, &format!("?access_token={token}")).unwrap();
+    assert!(events.next_snapshot()["queues"].is_array());
+    // The pages themselves are open: they ask for the token.
+    let r = common::request(server.addr, "GET", "/board", &[], None).unwrap();
+    assert_eq!(r.status, 200);
+}
