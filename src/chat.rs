@@ -1,7 +1,7 @@
 //! The chat's runtime: conversations (the `chat` crate's `Session`) kept in memory for as long as
 //! they are used, each pumped with what it asks for: the wait from the queues, a callback
-//! booked in the store, and callbacks looked up and changed through the IVR's operations, so
-//! the same verification, limits on failed look-ups and history apply (channel `chat`).
+//! booked in the store, and callbacks looked up (through the IVR's verification, so the same
+//! limits on failed look-ups apply) and changed (channel `chat` in the history).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ::chat::bots::{Bots, Operation};
-use ::chat::session::{Answer, Proof, Reply, Request, Session, When};
+use ::chat::session::{Answer, Change, Proof, Reply, Request, Session, When};
 use anyhow::{anyhow, Context};
 use callbacks::{
-    Actor, CallbackStore, Channel, ConfirmationId, Media, Queue, RequestedTime, Source,
+    Actor, CallbackStore, Channel, ConfirmationId, Media, Modification, ModifyError, Queue,
+    RequestedTime, Source,
 };
 use chrono::{DateTime, Days, NaiveTime, TimeZone, Utc};
 use ivr::session::Value;
@@ -242,7 +243,7 @@ impl Chats {
                 operation,
                 confirmation_id,
                 proof,
-                when,
+                change,
             } => {
                 let caller = Caller {
                     channel: Channel::Chat,
@@ -253,12 +254,6 @@ impl Chats {
                     arrived: now,
                 };
                 let mut rng = StdRng::from_entropy();
-                let args = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-                    std::iter::once(("id", confirmation_id.as_str()))
-                        .chain(pairs.iter().copied())
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect()
-                };
                 let refused = |reason: &str| Answer::Refused(reason_words(reason).into());
                 let Ok(cid) = ConfirmationId::parse(&confirmation_id) else {
                     return refused("not_found");
@@ -266,9 +261,11 @@ impl Chats {
                 // Shown to be theirs: by the last four digits (a look-up like the IVR's, whose
                 // failures count the same), or booked in this very conversation.
                 if let Proof::LastFour(last4) = &proof {
-                    let (result, _) = ops
-                        .run(&mut rng, now, &caller, "verify", &args(&[("last4", last4)]))
-                        .await;
+                    let args = BTreeMap::from([
+                        ("id".to_owned(), confirmation_id.clone()),
+                        ("last4".to_owned(), last4.clone()),
+                    ]);
+                    let (result, _) = ops.run(&mut rng, now, &caller, "verify", &args).await;
                     if crate::ivr::failed(result) {
                         entry.failures += 1;
                     }
@@ -284,45 +281,58 @@ impl Chats {
                         return refused("store_error");
                     }
                 };
-                let (hhmm, day);
-                let (name, pairs): (&str, Vec<(&str, &str)>) = match (operation, when) {
+                let modification = match (operation, change) {
                     (Operation::Status, _) => {
                         let vars = ops.status(&callback, now).await;
                         return Answer::Status(status_words(&confirmation_id, &vars));
                     }
-                    (Operation::Pause, _) => ("change", vec![("action", "pause")]),
-                    (Operation::Resume, _) => ("change", vec![("action", "resume")]),
-                    (Operation::Cancel, _) => ("change", vec![("action", "cancel")]),
-                    (Operation::Reschedule, Some(at @ When::At { hour, minute, .. })) => {
-                        let zone = callback.time_zone;
-                        let today = now.with_timezone(&zone).date_naive();
-                        day = match local(at, zone, now)
-                            .map(|a| a.with_timezone(&zone).date_naive())
-                        {
-                            Some(d) if d == today => "1",
-                            _ => "2",
-                        };
-                        hhmm = format!("{hour:02}{minute:02}");
-                        ("reschedule", vec![("hhmm", hhmm.as_str()), ("day", day)])
-                    }
-                    (Operation::Reschedule, _) => ("change", vec![("action", "asap")]),
-                };
-                let (result, vars) = ops.run(&mut rng, now, &caller, name, &args(&pairs)).await;
-                let text = |name: &str| match vars.iter().find(|(k, _)| k == name) {
-                    Some((_, Value::Text(t) | Value::Digits(t))) => t.clone(),
-                    _ => String::new(),
-                };
-                match result {
-                    "success" => Answer::Changed {
-                        receipt: text("receipt"),
-                    },
-                    _ => {
-                        let reference = text("receipt");
-                        let mut words = reason_words(&text("reason")).to_owned();
-                        if !reference.is_empty() {
-                            words.push_str(&format!(" (reference code {reference})"));
+                    (Operation::Pause, _) => Modification::Pause {},
+                    (Operation::Resume, _) => Modification::Resume {},
+                    (Operation::Cancel, _) => Modification::Cancel {},
+                    (Operation::Reschedule, Some(Change::At(When::Asap))) => {
+                        Modification::Reschedule {
+                            at: RequestedTime::Asap,
                         }
-                        Answer::Refused(words)
+                    }
+                    (Operation::Reschedule, Some(Change::At(when))) => {
+                        match local(when, callback.time_zone, now) {
+                            Some(at) => Modification::Reschedule {
+                                at: RequestedTime::At(at),
+                            },
+                            None => return refused("invalid_input"),
+                        }
+                    }
+                    (Operation::ChangeNumber, Some(Change::Number(address))) => {
+                        Modification::ChangeAddress { address }
+                    }
+                    (Operation::ChangeMedia, Some(Change::Media(media))) => {
+                        Modification::ChangeMedia {
+                            media,
+                            address: None,
+                        }
+                    }
+                    (Operation::ChangeSkill, Some(Change::Skill(skill))) => {
+                        Modification::ChangeSkill { skill }
+                    }
+                    _ => return refused("invalid_input"),
+                };
+                let actor = Actor::new(Channel::Chat, caller.caller_id.clone());
+                match ops
+                    .callbacks
+                    .modify(&mut rng, now, &actor, &cid, None, &modification)
+                    .await
+                {
+                    Ok((_, receipt)) => Answer::Changed {
+                        receipt: receipt.code.to_string(),
+                    },
+                    Err(ModifyError::Refused(r)) => Answer::Refused(format!(
+                        "{} (reference code {})",
+                        reason_words(r.rejection.reason().as_str()),
+                        r.receipt.code
+                    )),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a change from the chat failed");
+                        refused("store_error")
                     }
                 }
             }
@@ -386,7 +396,7 @@ fn reason_words(reason: &str) -> &'static str {
         "illegal_in_state" => "the callback cannot be changed that way in its current state",
         "outside_calling_window" => "that time is outside the hours we call",
         "blocked_by_policy" => "we are not allowed to call that number",
-        "invalid_input" => "that is not a number or a time we can use",
+        "invalid_input" => "that is not a number, time or department we can use",
         "conflict" => "it was being changed at the same moment; please try again",
         _ => "we cannot do that right now; please try again later",
     }

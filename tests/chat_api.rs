@@ -114,6 +114,29 @@ fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_
         status.starts_with(&format!("Your callback {id} is number 1 in line")),
         "{status}"
     );
+    // The same changes as by phone: the number, the way we reach them, the department.
+    for (ask, answer) in [
+        ("can you call me on a different number", "+1 646 555 0199"),
+        ("I would rather get a text message", "A text message"),
+        ("transfer my callback to another department", "technical"),
+    ] {
+        say(&server, &chat, ask);
+        let done = say(&server, &chat, answer);
+        assert!(
+            done.starts_with("Done: your change is confirmed."),
+            "{ask}: {done}"
+        );
+    }
+    let shown = server.get(&format!("/api/v1/callbacks/{id}")).body;
+    assert_eq!(
+        (
+            shown["address"].as_str(),
+            shown["media"].as_str(),
+            shown["skill"].as_str()
+        ),
+        (Some("+16465550199"), Some("sms"), Some("technical")),
+        "{shown}"
+    );
     let done = say(&server, &chat, "please pause my callback");
     assert!(
         done.starts_with("Done: your change is confirmed."),
@@ -132,7 +155,8 @@ fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_
         "{done} {last}"
     );
 
-    // Another conversation names it by its number and the last four digits.
+    // Another conversation names it by its number and the last four digits of its (new)
+    // number.
     let other = start(&server);
     assert_eq!(
         say(&server, &other, "cancel my callback"),
@@ -150,7 +174,7 @@ fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_
     );
     say(&server, &other, "cancel my callback");
     say(&server, &other, &id);
-    let done = say(&server, &other, "0100");
+    let done = say(&server, &other, "0199");
     assert!(
         done.starts_with("Done: your change is confirmed."),
         "{done}"

@@ -23,7 +23,7 @@
 //!
 //! A capability does one thing: `answer` with a text, `person = true` (offer a callback), or
 //! an `operation` on the caller's callback (`status`, `pause`, `resume`, `cancel`,
-//! `reschedule`), a small scripted dialogue. Each problem names the file, line and column.
+//! `reschedule`, `change_number`, `change_media`, `change_skill`), a small scripted dialogue. Each problem names the file, line and column.
 
 use std::collections::BTreeMap;
 
@@ -78,7 +78,7 @@ pub struct Capability {
     pub operation: Option<Operation>,
 }
 
-/// A change or question about the caller's callback, as the IVR offers them.
+/// A question about the customer's callback, or a change to it, as the IVR offers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
@@ -87,6 +87,9 @@ pub enum Operation {
     Resume,
     Cancel,
     Reschedule,
+    ChangeNumber,
+    ChangeMedia,
+    ChangeSkill,
 }
 
 /// What a bot does with a message it can handle.

@@ -33,6 +33,15 @@ pub enum When {
     },
 }
 
+/// What a change changes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    At(When),
+    Number(String),
+    Media(callbacks::Media),
+    Skill(String),
+}
+
 /// How the customer showed a callback is theirs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proof {
@@ -61,7 +70,8 @@ pub enum Request {
         operation: Operation,
         confirmation_id: String,
         proof: Proof,
-        when: Option<When>,
+        /// What it changes to, for a reschedule or a change of number, media or skill.
+        change: Option<Change>,
     },
 }
 
@@ -104,7 +114,8 @@ enum Waiting {
     Booking(Route),
     Id(Operation),
     LastFour(Operation, String),
-    Time(Operation),
+    /// What the change is to.
+    Detail(Operation),
     Running,
 }
 
@@ -212,14 +223,12 @@ impl Session {
                     self.say("Please write just the last four digits of the number.", &[])
                 }
             }
-            Waiting::Time(operation) => match when(text) {
-                Some(when) => self.run(operation, Some(when)),
+            Waiting::Detail(operation) => match self.detail(operation, text) {
+                Some(change) => self.run(operation, Some(change)),
                 None => {
-                    self.waiting = Waiting::Time(operation);
-                    self.say(
-                        "Sorry, I did not get the time. Say \"now\", or a time such as 14:30 or 2:30 pm.",
-                        &["As soon as possible"],
-                    )
+                    self.waiting = Waiting::Detail(operation);
+                    let (question, choices) = self.question(operation);
+                    self.say(&format!("Sorry, I did not get that. {question}"), &choices)
                 }
             },
             waiting @ (Waiting::Estimate(_) | Waiting::Booking(_) | Waiting::Running) => {
@@ -332,14 +341,60 @@ impl Session {
             self.waiting = Waiting::Id(operation);
             return self.say("What is the confirmation number of your callback?", &[]);
         }
-        if operation == Operation::Reschedule {
-            self.waiting = Waiting::Time(operation);
-            return self.say(ASK_WHEN, &["As soon as possible"]);
+        if operation_needs_detail(operation) {
+            self.waiting = Waiting::Detail(operation);
+            let (question, choices) = self.question(operation);
+            return self.say(question, &choices);
         }
         self.run(operation, None)
     }
 
-    fn run(&mut self, operation: Operation, when: Option<When>) -> Turn {
+    /// What to ask for a change's detail, with the quick answers.
+    fn question(&self, operation: Operation) -> (&'static str, Vec<&'static str>) {
+        match operation {
+            Operation::ChangeNumber => (ASK_NUMBER, Vec::new()),
+            Operation::ChangeMedia => (
+                "Should we call you, or send you a text message?",
+                vec!["A phone call", "A text message"],
+            ),
+            Operation::ChangeSkill => ("Which department should call you?", Vec::new()),
+            _ => (ASK_WHEN, vec!["As soon as possible"]),
+        }
+    }
+
+    /// The detail of a change, read from the customer's answer.
+    fn detail(&self, operation: Operation, text: &str) -> Option<Change> {
+        let lower = text.to_lowercase();
+        match operation {
+            Operation::ChangeNumber => phone_number(text).map(Change::Number),
+            Operation::ChangeMedia => {
+                if ["text", "sms", "message"].iter().any(|w| lower.contains(w)) {
+                    Some(Change::Media(callbacks::Media::Sms))
+                } else if ["call", "phone", "voice"].iter().any(|w| lower.contains(w)) {
+                    Some(Change::Media(callbacks::Media::Voice))
+                } else {
+                    None
+                }
+            }
+            // A department the bots route to, or the word as written for the store to judge.
+            Operation::ChangeSkill => {
+                let known = self.bots.intents.values().map(|i| i.skill.as_str());
+                let word = lower
+                    .split(|c: char| !c.is_alphanumeric())
+                    .find(|w| !w.is_empty())?;
+                Some(Change::Skill(
+                    known
+                        .clone()
+                        .find(|s| lower.contains(*s))
+                        .unwrap_or(word)
+                        .to_owned(),
+                ))
+            }
+            _ => when(text).map(Change::At),
+        }
+    }
+
+    fn run(&mut self, operation: Operation, change: Option<Change>) -> Turn {
         let Some((confirmation_id, proof)) = self.callback.clone() else {
             return self.operation(operation);
         };
@@ -350,7 +405,7 @@ impl Session {
                 operation,
                 confirmation_id,
                 proof,
-                when,
+                change,
             }),
         }
     }
@@ -365,6 +420,16 @@ impl Session {
             request: None,
         }
     }
+}
+
+fn operation_needs_detail(operation: Operation) -> bool {
+    matches!(
+        operation,
+        Operation::Reschedule
+            | Operation::ChangeNumber
+            | Operation::ChangeMedia
+            | Operation::ChangeSkill
+    )
 }
 
 const ASK_NUMBER: &str =
@@ -473,7 +538,7 @@ examples = ["I was charged twice", "my invoice is wrong", "question about my bil
 bot = "callbacks"
 queue = "support"
 skill = "billing"
-examples = ["status of my callback", "pause my callback", "cancel my callback", "call me at another time"]
+examples = ["status of my callback", "pause my callback", "cancel my callback", "call me at another time", "change my number", "text me instead"]
 
 [bots.billing]
 name = "the billing assistant"
@@ -495,6 +560,12 @@ operation = "pause"
 [[bots.callbacks.can]]
 examples = ["call me at another time", "reschedule my callback"]
 operation = "reschedule"
+[[bots.callbacks.can]]
+examples = ["change my number", "call me on another number"]
+operation = "change_number"
+[[bots.callbacks.can]]
+examples = ["text me instead", "send a text message instead of calling"]
+operation = "change_media"
 "#;
 
     fn chat() -> Session {
@@ -580,7 +651,7 @@ operation = "reschedule"
                 operation: Operation::Status,
                 confirmation_id: "123456789".into(),
                 proof: Proof::BookedHere,
-                when: None
+                change: None
             })
         );
         let turn = chat.answer(Answer::Status("number 2 in line".into()));
@@ -659,7 +730,7 @@ operation = "reschedule"
                 operation: Operation::Pause,
                 confirmation_id: id.into(),
                 proof: Proof::LastFour("0100".into()),
-                when: None
+                change: None
             })
         );
         let turn = chat.answer(Answer::Refused(
@@ -672,6 +743,35 @@ operation = "reschedule"
             said(&turn),
             "What is the confirmation number of your callback?"
         );
+    }
+
+    #[test]
+    fn the_number_and_the_way_we_reach_them_are_asked_then_changed() {
+        let mut chat = chat();
+        chat.callback = Some(("123456789".into(), Proof::BookedHere));
+        let run = |change| {
+            Some(Request::Run {
+                operation: match change {
+                    Change::Number(_) => Operation::ChangeNumber,
+                    _ => Operation::ChangeMedia,
+                },
+                confirmation_id: "123456789".into(),
+                proof: Proof::BookedHere,
+                change: Some(change),
+            })
+        };
+        assert_eq!(said(&chat.message("please change my number")), ASK_NUMBER);
+        let turn = chat.message("+44 20 7946 0958");
+        assert_eq!(turn.request, run(Change::Number("+442079460958".into())));
+        chat.answer(Answer::Changed {
+            receipt: "123456".into(),
+        });
+        let turn = chat.message("can you text me instead");
+        assert_eq!(turn.replies[0].choices, ["A phone call", "A text message"]);
+        let turn = chat.message("maybe");
+        assert!(said(&turn).starts_with("Sorry, I did not get that."));
+        let turn = chat.message("A text message");
+        assert_eq!(turn.request, run(Change::Media(callbacks::Media::Sms)));
     }
 
     #[test]
