@@ -1,6 +1,7 @@
 //! The chat widget and the operator board in Debian's headless Chromium, driven by
 //! tests/browser/pages.mjs (playwright-core): a chat that ends in a booked callback, and the
-//! board showing it, following it as it is paused through the API, and resuming it. The
+//! board showing it, following it as it is paused through the API, and an operator resuming,
+//! rescheduling, pausing and cancelling it with its buttons. The
 //! screenshots go to docs/screenshots/ for the README.
 
 mod common;
@@ -64,19 +65,26 @@ fn a_chat_books_a_callback_and_the_board_follows_it() {
     let shown = common::show_callback(&config, id);
     assert_eq!(
         (shown["source"].as_str(), shown["state"].as_str()),
-        (Some("chat"), Some("queued")),
+        (Some("chat"), Some("cancelled")),
         "{shown}"
     );
-    let channels: Vec<&str> = shown["history"]
+    let steps: Vec<(&str, &str)> = shown["history"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|e| e["channel"].as_str())
+        .filter_map(|e| Some((e["channel"].as_str()?, e["action"].as_str()?)))
         .collect();
     assert_eq!(
-        channels,
-        ["chat", "api", "api"],
-        "booked by chat, paused and resumed: {shown}"
+        steps,
+        [
+            ("chat", "created"),
+            ("api", "pause"),
+            ("api", "resume"),
+            ("api", "reschedule"),
+            ("api", "pause"),
+            ("api", "cancel")
+        ],
+        "booked by chat; paused through the API; resumed, rescheduled, paused and cancelled on the board: {shown}"
     );
     for page in ["chat.png", "board.png"] {
         assert!(

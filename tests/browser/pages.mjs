@@ -2,7 +2,7 @@
 // Usage: node pages.mjs BASE_URL SCREENSHOT_DIR (tests/browser_pages.rs runs it against a
 // fresh callbackd). A chat on /chat ends in a booked callback; /board shows that callback,
 // and when it is paused through the API the board shows it paused without a reload; an
-// operator resumes it from the board. Prints
+// operator resumes, reschedules, pauses and cancels it from the board. Prints
 // the confirmation number; exits non-zero with the reason when anything is not as expected.
 import { chromium } from "playwright-core";
 
@@ -64,8 +64,24 @@ try {
     const r = document.querySelector(`tr.callback[data-id="${id}"]`);
     return r && r.querySelector(".state").textContent === "queued";
   }, id);
-  const shown = await (await fetch(`${base}/api/v1/callbacks/${id}`)).json();
-  if (shown.state !== "queued") throw new Error(`resumed from the board, the API says ${shown.state}`);
+  const stateOf = async () => (await (await fetch(`${base}/api/v1/callbacks/${id}`)).json()).state;
+  if (await stateOf() !== "queued") throw new Error("resumed from the board, the API disagrees");
+  if ((await row.locator(".place").textContent()) !== "1 in billing") throw new Error("no place in line");
+  // Reschedule it to a time, pause it, and cancel it from the board.
+  const boardShows = state => page.waitForFunction(([id, state]) => {
+    const r = document.querySelector(`tr.callback[data-id="${id}"]`);
+    return r && r.querySelector(".state").textContent === state;
+  }, [id, state]);
+  const tomorrow = new Date(Date.now() + 24 * 3600 * 1000);
+  const local = new Date(tomorrow.getTime() - tomorrow.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  await row.getByLabel("new time").fill(local);
+  await row.getByRole("button", { name: "Reschedule" }).click();
+  await boardShows("scheduled");
+  await row.getByRole("button", { name: "Pause" }).click();
+  await boardShows("paused");
+  await row.getByRole("button", { name: "Cancel" }).click();
+  await boardShows("cancelled");
+  if (await stateOf() !== "cancelled") throw new Error("cancelled from the board, the API disagrees");
   console.log(id);
 } finally {
   await browser.close();
