@@ -14,7 +14,7 @@ use ::chat::session::{Answer, Change, Proof, Reply, Request, Session, When};
 use anyhow::{anyhow, Context};
 use callbacks::{
     Actor, CallbackStore, Channel, ConfirmationId, Media, Modification, ModifyError, Queue,
-    RequestedTime, Source,
+    Rejection, RequestedTime, Source,
 };
 use chrono::{DateTime, Days, NaiveTime, TimeZone, Utc};
 use ivr::session::Value;
@@ -205,7 +205,7 @@ impl Chats {
                     When::Asap => RequestedTime::Asap,
                     When::At { .. } => match local(when, zone, now) {
                         Some(at) => RequestedTime::At(at),
-                        None => return Answer::Refused("that time does not exist".into()),
+                        None => return Answer::TimeRefused("that time does not exist".into()),
                     },
                 };
                 let new = callbacks::NewCallback {
@@ -215,7 +215,9 @@ impl Chats {
                     address: number,
                     customer_name: None,
                     at,
-                    time_zone: Some(zone),
+                    // A time of day is read in the queue's zone, and kept in it; otherwise the
+                    // number's country tells the zone.
+                    time_zone: matches!(when, When::At { .. }).then_some(zone),
                     priority: 0,
                     context: serde_json::json!({"chat": {"session": id, "transcript": transcript}}),
                     enqueued_at: None,
@@ -230,6 +232,11 @@ impl Chats {
                     Ok(callback) => Answer::Booked {
                         confirmation_id: callback.confirmation_id.to_string(),
                     },
+                    Err(callbacks::CreateError::Rejected(
+                        rejection @ (Rejection::OutsideCallingWindow
+                        | Rejection::InThePast
+                        | Rejection::BeyondHorizon { .. }),
+                    )) => Answer::TimeRefused(rejection.to_string()),
                     Err(callbacks::CreateError::Rejected(rejection)) => {
                         Answer::Refused(reason_words(rejection.reason().as_str()).into())
                     }

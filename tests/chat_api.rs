@@ -1,7 +1,8 @@
 //! The chat over HTTP against the built callbackd: a conversation that the bot answers, then
 //! one beyond it that ends in a callback booked with the transcript, asked about and paused in
 //! the same conversation; another conversation naming a callback by its confirmation number
-//! and last four digits; and bad requests.
+//! and last four digits; a queue closed now, which says when it opens, with a blocked number
+//! and a refused time each asked again; an idle conversation forgotten; and bad requests.
 
 mod common;
 
@@ -279,4 +280,90 @@ fn a_bad_bots_file_is_refused_with_its_line() {
     );
     assert!(stderr.contains(&format!("{}:", bad.display())), "{stderr}");
     common::cli(&config, &["chat", "check", "chatbots/default.toml"]);
+}
+
+#[test]
+fn a_closed_queue_tells_when_it_opens_and_a_refused_number_or_time_is_asked_again() {
+    use chrono::{Datelike, Days, Utc};
+    // Calling is open only on the day after tomorrow, 9:00 to 10:00 in the queue's zone, and
+    // no agent is logged in.
+    let opens = Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .date_naive()
+        + Days::new(2);
+    let day = opens.weekday().to_string().to_lowercase();
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&config_with(
+        &url,
+        &[
+            ("\nenabled = true", "\nenabled = false"),
+            (
+                "calling_window = { all = \"00:00-24:00\" }",
+                &format!("calling_window = {{ {day} = \"09:00-10:00\" }}"),
+            ),
+        ],
+    ));
+    let chat = start(&server);
+    let offer = say(&server, &chat, "I was charged twice for the same month");
+    assert!(
+        offer.contains(&format!(
+            "No agent is available now; the next opening is {} at 9:00.",
+            opens.format("%A %-d %B")
+        )) && offer.ends_with("Would you like us to call you back?"),
+        "{offer}"
+    );
+    say(&server, &chat, "yes");
+    // A premium-rate number: the dialing policy refuses it, and the number is asked again.
+    assert!(say(&server, &chat, "+1 900 555 0123").starts_with("When should we call?"));
+    let refused = say(&server, &chat, "as soon as possible");
+    assert_eq!(
+        refused,
+        "We cannot book that: we are not allowed to call that number. What number should we call? Please write it with the country code, like +1 212 555 0100."
+    );
+    say(&server, &chat, "+1 212 555 0100");
+    // 3 am today has passed or is outside the hours: the time is asked again, the number kept.
+    let refused = say(&server, &chat, "3 am");
+    assert!(
+        refused.starts_with("We cannot book that: that time ")
+            && refused.contains("When should we call?"),
+        "{refused}"
+    );
+    let id = booked_id(&say(&server, &chat, "as soon as possible"));
+    let shown = server.get(&format!("/api/v1/callbacks/{id}")).body;
+    assert_eq!(
+        (shown["address"].as_str(), shown["requested"].as_str()),
+        (Some("+12125550100"), Some("asap")),
+        "{shown}"
+    );
+    let listed = server.get("/api/v1/callbacks").body;
+    assert_eq!(
+        listed["callbacks"].as_array().map(Vec::len),
+        Some(1),
+        "nothing booked to the refused number: {listed}"
+    );
+}
+
+#[test]
+fn an_idle_conversation_is_forgotten() {
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&config_with(
+        &url,
+        &[
+            ("\nenabled = true", "\nenabled = false"),
+            ("session_idle = \"30m\"", "session_idle = \"1s\""),
+        ],
+    ));
+    let chat = start(&server);
+    assert!(say(&server, &chat, "what are your opening hours").starts_with("Our agents are there"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = server.post(
+        &format!("/api/v1/chat/sessions/{chat}/messages"),
+        &json!({ "text": "hello again" }),
+    );
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{:?}",
+        r.body
+    );
 }

@@ -57,7 +57,8 @@ pub enum Request {
     /// The wait for a callback on this route, and whether agents are free: answer with
     /// [`Answer::Estimate`].
     Estimate(Route),
-    /// Book a callback: answer with [`Answer::Booked`] or [`Answer::Refused`].
+    /// Book a callback: answer with [`Answer::Booked`], [`Answer::Refused`] (the number is
+    /// asked again) or [`Answer::TimeRefused`] (the time is).
     Book {
         route: Route,
         number: String,
@@ -95,6 +96,8 @@ pub enum Answer {
     },
     /// Why it could not be done, in words.
     Refused(String),
+    /// Why a callback cannot be booked at the time asked for, in words.
+    TimeRefused(String),
 }
 
 /// What a message (or an answer) led to.
@@ -111,7 +114,8 @@ enum Waiting {
     Offer(Route),
     Number(Route),
     When(Route, String),
-    Booking(Route),
+    /// The number it is booked to, kept in case the time is refused.
+    Booking(Route, String),
     Id(Operation),
     LastFour(Operation, String),
     /// What the change is to.
@@ -178,7 +182,7 @@ impl Session {
             },
             Waiting::When(route, number) => match when(text) {
                 Some(when) => {
-                    self.waiting = Waiting::Booking(route.clone());
+                    self.waiting = Waiting::Booking(route.clone(), number.clone());
                     Turn {
                         replies: Vec::new(),
                         request: Some(Request::Book {
@@ -231,7 +235,7 @@ impl Session {
                     self.say(&format!("Sorry, I did not get that. {question}"), &choices)
                 }
             },
-            waiting @ (Waiting::Estimate(_) | Waiting::Booking(_) | Waiting::Running) => {
+            waiting @ (Waiting::Estimate(_) | Waiting::Booking(..) | Waiting::Running) => {
                 self.waiting = waiting;
                 self.say("One moment, please.", &[])
             }
@@ -275,16 +279,23 @@ impl Session {
                     &["Yes, call me back", "No, thanks"],
                 )
             }
-            (Waiting::Booking(_), Answer::Booked { confirmation_id }) => {
+            (Waiting::Booking(..), Answer::Booked { confirmation_id }) => {
                 let text = format!(
                     "Your callback is booked. Your confirmation number is {confirmation_id}. You can ask me about it here, or call us and enter it."
                 );
                 self.callback = Some((confirmation_id, Proof::BookedHere));
                 self.say(&text, &[])
             }
-            (Waiting::Booking(route), Answer::Refused(reason)) => {
+            (Waiting::Booking(route, _), Answer::Refused(reason)) => {
                 self.waiting = Waiting::Number(route);
                 self.say(&format!("We cannot book that: {reason}. {ASK_NUMBER}"), &[])
+            }
+            (Waiting::Booking(route, number), Answer::TimeRefused(reason)) => {
+                self.waiting = Waiting::When(route, number);
+                self.say(
+                    &format!("We cannot book that: {reason}. {ASK_WHEN}"),
+                    &["As soon as possible"],
+                )
             }
             (Waiting::Running, Answer::Status(text)) => self.say(&text, &[]),
             (Waiting::Running, Answer::Changed { receipt }) => self.say(
@@ -702,6 +713,36 @@ operation = "change_media"
                 ..
             })
         ));
+    }
+
+    // Regression: a refused time (outside the calling hours, past) asked for the number again.
+    #[test]
+    fn a_refused_time_asks_for_the_time_again_and_keeps_the_number() {
+        let mut chat = chat();
+        chat.message("I was charged twice");
+        chat.answer(Answer::Estimate {
+            wait_minutes: Some(1),
+            agents_ready: 1,
+            next_opening: None,
+        });
+        chat.message("yes");
+        chat.message("+1 212 555 0100");
+        chat.message("3 am");
+        let turn = chat.answer(Answer::TimeRefused(
+            "that time is outside the hours we call".into(),
+        ));
+        assert_eq!(
+            said(&turn),
+            format!("We cannot book that: that time is outside the hours we call. {ASK_WHEN}")
+        );
+        let turn = chat.message("as soon as possible");
+        assert!(
+            matches!(
+                &turn.request,
+                Some(Request::Book { number, when: When::Asap, .. }) if number == "+12125550100"
+            ),
+            "{turn:?}"
+        );
     }
 
     #[test]
