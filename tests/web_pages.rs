@@ -1,7 +1,7 @@
 //! The web pages and the board's live feed over real HTTP: the chat widget and the board are
 //! served; the board's event stream sends a snapshot at once and another when a callback
 //! changes; with a token, the stream wants it (as `?access_token=`, which an EventSource can
-//! send). (The pages' behaviour in a browser is not tested yet.)
+//! send). The pages in a browser are tested in browser_pages.rs.
 
 mod common;
 

@@ -1,9 +1,11 @@
 // The pages in a real browser: Debian's headless Chromium driven by playwright-core.
 // Usage: node pages.mjs BASE_URL SCREENSHOT_DIR (tests/browser_pages.rs runs it against a
-// fresh callbackd). A chat on /chat ends in a booked callback; /board shows that callback,
-// and when it is paused through the API the board shows it paused without a reload; an
-// operator resumes, reschedules, pauses and cancels it from the board. Prints
-// the confirmation number; exits non-zero with the reason when anything is not as expected.
+// fresh callbackd, with the agent ada ready). /board is opened first and shows the agent; a
+// chat on /chat ends in a booked callback, which appears on the open board with its place and
+// its queue's count, without a reload; when it is paused through the API the board shows it
+// paused, the state filter finds it alone, and its history shows the pause; an operator
+// resumes, reschedules, pauses and cancels it from the board. Prints the confirmation number;
+// exits non-zero with the reason when anything is not as expected.
 import { chromium } from "playwright-core";
 
 const [base, shots] = process.argv.slice(2);
@@ -12,15 +14,24 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"],
 });
-try {
+const open = async (path) => {
   const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
   page.setDefaultTimeout(10_000);
   // The page's own complaints go with any failure.
-  page.on("console", m => m.type() === "error" && console.error(`page: ${m.text()}`));
-  page.on("pageerror", e => console.error(`page error: ${e.message}`));
+  page.on("console", m => m.type() === "error" && console.error(`${path}: ${m.text()}`));
+  page.on("pageerror", e => console.error(`${path} error: ${e.message}`));
+  await page.goto(`${base}${path}`);
+  return page;
+};
+try {
+  // The operators' board, open before anything is booked.
+  const board = await open("/board");
+  const agent = board.locator('tr.agent[data-agent="ada"]');
+  await agent.waitFor();
+  if (!(await agent.textContent()).includes("ready")) throw new Error("the board does not show the agent ready");
 
   // The customer's chat.
-  await page.goto(`${base}/chat`);
+  const page = await open("/chat");
   const bot = page.locator(".message.bot");
   await bot.first().waitFor();
   const say = async (text) => {
@@ -42,36 +53,43 @@ try {
   if (!id) throw new Error(`no callback booked: ${booked}`);
   await page.screenshot({ path: `${shots}/chat.png` });
 
-  // The operators' board.
-  await page.goto(`${base}/board`);
-  const row = page.locator(`tr.callback[data-id="${id}"]`);
+  // The booked callback appears on the open board, with its line's count.
+  const row = board.locator(`tr.callback[data-id="${id}"]`);
   await row.waitFor();
   if (!(await row.textContent()).includes("queued")) throw new Error("the board does not show the callback queued");
+  if ((await row.locator(".place").textContent()) !== "1 in billing") throw new Error("no place in line");
+  await board.waitForFunction(() => {
+    const q = document.querySelector('.queue[data-queue="support"]');
+    return q && q.textContent.includes("billing: 1 waiting, 1 ready");
+  });
   const paused = await fetch(`${base}/api/v1/callbacks/${id}/modifications`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ action: "pause" }),
   });
   if (!paused.ok) throw new Error(`pausing through the API: ${paused.status}`);
-  await page.waitForFunction(id => {
-    const r = document.querySelector(`tr.callback[data-id="${id}"]`);
-    return r && r.querySelector(".state").textContent === "paused";
-  }, id);
-  await row.click();
-  await page.locator("tr.history").waitFor();
-  await page.screenshot({ path: `${shots}/board.png`, fullPage: true });
-  // An operator resumes it from the board.
-  await row.getByRole("button", { name: "Resume" }).click();
-  await page.waitForFunction(id => {
-    const r = document.querySelector(`tr.callback[data-id="${id}"]`);
-    return r && r.querySelector(".state").textContent === "queued";
-  }, id);
-  const stateOf = async () => (await (await fetch(`${base}/api/v1/callbacks/${id}`)).json()).state;
-  if (await stateOf() !== "queued") throw new Error("resumed from the board, the API disagrees");
-  if ((await row.locator(".place").textContent()) !== "1 in billing") throw new Error("no place in line");
-  // Reschedule it to a time, pause it, and cancel it from the board.
-  const boardShows = state => page.waitForFunction(([id, state]) => {
+  const boardShows = state => board.waitForFunction(([id, state]) => {
     const r = document.querySelector(`tr.callback[data-id="${id}"]`);
     return r && r.querySelector(".state").textContent === state;
   }, [id, state]);
+  await boardShows("paused");
+  // The state filter shows it alone among the three callbacks.
+  await board.selectOption("#f-state", "paused");
+  const shown = await board.locator("tr.callback").evaluateAll(rows => rows.map(r => r.dataset.id));
+  if (shown.join() !== id) throw new Error(`the paused filter shows ${shown}`);
+  await board.selectOption("#f-state", "");
+  if ((await board.locator("tr.callback").count()) !== 3) throw new Error("the filter did not clear");
+  await row.click();
+  const history = board.locator("tr.history");
+  await history.waitFor();
+  const told = await history.textContent();
+  if (!/created by chat .*pause by api /.test(told)) throw new Error(`the history shows ${told}`);
+  await board.screenshot({ path: `${shots}/board.png`, fullPage: true });
+  // An operator resumes it from the board.
+  await row.getByRole("button", { name: "Resume" }).click();
+  await boardShows("queued");
+  const stateOf = async () => (await (await fetch(`${base}/api/v1/callbacks/${id}`)).json()).state;
+  if (await stateOf() !== "queued") throw new Error("resumed from the board, the API disagrees");
+  if ((await row.locator(".place").textContent()) !== "1 in billing") throw new Error("resumed, not back in its place");
+  // Reschedule it to a time, pause it, and cancel it from the board.
   const tomorrow = new Date(Date.now() + 24 * 3600 * 1000);
   const local = new Date(tomorrow.getTime() - tomorrow.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
   await row.getByLabel("new time").fill(local);
