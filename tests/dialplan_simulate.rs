@@ -20,10 +20,10 @@ impl Line {
         }
     }
 
-    /// On SQLite, with these changes to the default configuration.
-    fn with(replacements: &[(&str, &str)]) -> Line {
+    /// With these changes to the default configuration.
+    async fn with(backend: &str, replacements: &[(&str, &str)]) -> Line {
         Line {
-            config: config_with(&store::testing::sqlite_url(), replacements),
+            config: config_with(&store_url(backend).await, replacements),
         }
     }
 
@@ -104,15 +104,36 @@ async fn look_up_pause_and_resume_with_receipts_in_the_history(backend: &str) {
     assert_eq!(line.show(&id)["state"], "queued");
 }
 
-#[tokio::test]
-async fn look_up_pause_and_resume_on_sqlite() {
-    look_up_pause_and_resume_with_receipts_in_the_history("sqlite").await;
+/// Each flow, on SQLite and on PostgreSQL: `FLOW::sqlite` and `FLOW::postgres`.
+macro_rules! on_both_stores {
+    ($($flow:ident),* $(,)?) => {$(
+        mod $flow {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$flow("sqlite").await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$flow("postgres").await;
+            }
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn look_up_pause_and_resume_on_postgres() {
-    look_up_pause_and_resume_with_receipts_in_the_history("postgres").await;
-}
+on_both_stores!(
+    look_up_pause_and_resume_with_receipts_in_the_history,
+    a_caller_from_another_number_is_asked_the_last_four_digits,
+    an_unknown_id_and_a_wrong_last_four_sound_the_same,
+    a_mistyped_id_three_times_is_refused_without_a_lookup_and_goodbye,
+    reschedule_to_a_time_tomorrow_then_as_soon_as_possible,
+    change_the_number_and_a_blocked_number_is_refused_with_its_reason,
+    change_how_we_reach_you_and_the_department,
+    three_failed_look_ups_in_one_call_end_it,
+    a_caller_id_with_too_many_failed_look_ups_is_refused_without_one,
+    past_the_hourly_budget_of_failures_even_the_callbacks_own_number_must_verify,
+    a_caller_in_the_queue_books_a_callback_and_hears_its_number_twice,
+);
 
 #[tokio::test]
 async fn the_place_in_line_and_the_estimated_wait_are_told() {
@@ -182,9 +203,8 @@ async fn a_finished_callback_says_so_and_the_call_ends() {
     );
 }
 
-#[tokio::test]
-async fn a_caller_from_another_number_is_asked_the_last_four_digits() {
-    let line = Line::new("sqlite").await;
+async fn a_caller_from_another_number_is_asked_the_last_four_digits(backend: &str) {
+    let line = Line::new(backend).await;
     let id = line.create(NUMBER);
     let heard = line.call("+13125550199", &format!("{id}#0100 6 1 *"));
     assert!(heard.contains("hears: enter-last-four"), "{heard}");
@@ -282,7 +302,7 @@ fn gateway() -> (u16, std::thread::JoinHandle<String>) {
 async fn a_change_to_a_callback_reached_by_text_is_confirmed_by_text() {
     let (port, taken) = gateway();
     let url = format!("url = \"http://127.0.0.1:{port}/sms\"");
-    let line = Line::with(&[("# url = \"http://127.0.0.1:9000/sms\"", &url)]);
+    let line = Line::with("sqlite", &[("# url = \"http://127.0.0.1:9000/sms\"", &url)]).await;
     let created: Value = serde_json::from_str(&line.run(&[
         "callbacks",
         "create",
@@ -309,9 +329,8 @@ async fn a_change_to_a_callback_reached_by_text_is_confirmed_by_text() {
     );
 }
 
-#[tokio::test]
-async fn an_unknown_id_and_a_wrong_last_four_sound_the_same() {
-    let line = Line::new("sqlite").await;
+async fn an_unknown_id_and_a_wrong_last_four_sound_the_same(backend: &str) {
+    let line = Line::new(backend).await;
     let id = line.create(NUMBER);
     let stranger = "+13125550199";
     let wrong_four = line.call(stranger, &format!("{id}#9999"));
@@ -327,9 +346,8 @@ async fn an_unknown_id_and_a_wrong_last_four_sound_the_same() {
     assert_eq!(line.show(&id)["state"], "queued", "nothing changed");
 }
 
-#[tokio::test]
-async fn a_mistyped_id_three_times_is_refused_without_a_lookup_and_goodbye() {
-    let line = Line::new("sqlite").await;
+async fn a_mistyped_id_three_times_is_refused_without_a_lookup_and_goodbye(backend: &str) {
+    let line = Line::new(backend).await;
     let heard = line.call(NUMBER, "745805616#745805617#745805618#");
     assert_eq!(
         heard.matches("hears: invalid-confirmation").count(),
@@ -346,9 +364,8 @@ async fn a_mistyped_id_three_times_is_refused_without_a_lookup_and_goodbye() {
     );
 }
 
-#[tokio::test]
-async fn reschedule_to_a_time_tomorrow_then_as_soon_as_possible() {
-    let line = Line::new("sqlite").await;
+async fn reschedule_to_a_time_tomorrow_then_as_soon_as_possible(backend: &str) {
+    let line = Line::new(backend).await;
     let id = line.create(NUMBER);
     // 1 time, 2 a time, 14:30, 2 tomorrow, 1 confirm.
     let heard = line.call(NUMBER, &format!("{id}#1 2 1430 2 1 *"));
@@ -368,9 +385,8 @@ async fn reschedule_to_a_time_tomorrow_then_as_soon_as_possible() {
     assert_eq!(line.show(&id)["state"], "queued");
 }
 
-#[tokio::test]
-async fn change_the_number_and_a_blocked_number_is_refused_with_its_reason() {
-    let line = Line::new("sqlite").await;
+async fn change_the_number_and_a_blocked_number_is_refused_with_its_reason(backend: &str) {
+    let line = Line::new(backend).await;
     let id = line.create(NUMBER);
     let heard = line.call(NUMBER, &format!("{id}#2 12125550123# 1 *"));
     spoken_receipt(&heard);
@@ -384,9 +400,8 @@ async fn change_the_number_and_a_blocked_number_is_refused_with_its_reason() {
     assert_eq!(line.show(&id)["address"], "+12125550123");
 }
 
-#[tokio::test]
-async fn change_how_we_reach_you_and_the_department() {
-    let line = Line::new("sqlite").await;
+async fn change_how_we_reach_you_and_the_department(backend: &str) {
+    let line = Line::new(backend).await;
     let id = line.create(NUMBER);
     let heard = line.call(NUMBER, &format!("{id}#3 2 4 3 *"));
     assert_eq!(
@@ -442,9 +457,8 @@ fn check_names_every_problem_with_its_line() {
     );
 }
 
-#[tokio::test]
-async fn three_failed_look_ups_in_one_call_end_it() {
-    let line = Line::new("sqlite").await;
+async fn three_failed_look_ups_in_one_call_end_it(backend: &str) {
+    let line = Line::new(backend).await;
     let id = line.create(NUMBER);
     let wrong = format!("{id}#9999");
     let heard = line.call("+13125550199", &[wrong.as_str(); 4].concat());
@@ -458,12 +472,15 @@ async fn three_failed_look_ups_in_one_call_end_it() {
     assert_eq!(line.show(&id)["state"], "queued", "nothing changed");
 }
 
-#[test]
-fn a_caller_id_with_too_many_failed_look_ups_is_refused_without_one() {
-    let line = Line::with(&[(
-        "max_failures_per_caller = 10",
-        "max_failures_per_caller = 2",
-    )]);
+async fn a_caller_id_with_too_many_failed_look_ups_is_refused_without_one(backend: &str) {
+    let line = Line::with(
+        backend,
+        &[(
+            "max_failures_per_caller = 10",
+            "max_failures_per_caller = 2",
+        )],
+    )
+    .await;
     let id = line.create(NUMBER);
     let stranger = "+13125550199";
     line.call(stranger, &format!("{id}#9999{id}#9999"));
@@ -476,12 +493,17 @@ fn a_caller_id_with_too_many_failed_look_ups_is_refused_without_one() {
     assert!(heard.contains("-> found"), "{heard}");
 }
 
-#[test]
-fn past_the_hourly_budget_of_failures_even_the_callbacks_own_number_must_verify() {
-    let line = Line::with(&[(
-        "failed_lookups_per_hour = 100",
-        "failed_lookups_per_hour = 2",
-    )]);
+async fn past_the_hourly_budget_of_failures_even_the_callbacks_own_number_must_verify(
+    backend: &str,
+) {
+    let line = Line::with(
+        backend,
+        &[(
+            "failed_lookups_per_hour = 100",
+            "failed_lookups_per_hour = 2",
+        )],
+    )
+    .await;
     let id = line.create(NUMBER);
     line.call("+13125550199", &format!("{id}#9999{id}#9999"));
     let heard = line.call(NUMBER, &format!("{id}#0100*"));
@@ -492,9 +514,8 @@ fn past_the_hourly_budget_of_failures_even_the_callbacks_own_number_must_verify(
     );
 }
 
-#[tokio::test]
-async fn a_caller_in_the_queue_books_a_callback_and_hears_its_number_twice() {
-    let line = Line::new("sqlite").await;
+async fn a_caller_in_the_queue_books_a_callback_and_hears_its_number_twice(backend: &str) {
+    let line = Line::new(backend).await;
     let heard = line.call_at("queue_support", NUMBER, "11");
     assert!(
         heard.contains("hears: you-are-number 1 in-line\nhears: queue-offer"),

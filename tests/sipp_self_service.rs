@@ -15,7 +15,8 @@ use common::{config_with, create_callback, run_sipp, show_callback, Server};
 use serde_json::Value;
 
 /// One call: from whom, to which number, the keys (a `,` is 3 s without one), and whether
-/// the caller hangs up after them rather than waiting for callbackd's goodbye.
+/// the caller hangs up right after the last of them rather than waiting for callbackd's
+/// goodbye.
 struct Call {
     from: &'static str,
     to: &'static str,
@@ -53,6 +54,10 @@ impl Call {
             })
             .collect();
         if self.hangs_up {
+            // At once after the last key: the call may end while that key's work goes on.
+            if let Some(at) = actions.rfind("  <pause ") {
+                actions.truncate(at);
+            }
             actions.push_str("  <nop next=\"caller_hangs_up\"/>\n");
         }
         let text = std::fs::read_to_string(common::sipp_scenario("uac_self_service.xml"))
@@ -146,6 +151,7 @@ fn flows(url: &str) {
     let guessed = create_callback(&config, "+12125550109");
     let hung_up = ("+12125550110", create_callback(&config, "+12125550110"));
     let hung_up_before = show_callback(&config, &hung_up.1);
+    let hung_up_confirming = ("+12125550112", create_callback(&config, "+12125550112"));
 
     // The check digit wrong each time (the last digit off by one), then a pause for the
     // complaint (keys typed over it are not kept).
@@ -175,6 +181,11 @@ fn flows(url: &str) {
             Call {
                 hangs_up: true,
                 ..Call::new(hung_up.0, format!("{}#121430", hung_up.1))
+            },
+            // 6 cancel, 1 confirm, and gone while the cancel is being made.
+            Call {
+                hangs_up: true,
+                ..Call::new(hung_up_confirming.0, format!("{}#61", hung_up_confirming.1))
             },
             // 1 a callback instead of holding, 1 to the number calling.
             Call {
@@ -294,6 +305,24 @@ fn flows(url: &str) {
         "a caller who hangs up mid-flow changes nothing: {shown}"
     );
 
+    // Hanging up as the cancel is confirmed: it is made whole (state, history, receipt), or
+    // not at all.
+    let shown = show(&hung_up_confirming.1);
+    let changes = by_phone(&shown);
+    match shown["state"].as_str() {
+        Some("cancelled") => assert!(
+            changes.len() == 1
+                && changes[0]["action"] == "cancel"
+                && changes[0]["outcome"] == "success"
+                && changes[0]["receipt"].is_string(),
+            "{shown}"
+        ),
+        _ => assert!(
+            changes.is_empty() && shown["history"].as_array().unwrap().len() == 1,
+            "{shown}"
+        ),
+    }
+
     let listed: Value = serde_json::from_str(&common::cli(
         &config,
         &["callbacks", "list", "--queue", "support"],
@@ -307,11 +336,20 @@ fn flows(url: &str) {
         .collect();
     assert_eq!(booked.len(), 1, "{listed}");
     assert_eq!(booked[0]["source"], "ivr", "{listed}");
+    // Its place in line is the time the caller came into the queue, before they chose.
+    let time = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(booked[0][field].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        time("created_at") - time("enqueued_at") >= chrono::Duration::seconds(1),
+        "keeps the time of the call: {listed}"
+    );
 
     assert!(
-        log.lines()
+        call_log(&log, pause.0)
+            .iter()
             .any(|l| l.contains("prompt ended") && l.contains("how=Digit")),
-        "a key stopped a prompt (barge-in): {log}"
+        "the pausing caller's keys stopped a prompt (barge-in): {log}"
     );
     std::fs::remove_dir_all(&dir).ok();
 }
