@@ -3,7 +3,10 @@
 //! and logging each INVITE it gets). Every callback must be completed and no attempt placed
 //! twice: with both nodes running, each callback is dialed exactly once; with one node killed
 //! (SIGKILL) or stopped past its lease (SIGSTOP) mid-run, the other takes its callbacks over
-//! and a customer never gets more INVITEs than their callback has attempts.
+//! and a customer never gets more INVITEs than their callback has attempts; an attempt of
+//! unknown outcome is retried only after the backoff; and a stopped node, once resumed, sends
+//! no INVITE for an attempt it made before it stopped (each INVITE is traced to its node by
+//! its Via).
 
 mod common;
 
@@ -12,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Local, NaiveDateTime, Utc};
 use common::{config_with, free_port, Server};
 use serde_json::{json, Value};
 
@@ -47,28 +51,63 @@ fn peer(scenario: &Path, calls: usize, log: &Path) -> (Child, u16) {
     (child, port)
 }
 
-/// The INVITEs a SIPp message log shows, as the distinct Call-IDs each user got.
-fn invites(log: &Path) -> HashMap<String, HashSet<String>> {
+/// An INVITE a customer got: to whom, its Call-ID, the SIP port of the node that sent it
+/// (from its Via), and when it arrived.
+struct Invite {
+    user: String,
+    call_id: String,
+    node_port: u16,
+    at: DateTime<Utc>,
+}
+
+/// The INVITEs a SIPp message log shows, retransmissions included.
+fn invites(log: &Path) -> Vec<Invite> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut seen: HashMap<String, HashSet<String>> = HashMap::new();
-    for message in text.split("message received") {
-        let Some(user) = message
-            .lines()
-            .find_map(|l| l.strip_prefix("INVITE sip:"))
-            .and_then(|rest| rest.split('@').next())
-        else {
-            continue;
-        };
-        if let Some(call_id) = message.lines().find_map(|l| {
-            l.strip_prefix("Call-ID:")
-                .or_else(|| l.strip_prefix("Call-ID :"))
-        }) {
-            seen.entry(user.to_owned())
-                .or_default()
-                .insert(call_id.trim().to_owned());
-        }
-    }
-    seen
+    text.split("----------------------------------------------- ")
+        .filter_map(|block| {
+            let (stamp, message) = block.split_once('\n')?;
+            if !message.contains("message received") {
+                return None;
+            }
+            let header = |name: &str| {
+                message.lines().find_map(|l| {
+                    let (key, value) = l.split_once(':')?;
+                    (key.trim() == name).then(|| value.trim())
+                })
+            };
+            let user = message
+                .lines()
+                .find_map(|l| l.strip_prefix("INVITE sip:"))?
+                .split('@')
+                .next()?;
+            let node_port = header("Via")?
+                .split(';')
+                .next()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()?;
+            // SIPp writes the local time.
+            let at = NaiveDateTime::parse_from_str(stamp.trim(), "%Y-%m-%d %H:%M:%S%.f")
+                .ok()?
+                .and_local_timezone(Local)
+                .single()?
+                .with_timezone(&Utc);
+            Some(Invite {
+                user: user.to_owned(),
+                call_id: header("Call-ID")?.to_owned(),
+                node_port,
+                at,
+            })
+        })
+        .collect()
+}
+
+/// A time the API shows.
+fn time(value: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("a time: {value}")))
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 fn node_config(url: &str, name: &str) -> PathBuf {
@@ -176,7 +215,9 @@ async fn share_a_queue(trouble: Trouble) {
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
 
+    let b_port = b.sip_udp.unwrap().port();
     let mut b = Some(b);
+    let mut stopped_at = None;
     if trouble != Trouble::None {
         while completed(&a) < CALLBACKS / 3 {
             assert!(
@@ -192,6 +233,7 @@ async fn share_a_queue(trouble: Trouble) {
                 b = None;
             }
             Trouble::Stop => {
+                stopped_at = Some(Utc::now());
                 signal(&node.child, "STOP");
                 std::thread::sleep(Duration::from_secs(6));
                 signal(&node.child, "CONT");
@@ -215,17 +257,38 @@ async fn share_a_queue(trouble: Trouble) {
     customers.wait().ok();
     agents.wait().ok();
 
-    let dialed = invites(&customers_log);
-    let (mut unknown, mut nodes) = (0, HashSet::new());
+    let invites = invites(&customers_log);
+    let mut dialed: HashMap<&str, HashSet<&str>> = HashMap::new();
+    // Each INVITE's first arrival: a retransmission is not a new dial.
+    let mut first: HashMap<&str, &Invite> = HashMap::new();
+    for invite in &invites {
+        dialed
+            .entry(invite.user.as_str())
+            .or_default()
+            .insert(invite.call_id.as_str());
+        first.entry(invite.call_id.as_str()).or_insert(invite);
+    }
+    let (mut unknown, mut nodes, mut resumed_dials) = (0, HashSet::new(), 0);
     for (i, id) in ids.iter().enumerate() {
         let cb: Value = a.get(&format!("/api/v1/callbacks/{id}")).body;
         assert_eq!(cb["state"], "completed", "{cb:#}");
         let attempts = cb["dial_attempts"].as_array().unwrap();
-        for attempt in attempts {
+        for (k, attempt) in attempts.iter().enumerate() {
             nodes.insert(attempt["node"].as_str().unwrap().to_owned());
-            unknown += usize::from(attempt["outcome"] == "unknown");
+            if attempt["outcome"] == "unknown" {
+                unknown += 1;
+                // Taken over, it is retried after the backoff (2 s here), not at once.
+                if let Some(next) = attempts.get(k + 1) {
+                    assert!(
+                        time(&next["started_at"]) - time(&attempt["ended_at"])
+                            >= chrono::Duration::milliseconds(1900),
+                        "c{i} retried before the backoff: {cb:#}"
+                    );
+                }
+            }
         }
-        let got = dialed.get(&format!("c{i}")).map_or(0, HashSet::len);
+        let user = format!("c{i}");
+        let got = dialed.get(user.as_str()).map_or(0, HashSet::len);
         assert!(got >= 1, "customer c{i} was called");
         assert!(
             got <= attempts.len(),
@@ -235,6 +298,25 @@ async fn share_a_queue(trouble: Trouble) {
         if trouble == Trouble::None {
             assert_eq!((got, attempts.len()), (1, 1), "c{i} dialed exactly once");
             assert_eq!(attempts[0]["outcome"], "connected");
+        }
+        // The fence: once resumed, the stopped node dials only what it claimed afresh, never
+        // an attempt it made before it stopped (those were taken over). A second after the
+        // signal it is surely stopped.
+        if let Some(stopped_at) = stopped_at {
+            let stopped = stopped_at + chrono::Duration::seconds(1);
+            for invite in first
+                .values()
+                .filter(|v| v.user == user && v.node_port == b_port && v.at > stopped)
+            {
+                resumed_dials += 1;
+                assert!(
+                    attempts.iter().any(|attempt| attempt["node"] == "node-b"
+                        && time(&attempt["started_at"]) > stopped_at
+                        && time(&attempt["started_at"]) <= invite.at),
+                    "node-b dialed c{i} at {} for an attempt it made before it stopped at {stopped_at}: {cb:#}",
+                    invite.at
+                );
+            }
         }
     }
     assert_eq!(nodes.len(), 2, "both nodes dialed: {nodes:?}");
@@ -252,7 +334,7 @@ async fn share_a_queue(trouble: Trouble) {
         );
     }
     eprintln!(
-        "{CALLBACKS} callbacks, {AGENTS} agents, two nodes: all completed in {:.1} s ({unknown} attempts of unknown outcome)",
+        "{CALLBACKS} callbacks, {AGENTS} agents, two nodes: all completed in {:.1} s ({unknown} attempts of unknown outcome; {resumed_dials} customers dialed by the stopped node once resumed, each on a fresh claim)",
         took.as_secs_f64()
     );
     drop(b);
