@@ -118,6 +118,15 @@ impl Bridge {
     }
 }
 
+impl Connect {
+    /// Whether the dialer's lease leaves no time to place a call. The clock is read afresh,
+    /// not the loop's `now`: a node stopped since that was read (SIGSTOP, a stall) must not
+    /// dial late once it runs again.
+    fn too_late(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
 /// How a call ended, as test calls and the dialer read it.
 fn how(reason: EndReason) -> (&'static str, Option<u16>) {
     match reason {
@@ -153,7 +162,7 @@ impl Loop {
                 error,
             })?;
         }
-        if connect.deadline.is_some_and(|d| now >= d) {
+        if connect.too_late() {
             return Err(agent_side(PlaceError::TooLate));
         }
         let first = match (&connect.customer, connect.customer_first) {
@@ -296,7 +305,7 @@ impl Loop {
             }
             return;
         };
-        if bridge.connect.deadline.is_some_and(|d| now >= d) {
+        if bridge.connect.too_late() {
             warn!(
                 bridge = id,
                 "the dialer's lease ran out before the customer was called; not calling"
@@ -390,7 +399,7 @@ impl Loop {
             return;
         };
         bridge.confirm_by = None;
-        if bridge.connect.deadline.is_some_and(|d| now >= d) {
+        if bridge.connect.too_late() {
             warn!(
                 bridge = id,
                 "the dialer's lease ran out before the agent was called; not calling"
