@@ -626,13 +626,15 @@ impl SqlStore<Db> {
         let skills: Vec<&str> = old.skills.iter().map(|s| s.name.as_str()).collect();
         let placeholders: Vec<String> = (0..skills.len()).map(|i| format!("${}", i + 2)).collect();
         // Text messages are not the dialer's; a callback still leased (paused and resumed
-        // while its attempt ends) is not free yet.
+        // while its attempt ends) is not free yet; one past its expiry is never called, even
+        // before the sweep marks it expired.
         let sql = format!(
             concat!(
                 "SELECT ",
                 columns!(),
                 " FROM callbacks WHERE state = 'queued' AND next_attempt_at <= $1 \
-                 AND skill IN ({}) AND media <> 'sms' AND lease_owner IS NULL \
+                 AND expires_at > $1 AND skill IN ({}) AND media <> 'sms' \
+                 AND lease_owner IS NULL \
                  ORDER BY priority DESC, enqueued_at, id LIMIT 64{}"
             ),
             placeholders.join(", "),

@@ -96,6 +96,7 @@ conformance!(
     reopening_keeps_everything,
     agents_are_kept_with_their_history,
     claims_take_due_callbacks_in_line_each_once,
+    a_callback_past_its_expiry_is_not_claimed_before_the_sweep,
     leases_fence_a_node_that_lost_its_callback,
     every_node_hears_of_changes_on_postgres,
     places_in_line_are_counted_by_skill_and_handle_times_kept,
@@ -1042,6 +1043,34 @@ async fn agents_are_kept_with_their_history(url: &str, cb: Arc<Callbacks<Store>>
         [(None, LoggedOut, "api"), (Some(LoggedOut), Ready, "api")]
     );
     assert_eq!(again.agent("nobody").await.unwrap(), None);
+}
+
+async fn a_callback_past_its_expiry_is_not_claimed_before_the_sweep(
+    _url: &str,
+    cb: Arc<Callbacks<Store>>,
+) {
+    let created = cb
+        .create(
+            &mut StdRng::seed_from_u64(9),
+            t0(),
+            &api(),
+            Source::Api,
+            request("+1 212 555 0100"),
+        )
+        .await
+        .unwrap();
+    let ada = ready_agent(&cb.store, "ada", &["billing"]).await;
+    let late = created.expires_at + Duration::seconds(1);
+    assert!(claim(&cb.store, &ada, 1, late).await.is_none(), "expired");
+    let (taken, _) = claim(
+        &cb.store,
+        &ada,
+        2,
+        created.expires_at - Duration::seconds(1),
+    )
+    .await
+    .expect("still callable a second before");
+    assert_eq!(taken.id, created.id);
 }
 
 async fn claims_take_due_callbacks_in_line_each_once(url: &str, cb: Arc<Callbacks<Store>>) {
