@@ -329,9 +329,12 @@ impl Chats {
                     .modify(&mut rng, now, &actor, &cid, None, &modification)
                     .await
                 {
-                    Ok((_, receipt)) => Answer::Changed {
-                        receipt: receipt.code.to_string(),
-                    },
+                    Ok((callback, receipt)) => {
+                        ops.hints.changed(callback.id);
+                        Answer::Changed {
+                            receipt: receipt.code.to_string(),
+                        }
+                    }
                     Err(ModifyError::Refused(r)) => Answer::Refused(format!(
                         "{} (reference code {})",
                         reason_words(r.rejection.reason().as_str()),

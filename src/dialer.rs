@@ -44,12 +44,41 @@ pub struct Dialer {
     /// `sip.realm`: agents at `sip:USER@<realm>` are phones registered with callbackd.
     realm: String,
     node: String,
-    /// Shared with the SIP runtime, which wakes the dialer when a caller starts holding.
-    wake: Arc<Notify>,
-    /// Callbacks changed by anyone, for the calls in progress to look at.
-    changes: broadcast::Sender<Uuid>,
+    hints: Hints,
     /// Attempts under way on this node.
     attempts: AtomicUsize,
+}
+
+/// How the rest of the node tells the dialer that something changed: the SIP runtime when a
+/// caller starts holding; the API, the IVR and the chat when they change a callback; the
+/// store's notices of what other nodes change. With no dialer on the node, nobody listens.
+#[derive(Clone)]
+pub struct Hints {
+    wake: Arc<Notify>,
+    /// Callbacks changed, for the calls in progress to look at.
+    changes: broadcast::Sender<Uuid>,
+}
+
+impl Default for Hints {
+    fn default() -> Hints {
+        Hints {
+            wake: Arc::new(Notify::new()),
+            changes: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Hints {
+    /// Something changed that may let the dialer place a call: look now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A callback changed: calls placing it look at it again, and the dialer looks for work.
+    pub fn changed(&self, callback: Uuid) {
+        let _ = self.changes.send(callback);
+        self.wake();
+    }
 }
 
 /// The time, to the microsecond both stores keep.
@@ -82,7 +111,7 @@ impl Dialer {
         sip: Sip,
         config: DialerConfig,
         sip_config: &SipConfig,
-        wake: Arc<Notify>,
+        hints: Hints,
     ) -> Arc<Dialer> {
         let trunk_host = sip_config
             .trunk_domain
@@ -96,8 +125,7 @@ impl Dialer {
             config,
             trunk_host,
             realm: sip_config.realm.clone(),
-            wake,
-            changes: broadcast::channel(1024).0,
+            hints,
             attempts: AtomicUsize::new(0),
         })
     }
@@ -105,18 +133,6 @@ impl Dialer {
     /// This node's name, and how many attempts it has under way.
     pub fn gauges(&self) -> (&str, usize) {
         (&self.node, self.attempts.load(Ordering::Relaxed))
-    }
-
-    /// Something changed that may let the dialer place a call: look now.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    /// A callback changed (here, or on another node): calls placing it look at it again, and
-    /// the dialer looks for work.
-    pub fn changed(&self, callback: Uuid) {
-        let _ = self.changes.send(callback);
-        self.wake();
     }
 
     /// Hears what other nodes change, through the store (PostgreSQL); without a listener
@@ -127,8 +143,8 @@ impl Dialer {
                 Ok(None) => return,
                 Ok(Some(mut listener)) => loop {
                     match listener.next().await {
-                        Ok(Change::Callback(id)) => self.changed(id),
-                        Ok(Change::Agent(_)) => self.wake(),
+                        Ok(Change::Callback(id)) => self.hints.changed(id),
+                        Ok(Change::Agent(_)) => self.hints.wake(),
                         Err(e) => {
                             warn!(error = %e, "lost the store's change notices; listening again");
                             break;
@@ -141,16 +157,20 @@ impl Dialer {
         }
     }
 
-    /// Runs until the process ends.
+    /// Runs until the process ends: every second the whole round, and on each hint only the
+    /// agents, since a change here or on another node (a hundred a second, under load) can
+    /// only make work for them.
     pub async fn run(self: Arc<Self>) {
         info!(node = %self.node, "dialer running");
+        let mut tick = tokio::time::interval(RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Err(e) = self.round().await {
+            let looked = tokio::select! {
+                _ = tick.tick() => self.round().await,
+                _ = self.hints.wake.notified() => self.offers().await,
+            };
+            if let Err(e) = looked {
                 warn!(error = %e, "dialer round failed; trying again");
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(RECHECK) => {}
             }
         }
     }
@@ -159,9 +179,8 @@ impl Dialer {
         now + self.config.lease
     }
 
-    /// One look at the work: leases other nodes left behind, agents left reserved or busy
-    /// by a node that stopped, agents done with wrap-up, and a callback for every ready agent
-    /// that has one waiting.
+    /// One look at all the work: leases other nodes left behind, callers holding on a node
+    /// that stopped, agents left reserved or busy by one, then [`Dialer::offers`].
     async fn round(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = now();
         for (cb, attempt, generation) in self
@@ -201,6 +220,13 @@ impl Dialer {
             };
             self.move_agent(&agent, to, None).await;
         }
+        self.offers().await
+    }
+
+    /// Agents done with wrap-up are ready again, and every ready agent is offered a callback
+    /// or a holding caller if one waits.
+    async fn offers(self: &Arc<Self>) -> Result<(), StoreError> {
+        let now = now();
         let mut agents = self.store.agents().await?;
         for agent in agents.iter().filter(|a| a.state == AgentState::WrapUp) {
             if now - agent.since >= self.config.wrap_up {
@@ -375,7 +401,7 @@ impl Dialer {
                 dialer
                     .release_agent(&agent_id, attempt.id, false, agent_reason)
                     .await;
-                dialer.wake();
+                dialer.hints.wake();
             }
         };
         let customer = match decide::verdict(&cb, &self.policy, now()) {
@@ -457,7 +483,7 @@ impl Dialer {
         let mut renew = tokio::time::interval(std_duration(self.config.lease) / 3);
         renew.tick().await;
         let mut watch = tokio::time::interval(WATCH);
-        let mut notices = self.changes.subscribe();
+        let mut notices = self.hints.changes.subscribe();
         loop {
             tokio::select! {
                 step = progress.recv() => match step {
@@ -531,7 +557,7 @@ impl Dialer {
             missed.then_some("missed"),
         )
         .await;
-        self.wake();
+        self.hints.wake();
     }
 
     /// Connects `agent` to a caller holding on this node: the agent is called, hears who is
@@ -613,7 +639,7 @@ impl Dialer {
         }
         self.release_agent(&agent.id, hold.id, answered, reason)
             .await;
-        self.wake();
+        self.hints.wake();
     }
 
     /// The customer is connected to the agent.
@@ -873,7 +899,7 @@ pub async fn follow_registrations(
                 }
             }
         }
-        dialer.wake();
+        dialer.hints.wake();
     }
 }
 

@@ -30,11 +30,13 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP API to {}", config.api.listen))?;
     let address = listener.local_addr()?;
 
+    let hints = crate::dialer::Hints::default();
     let operations = Arc::new(crate::ivr::Operations {
         callbacks: callbacks.clone(),
         limits: config.ivr.clone(),
         wrap_up: config.dialer.wrap_up,
         notifier: crate::notifier::Notifier::from_config(&config.notifier),
+        hints: hints.clone(),
     });
     let bots = crate::chat::load(&config.chat.bots, &config.queues)?;
     tracing::info!(bots = %config.chat.bots.display(), intents = bots.intents.len(), "chat bots loaded");
@@ -43,12 +45,10 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         operations.clone(),
         config.chat.session_idle.to_std().unwrap_or_default(),
     ));
-    // Wakes the dialer when a caller starts holding on this node.
-    let wake = Arc::new(tokio::sync::Notify::new());
     let hold_settings = crate::signalling::HoldSettings {
         node: config.dialer.node_name(),
         every: config.dialer.hold_announcement.to_std().unwrap_or_default(),
-        wake: wake.clone(),
+        hints: hints.clone(),
     };
     let sip = crate::signalling::start(
         config.sip.clone(),
@@ -88,7 +88,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
             sip.sip.clone(),
             config.dialer.clone(),
             &config.sip,
-            wake.clone(),
+            hints.clone(),
         )
     });
     let mut tasks = Vec::new();
@@ -110,6 +110,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         token: config.api.token.clone(),
         sip: sip.sip.clone(),
         dialer,
+        hints,
         wrap_up: config.dialer.wrap_up,
         chats,
     });

@@ -40,9 +40,10 @@ pub struct AppState {
     pub callbacks: Arc<Callbacks<Store>>,
     pub token: Option<Secret>,
     pub sip: Sip,
-    /// Told when an agent turns ready or a callback changes; `None` when this node does not
-    /// dial.
+    /// This node's dialer, for its gauges; `None` when this node does not dial.
     pub dialer: Option<Arc<crate::dialer::Dialer>>,
+    /// Told when an agent turns ready or a callback changes.
+    pub hints: crate::dialer::Hints,
     /// `dialer.wrap_up`, part of every call's handle time.
     pub wrap_up: chrono::Duration,
     pub chats: Arc<crate::chat::Chats>,
@@ -50,9 +51,7 @@ pub struct AppState {
 
 impl AppState {
     fn wake_dialer(&self) {
-        if let Some(dialer) = &self.dialer {
-            dialer.wake();
-        }
+        self.hints.wake();
     }
 }
 
@@ -271,9 +270,7 @@ async fn modify(
         .await
         .map_err(|e| ApiError::from(e).precondition(expected.is_some()))?;
     tracing::info!(callback = %callback.id, action = receipt.action, receipt = %receipt.code, state = %callback.state, "callback modified");
-    if let Some(dialer) = &state.dialer {
-        dialer.changed(callback.id);
-    }
+    state.hints.changed(callback.id);
     let tag = etag(callback.version);
     Ok((
         [(header::ETAG, tag)],

@@ -2,8 +2,6 @@
 //! callback offer (a 1 goes on in the dialplan), and their place in the store's line, where
 //! the dialer finds them among the callbacks and connects them (see `connect.rs`).
 
-use std::sync::Arc;
-
 use rand::RngCore;
 use std::time::{Duration, Instant};
 
@@ -11,8 +9,7 @@ use ivr::session::Value;
 use media::playout::Item;
 use sip::ua::CallHandle;
 use store::Hold;
-use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::{Inbound, Loop};
@@ -41,7 +38,7 @@ pub struct HoldSettings {
     /// How often a holding caller hears where they stand.
     pub every: Duration,
     /// Wakes the dialer when a caller starts holding.
-    pub wake: Arc<Notify>,
+    pub hints: crate::dialer::Hints,
 }
 
 /// A call holding in a queue.
@@ -97,12 +94,12 @@ impl Loop {
         });
         self.holding.insert(hold.id, call);
         self.play_music(call, &["please-hold"]);
-        let (store, wake) = (self.store.clone(), self.hold_settings.wake.clone());
+        let (store, hints) = (self.store.clone(), self.hold_settings.hints.clone());
         let expires =
             chrono::Utc::now() + chrono::Duration::from_std(HOLD_LEASE).unwrap_or_default();
         tokio::spawn(async move {
             match store.insert_hold(&hold, expires).await {
-                Ok(()) => wake.notify_one(),
+                Ok(()) => hints.wake(),
                 Err(e) => warn!(hold = %hold.id, error = %e, "cannot put the caller in line"),
             }
         });
@@ -229,8 +226,10 @@ impl Loop {
                 .map(|(_, v)| v.text())
                 .and_then(|t| t.parse::<u32>().ok())
         };
+        let position = var("position").unwrap_or(1);
+        debug!(%call, position, wait_minutes = var("wait_minutes"), "a holding caller is told where they stand");
         let mut words = vec!["you-are-number"];
-        words.extend(media::say::number(var("position").unwrap_or(1)));
+        words.extend(media::say::number(position));
         words.push("in-line");
         if let Some(minutes) = var("wait_minutes") {
             words.extend(["estimated-wait", "about"]);
