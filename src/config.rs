@@ -47,6 +47,8 @@ pub struct IvrConfig {
     /// A confirmation ID with this many wrong answers within `lockout` (from any phones) is
     /// refused even with the right last four digits, so they cannot be guessed.
     pub max_failures_per_id: u64,
+    /// Failed look-ups one call may make; the last ends the call.
+    pub max_failures_per_call: u64,
 }
 
 impl Default for IvrConfig {
@@ -57,6 +59,7 @@ impl Default for IvrConfig {
             lockout: chrono::Duration::hours(24),
             failed_lookups_per_hour: 100,
             max_failures_per_id: 5,
+            max_failures_per_call: 3,
         }
     }
 }
@@ -567,6 +570,9 @@ impl Config {
         }
         if self.dialer.hold_announcement < chrono::Duration::seconds(5) {
             return problem("dialer.hold_announcement", "must be at least 5s");
+        }
+        if self.ivr.max_failures_per_call == 0 {
+            return problem("ivr.max_failures_per_call", "must be at least 1");
         }
         if [
             self.dialer.wrap_up,

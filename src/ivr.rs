@@ -73,6 +73,7 @@ pub async fn command(config: Config, command: DialplanCommand) -> anyhow::Result
                 limits: config.ivr.clone(),
                 wrap_up: config.dialer.wrap_up,
                 notifier: crate::notifier::Notifier::from_config(&config.notifier),
+                hints: Default::default(),
             };
             let mut rng = StdRng::from_entropy();
             let transcript =
@@ -223,6 +224,9 @@ pub struct Operations {
     pub wrap_up: chrono::Duration,
     /// Text-message confirmations, when a gateway is configured.
     pub notifier: Option<crate::notifier::Notifier>,
+    /// Tells this node's dialer of each change made, so a call placing the callback hears
+    /// of it at once.
+    pub hints: crate::dialer::Hints,
 }
 
 /// Who is calling (for the history and security events), and how many look-ups of the call
@@ -243,10 +247,6 @@ const FAILED_LOOKUP: &str = "failed_lookup";
 
 /// How long an operation may take before the caller is told it failed.
 pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Failed look-ups (an unknown ID or a wrong last four digits) a call may make; the last one
-/// ends the call.
-pub const MAX_FAILURES_PER_CALL: u32 = 3;
 
 impl Operations {
     /// What a found callback says about itself (see [`STATUS`]).
@@ -324,7 +324,9 @@ impl Operations {
             "line" => return self.line(arg("queue"), now).await,
             _ => {}
         }
-        let not_found = if caller.failures + 1 >= MAX_FAILURES_PER_CALL {
+        // Failed look-ups (an unknown ID or a wrong last four digits) a call may make; the
+        // last one ends the call.
+        let not_found = if u64::from(caller.failures) + 1 >= self.limits.max_failures_per_call {
             "too_many"
         } else {
             "not_found"
@@ -406,6 +408,7 @@ impl Operations {
                     .await
                 {
                     Ok((callback, receipt)) => {
+                        self.hints.changed(callback.id);
                         // Committed: a customer reached by text message gets one.
                         if let (Some(notifier), Address::Phone(number), Media::Sms) =
                             (&self.notifier, &callback.address, callback.media)

@@ -70,6 +70,11 @@ fn config_check_accepts_the_default_and_names_what_is_wrong() {
             "notifier.url",
         ),
         ("lease = \"30s\"", "lease = \"1s\"", "dialer.lease"),
+        (
+            "max_failures_per_call = 3",
+            "max_failures_per_call = 0",
+            "ivr.max_failures_per_call",
+        ),
     ] {
         std::fs::write(&bad, text.replace(from, to)).unwrap();
         let (code, _, err) = run(&["config", "check"], &bad);
@@ -160,4 +165,78 @@ async fn operators_work_on_callbacks_from_the_command_line() {
     let listed: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     store::testing::discard(&url).await;
+}
+
+#[test]
+fn start_up_stops_on_a_bad_dialplan_or_bots_file_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("callbackd-bad-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dialplan = dir.join("dialplan.toml");
+    std::fs::write(
+        &dialplan,
+        std::fs::read_to_string("dialplans/default.toml")
+            .unwrap()
+            .replacen("next = \"", "next = \"nowhere-", 1),
+    )
+    .unwrap();
+    let bots = dir.join("bots.toml");
+    std::fs::write(
+        &bots,
+        std::fs::read_to_string("chatbots/default.toml")
+            .unwrap()
+            .replace("skill = \"technical\"", "skill = \"plumbing\""),
+    )
+    .unwrap();
+    let good = config(&store::testing::sqlite_url(), "");
+    let text = std::fs::read_to_string(&good).unwrap();
+    for (from, to, problem) in [
+        (
+            "dialplan = \"dialplans/default.toml\"",
+            format!("dialplan = \"{}\"", dialplan.display()),
+            format!("{}:", dialplan.display()),
+        ),
+        (
+            "bots = \"chatbots/default.toml\"",
+            format!("bots = \"{}\"", bots.display()),
+            format!("{}:", bots.display()),
+        ),
+    ] {
+        let bad = dir.join("callbackd.toml");
+        std::fs::write(&bad, text.replace(from, &to)).unwrap();
+        // It must stop by itself; one that serves is killed, and the test fails.
+        let mut child = callbackd()
+            .args(["serve", "--config"])
+            .arg(&bad)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().ok();
+                panic!("callbackd served with {to}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "{to}: {err}");
+        // file:line:column, then what is wrong.
+        let line = err
+            .lines()
+            .find(|l| l.contains(&problem))
+            .unwrap_or_else(|| panic!("{to}: {err}"));
+        let place: Vec<&str> = line[line.find(&problem).unwrap() + problem.len()..]
+            .splitn(3, ':')
+            .collect();
+        assert!(
+            place.len() == 3 && place[..2].iter().all(|n| n.parse::<u32>().is_ok()),
+            "{line}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

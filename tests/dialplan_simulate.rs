@@ -127,6 +127,7 @@ on_both_stores!(
     an_unknown_id_and_a_wrong_last_four_sound_the_same,
     a_mistyped_id_three_times_is_refused_without_a_lookup_and_goodbye,
     reschedule_to_a_time_tomorrow_then_as_soon_as_possible,
+    the_menus_repeat_keep_re_enter_and_end,
     change_the_number_and_a_blocked_number_is_refused_with_its_reason,
     change_how_we_reach_you_and_the_department,
     three_failed_look_ups_in_one_call_end_it,
@@ -364,6 +365,59 @@ async fn a_mistyped_id_three_times_is_refused_without_a_lookup_and_goodbye(backe
     );
 }
 
+async fn the_menus_repeat_keep_re_enter_and_end(backend: &str) {
+    let line = Line::new(backend).await;
+    let id = line.create(NUMBER);
+    // Ten minutes from now in the queue's zone, today (1) unless that is past midnight.
+    let zone = chrono_tz::America::New_York;
+    let now = chrono::Utc::now().with_timezone(&zone);
+    let at = now + chrono::Duration::minutes(10);
+    let day = if at.date_naive() == now.date_naive() {
+        "1"
+    } else {
+        "2"
+    };
+    let hhmm = at.format("%H%M").to_string();
+    // 9 repeat; 6 cancel, 2 keep it; 2 a number, 2 re-enter, another, 1 confirm; 1 the time,
+    // 2 a time, HHMM, the day, 1 confirm; 0 end.
+    let heard = line.call(
+        NUMBER,
+        &format!("{id}#9 6 2 2 12125550123# 2 12125550177# 1 1 2 {hhmm} {day} 1 0"),
+    );
+    assert_eq!(heard.matches("hears: cancel-confirm").count(), 1, "{heard}");
+    assert!(
+        heard.contains("hears: you-entered 1 2 1 2 5 5 5 0 1 2 3 confirm-menu")
+            && heard.contains("hears: you-entered 1 2 1 2 5 5 5 0 1 7 7 confirm-menu"),
+        "{heard}"
+    );
+    assert_eq!(
+        heard.matches("hears: change-confirmed").count(),
+        2,
+        "{heard}"
+    );
+    assert!(
+        heard.matches("hears: main-menu").count() >= 5,
+        "after the greeting, 9, the kept cancel and each change: {heard}"
+    );
+    assert!(
+        heard.trim_end().ends_with("hears: goodbye\nhangs up"),
+        "{heard}"
+    );
+    let shown = line.show(&id);
+    assert_eq!(
+        (shown["address"].as_str(), shown["state"].as_str()),
+        (Some("+12125550177"), Some("scheduled")),
+        "not cancelled; the second number: {shown}"
+    );
+    let requested = chrono::DateTime::parse_from_rfc3339(shown["requested"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&zone);
+    assert_eq!(
+        (requested.date_naive(), requested.format("%H%M").to_string()),
+        (at.date_naive(), hhmm)
+    );
+}
+
 async fn reschedule_to_a_time_tomorrow_then_as_soon_as_possible(backend: &str) {
     let line = Line::new(backend).await;
     let id = line.create(NUMBER);
@@ -470,6 +524,24 @@ async fn three_failed_look_ups_in_one_call_end_it(backend: &str) {
         "{heard}"
     );
     assert_eq!(line.show(&id)["state"], "queued", "nothing changed");
+}
+
+#[tokio::test]
+async fn the_failed_look_ups_a_call_may_make_are_configured() {
+    let line = Line::with(
+        "sqlite",
+        &[("max_failures_per_call = 3", "max_failures_per_call = 2")],
+    )
+    .await;
+    let id = line.create(NUMBER);
+    let heard = line.call("+13125550199", &format!("{id}#9999").repeat(3));
+    assert_eq!(heard.matches("runs: verify").count(), 2, "{heard}");
+    assert!(
+        heard
+            .trim_end()
+            .ends_with("too-many-attempts goodbye\nhangs up"),
+        "{heard}"
+    );
 }
 
 async fn a_caller_id_with_too_many_failed_look_ups_is_refused_without_one(backend: &str) {
