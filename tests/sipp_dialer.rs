@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{config_with, far_end, finished_cleanly, Server};
+use common::{config_with, far_end, far_end_for, finished_cleanly, Server};
 use serde_json::{json, Value};
 
 /// callbackd with callbacks to SIP addresses on loopback allowed and short dialer waits.
@@ -259,6 +259,71 @@ fn a_ready_agent_is_connected_to_the_customer_who_presses_1_and_the_audio_crosse
 }
 
 #[test]
+fn the_agent_hanging_up_ends_the_customers_call_and_the_agents_audio_reaches_the_customer() {
+    // The agent is SIPp: it answers, plays 2580 as tones 2 s later, and hangs up with its own
+    // BYE. The customer is callbackd itself, whose answering side logs the keys it hears:
+    // they can only come from the agent across the bridge. No whisper and no greeting, so
+    // the customer is bridged as soon as they answer.
+    let dir = temp_dir("agent-hangs-up");
+    let capture = dir.join("keys.pcap");
+    std::fs::write(
+        &capture,
+        common::in_band_capture(",2580", media::g711::Law::Mu),
+    )
+    .unwrap();
+    let agent_scenario = scenario(
+        &dir,
+        "uas_customer.xml",
+        &[
+            ("PCAP_FILE", &capture.display().to_string()),
+            ("TALK_MS", "3000"),
+        ],
+    );
+    let (agent, agent_port) = far_end(&agent_scenario);
+    let url = store::testing::sqlite_url();
+    let log = dir.join("callbackd.log");
+    let config = dialer_config_with(
+        &url,
+        "10s",
+        &[
+            ("whisper = true", "whisper = false"),
+            ("greeting = true", "greeting = false"),
+        ],
+    );
+    let server = Server::start_logging(&config, &log);
+    let me = server.sip_udp.unwrap();
+    let sockets = at_rest(&server);
+    ready_agent(&server, "al", &format!("sip:al@127.0.0.1:{agent_port}"));
+    let id = callback_to(&server, &format!("sip:customer@{me}"));
+    let cb = wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(30),
+        |cb| cb["state"] == "completed" && finished_attempts(cb),
+    );
+    assert_eq!(cb["dial_attempts"][0]["outcome"], "connected", "{cb:#}");
+    let (ok, out) = finished_cleanly(agent);
+    assert!(ok, "the agent's call ran its course: {out}");
+    // The agent hung up: the customer's call went with it, and everything is given back.
+    assert_eq!(
+        at_rest(&server),
+        sockets,
+        "every socket the calls took is closed"
+    );
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let customer_side =
+        common::first_incoming_call(&text).expect("the customer's call reached callbackd");
+    let heard: String = common::keys_logged(&text)
+        .into_iter()
+        .filter(|k| k.call == customer_side)
+        .map(|k| k.key)
+        .collect();
+    assert_eq!(heard, "2580", "the agent's keys crossed the bridge: {text}");
+}
+
+#[test]
 fn a_busy_customer_is_retried_after_the_backoff_and_the_agent_is_told() {
     let (agent, agent_port) = far_end("uas_answer.xml");
     let (customer, customer_port) = far_end("uas_busy.xml");
@@ -375,6 +440,17 @@ fn a_customer_who_does_not_press_1_is_not_connected() {
 
 #[test]
 fn pausing_a_callback_while_the_customer_rings_hangs_up_both_calls() {
+    change_while_the_customer_rings("pause", "paused");
+}
+
+#[test]
+fn cancelling_a_callback_while_the_customer_rings_hangs_up_both_calls() {
+    change_while_the_customer_rings("cancel", "cancelled");
+}
+
+/// A callback given `action` through the API while its customer's phone rings: both calls
+/// are hung up, the attempt is aborted, and the callback is left `state`.
+fn change_while_the_customer_rings(action: &str, state: &str) {
     let (agent, agent_port) = far_end("uas_answer.xml");
     let (customer, customer_port) = far_end("uas_no_answer.xml");
     let url = store::testing::sqlite_url();
@@ -391,7 +467,7 @@ fn pausing_a_callback_while_the_customer_rings_hangs_up_both_calls() {
             ),
         ],
     );
-    let dir = temp_dir("pause");
+    let dir = temp_dir(action);
     let log = dir.join("callbackd.log");
     let server = Server::start_logging(&config, &log);
     ready_agent(&server, "ed", &format!("sip:ed@127.0.0.1:{agent_port}"));
@@ -418,10 +494,10 @@ fn pausing_a_callback_while_the_customer_rings_hangs_up_both_calls() {
         (409, Some("illegal_in_state"))
     );
     assert_eq!(server.get("/api/v1/agents/ed").body["state"], "on_call");
-    let paused_at = Instant::now();
+    let changed_at = Instant::now();
     let r = server.post(
         &format!("/api/v1/callbacks/{id}/modifications"),
-        &json!({"action": "pause"}),
+        &json!({ "action": action }),
     );
     assert_eq!(r.status, 200, "{:?}", r.body);
     let cb = wait_for(
@@ -431,12 +507,12 @@ fn pausing_a_callback_while_the_customer_rings_hangs_up_both_calls() {
         finished_attempts,
     );
     assert!(
-        paused_at.elapsed() < Duration::from_secs(3),
+        changed_at.elapsed() < Duration::from_secs(3),
         "hung up within {:?}",
-        paused_at.elapsed()
+        changed_at.elapsed()
     );
     assert_eq!(cb["dial_attempts"][0]["outcome"], "aborted");
-    assert_eq!(cb["state"], "paused", "the customer's choice stands");
+    assert_eq!(cb["state"], state, "the customer's choice stands");
     std::fs::remove_dir_all(&dir).unwrap();
     for (phone, who) in [(agent, "agent (BYE)"), (customer, "customer (CANCEL)")] {
         let (ok, out) = finished_cleanly(phone);
@@ -766,6 +842,32 @@ fn a_caller_who_holds_is_connected_to_the_next_agent_and_the_audio_crosses() {
 }
 
 #[test]
+fn a_holding_caller_is_told_where_they_stand_every_hold_announcement() {
+    // Nobody is logged in, so the caller holds (about 18 s of the 30 s they wait, after the
+    // queue entry's prompts), told where they stand every 5 s.
+    let url = store::testing::sqlite_url();
+    let dir = temp_dir("hold-announcements");
+    let log = dir.join("callbackd.log");
+    let config = queue_entry_config(
+        &url,
+        &[("hold_announcement = \"45s\"", "hold_announcement = \"5s\"")],
+    );
+    let server = Server::start_logging(&config, &log);
+    hold_in_queue(server.sip_udp.unwrap(), "", 30_000, 500);
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(text.contains("caller holding for an agent"), "{text}");
+    let told = text
+        .lines()
+        .filter(|l| {
+            l.contains("a holding caller is told where they stand") && l.contains("position=1")
+        })
+        .count();
+    assert!(told >= 2, "told {told} times: {text}");
+}
+
+#[test]
 fn a_holding_caller_who_presses_1_books_a_callback_keeping_their_place() {
     // Nobody is logged in, so the caller holds; 14 s in they press 1 (the offer), then 1
     // again (to be called at the number they call from).
@@ -879,4 +981,115 @@ fn a_customer_who_declines_or_does_not_answer_is_recorded_as_such() {
             );
         }
     }
+}
+
+#[test]
+fn an_unreachable_customer_is_tried_up_to_max_attempts_then_the_callback_fails() {
+    let (agent, agent_port) = far_end_for("uas_answer.xml", 2);
+    let (customer, customer_port) = far_end_for("uas_unavailable.xml", 2);
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&dialer_config_with(
+        &url,
+        "10s",
+        &[
+            ("max_attempts = 3", "max_attempts = 2"),
+            (
+                "retry_backoff = [\"5m\", \"15m\", \"1h\"]",
+                "retry_backoff = [\"1s\"]",
+            ),
+        ],
+    ));
+    ready_agent(&server, "cy", &format!("sip:cy@127.0.0.1:{agent_port}"));
+    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{customer_port}"));
+    let cb = wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(40),
+        |cb| cb["state"] == "failed" && finished_attempts(cb),
+    );
+    let attempts = cb["dial_attempts"].as_array().unwrap();
+    let seen: Vec<(&Value, &Value)> = attempts
+        .iter()
+        .map(|a| (&a["outcome"], &a["sip_status"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [(&json!("unreachable"), &json!(503)); 2],
+        "two attempts, then no more: {cb:#}"
+    );
+    let time = |a: &Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(a[field].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        time(&attempts[1], "started_at") - time(&attempts[0], "ended_at")
+            >= chrono::Duration::seconds(1),
+        "the second after the backoff: {cb:#}"
+    );
+    assert_eq!(
+        cb["history"].as_array().unwrap().last().unwrap()["to_state"],
+        "failed"
+    );
+    for (phone, who) in [(agent, "agent"), (customer, "customer")] {
+        let (ok, out) = finished_cleanly(phone);
+        assert!(ok, "the {who}'s two calls ran their course: {out}");
+    }
+}
+
+#[test]
+fn a_new_number_given_between_attempts_is_the_one_dialed_next() {
+    let dir = temp_dir("new-number");
+    let silence = dir.join("silence.pcap");
+    std::fs::write(&silence, common::in_band_capture("", media::g711::Law::Mu)).unwrap();
+    let answers = scenario(
+        &dir,
+        "uas_customer.xml",
+        &[
+            ("PCAP_FILE", &silence.display().to_string()),
+            ("TALK_MS", "300"),
+        ],
+    );
+    let (agent, agent_port) = far_end_for("uas_answer.xml", 2);
+    let (old, old_port) = far_end("uas_unavailable.xml");
+    let (new, new_port) = far_end(&answers);
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&dialer_config_with(
+        &url,
+        "10s",
+        &[
+            ("greeting = true", "greeting = false"),
+            (
+                "retry_backoff = [\"5m\", \"15m\", \"1h\"]",
+                "retry_backoff = [\"3s\"]",
+            ),
+        ],
+    ));
+    ready_agent(&server, "di", &format!("sip:di@127.0.0.1:{agent_port}"));
+    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{old_port}"));
+    let path = format!("/api/v1/callbacks/{id}");
+    wait_for(&server, &path, Duration::from_secs(20), finished_attempts);
+    // Between the attempts (the backoff is 3 s), the customer gives another number.
+    let r = server.post(
+        &format!("{path}/modifications"),
+        &json!({"action": "change_address", "address": format!("sip:customer@127.0.0.1:{new_port}")}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let cb = wait_for(&server, &path, Duration::from_secs(30), |cb| {
+        cb["state"] == "completed" && finished_attempts(cb)
+    });
+    let outcomes: Vec<&Value> = cb["dial_attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["outcome"])
+        .collect();
+    assert_eq!(
+        outcomes,
+        [&json!("unreachable"), &json!("connected")],
+        "{cb:#}"
+    );
+    for (phone, who) in [(agent, "agent"), (old, "old number"), (new, "new number")] {
+        let (ok, out) = finished_cleanly(phone);
+        assert!(ok, "the {who}'s calls ran their course: {out}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -441,6 +441,11 @@ pub fn run_sipp(
 
 /// SIPp answering one call with `scenario` (a file in tests/sipp/, or a path) on a free port.
 pub fn far_end(scenario: &str) -> (Child, u16) {
+    far_end_for(scenario, 1)
+}
+
+/// The same, answering `calls` calls.
+pub fn far_end_for(scenario: &str, calls: u32) -> (Child, u16) {
     let port = free_port();
     let child = Command::new(sipp())
         .args(["-sf", &sipp_scenario(scenario)])
@@ -452,7 +457,8 @@ pub fn far_end(scenario: &str) -> (Child, u16) {
             "-mp",
             &media_port().to_string(),
         ])
-        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
+        .args(["-m", &calls.to_string()])
+        .args(["-nostdin", "-timeout", "30s", "-timeout_error"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -341,9 +341,13 @@ mod tests {
             serde_json::from_value(serde_json::json!({"all": "11:00-17:00"})).unwrap();
         let eleven = Utc.with_ymd_and_hms(2026, 11, 23, 16, 0, 0).unwrap();
         assert_eq!(
-            verdict(&cb, &policy(window), now()),
+            verdict(&cb, &policy(window.clone()), now()),
             Verdict::Later(Some(eleven))
         );
+        // The window is the customer's hours, not the queue's: 15:00 in London is open.
+        let mut london = cb.clone();
+        london.time_zone = chrono_tz::Europe::London;
+        assert_eq!(verdict(&london, &policy(window), now()), Verdict::Dial);
         let (later, event) = deferred(&cb, eleven, "n", now());
         assert_eq!(
             (later.next_attempt_at, later.enqueued_at, later.state),
