@@ -111,10 +111,14 @@ def measure(kind, store, rate, seconds):
             # Each successful flow left one IVR change attempt in the history, with its receipt
             # (flows on one callback race each other, so a pause can meet a callback another
             # flow just paused: that attempt is refused, and recorded all the same).
-            changes = [sum(1 for e in api(f"{api_url}/api/v1/callbacks/{cid}")["history"]
-                           if e["channel"] == "ivr" and e["receipt"]) for cid in ids]
-            committed = "yes" if all(ch >= c[0] for ch, c in zip(changes, counts)) else \
-                f"no ({sum(changes)} changes for {ok} flows)"
+            # A failed call may have made its change before failing, hence at least.
+            histories = [[e for e in api(f"{api_url}/api/v1/callbacks/{cid}")["history"]
+                          if e["channel"] == "ivr" and e["receipt"]] for cid in ids]
+            changes = [len(h) for h in histories]
+            succeeded = sum(1 for h in histories for e in h if e["outcome"] == "success")
+            committed = (f"yes ({succeeded} made, {sum(changes) - succeeded} refused)"
+                         if all(ch >= c[0] for ch, c in zip(changes, counts))
+                         else f"no ({sum(changes)} changes for {ok} flows)")
         backend = "SQLite" if store == "sqlite" else "PostgreSQL"
         print(f"| {kind} | {backend} | {rate} | {processes} | {seconds} | {ok} | {failed} | "
               f"{ok / seconds:.1f} | {p99:.0f} | {cores:.2f} | {committed} |", flush=True)
