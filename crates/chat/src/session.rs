@@ -587,6 +587,19 @@ operation = "change_media"
         session
     }
 
+    /// A chat that was offered a callback and said yes: next, the number.
+    fn booking() -> Session {
+        let mut chat = chat();
+        chat.message("I was charged twice");
+        chat.answer(Answer::Estimate {
+            wait_minutes: Some(1),
+            agents_ready: 1,
+            next_opening: None,
+        });
+        chat.message("yes");
+        chat
+    }
+
     fn said(turn: &Turn) -> &str {
         &turn.replies[0].text
     }
@@ -688,14 +701,7 @@ operation = "change_media"
 
     #[test]
     fn a_refused_number_is_asked_again() {
-        let mut chat = chat();
-        chat.message("I was charged twice");
-        chat.answer(Answer::Estimate {
-            wait_minutes: Some(1),
-            agents_ready: 1,
-            next_opening: None,
-        });
-        chat.message("yes");
+        let mut chat = booking();
         chat.message("+1 900 555 0123");
         chat.message("now");
         let turn = chat.answer(Answer::Refused(
@@ -718,14 +724,7 @@ operation = "change_media"
     // Regression: a refused time (outside the calling hours, past) asked for the number again.
     #[test]
     fn a_refused_time_asks_for_the_time_again_and_keeps_the_number() {
-        let mut chat = chat();
-        chat.message("I was charged twice");
-        chat.answer(Answer::Estimate {
-            wait_minutes: Some(1),
-            agents_ready: 1,
-            next_opening: None,
-        });
-        chat.message("yes");
+        let mut chat = booking();
         chat.message("+1 212 555 0100");
         chat.message("3 am");
         let turn = chat.answer(Answer::TimeRefused(
