@@ -18,8 +18,9 @@ throughput: AGENTS agents (all answered by one SIPp UAS that waits for callbackd
 customers (one SIPp UAS that answers, stays TALK seconds and hangs up). Callbacks are created
 through the API at RATE a second for SECONDS (split over the nodes); afterwards every
 callback must be completed with one connected attempt, and every node must be back at rest
-(GET /api/v1/status: no calls, dialogs, bridges, RTP ports or attempts). The whisper and the
-greeting are off, so a callback is two INVITEs, a bridge and two BYEs.
+(GET /api/v1/status: no calls, dialogs, bridges, RTP ports or attempts, and its sockets, file
+descriptors and busy store connections as before the load); otherwise the script exits 1.
+The whisper and the greeting are off, so a callback is two INVITEs, a bridge and two BYEs.
 
 Usage:
   cargo build --release
@@ -29,7 +30,7 @@ Usage:
       --nodes 2 --rate 100 --seconds 60
 Prints Markdown rows; bench/README.md keeps the latest figures.
 """
-import argparse, json, os, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.request, uuid
+import argparse, concurrent.futures, json, os, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.request, uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sip_calls import ROOT, cpu_seconds, free_port, start_callbackd  # noqa: E402
@@ -214,16 +215,21 @@ def throughput(args):
             api(bases[0], "/api/v1/agents", "POST", {"id": f"a{i}", "name": f"a{i}", "skills": ["billing"],
                                                     "address": f"sip:a{i}@127.0.0.1:{aport}"})
             api(bases[i % len(bases)], f"/api/v1/agents/a{i}/state", "PUT", {"state": "ready"})
+        # What each node holds at rest, to compare with afterwards.
+        baseline = [api(base, "/api/v1/status") for base in bases]
         cpu_before = [cpu_seconds(n[0].pid) for n in nodes]
         start = time.monotonic()
-        ids = []
-        for k in range(total):
+
+        def feed(k):
             due = start + k / args.rate
             while time.monotonic() < due:
                 time.sleep(0.0005)
-            cb = api(bases[k % len(bases)], "/api/v1/callbacks", "POST",
-                     {"queue": "support", "media": "sip", "address": f"sip:c{k}@127.0.0.1:{cport}"})
-            ids.append(cb["confirmation_id"])
+            return api(bases[k % len(bases)], "/api/v1/callbacks", "POST",
+                       {"queue": "support", "media": "sip", "address": f"sip:c{k}@127.0.0.1:{cport}"})
+
+        # A few requests in flight at once, so one slow answer does not hold the rate back.
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            ids = [cb["confirmation_id"] for cb in pool.map(feed, range(total))]
         fed = time.monotonic() - start
         while True:
             counts = api(bases[0], "/api/v1/queues/support")["counts"]
@@ -239,23 +245,38 @@ def throughput(args):
                 outcomes[a["outcome"]] = outcomes.get(a["outcome"], 0) + 1
         counts = api(bases[0], "/api/v1/queues/support")["counts"]
         # Afterwards every node must be back at rest: no calls, dialogs, bridges, RTP ports or
-        # attempts, and its sockets and store connections at their idle counts.
-        rest = []
-        for base in bases:
+        # attempts; no more store connections busy than before the load; and no more sockets
+        # and files than before but for the store's pool, which may have grown (a PostgreSQL
+        # connection is a socket; an SQLite one holds the database, its log and its shared
+        # memory open).
+        def at_rest(status, before):
+            grown = status["store"]["connections"] - before["store"]["connections"]
+            busy = lambda s: s["store"]["connections"] - s["store"]["idle"]
+            return (status["sip"] == {"calls": 0, "dialogs": 0, "bridges": 0, "rtp_ports": 0}
+                    and status["dialer"]["attempts"] == 0
+                    and busy(status) <= busy(before)
+                    and status["sockets"] - before["sockets"] <= max(grown, 0)
+                    and status["file_descriptors"] - before["file_descriptors"] <= 3 * max(grown, 0))
+        rest, all_idle = [], True
+        for base, before in zip(bases, baseline):
             deadline = time.monotonic() + 30
             while True:
                 status = api(base, "/api/v1/status")
-                idle = status["sip"] == {"calls": 0, "dialogs": 0, "bridges": 0, "rtp_ports": 0} \
-                    and status["dialer"]["attempts"] == 0
+                idle = at_rest(status, before)
                 if idle or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
-            rest.append(f"{'at rest' if idle else 'NOT at rest'}: {status['sockets']} sockets, "
-                        f"{status['store']['connections']} store connections ({status['store']['idle']} idle)")
+            all_idle = all_idle and idle
+            rest.append(f"{'at rest' if idle else 'NOT at rest'}: {status['sockets']} sockets "
+                        f"({before['sockets']} before), {status['file_descriptors']} file descriptors "
+                        f"({before['file_descriptors']} before), {status['store']['connections']} store "
+                        f"connections ({status['store']['idle']} idle)")
         print(f"| {args.store.split('://')[0]} | {args.nodes} | {args.agents} | {args.rate}/s for {args.seconds} s | "
               f"{counts['completed']} of {total} in {elapsed:.0f} s (fed in {fed:.0f} s) | "
               f"{', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))} | "
-              f"{' + '.join(f'{c:.2f}' for c in cpu)} cores | {'; '.join(rest)} |")
+              f"{' + '.join(f'{c:.2f}' for c in cpu)} cores | {'; '.join(rest)} |", flush=True)
+        if counts["completed"] != total or set(outcomes) != {"connected"} or not all_idle:
+            sys.exit("not every callback was connected at its first attempt, or a node is not at rest")
     finally:
         for n in nodes:
             n[0].kill()

@@ -328,7 +328,9 @@ fn a_busy_customer_is_retried_after_the_backoff_and_the_agent_is_told() {
     let (agent, agent_port) = far_end("uas_answer.xml");
     let (customer, customer_port) = far_end("uas_busy.xml");
     let url = store::testing::sqlite_url();
-    let server = Server::start(&dialer_config(&url, "10s"));
+    let dir = temp_dir("busy");
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(&dialer_config(&url, "10s"), &log);
     let sockets = at_rest(&server);
     ready_agent(&server, "bo", &format!("sip:bo@127.0.0.1:{agent_port}"));
     let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{customer_port}"));
@@ -369,6 +371,15 @@ fn a_busy_customer_is_retried_after_the_backoff_and_the_agent_is_told() {
         "every socket the calls took is closed"
     );
     assert!(agent_steps(&server, "bo").contains(&"wrap_up".to_owned()));
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        text.lines().any(
+            |l| l.contains("told the other side was not reached") && l.contains("how=Finished")
+        ),
+        "the agent heard \"the customer could not be reached\" to its end: {text}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sip::ua::{CallHandle, EndReason};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Loop, PlaceError};
 use media::playout::Ended;
@@ -262,6 +262,11 @@ impl Loop {
             (GREETING, _) => self.greeted(now, id),
             // Whoever was told the other is not there is hung up.
             (NOT_REACHED, _) => {
+                debug!(
+                    bridge = id,
+                    ?how,
+                    "told the other side was not reached; hanging up"
+                );
                 let told = self.bridges.get(&id).map(|b| [b.agent, b.customer]);
                 for call in told.into_iter().flatten().flatten() {
                     self.end_call(now, call);
