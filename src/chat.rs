@@ -324,17 +324,10 @@ impl Chats {
                     _ => return refused("invalid_input"),
                 };
                 let actor = Actor::new(Channel::Chat, caller.caller_id.clone());
-                match ops
-                    .callbacks
-                    .modify(&mut rng, now, &actor, &cid, None, &modification)
-                    .await
-                {
-                    Ok((callback, receipt)) => {
-                        ops.hints.changed(callback.id);
-                        Answer::Changed {
-                            receipt: receipt.code.to_string(),
-                        }
-                    }
+                match ops.modify(&mut rng, now, &actor, &cid, &modification).await {
+                    Ok((_, receipt)) => Answer::Changed {
+                        receipt: receipt.code.to_string(),
+                    },
                     Err(ModifyError::Refused(r)) => Answer::Refused(format!(
                         "{} (reference code {})",
                         reason_words(r.rejection.reason().as_str()),

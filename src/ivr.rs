@@ -249,6 +249,24 @@ const FAILED_LOOKUP: &str = "failed_lookup";
 pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Operations {
+    /// Makes a change for a caller (the IVR's or the chat's), and tells this node's dialer of
+    /// it once it is committed.
+    pub async fn modify(
+        &self,
+        rng: &mut (impl RngCore + Send + ?Sized),
+        now: DateTime<Utc>,
+        actor: &Actor,
+        id: &ConfirmationId,
+        modification: &Modification,
+    ) -> Result<(Callback, callbacks::Receipt), ModifyError> {
+        let done = self
+            .callbacks
+            .modify(rng, now, actor, id, None, modification)
+            .await?;
+        self.hints.changed(done.0.id);
+        Ok(done)
+    }
+
     /// What a found callback says about itself (see [`STATUS`]).
     pub async fn status(&self, c: &Callback, now: DateTime<Utc>) -> Vec<(String, Value)> {
         let estimate = match self.callbacks.policy.queues.get(&c.queue) {
@@ -402,13 +420,8 @@ impl Operations {
                     Err(reason) => return failure(reason, None),
                 };
                 let actor = Actor::new(caller.channel, caller.caller_id.clone());
-                match self
-                    .callbacks
-                    .modify(rng, now, &actor, &id, None, &modification)
-                    .await
-                {
+                match self.modify(rng, now, &actor, &id, &modification).await {
                     Ok((callback, receipt)) => {
-                        self.hints.changed(callback.id);
                         // Committed: a customer reached by text message gets one.
                         if let (Some(notifier), Address::Phone(number), Media::Sms) =
                             (&self.notifier, &callback.address, callback.media)
