@@ -850,13 +850,17 @@ fn a_caller_who_holds_is_connected_to_the_next_agent_and_the_audio_crosses() {
 #[test]
 fn a_holding_caller_is_told_where_they_stand_every_hold_announcement() {
     // Nobody is logged in, so the caller holds (about 18 s of the 30 s they wait, after the
-    // queue entry's prompts), told where they stand every 5 s.
+    // queue entry's prompts), told where they stand every 5 s. They send no audio meanwhile,
+    // so the RTP timeout is lengthened past the call.
     let url = store::testing::sqlite_url();
     let dir = temp_dir("hold-announcements");
     let log = dir.join("callbackd.log");
     let config = queue_entry_config(
         &url,
-        &[("hold_announcement = \"45s\"", "hold_announcement = \"5s\"")],
+        &[
+            ("hold_announcement = \"45s\"", "hold_announcement = \"5s\""),
+            ("rtp_timeout = \"30s\"", "rtp_timeout = \"60s\""),
+        ],
     );
     let server = Server::start_logging(&config, &log);
     hold_in_queue(server.sip_udp.unwrap(), "", 30_000, 500);
