@@ -58,7 +58,11 @@ def scenario(workdir, name, from_user, keys, hold_ms):
 def run_sipp(scenarios, port, rate_each, seconds, workdir):
     procs = []
     for i, sf in enumerate(scenarios):
+        # Each process's media on a loopback address of its own: SIPp's pcap player binds a
+        # raw socket to the media address for each key it plays, and the kernel hands a copy
+        # of every UDP datagram to that address to each such socket open at the time.
         cmd = ["sipp", "-sf", sf, "-s", "5000", f"127.0.0.1:{port}", "-i", "127.0.0.1",
+               "-mi", f"127.0.1.{1 + i}",
                "-p", str(free_port()), "-mp", str(free_port()), "-r", str(rate_each),
                "-m", str(rate_each * seconds), "-l", str(rate_each * 30), "-nostdin",
                "-timeout", f"{seconds * 3 + 60}s", "-trace_rtt", "-rtt_freq", "1",
