@@ -6,6 +6,7 @@
 //! second regardless, so nothing is stranded by a missed wake-up. The decisions are the
 //! domain's (`callbacks::dialer`); this module only runs them against the store and SIP.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -236,20 +237,31 @@ impl Dialer {
         agents.retain(|a| a.state == AgentState::Ready);
         // The agent who has waited longest goes first.
         agents.sort_by_key(|a| a.since);
+        // Skills nothing waits for, in this look: an agent with no other skill finds nothing
+        // either, so is not asked for (with hundreds of ready agents and work coming one by
+        // one, that is hundreds of empty claims saved for each).
+        let mut idle_skills: Vec<BTreeSet<String>> = Vec::new();
         for agent in agents {
-            self.offer(agent).await?;
+            let skills: BTreeSet<String> = agent.skills.iter().map(|s| s.name.clone()).collect();
+            if idle_skills.iter().any(|idle| skills.is_subset(idle)) {
+                continue;
+            }
+            if !self.offer(agent).await? {
+                idle_skills.push(skills);
+            }
         }
         Ok(())
     }
 
-    /// Claims the next callback `agent` can take, if any, and starts the calls.
-    async fn offer(self: &Arc<Self>, agent: Agent) -> Result<(), StoreError> {
+    /// Claims the next callback `agent` can take, if any, and starts the calls; `false` when
+    /// nothing waits for the agent's skills.
+    async fn offer(self: &Arc<Self>, agent: Agent) -> Result<bool, StoreError> {
         let now = now();
         let mut id = [0; 16];
         rand::thread_rng().fill_bytes(&mut id);
         let attempt_id = uuid::Builder::from_random_bytes(id).into_uuid();
         let Ok(reserved) = agent.reserved_for(attempt_id, now) else {
-            return Ok(());
+            return Ok(true);
         };
         let request = ClaimRequest {
             attempt_id,
@@ -279,7 +291,12 @@ impl Dialer {
                     }
                 }
             })
-            .await?;
+            .await;
+        let claimed = match claimed {
+            // Moved meanwhile (by an operator, or another node's claim): not this one's turn.
+            Err(StoreError::Conflict { .. }) => return Ok(true),
+            other => other?,
+        };
         let dialer = self.clone();
         match claimed {
             Some(Claimed::Callback(cb, attempt)) => {
@@ -300,9 +317,12 @@ impl Dialer {
                     dialer.attempts.fetch_sub(1, Ordering::Relaxed);
                 });
             }
-            None => debug!(agent = %agent.id, "nothing waiting for the agent's skills"),
+            None => {
+                debug!(agent = %agent.id, "nothing waiting for the agent's skills");
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The last moment a call may be placed under a lease asked for at `asked`.

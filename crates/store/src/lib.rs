@@ -32,12 +32,19 @@ macro_rules! dispatch {
 #[derive(Debug)]
 pub struct SqlStore<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
+    /// SQLite's one connection for writing: SQLite lets one writer in at a time, and writers
+    /// that queue for this connection are served in turn the moment it is free, where writers
+    /// on the pool's many would meet a locked database and retry after SQLite's growing
+    /// sleeps (1, 2, 5, 10 ms and on). `None`: writes go through `pool` (PostgreSQL, whose
+    /// writers lock rows, not the database; an in-memory SQLite, which is one connection).
+    writer: Option<sqlx::Pool<DB>>,
 }
 
 impl<DB: sqlx::Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            writer: self.writer.clone(),
         }
     }
 }
@@ -50,8 +57,24 @@ impl<DB: sqlx::Database> SqlStore<DB> {
         &self.pool
     }
 
+    /// The pool that writes go through.
+    fn writer(&self) -> &sqlx::Pool<DB> {
+        self.writer.as_ref().unwrap_or(&self.pool)
+    }
+
+    /// Connections open to the database, and how many of them are idle.
+    pub fn connections(&self) -> (u32, usize) {
+        let pools = std::iter::once(&self.pool).chain(&self.writer);
+        pools.fold((0, 0), |(open, idle), p| {
+            (open + p.size(), idle + p.num_idle())
+        })
+    }
+
     pub async fn close(&self) {
-        self.pool.close().await
+        self.pool.close().await;
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
     }
 }
 
@@ -226,8 +249,8 @@ impl Store {
     /// Connections open to the database, and how many of them are idle.
     pub fn connections(&self) -> (u32, usize) {
         match self {
-            Store::Postgres(s) => (s.pool().size(), s.pool().num_idle()),
-            Store::Sqlite(s) => (s.pool().size(), s.pool().num_idle()),
+            Store::Postgres(s) => s.connections(),
+            Store::Sqlite(s) => s.connections(),
         }
     }
 
@@ -325,7 +348,9 @@ impl Store {
     }
 
     /// Reserves a ready agent for the first callback `choose` takes, leases it and records
-    /// the attempt, all in one transaction (see `SqlStore::claim`).
+    /// the attempt, all in one transaction (see `SqlStore::claim`). `None`: nothing waits
+    /// for the agent's skills (that this node can take); [`StoreError::Conflict`]: the agent
+    /// was moved since it was read, and nothing was taken.
     pub async fn claim(
         &self,
         request: &ClaimRequest<'_>,

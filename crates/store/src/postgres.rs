@@ -27,6 +27,6 @@ impl SqlStore<Db> {
             .run(&pool)
             .await
             .map_err(migrate_error)?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer: None })
     }
 }

@@ -242,7 +242,7 @@ where
 impl SqlStore<Db> {
     /// Replaces every binding of `user` with `bindings`, in one transaction.
     pub async fn replace_bindings(&self, user: &str, bindings: &[crate::Binding]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.writer().begin().await.map_err(db_error)?;
         sqlx::query("DELETE FROM sip_bindings WHERE username = $1")
             .bind(user)
             .execute(&mut *tx)
@@ -276,7 +276,7 @@ impl SqlStore<Db> {
         .bind(e.source.as_str())
         .bind(e.call_id.as_str())
         .bind(e.confirmation_id.as_deref())
-        .execute(&self.pool)
+        .execute(self.writer())
         .await
         .map_err(db_error)?;
         Ok(())
@@ -306,7 +306,7 @@ impl SqlStore<Db> {
     pub async fn prune_security_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM security_events WHERE at < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected())
@@ -341,7 +341,7 @@ impl SqlStore<Db> {
 
 impl CallbackStore for SqlStore<Db> {
     async fn insert(&self, callback: &Callback, event: &Event) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.writer().begin().await.map_err(db_error)?;
         bind_callback(sqlx::query(INSERT), callback)
             .execute(&mut *tx)
             .await
@@ -353,7 +353,7 @@ impl CallbackStore for SqlStore<Db> {
     async fn update(&self, callback: &Callback, event: &Event) -> Result<(), StoreError> {
         // The write comes first, so on SQLite the transaction takes the write lock at once
         // (waiting for it if need be) instead of failing to upgrade a stale read.
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.writer().begin().await.map_err(db_error)?;
         let updated = bind_callback(
             sqlx::query(UPDATE),
             callback,
@@ -379,7 +379,7 @@ impl CallbackStore for SqlStore<Db> {
     }
 
     async fn record(&self, event: &Event) -> Result<(), StoreError> {
-        insert_event(&self.pool, event).await
+        insert_event(self.writer(), event).await
     }
 
     async fn find(&self, id: &ConfirmationId) -> Result<Option<Callback>, StoreError> {
@@ -525,7 +525,7 @@ impl SqlStore<Db> {
     /// A write transaction; on SQLite it takes the write lock at once, so a read inside it
     /// can never go stale.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
-        self.pool.begin_with(BEGIN_WRITE).await.map_err(db_error)
+        self.writer().begin_with(BEGIN_WRITE).await.map_err(db_error)
     }
 
     pub async fn insert_agent(&self, agent: &Agent, actor: &str) -> Result<(), StoreError> {
@@ -615,7 +615,8 @@ impl SqlStore<Db> {
     /// written as it returns them and passed over, and those it passes are left alone. In one
     /// transaction: the agent is reserved, the callback leased to `node` until `until` under
     /// a new generation, and the attempt recorded, so the attempt is in the store before any
-    /// INVITE goes out. `None` when nothing fits or the agent was moved meanwhile.
+    /// INVITE goes out. `None` when nothing fits; [`StoreError::Conflict`] when the agent was
+    /// moved meanwhile.
     pub async fn claim(
         &self,
         request: &crate::ClaimRequest<'_>,
@@ -694,10 +695,7 @@ impl SqlStore<Db> {
                 Err(hold) => {
                     let mut reserved = reserved.clone();
                     reserved.attempt = Some(hold.id);
-                    match move_agent_in(&mut tx, old, &reserved, node).await {
-                        Err(StoreError::Conflict { .. }) => return Ok(None),
-                        other => other?,
-                    }
+                    move_agent_in(&mut tx, old, &reserved, node).await?;
                     sqlx::query("UPDATE holds SET agent_id = $2 WHERE id = $1")
                         .bind(hold.id)
                         .bind(old.id.as_str())
@@ -728,10 +726,7 @@ impl SqlStore<Db> {
             tx.commit().await.map_err(db_error)?;
             return Ok(None);
         };
-        match move_agent_in(&mut tx, old, reserved, node).await {
-            Err(StoreError::Conflict { .. }) => return Ok(None),
-            other => other?,
-        }
+        move_agent_in(&mut tx, old, reserved, node).await?;
         bind_callback(sqlx::query(UPDATE), &cb)
             .bind(old_version)
             .execute(&mut *tx)
@@ -791,7 +786,7 @@ impl SqlStore<Db> {
         .bind(callback)
         .bind(generation)
         .bind(until)
-        .execute(&self.pool)
+        .execute(self.writer())
         .await
         .map_err(db_error)?;
         Ok(renewed.rows_affected() == 1)
@@ -1017,7 +1012,7 @@ impl SqlStore<Db> {
         .bind(h.enqueued_at)
         .bind(h.caller_id.as_str())
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(self.writer())
         .await
         .map_err(db_error)?;
         Ok(())
@@ -1027,7 +1022,7 @@ impl SqlStore<Db> {
         sqlx::query("UPDATE holds SET expires_at = $2 WHERE node = $1")
             .bind(node)
             .bind(until)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await
             .map_err(db_error)?;
         Ok(())
@@ -1036,7 +1031,7 @@ impl SqlStore<Db> {
     pub async fn remove_hold(&self, id: Uuid) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM holds WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await
             .map_err(db_error)?;
         Ok(())
@@ -1045,7 +1040,7 @@ impl SqlStore<Db> {
     pub async fn release_hold(&self, id: Uuid) -> Result<(), StoreError> {
         sqlx::query("UPDATE holds SET agent_id = NULL WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await
             .map_err(db_error)?;
         Ok(())
@@ -1054,7 +1049,7 @@ impl SqlStore<Db> {
     pub async fn purge_holds(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM holds WHERE expires_at < $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected())

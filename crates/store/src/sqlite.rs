@@ -26,18 +26,26 @@ impl SqlStore<Db> {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let pool = SqlitePoolOptions::new()
-            // An in-memory database lives as long as its one connection.
-            .max_connections(if in_memory { 1 } else { 8 })
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
+        let connect = |connections| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options.clone())
+        };
+        // An in-memory database lives as long as its one connection.
+        let pool = connect(if in_memory { 1 } else { 8 })
             .await
             .map_err(db_error)?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
             .map_err(migrate_error)?;
-        Ok(Self { pool })
+        let writer = if in_memory {
+            None
+        } else {
+            Some(connect(1).await.map_err(db_error)?)
+        };
+        Ok(Self { pool, writer })
     }
 }

@@ -971,7 +971,7 @@ async fn claim_with(
     seed: u128,
     now: DateTime<Utc>,
     choose: impl FnMut(&callbacks::Callback) -> store::Choice + Send,
-) -> Option<store::Claimed> {
+) -> Result<Option<store::Claimed>, StoreError> {
     let reserved = agent
         .reserved_for(uuid::Uuid::from_u128(seed), now)
         .unwrap();
@@ -983,7 +983,7 @@ async fn claim_with(
         now,
         until: now + Duration::seconds(30),
     };
-    store.claim(&request, choose).await.unwrap()
+    store.claim(&request, choose).await
 }
 
 /// Takes a callback as the dialer would.
@@ -1006,6 +1006,7 @@ async fn claim(
 ) -> Option<(callbacks::Callback, callbacks::Attempt)> {
     claim_with(store, agent, seed, now, take(&agent.id, now))
         .await
+        .unwrap()
         .map(|claimed| match claimed {
             store::Claimed::Callback(cb, attempt) => (*cb, attempt),
             store::Claimed::Hold(h) => panic!("a hold was claimed: {h:?}"),
@@ -1130,9 +1131,13 @@ async fn claims_take_due_callbacks_in_line_each_once(url: &str, cb: Arc<Callback
         "reserved for an attempt still open"
     );
     assert!(
-        claim(&cb.store, &ada, 2, now).await.is_none(),
-        "a reserved agent takes no more"
+        matches!(
+            claim_with(&cb.store, &ada, 2, now, take("ada", now)).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "an agent reserved since it was read takes no more"
     );
+
     let (_, history) = cb.show(&taken.confirmation_id).await.unwrap().unwrap();
     assert_eq!(history.last().unwrap().action, "dial");
 
@@ -1465,7 +1470,8 @@ async fn callbacks_outside_their_window_are_deferred_and_agents_left_behind_foun
         let (later, event) = callbacks::dialer::deferred(c, opens, "node-a", t0());
         store::Choice::Defer(later, event)
     })
-    .await;
+    .await
+    .unwrap();
     assert!(taken.is_none());
     let stored = cb.store.callback(created.id).await.unwrap().unwrap();
     assert_eq!(
@@ -1562,8 +1568,9 @@ async fn holding_callers_stand_in_line_with_the_callbacks(_url: &str, cb: Arc<Ca
         2
     );
     let ada = ready_agent(&cb.store, "ada", &["billing"]).await;
-    let Some(store::Claimed::Hold(first)) =
-        claim_with(&cb.store, &ada, 9, now, take("ada", now)).await
+    let Some(store::Claimed::Hold(first)) = claim_with(&cb.store, &ada, 9, now, take("ada", now))
+        .await
+        .unwrap()
     else {
         panic!("the caller first in line comes first");
     };
