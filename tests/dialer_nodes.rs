@@ -365,3 +365,99 @@ async fn a_killed_node_leaves_no_callback_stuck_and_none_dialed_twice() {
 async fn a_node_stopped_past_its_lease_cannot_dial_late() {
     share_a_queue(Trouble::Stop).await;
 }
+
+/// LISTEN/NOTIFY is only a wake-up hint. With the store's notices switched off altogether, a
+/// callback resumed on a node without a dialer is still dialed by the other node, found by its
+/// look at all the work every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_notice_never_comes_is_dialed_all_the_same() {
+    let dir = std::env::temp_dir().join(format!("callbackd-notice-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tests_sipp = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp");
+    let customers_log = dir.join("customers.log");
+    let (mut customer, customer_port) = peer(&tests_sipp.join("uas_answer.xml"), 1, &customers_log);
+    let (mut agent, agent_port) = peer(
+        &tests_sipp.join("uas_answer.xml"),
+        1,
+        &dir.join("agents.log"),
+    );
+    let url = store::testing::postgres_url().await;
+    let dialing = Server::start(&node_config(&url, "node-a"));
+    let mut config = std::fs::read_to_string(node_config(&url, "node-b")).unwrap();
+    config = config.replacen("enabled = true", "enabled = false", 1);
+    let api_only = dir.join("node-b.toml");
+    std::fs::write(&api_only, config).unwrap();
+    let api_only = Server::start(&api_only);
+
+    let r = api_only.post(
+        "/api/v1/callbacks",
+        &json!({"queue": "support", "media": "sip",
+                "address": format!("sip:customer@127.0.0.1:{customer_port}")}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let path = format!(
+        "/api/v1/callbacks/{}",
+        r.body["confirmation_id"].as_str().unwrap()
+    );
+    let pause = api_only.post(
+        &format!("{path}/modifications"),
+        &json!({"action": "pause"}),
+    );
+    assert_eq!(pause.status, 200, "{:?}", pause.body);
+    let r = dialing.post(
+        "/api/v1/agents",
+        &json!({"id": "ag", "name": "Ag", "skills": ["billing"],
+                "address": format!("sip:ag@127.0.0.1:{agent_port}")}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = dialing.request(
+        "PUT",
+        "/api/v1/agents/ag/state",
+        &[],
+        Some(&json!({"state": "ready"})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // Ready, with nothing to take: only a paused callback waits.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(dialing.get(&path).body["dial_attempts"], json!([]));
+
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    for table in ["callbacks", "agents"] {
+        sqlx::query(&format!(
+            "ALTER TABLE {table} DISABLE TRIGGER {table}_changed"
+        ))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    let resumed = Instant::now();
+    let r = api_only.post(
+        &format!("{path}/modifications"),
+        &json!({"action": "resume"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut cb = dialing.get(&path).body;
+    while cb["dial_attempts"].as_array().is_none_or(Vec::is_empty) {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(5),
+            "the resumed callback was not dialed within 5 s: {cb:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        cb = dialing.get(&path).body;
+    }
+    let took = resumed.elapsed();
+    assert_eq!(cb["dial_attempts"][0]["node"], "node-a", "{cb:#}");
+    // The re-check comes every second; a notice would have taken milliseconds.
+    assert!(took < Duration::from_millis(2500), "dialed after {took:?}");
+    eprintln!("with no notice, the resumed callback was dialed after {took:?}");
+    customer.kill().ok();
+    agent.kill().ok();
+    customer.wait().ok();
+    agent.wait().ok();
+    drop(api_only);
+    drop(dialing);
+    store::testing::discard(&url).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
