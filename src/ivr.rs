@@ -696,8 +696,26 @@ pub fn line_vars(estimate: &callbacks::wait::Estimate) -> Vec<(String, Value)> {
     vars
 }
 
+/// What a caller can change of the callback an operation names (its `id`), to show what a
+/// simulated change did; `None` when it names none.
+async fn changeable(
+    operations: &Operations,
+    args: &BTreeMap<String, String>,
+) -> Option<Vec<(&'static str, String)>> {
+    let id = ConfirmationId::parse(arg(args, "id")).ok()?;
+    let c = operations.callbacks.store.find(&id).await.ok()??;
+    Some(vec![
+        ("state", c.state.to_string()),
+        ("due", c.next_attempt_at.to_rfc3339()),
+        ("address", c.address.as_str().to_owned()),
+        ("media", c.media.as_str().to_owned()),
+        ("skill", c.skill.clone()),
+    ])
+}
+
 /// `callbackd dialplan simulate`: runs `entry` of the dialplan against the real store with no
-/// SIP, as a caller pressing `keys`, and prints what the caller hears and what is run.
+/// SIP, as a caller pressing `keys`, and prints what the caller hears, what is run, and what
+/// each change changed.
 /// The caller presses the next key whenever an entry or a menu takes keys (cutting a prompt
 /// short) and otherwise listens to the end; when the keys run out, the caller stays silent,
 /// so every timeout comes in turn until the dialplan hangs up.
@@ -739,6 +757,7 @@ pub async fn simulate(
                     playing = Some(id);
                 }
                 Action::Run { operation, args } => {
+                    let before = changeable(operations, &args).await;
                     let (result, vars) = operations
                         .run(rng, Utc::now(), &caller, &operation, &args)
                         .await;
@@ -755,6 +774,16 @@ pub async fn simulate(
                             .join(" "),
                         shown.join(" ")
                     ));
+                    if let (Some(before), "success") = (before, result) {
+                        let after = changeable(operations, &args).await.unwrap_or_default();
+                        let changed: Vec<String> = before
+                            .iter()
+                            .zip(&after)
+                            .filter(|(b, a)| b != a)
+                            .map(|((field, b), (_, a))| format!("{field} {b} -> {a}"))
+                            .collect();
+                        transcript.push(format!("changed: {}", changed.join(", ")));
+                    }
                     session.handle_result(now, result, vars);
                 }
                 Action::Transfer { queue, offer } => {

@@ -82,6 +82,10 @@ async fn look_up_pause_and_resume_with_receipts_in_the_history(backend: &str) {
     );
     let receipt = spoken_receipt(&heard);
     assert!(
+        heard.contains("\nchanged: state queued -> paused\n"),
+        "the simulator says what changed: {heard}"
+    );
+    assert!(
         heard.trim_end().ends_with("hears: goodbye\nhangs up"),
         "{heard}"
     );
@@ -444,11 +448,16 @@ async fn change_the_number_and_a_blocked_number_is_refused_with_its_reason(backe
     let id = line.create(NUMBER);
     let heard = line.call(NUMBER, &format!("{id}#2 12125550123# 1 *"));
     spoken_receipt(&heard);
+    assert!(
+        heard.contains("\nchanged: address +12125550100 -> +12125550123\n"),
+        "{heard}"
+    );
     assert_eq!(line.show(&id)["address"], "+12125550123");
     // A premium-rate number: refused, the reason said, nothing changed.
     let heard = line.call("+12125550123", &format!("{id}#2 19005550123# 1 *"));
     assert!(
-        heard.contains("hears: change-failed reason-blocked-by-policy reference-code"),
+        heard.contains("hears: change-failed reason-blocked-by-policy reference-code")
+            && !heard.contains("changed:"),
         "{heard}"
     );
     assert_eq!(line.show(&id)["address"], "+12125550123");

@@ -4,6 +4,13 @@
 //!
 //! Nothing here knows SIP, RTP or the store: the runtime plays the prompts, runs the
 //! operations (look up a callback, modify it, ...) and feeds the results back.
+//!
+//! Two of the outputs an IVR needs are not actions of their own. A timer is
+//! [`session::Session::poll_timeout`]: the one deadline the session waits for now, which the
+//! runtime asks for after every input, so there is never a timer to cancel. Stopping a prompt
+//! is the media's: a `Play` says whether a key may cut it (`barge_in`), so the audio stops the
+//! moment a key is heard, without a round trip through the session, and a new `Play` replaces
+//! whatever plays.
 
 pub mod dialplan;
 pub mod pattern;
