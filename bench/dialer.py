@@ -118,7 +118,7 @@ def modify(args):
     sock.bind(("127.0.0.1", 0))
     invites, cancels = [], []
     threading.Thread(target=ringing_customer, args=(sock, invites, cancels), daemon=True).start()
-    agents, aport = sipp_uas(os.path.join(ROOT, "tests/sipp/uas_answer.xml"), workdir, args.samples * 2)
+    agents, aport = sipp_uas(os.path.join(ROOT, "tests/sipp/uas_answer.xml"), workdir, args.samples * 2, "127.0.1.2")
     url = fresh_store(args.store, workdir, "modify")
     nodes = []
     try:
@@ -183,9 +183,13 @@ def latency(args):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def sipp_uas(scenario, workdir, calls):
+def sipp_uas(scenario, workdir, calls, media_ip):
+    """SIPp answering with `scenario`, its media on `media_ip`: a loopback address of its own,
+    since SIPp's pcap player binds a raw socket to it for each capture it plays, and the kernel
+    hands a copy of every UDP datagram to that address to each such socket open at the time."""
     port = free_port()
-    proc = subprocess.Popen(["sipp", "-sf", scenario, "-i", "127.0.0.1", "-p", str(port), "-mp", str(free_port()),
+    proc = subprocess.Popen(["sipp", "-sf", scenario, "-i", "127.0.0.1", "-mi", media_ip,
+                             "-p", str(port), "-mp", str(free_port()),
                              "-m", str(calls), "-nostdin", "-max_socket", "5000"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
     time.sleep(0.5)
@@ -203,8 +207,8 @@ def throughput(args):
     customer_sf = os.path.join(workdir, "customer.xml")
     open(customer_sf, "w").write(text.replace("PCAP_FILE", silence).replace("TALK_MS", str(talk_ms)))
     total = args.rate * args.seconds
-    customers, cport = sipp_uas(customer_sf, workdir, total * 2)
-    agents, aport = sipp_uas(os.path.join(ROOT, "tests/sipp/uas_answer.xml"), workdir, total * 2)
+    customers, cport = sipp_uas(customer_sf, workdir, total * 2, "127.0.1.1")
+    agents, aport = sipp_uas(os.path.join(ROOT, "tests/sipp/uas_answer.xml"), workdir, total * 2, "127.0.1.2")
     url = fresh_store(args.store, workdir, "throughput")
     nodes = []
     try:
