@@ -17,6 +17,7 @@ use callbacks::{
     Address, Agent, AgentState, Attempt, AttemptOutcome, Callback, Policy, StoreError,
 };
 use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::future::join_all;
 use rand::RngCore;
 use store::{Change, Choice, ClaimRequest, Claimed, Finish, Hold, Store};
 use tokio::sync::{broadcast, Notify};
@@ -229,12 +230,16 @@ impl Dialer {
     async fn offers(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = now();
         let mut agents = self.store.agents().await?;
-        for agent in agents.iter().filter(|a| a.state == AgentState::WrapUp) {
-            if now - agent.since >= self.config.wrap_up {
-                self.move_agent(agent, AgentState::Ready, None).await;
-            }
-        }
+        // All at once, and offered work in this same look.
+        let rested = join_all(
+            agents
+                .iter()
+                .filter(|a| a.state == AgentState::WrapUp && now - a.since >= self.config.wrap_up)
+                .map(|a| self.move_agent(a, AgentState::Ready, None)),
+        )
+        .await;
         agents.retain(|a| a.state == AgentState::Ready);
+        agents.extend(rested.into_iter().flatten());
         // The agent who has waited longest goes first.
         agents.sort_by_key(|a| a.since);
         // Skills nothing waits for, in this look: an agent with no other skill finds nothing
@@ -769,25 +774,30 @@ impl Dialer {
                 ),
                 _ => return,
             };
-            if self.move_agent(&agent, to, why).await {
+            if self.move_agent(&agent, to, why).await.is_some() {
                 return;
             }
         }
     }
 
-    /// Moves an agent from the version read; whether it moved.
-    async fn move_agent(&self, agent: &Agent, to: AgentState, reason: Option<String>) -> bool {
+    /// Moves an agent from the version read; the agent as moved, if it moved.
+    async fn move_agent(
+        &self,
+        agent: &Agent,
+        to: AgentState,
+        reason: Option<String>,
+    ) -> Option<Agent> {
         match agent.moved(to, reason, now()) {
             Ok(new) => match self.store.move_agent(agent, &new, &self.node).await {
-                Ok(()) => true,
+                Ok(()) => Some(new),
                 Err(e) => {
                     debug!(agent = %agent.id, error = %e, "agent not moved");
-                    false
+                    None
                 }
             },
             Err(e) => {
                 debug!(error = %e, "agent not moved");
-                false
+                None
             }
         }
     }
