@@ -247,10 +247,12 @@ impl Dialer {
         // one, that is hundreds of empty claims saved for each).
         let mut idle_skills: Vec<BTreeSet<String>> = Vec::new();
         for agent in agents {
-            let skills: BTreeSet<String> = agent.skills.iter().map(|s| s.name.clone()).collect();
-            if idle_skills.iter().any(|idle| skills.is_subset(idle)) {
+            let covered =
+                |idle: &BTreeSet<String>| agent.skills.iter().all(|s| idle.contains(&s.name));
+            if idle_skills.iter().any(covered) {
                 continue;
             }
+            let skills = agent.skills.iter().map(|s| s.name.clone()).collect();
             if !self.offer(agent).await? {
                 idle_skills.push(skills);
             }

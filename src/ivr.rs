@@ -782,7 +782,12 @@ pub async fn simulate(
                             .filter(|(b, a)| b != a)
                             .map(|((field, b), (_, a))| format!("{field} {b} -> {a}"))
                             .collect();
-                        transcript.push(format!("changed: {}", changed.join(", ")));
+                        let changed = if changed.is_empty() {
+                            "nothing".to_owned()
+                        } else {
+                            changed.join(", ")
+                        };
+                        transcript.push(format!("changed: {changed}"));
                     }
                     session.handle_result(now, result, vars);
                 }

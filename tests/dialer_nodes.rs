@@ -110,26 +110,27 @@ fn time(value: &Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn node_config(url: &str, name: &str) -> PathBuf {
-    config_with(
-        url,
-        &[
-            (
-                "# sip_domains = [\"pbx.example.com\"]",
-                "sip_domains = [\"127.0.0.1\"]",
-            ),
-            ("# node = \"callbackd-1\"", &format!("node = \"{name}\"")),
-            ("lease = \"30s\"", "lease = \"3s\""),
-            ("wrap_up = \"10s\"", "wrap_up = \"0s\""),
-            ("whisper = true", "whisper = false"),
-            ("greeting = true", "greeting = false"),
-            ("max_attempts = 3", "max_attempts = 5"),
-            (
-                "retry_backoff = [\"5m\", \"15m\", \"1h\"]",
-                "retry_backoff = [\"2s\"]",
-            ),
-        ],
-    )
+/// A node's configuration, with `extra` replacements besides.
+fn node_config(url: &str, name: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let node = format!("node = \"{name}\"");
+    let mut replacements = vec![
+        (
+            "# sip_domains = [\"pbx.example.com\"]",
+            "sip_domains = [\"127.0.0.1\"]",
+        ),
+        ("# node = \"callbackd-1\"", node.as_str()),
+        ("lease = \"30s\"", "lease = \"3s\""),
+        ("wrap_up = \"10s\"", "wrap_up = \"0s\""),
+        ("whisper = true", "whisper = false"),
+        ("greeting = true", "greeting = false"),
+        ("max_attempts = 3", "max_attempts = 5"),
+        (
+            "retry_backoff = [\"5m\", \"15m\", \"1h\"]",
+            "retry_backoff = [\"2s\"]",
+        ),
+    ];
+    replacements.extend_from_slice(extra);
+    config_with(url, &replacements)
 }
 
 fn signal(child: &Child, name: &str) {
@@ -182,9 +183,9 @@ async fn share_a_queue(trouble: Trouble) {
     let (mut agents, agent_port) = peer(&agent_scenario, CALLBACKS * 5, &dir.join("agents.log"));
 
     let url = store::testing::postgres_url().await;
-    let a = Server::start(&node_config(&url, "node-a"));
+    let a = Server::start(&node_config(&url, "node-a", &[]));
     let b_log = dir.join("node-b.log");
-    let b = Server::start_logging(&node_config(&url, "node-b"), &b_log);
+    let b = Server::start_logging(&node_config(&url, "node-b", &[]), &b_log);
     let mut ids = Vec::new();
     for i in 0..CALLBACKS {
         let r = a.post(
@@ -382,12 +383,15 @@ async fn a_change_whose_notice_never_comes_is_dialed_all_the_same() {
         &dir.join("agents.log"),
     );
     let url = store::testing::postgres_url().await;
-    let dialing = Server::start(&node_config(&url, "node-a"));
-    let mut config = std::fs::read_to_string(node_config(&url, "node-b")).unwrap();
-    config = config.replacen("enabled = true", "enabled = false", 1);
-    let api_only = dir.join("node-b.toml");
-    std::fs::write(&api_only, config).unwrap();
-    let api_only = Server::start(&api_only);
+    let dialing = Server::start(&node_config(&url, "node-a", &[]));
+    let api_only = Server::start(&node_config(
+        &url,
+        "node-b",
+        &[(
+            "and bridges the two.\nenabled = true",
+            "and bridges the two.\nenabled = false",
+        )],
+    ));
 
     let r = api_only.post(
         "/api/v1/callbacks",

@@ -1137,7 +1137,6 @@ async fn claims_take_due_callbacks_in_line_each_once(url: &str, cb: Arc<Callback
         ),
         "an agent reserved since it was read takes no more"
     );
-
     let (_, history) = cb.show(&taken.confirmation_id).await.unwrap().unwrap();
     assert_eq!(history.last().unwrap().action, "dial");
 
