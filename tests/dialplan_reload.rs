@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{config_with, Server};
+use common::{config_with, Server, SIP_TO_LOOPBACK};
 use serde_json::json;
 
 /// How a 1-second test call from callbackd to itself ended: `local_hangup` when the
@@ -28,7 +28,10 @@ fn new_calls_take_a_reloaded_dialplan_and_a_bad_one_is_refused() {
     let line = format!("dialplan = \"{}\"", dialplan.display());
     let server = Server::start(&config_with(
         &url,
-        &[("dialplan = \"dialplans/default.toml\"", &line)],
+        &[
+            ("dialplan = \"dialplans/default.toml\"", &line),
+            SIP_TO_LOOPBACK,
+        ],
     ));
     assert_eq!(call_self(&server), "local_hangup");
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{config_with, keys_logged, Server};
+use common::{config_with, keys_logged, Server, SIP_TO_LOOPBACK};
 use serde_json::json;
 
 #[test]
@@ -11,7 +11,7 @@ fn keys_a_test_call_presses_arrive_on_the_answering_side_as_telephone_events() {
     let url = store::testing::sqlite_url();
     let log =
         std::env::temp_dir().join(format!("callbackd-keys-{:016x}.log", rand::random::<u64>()));
-    let server = Server::start_logging(&config_with(&url, &[]), &log);
+    let server = Server::start_logging(&config_with(&url, &[SIP_TO_LOOPBACK]), &log);
     let me = server.sip_udp.unwrap();
     let r = server.post(
         "/api/v1/test-calls",
@@ -38,7 +38,7 @@ fn keys_a_test_call_presses_arrive_on_the_answering_side_as_telephone_events() {
 #[test]
 fn bad_keys_are_refused_before_any_call() {
     let url = store::testing::sqlite_url();
-    let server = Server::start(&config_with(&url, &[]));
+    let server = Server::start(&config_with(&url, &[SIP_TO_LOOPBACK]));
     let me = server.sip_udp.unwrap();
     for keys in ["12x", "1 2", &"1".repeat(33)] {
         let r = server.post(

@@ -5,17 +5,17 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{config_with, far_end, finished_cleanly, Server};
+use common::{config_with, far_end, finished_cleanly, Server, SIP_TO_LOOPBACK};
 use serde_json::json;
 
 #[test]
 fn a_phone_answers_and_callbackd_hangs_up() {
     let (sipp, port) = far_end("uas_answer.xml");
     let url = store::testing::sqlite_url();
-    let server = Server::start(&config_with(&url, &[]));
+    let server = Server::start(&config_with(&url, &[SIP_TO_LOOPBACK]));
     let r = server.post(
         "/api/v1/test-calls",
-        &json!({"to": format!("sip:1001@127.0.0.1:{port}"), "hold_seconds": 1}),
+        &json!({"to": format!("sip:phone@127.0.0.1:{port}"), "hold_seconds": 1}),
     );
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
@@ -30,10 +30,10 @@ fn a_phone_answers_and_callbackd_hangs_up() {
 fn a_busy_phone_fails_the_call_with_486() {
     let (sipp, port) = far_end("uas_busy.xml");
     let url = store::testing::sqlite_url();
-    let server = Server::start(&config_with(&url, &[]));
+    let server = Server::start(&config_with(&url, &[SIP_TO_LOOPBACK]));
     let r = server.post(
         "/api/v1/test-calls",
-        &json!({"to": format!("sip:1001@127.0.0.1:{port}")}),
+        &json!({"to": format!("sip:phone@127.0.0.1:{port}")}),
     );
     assert_eq!(
         r.body,
@@ -48,7 +48,16 @@ fn a_trunk_that_challenges_gets_digest_credentials() {
     let (sipp, port) = far_end("uas_trunk_challenge.xml");
     let url = store::testing::sqlite_url();
     let proxy = format!("t4 = \"5s\"\noutbound_proxy = \"127.0.0.1:{port}\"\ntrunk_username = \"callbackd\"\ntrunk_password = \"s3cret-trunk\"");
-    let server = Server::start(&config_with(&url, &[("t4 = \"5s\"", &proxy)]));
+    let server = Server::start(&config_with(
+        &url,
+        &[
+            ("t4 = \"5s\"", &proxy),
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"trunk.example\"]",
+            ),
+        ],
+    ));
     // The number goes to the trunk, whatever host the URI names.
     let r = server.post(
         "/api/v1/test-calls",
@@ -66,16 +75,28 @@ fn a_trunk_that_challenges_gets_digest_credentials() {
 #[test]
 fn test_calls_refuse_what_cannot_be_reached() {
     let url = store::testing::sqlite_url();
-    let server = Server::start(&config_with(&url, &[]));
-    let r = server.post(
-        "/api/v1/test-calls",
-        &json!({"to": "sip:1001@pbx.example.com"}),
-    );
+    let server = Server::start(&config_with(&url, &[SIP_TO_LOOPBACK]));
+    let r = server.post("/api/v1/test-calls", &json!({"to": "sip:phone@localhost"}));
     assert_eq!(
         (r.status, r.body["error"]["code"].as_str()),
-        (422, Some("invalid_input")),
-        "no route without a proxy"
+        (422, Some("blocked_by_policy")),
+        "a host the dialing policy does not list: {:?}",
+        r.body
     );
+    // Regression: test calls went anywhere, past the dialing policy (issue 17, finding 13).
+    for to in [
+        "sip:+19005550100@127.0.0.1:9",
+        "sip:%2B19005550100@127.0.0.1:9",
+        "sip:0119005550100@127.0.0.1:9",
+    ] {
+        for body in [
+            json!({"to": to}),
+            json!({"to": "sip:a@127.0.0.1:9", "connect_to": to}),
+        ] {
+            let r = server.post("/api/v1/test-calls", &body);
+            assert_eq!(r.status, 422, "{body}: {:?}", r.body);
+        }
+    }
     let r = server.post("/api/v1/test-calls", &json!({"to": "tel:+12125550100"}));
     assert_eq!(r.status, 422);
     let r = server.post(
@@ -129,7 +150,7 @@ fn a_connecting_test_call_whispers_then_bridges_and_the_audio_crosses_transcoded
 
     let url = store::testing::sqlite_url();
     let log = dir.join("callbackd.log");
-    let server = Server::start_logging(&config_with(&url, &[]), &log);
+    let server = Server::start_logging(&config_with(&url, &[SIP_TO_LOOPBACK]), &log);
     let me = server.sip_udp.unwrap();
     let r = server.post(
         "/api/v1/test-calls",
@@ -174,7 +195,7 @@ fn a_connecting_test_call_whispers_then_bridges_and_the_audio_crosses_transcoded
 #[test]
 fn a_whisper_naming_an_unknown_prompt_is_refused_before_any_call() {
     let url = store::testing::sqlite_url();
-    let server = Server::start(&config_with(&url, &[]));
+    let server = Server::start(&config_with(&url, &[SIP_TO_LOOPBACK]));
     let me = server.sip_udp.unwrap();
     let r = server.post(
         "/api/v1/test-calls",

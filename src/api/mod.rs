@@ -560,6 +560,18 @@ async fn test_call(
             "keys takes at most 32 of 0-9, *, #, A-D",
         ));
     }
+    // A test call goes only where a callback could: to a phone registered here, or to an
+    // address the dialing policy allows for `sip` callbacks (so not to a premium number).
+    for to in std::iter::once(&call.to).chain(&call.connect_to) {
+        if !state.sip.is_registered_phone(to) {
+            state
+                .callbacks
+                .policy
+                .dialing
+                .check_sip(to)
+                .map_err(|e| ApiError::from(callbacks::Rejection::from(e)))?;
+        }
+    }
     let test = signalling::TestCall {
         to: call.to,
         hold: std::time::Duration::from_secs(call.hold_seconds),

@@ -47,6 +47,13 @@ pub fn config_with(store_url: &str, replacements: &[(&str, &str)]) -> PathBuf {
     path
 }
 
+/// The replacement that lets SIP calls (test calls, `sip` callbacks) go to loopback: the
+/// dialing policy allows no SIP host by default.
+pub const SIP_TO_LOOPBACK: (&str, &str) = (
+    "# sip_domains = [\"pbx.example.com\"]",
+    "sip_domains = [\"127.0.0.1\"]",
+);
+
 pub fn callbackd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_callbackd"));
     cmd.env_remove("DATABASE_URL")

@@ -96,10 +96,7 @@ impl SipUri {
             .or_else(|| text.strip_prefix("sips:"))
             .ok_or(AddressError::NotSipUri)?;
         let (user, hostport) = rest.split_once('@').ok_or(AddressError::NotSipUri)?;
-        let user_ok = !user.is_empty()
-            && user
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()%+&$,".contains(&b));
+        let user_ok = !user.is_empty() && user.bytes().all(is_user_byte);
         if user_ok && Self::split_host(hostport).is_some() {
             Ok(Self(text.to_owned()))
         } else {
@@ -148,6 +145,30 @@ impl SipUri {
         rest.split_once('@').map_or("", |(u, _)| u)
     }
 
+    /// The user part with its `%XX` escapes decoded, as the far end reads it; refused when an
+    /// escape is broken or decodes to a character a plain user part may not have.
+    pub fn decoded_user(&self) -> Result<String, AddressError> {
+        let raw = self.user().as_bytes();
+        let mut decoded = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'%' {
+                let hex = raw.get(i + 1..i + 3).ok_or(AddressError::NotSipUri)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| AddressError::NotSipUri)?;
+                decoded.push(u8::from_str_radix(hex, 16).map_err(|_| AddressError::NotSipUri)?);
+                i += 3;
+            } else {
+                decoded.push(raw[i]);
+                i += 1;
+            }
+        }
+        if decoded.iter().all(|&b| is_user_byte(b) && b != b'%') {
+            Ok(String::from_utf8(decoded).expect("ASCII"))
+        } else {
+            Err(AddressError::NotSipUri)
+        }
+    }
+
     pub fn host(&self) -> &str {
         let hostport = self.0.split_once('@').map_or("", |(_, h)| h);
         Self::split_host(hostport).map_or("", |(h, _)| h)
@@ -156,6 +177,12 @@ impl SipUri {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The characters a SIP URI's user part may have here: letters, digits, the unreserved marks,
+/// `%` escapes and the few user-unreserved characters a number or a name needs.
+fn is_user_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.!~*'()%+&$,".contains(&b)
 }
 
 /// The callback's address: a number for voice and text messages, a SIP URI for SIP calls.
@@ -383,8 +410,9 @@ impl DialingPolicy {
         })
     }
 
-    /// Checks a SIP URI: its host must be an allowed SIP domain, and a user part written as an
-    /// international number (`+…`) must pass the same checks as any number.
+    /// Checks a SIP URI: its host must be an allowed SIP domain, and a user part a PBX or a
+    /// trunk could dial as a number (once percent-decoded, digits without letters: `+1900…`,
+    /// `%2B1900…`, `011…`, `1900…`) must pass the same checks as any number.
     pub fn check_sip(&self, text: &str) -> Result<SipUri, AddressError> {
         let uri = SipUri::parse(text)?;
         let host = uri.host();
@@ -395,8 +423,11 @@ impl DialingPolicy {
         {
             return Err(AddressError::SipDomainNotAllowed(host.to_owned()));
         }
-        if uri.user().starts_with('+') {
-            self.check(uri.user())?;
+        let user = uri.decoded_user()?;
+        if user.bytes().any(|b| b.is_ascii_digit())
+            && !user.bytes().any(|b| b.is_ascii_alphabetic())
+        {
+            self.check(&user)?;
         }
         Ok(uri)
     }
@@ -603,6 +634,43 @@ mod tests {
             p.check_sip("sip:+19005550100@pbx.example.com"),
             Err(AddressError::TypeNotAllowed(NumberType::PremiumRate))
         );
+    }
+
+    // Regression: only a user part starting with `+` was checked, so a premium number written
+    // any other way a PBX or trunk dials it went through (issue 17, finding 13).
+    #[test]
+    fn sip_users_that_dial_as_numbers_are_checked_however_written() {
+        let mut p = us();
+        p.sip_domains = vec!["pbx.example.com".into()];
+        for user in [
+            "%2B19005550100",
+            "%2b19005550100",
+            "19005550100",
+            "9005550100",
+            "011%2B19005550100",
+            "%31%39%30%30%35%35%35%30%31%30%30",
+            "*6719005550100",
+            "1900-555-0100",
+            "1001",
+        ] {
+            assert!(
+                p.check_sip(&format!("sip:{user}@pbx.example.com")).is_err(),
+                "{user} must be checked as a number"
+            );
+        }
+        for bad in ["%3Bmaddr=x", "%40evil", "%2", "%zz", "%00"] {
+            assert_eq!(
+                p.check_sip(&format!("sip:a{bad}@pbx.example.com")),
+                Err(AddressError::NotSipUri),
+                "{bad}"
+            );
+        }
+        for fine in ["ada", "c17", "%2B12125550100", "1-212-555-0100", "agent.7"] {
+            assert!(
+                p.check_sip(&format!("sip:{fine}@pbx.example.com")).is_ok(),
+                "{fine}"
+            );
+        }
     }
 
     #[test]
