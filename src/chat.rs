@@ -14,14 +14,14 @@ use ::chat::session::{Answer, Change, Proof, Reply, Request, Session, When};
 use anyhow::{anyhow, Context};
 use callbacks::{
     Actor, CallbackStore, Channel, ConfirmationId, Media, Modification, ModifyError, Queue,
-    Rejection, RequestedTime, Source,
+    Rejection, RequestedTime,
 };
 use chrono::{DateTime, Days, NaiveTime, TimeZone, Utc};
 use ivr::session::Value;
 use rand::{rngs::StdRng, SeedableRng};
 use uuid::Uuid;
 
-use crate::ivr::{Caller, Operations};
+use crate::ivr::{BookError, Caller, Operations};
 
 /// Conversations kept at once, at most: past it a new one is refused until old ones expire.
 pub const MAX_SESSIONS: usize = 10_000;
@@ -222,24 +222,29 @@ impl Chats {
                     context: serde_json::json!({"chat": {"session": id, "transcript": transcript}}),
                     enqueued_at: None,
                 };
-                let actor = Actor::new(Channel::Chat, format!("chat:{}", client.ip()));
                 let mut rng = StdRng::from_entropy();
                 match ops
-                    .callbacks
-                    .create(&mut rng, now, &actor, Source::Chat, new)
+                    .book_for(&mut rng, now, &caller(id, entry, client, now), new)
                     .await
                 {
                     Ok(callback) => Answer::Booked {
                         confirmation_id: callback.confirmation_id.to_string(),
                     },
-                    Err(callbacks::CreateError::Rejected(
+                    Err(BookError::Create(callbacks::CreateError::Rejected(
                         rejection @ (Rejection::OutsideCallingWindow
                         | Rejection::InThePast
                         | Rejection::BeyondHorizon { .. }),
-                    )) => Answer::TimeRefused(rejection.to_string()),
-                    Err(callbacks::CreateError::Rejected(rejection)) => {
+                    ))) => Answer::TimeRefused(rejection.to_string()),
+                    Err(BookError::Create(callbacks::CreateError::Rejected(rejection))) => {
                         Answer::Refused(reason_words(rejection.reason().as_str()).into())
                     }
+                    Err(e @ (BookError::AlreadyBooked | BookError::Limited)) => Answer::Refused(
+                        reason_words(match e {
+                            BookError::AlreadyBooked => "already_booked",
+                            _ => "limited",
+                        })
+                        .into(),
+                    ),
                     Err(e) => {
                         tracing::warn!(error = %e, "a callback could not be booked from the chat");
                         Answer::Refused(reason_words("store_error").into())
@@ -252,14 +257,7 @@ impl Chats {
                 proof,
                 change,
             } => {
-                let caller = Caller {
-                    channel: Channel::Chat,
-                    caller_id: format!("chat:{}", client.ip()),
-                    source: client.to_string(),
-                    call_id: id.to_string(),
-                    failures: entry.failures,
-                    arrived: now,
-                };
+                let caller = caller(id, entry, client, now);
                 let mut rng = StdRng::from_entropy();
                 let refused = |reason: &str| Answer::Refused(reason_words(reason).into());
                 let Ok(cid) = ConfirmationId::parse(&confirmation_id) else {
@@ -343,6 +341,20 @@ impl Chats {
     }
 }
 
+/// The chat's customer as the IVR's operations and the limiter see them: counted by their
+/// address (an IPv6 /64), the conversation standing for the call.
+fn caller(id: Uuid, entry: &Entry, client: SocketAddr, now: DateTime<Utc>) -> Caller {
+    Caller {
+        channel: Channel::Chat,
+        caller_id: format!("chat:{}", client.ip()),
+        client: crate::limits::client_of(client.ip()),
+        source: client.to_string(),
+        call_id: id.to_string(),
+        failures: entry.failures,
+        arrived: now,
+    }
+}
+
 fn no_estimate() -> Answer {
     Answer::Estimate {
         wait_minutes: None,
@@ -401,6 +413,9 @@ fn reason_words(reason: &str) -> &'static str {
         "blocked_by_policy" => "we are not allowed to call that number",
         "invalid_input" => "that is not a number, time or department we can use",
         "conflict" => "it was being changed at the same moment; please try again",
+        "already_booked" => {
+            "a callback to this number is booked already; it keeps its place in line"
+        }
         _ => "we cannot do that right now; please try again later",
     }
 }

@@ -20,6 +20,8 @@ pub struct Config {
     pub sip: SipConfig,
     #[serde(default)]
     pub ivr: IvrConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     pub media: MediaConfig,
     #[serde(default)]
     pub dialer: DialerConfig,
@@ -31,22 +33,12 @@ pub struct Config {
     pub queues: BTreeMap<String, Queue>,
 }
 
-/// The IVR: the dialplan calls run, and the limits on failed callback look-ups.
+/// The IVR: the dialplan calls run, and how many failed look-ups one call may make.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IvrConfig {
     /// Relative paths start where callbackd runs.
     pub dialplan: PathBuf,
-    /// A caller ID with this many failed look-ups within `lockout` is refused without one.
-    pub max_failures_per_caller: u64,
-    #[serde(deserialize_with = "serde_duration::deserialize")]
-    pub lockout: chrono::Duration,
-    /// Past this many failed look-ups in an hour (from anyone), every caller must give the
-    /// last four digits of the callback's number, even calling from it.
-    pub failed_lookups_per_hour: u64,
-    /// A confirmation ID with this many wrong answers within `lockout` (from any phones) is
-    /// refused even with the right last four digits, so they cannot be guessed.
-    pub max_failures_per_id: u64,
     /// Failed look-ups one call may make; the last ends the call.
     pub max_failures_per_call: u64,
 }
@@ -55,11 +47,50 @@ impl Default for IvrConfig {
     fn default() -> Self {
         IvrConfig {
             dialplan: "dialplans/default.toml".into(),
-            max_failures_per_caller: 10,
-            lockout: chrono::Duration::hours(24),
-            failed_lookups_per_hour: 100,
-            max_failures_per_id: 5,
             max_failures_per_call: 3,
+        }
+    }
+}
+
+/// The limits on guessing confirmation IDs and on booking, for callers and the chat alike,
+/// counted in the store so they hold across nodes (see `limits.rs` and docs/security.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Failed look-ups one source (an address, an IPv6 /64, or a trusted trunk with the
+    /// identity it asserts) may make within `source_window`; past them every look-up from it
+    /// fails as a wrong answer would.
+    pub failures_per_source: u64,
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub source_window: chrono::Duration,
+    /// Failed look-ups of one confirmation ID, from any sources, within `id_window`; past them
+    /// even the right answer fails, so the last four digits cannot be guessed.
+    pub failures_per_id: u64,
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub id_window: chrono::Duration,
+    /// Past this many failed look-ups in an hour (from anyone), every caller must give the
+    /// last four digits of the callback's number, even calling from it.
+    pub failed_lookups_per_hour: u64,
+    /// Past this many failed look-ups in an hour (from anyone), every look-up fails as a wrong
+    /// answer would: a guesser with many addresses gets no further than this.
+    pub lockdown_failures_per_hour: u64,
+    /// Callbacks one source may book (by phone or chat) in an hour.
+    pub bookings_per_source_per_hour: u64,
+    /// Bookings one number may receive (from any sources) in a day.
+    pub bookings_per_number_per_day: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            failures_per_source: 10,
+            source_window: chrono::Duration::hours(24),
+            failures_per_id: 5,
+            id_window: chrono::Duration::days(30),
+            failed_lookups_per_hour: 100,
+            lockdown_failures_per_hour: 1000,
+            bookings_per_source_per_hour: 5,
+            bookings_per_number_per_day: 3,
         }
     }
 }
@@ -573,6 +604,24 @@ impl Config {
         }
         if self.ivr.max_failures_per_call == 0 {
             return problem("ivr.max_failures_per_call", "must be at least 1");
+        }
+        let limits = &self.limits;
+        if [
+            limits.failures_per_source,
+            limits.failures_per_id,
+            limits.failed_lookups_per_hour,
+            limits.lockdown_failures_per_hour,
+            limits.bookings_per_source_per_hour,
+            limits.bookings_per_number_per_day,
+        ]
+        .contains(&0)
+        {
+            return problem("limits", "every limit must be at least 1");
+        }
+        if limits.source_window < chrono::Duration::minutes(1)
+            || limits.id_window < chrono::Duration::minutes(1)
+        {
+            return problem("limits", "source_window and id_window must be at least 1m");
         }
         if [
             self.dialer.wrap_up,

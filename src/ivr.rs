@@ -18,7 +18,7 @@ use media::prompt::Library;
 use rand::{rngs::StdRng, RngCore, SeedableRng};
 use store::Store;
 
-use crate::config::{Config, IvrConfig};
+use crate::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DialplanCommand {
@@ -70,7 +70,8 @@ pub async fn command(config: Config, command: DialplanCommand) -> anyhow::Result
                     store: store.clone(),
                     policy: config.policy(),
                 }),
-                limits: config.ivr.clone(),
+                max_failures_per_call: config.ivr.max_failures_per_call,
+                limiter: crate::limits::Limiter::new(store.clone(), config.limits.clone()),
                 wrap_up: config.dialer.wrap_up,
                 notifier: crate::notifier::Notifier::from_config(&config.notifier),
                 hints: Default::default(),
@@ -131,16 +132,17 @@ const CHANGE: &[(&str, Kind)] = &[
 /// The operations dialplans may run.
 pub const OPERATIONS: &[Operation] = &[
     // Finds the callback; `found` only when the caller's number is the callback's, else
-    // `verify` (also when there is no such callback: the caller cannot tell the two apart).
-    // `refused` without a look-up when the caller ID is locked out.
+    // `verify` (also when there is no such callback, or the source or the ID is past its
+    // limits: the caller cannot tell these apart).
     Operation {
         name: "lookup",
         args: &["id", "caller"],
-        results: &["found", "verify", "refused", "unavailable"],
+        results: &["found", "verify", "unavailable"],
         sets: STATUS,
     },
-    // The last four digits of the callback's number; `not_found` for a wrong answer and for an
-    // unknown ID alike, and `too_many` when that was the call's last allowed failure.
+    // The last four digits of the callback's number; `not_found` for a wrong answer, an
+    // unknown ID and a source or ID past its limits alike, and `too_many` when that was the
+    // call's last allowed failure.
     Operation {
         name: "verify",
         args: &["id", "last4"],
@@ -219,7 +221,10 @@ pub fn load(path: &Path, prompts: &Library) -> anyhow::Result<Dialplan> {
 /// Runs dialplan operations for calls.
 pub struct Operations {
     pub callbacks: Arc<Callbacks<Store>>,
-    pub limits: IvrConfig,
+    /// Failed look-ups one call may make (`ivr.max_failures_per_call`).
+    pub max_failures_per_call: u64,
+    /// Counts look-ups and bookings against the limits.
+    pub limiter: crate::limits::Limiter,
     /// `dialer.wrap_up`, part of the handle time in estimated waits.
     pub wrap_up: chrono::Duration,
     /// Text-message confirmations, when a gateway is configured.
@@ -229,12 +234,28 @@ pub struct Operations {
     pub hints: crate::dialer::Hints,
 }
 
+/// Why a caller's booking was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    /// The number has an open callback in the queue already; it keeps its place.
+    #[error("this number has a callback booked already")]
+    AlreadyBooked,
+    /// Past the booking limits of the source or of the number.
+    #[error("too many bookings")]
+    Limited,
+    #[error(transparent)]
+    Create(#[from] callbacks::CreateError),
+}
+
 /// Who is calling (for the history and security events), and how many look-ups of the call
 /// failed so far.
 pub struct Caller {
     /// The IVR, or the chat.
     pub channel: Channel,
     pub caller_id: String,
+    /// Who the limiter counts: the address the call came from (an IPv6 /64), or a trusted
+    /// trunk's address and the identity it asserts (see `limits::client_of`).
+    pub client: String,
     /// `ip:port` the call came from.
     pub source: String,
     pub call_id: String,
@@ -242,8 +263,6 @@ pub struct Caller {
     /// When the call came in: a callback booked from a queue keeps it as its place in line.
     pub arrived: DateTime<Utc>,
 }
-
-const FAILED_LOOKUP: &str = "failed_lookup";
 
 /// How long an operation may take before the caller is told it failed.
 pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -344,60 +363,53 @@ impl Operations {
         }
         // Failed look-ups (an unknown ID or a wrong last four digits) a call may make; the
         // last one ends the call.
-        let not_found = if u64::from(caller.failures) + 1 >= self.limits.max_failures_per_call {
+        let not_found = if u64::from(caller.failures) + 1 >= self.max_failures_per_call {
             "too_many"
         } else {
             "not_found"
         };
+        // A look-up that finds nothing: `lookup` asks for the last four digits (the caller
+        // cannot tell whether the ID exists), `verify` says it was not found.
+        let miss = || match operation {
+            "lookup" => ("verify", Vec::new()),
+            _ => (not_found, Vec::new()),
+        };
         let Ok(id) = ConfirmationId::parse(arg("id")) else {
             return match operation {
-                "lookup" => ("verify", Vec::new()),
-                "verify" => (not_found, Vec::new()),
+                "lookup" | "verify" => miss(),
                 _ => failure("not_found", None),
             };
         };
         match operation {
-            "lookup"
-                if self
-                    .failures(Some(&caller.caller_id), None, self.limits.lockout, now)
-                    .await
-                    >= self.limits.max_failures_per_caller =>
-            {
-                tracing::warn!(caller = %callbacks::mask(&caller.caller_id), call_id = caller.call_id, "caller locked out after repeated failed look-ups");
-                ("refused", Vec::new())
-            }
             "lookup" | "verify" => {
-                // Under attack (many failures from anyone), a matching caller ID is not enough.
-                let budget_spent = operation == "lookup"
-                    && self
-                        .failures(None, None, chrono::Duration::hours(1), now)
-                        .await
-                        >= self.limits.failed_lookups_per_hour;
-                // Guesses at one callback's last four digits, from any number of phones: past
-                // the limit even the right answer is refused, so guessing gets nowhere.
-                let guessed_out = operation == "verify"
-                    && self
-                        .failures(None, Some(&id), self.limits.lockout, now)
-                        .await
-                        >= self.limits.max_failures_per_id;
-                if guessed_out {
-                    tracing::warn!(
-                        call_id = caller.call_id,
-                        "too many wrong answers for this confirmation ID; refusing it"
-                    );
-                }
-                // One query whether or not the ID exists, so the time taken tells nothing.
-                let found = match self.callbacks.store.find(&id).await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        // Not the caller's failure: nothing is recorded against them.
+                // Counted before it is made, per source, per ID and in all (see limits.rs).
+                let guess = self.limiter.guess(caller, &id, now).await;
+                // One query whether or not the ID exists or the guess may be made, so the time
+                // taken tells nothing.
+                let found = self.callbacks.store.find(&id).await;
+                let guess = match guess {
+                    Ok(guess) => guess,
+                    // Limited: told no more than a wrong answer tells.
+                    Err(crate::limits::Refusal::Limited(_)) => return miss(),
+                    Err(crate::limits::Refusal::Store(e)) => {
                         tracing::warn!(error = %e, "lookup failed: the store is unavailable");
                         return unavailable(operation);
                     }
                 };
+                let found = match found {
+                    Ok(found) => found,
+                    Err(e) => {
+                        // Not the caller's failure: nothing is counted against them.
+                        tracing::warn!(error = %e, "lookup failed: the store is unavailable");
+                        self.limiter.cancel(guess).await;
+                        return unavailable(operation);
+                    }
+                };
                 let matches = |c: &Callback| match (&c.address, operation) {
+                    // Under attack (many failures from anyone), a matching caller ID is not
+                    // enough.
                     (Address::Phone(n), "lookup") => {
-                        !budget_spent && same_number(n.e164(), arg("caller"))
+                        !guess.strict && same_number(n.e164(), arg("caller"))
                     }
                     (Address::Phone(n), _) => {
                         arg("last4").len() == 4 && n.last_digits(4) == arg("last4")
@@ -405,12 +417,16 @@ impl Operations {
                     // A SIP address has no number to check a caller against.
                     (Address::Sip(_), _) => false,
                 };
-                match found.filter(|c| !guessed_out && matches(c)) {
-                    Some(c) => ("found", self.status(&c, now).await),
-                    None if operation == "lookup" => ("verify", Vec::new()),
+                match found.filter(matches) {
+                    Some(c) => {
+                        self.limiter.right(caller, &id).await;
+                        ("found", self.status(&c, now).await)
+                    }
                     None => {
-                        self.record_failure(caller, &id, now).await;
-                        (not_found, Vec::new())
+                        // A caller ID that does not match counts as a miss too, or it would
+                        // tell, without limit, whether an ID belongs to a number.
+                        self.limiter.wrong(caller);
+                        miss()
                     }
                 }
             }
@@ -470,12 +486,7 @@ impl Operations {
             context: serde_json::json!({"ivr": {"call_id": caller.call_id}}),
             enqueued_at: Some(caller.arrived),
         };
-        let actor = Actor::new(Channel::Ivr, caller.caller_id.clone());
-        match self
-            .callbacks
-            .create(rng, now, &actor, callbacks::Source::Ivr, new)
-            .await
-        {
+        match self.book_for(rng, now, caller, new).await {
             Ok(callback) => (
                 "success",
                 vec![(
@@ -483,59 +494,57 @@ impl Operations {
                     Value::Digits(callback.confirmation_id.to_string()),
                 )],
             ),
-            Err(callbacks::CreateError::Rejected(rejection)) => {
+            Err(BookError::AlreadyBooked) => failure("already_booked", None),
+            Err(BookError::Limited) => failure("limited", None),
+            Err(BookError::Create(callbacks::CreateError::Rejected(rejection))) => {
                 failure(rejection.reason().as_str(), None)
             }
-            Err(e) => {
+            Err(BookError::Create(e)) => {
                 tracing::warn!(error = %e, "a callback could not be booked from the IVR");
                 failure("store_error", None)
             }
         }
     }
 
-    /// Failed look-ups within `window` before `now`, from `caller_id` or from anyone. A store
-    /// that cannot say counts as none: the per-call limit still holds.
-    /// Failed look-ups within `window`: from `caller_id`, for `id`, or (both `None`) all.
-    async fn failures(
+    /// Books a callback for a caller (by phone or chat) within the booking limits. A number
+    /// that has an open callback in the queue already keeps that one, in its place; its
+    /// confirmation ID is not told, since the booker has not shown the number is theirs.
+    pub async fn book_for(
         &self,
-        caller_id: Option<&str>,
-        id: Option<&ConfirmationId>,
-        window: chrono::Duration,
+        rng: &mut (dyn RngCore + Send),
         now: DateTime<Utc>,
-    ) -> u64 {
-        self.callbacks
-            .store
-            .count_security_events(
-                FAILED_LOOKUP,
-                caller_id,
-                id.map(ConfirmationId::as_str),
-                now - window,
-            )
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot count failed look-ups");
-                0
-            })
-    }
-
-    async fn record_failure(&self, caller: &Caller, id: &ConfirmationId, now: DateTime<Utc>) {
-        tracing::warn!(
-            caller = %callbacks::mask(&caller.caller_id),
-            source = caller.source,
-            call_id = caller.call_id,
-            "failed callback look-up"
-        );
-        let event = store::SecurityEvent {
-            at: now,
-            kind: FAILED_LOOKUP.into(),
-            caller_id: caller.caller_id.clone(),
-            source: caller.source.clone(),
-            call_id: caller.call_id.clone(),
-            confirmation_id: Some(id.to_string()),
+        caller: &Caller,
+        new: callbacks::NewCallback,
+    ) -> Result<Callback, BookError> {
+        let address = Address::parse(new.media, &new.address, &self.callbacks.policy.dialing)
+            .map_err(|e| BookError::Create(callbacks::Rejection::from(e).into()))?;
+        let booking = match self.limiter.booking(caller, &address, now).await {
+            Ok(booking) => booking,
+            Err(crate::limits::Refusal::Limited(_)) => return Err(BookError::Limited),
+            Err(crate::limits::Refusal::Store(e)) => return Err(BookError::Create(e.into())),
         };
-        if let Err(e) = self.callbacks.store.record_security_event(&event).await {
-            tracing::warn!(error = %e, "cannot record a failed look-up");
+        let existing = self
+            .callbacks
+            .store
+            .open_callback_to(&new.queue, address.as_str())
+            .await;
+        if !matches!(existing, Ok(None)) {
+            self.limiter.unbook(booking).await;
+            return Err(match existing {
+                Err(e) => BookError::Create(e.into()),
+                _ => BookError::AlreadyBooked,
+            });
         }
+        let actor = Actor::new(caller.channel, caller.caller_id.clone());
+        let source = match caller.channel {
+            Channel::Chat => callbacks::Source::Chat,
+            _ => callbacks::Source::Ivr,
+        };
+        let created = self.callbacks.create(rng, now, &actor, source, new).await;
+        if created.is_err() {
+            self.limiter.unbook(booking).await;
+        }
+        created.map_err(BookError::Create)
     }
 
     /// The modification an operation asks for; a reason when the keys make no sense.
@@ -734,8 +743,10 @@ pub async fn simulate(
     let mut caller = Caller {
         channel: Channel::Ivr,
         caller_id: caller_id.to_owned(),
+        // As from a trusted trunk: each caller ID a source of its own.
+        client: format!("simulator/{caller_id}"),
         source: "simulator".into(),
-        call_id: "simulate".into(),
+        call_id: format!("simulate-{:016x}", rng.next_u64()),
         failures: 0,
         arrived: Utc::now(),
     };

@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod dialer;
 mod ivr;
+mod limits;
 mod media;
 mod notifier;
 mod queues;

@@ -33,7 +33,8 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     let hints = crate::dialer::Hints::default();
     let operations = Arc::new(crate::ivr::Operations {
         callbacks: callbacks.clone(),
-        limits: config.ivr.clone(),
+        max_failures_per_call: config.ivr.max_failures_per_call,
+        limiter: crate::limits::Limiter::new(callbacks.store.clone(), config.limits.clone()),
         wrap_up: config.dialer.wrap_up,
         notifier: crate::notifier::Notifier::from_config(&config.notifier),
         hints: hints.clone(),
@@ -54,7 +55,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
         config.sip.clone(),
         config.media.clone(),
         &config.ivr,
-        operations,
+        operations.clone(),
         hold_settings,
     )
     .await?;
@@ -100,9 +101,9 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
             sip.registrations,
         )));
     }
-    // Failed look-ups count for the lock-out and for the hourly budget; older ones count for
-    // nothing and are forgotten.
-    let kept = config.ivr.lockout.max(chrono::Duration::hours(1));
+    // Look-ups and bookings count within the limits' windows; older ones count for nothing
+    // and are forgotten.
+    let kept = operations.limiter.kept();
     let lifecycle = tokio::spawn(lifecycle(callbacks.clone(), kept));
     let reloads = tokio::spawn(reload_on_hangup(sip.sip.clone()));
     let state = Arc::new(AppState {

@@ -365,6 +365,8 @@ struct ActiveCall {
     failures: u32,
     /// Where the call's INVITE came from (placed calls: where it went).
     source: SocketAddr,
+    /// Who the limiter counts for the call's look-ups and bookings (see `limits::client_of`).
+    client: String,
     /// When the call began (its INVITE came or went).
     arrived: chrono::DateTime<chrono::Utc>,
 }
@@ -937,11 +939,19 @@ impl Loop {
                 call,
                 dialled,
                 caller,
+                asserted,
                 source,
                 call_id,
                 offer,
             } => {
                 let entry = self.sip.entry(&dialled);
+                // Behind a trusted trunk, each identity it asserts is a source of its own;
+                // anyone else is their address, whatever their From says.
+                let client = match &asserted {
+                    Some(identity) => format!("{}/{identity}", source.ip()),
+                    None => crate::limits::client_of(source.ip()),
+                };
+                let caller = asserted.or(caller);
                 let masked = callbacks::mask(caller.as_deref().unwrap_or("-"));
                 info!(%call, %call_id, dialled, entry, caller = masked, %source, "incoming call");
                 let Some(rtp) = self.ports.allocate(self.media_ip) else {
@@ -1000,6 +1010,7 @@ impl Loop {
                         session: None,
                         failures: 0,
                         source,
+                        client,
                         arrived: chrono::Utc::now(),
                     },
                 );
@@ -1189,6 +1200,7 @@ impl Loop {
                             .as_ref()
                             .map(|(_, c)| c.clone())
                             .unwrap_or_default(),
+                        client: active.client.clone(),
                         source: active.source.to_string(),
                         call_id: active.call_id.clone(),
                         failures: active.failures,
@@ -1395,6 +1407,7 @@ impl Loop {
                 session: None,
                 failures: 0,
                 source: destination,
+                client: String::new(),
                 arrived: chrono::Utc::now(),
             },
         );

@@ -3,8 +3,8 @@
 //! against the built callbackd on loopback, all at once on one server, and the store is then
 //! checked: look up and pause; resume; reschedule to a time and to as soon as possible; change
 //! the number, and a number the dialing policy blocks; change how we reach them and the
-//! department, then cancel; a mistyped ID three times; the lock-out after repeated failed
-//! look-ups; a caller hanging up mid-flow; the queue entry booking a callback. Every caller
+//! department, then cancel; a mistyped ID three times; the limit on failed look-ups from one
+//! caller behind a trusted trunk; a caller hanging up mid-flow; the queue entry booking a callback. Every caller
 //! types over the prompts (barge-in). On SQLite and on PostgreSQL.
 
 mod common;
@@ -128,10 +128,10 @@ fn flows(url: &str) {
                 "# \"5001\" = \"queue_support\"",
                 "\"5001\" = \"queue_support\"",
             ),
-            (
-                "max_failures_per_caller = 10",
-                "max_failures_per_caller = 3",
-            ),
+            ("failures_per_source = 10", "failures_per_source = 3"),
+            // SIPp calls from loopback as a trunk would: each caller ID it asserts is a
+            // source of its own for the limits.
+            ("trusted = []", "trusted = [\"127.0.0.1\"]"),
         ],
     );
     let dir = std::env::temp_dir().join(format!("callbackd-ivr-{:016x}", rand::random::<u64>()));
@@ -194,11 +194,12 @@ fn flows(url: &str) {
             },
         ],
     );
-    // The stranger again: refused without a look-up.
+    // The stranger again, now with the right last four digits: past the limit, told what
+    // a wrong answer tells.
     phone_in(
         &server,
         &dir,
-        &[Call::new(stranger, format!("{guessed}#9999"))],
+        &[Call::new(stranger, format!("{guessed}#0109"))],
     );
     drop(server);
     let log = std::fs::read_to_string(&log).unwrap();
@@ -285,8 +286,18 @@ fn flows(url: &str) {
 
     assert!(
         log.lines()
-            .any(|l| l.contains("caller locked out") && l.contains(&callbacks::mask(stranger))),
+            .any(|l| l.contains("callback look-up refused: limit reached")
+                && l.contains(&callbacks::mask(stranger))),
         "the stranger's second call is refused: {log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(
+                |l| l.contains("failed callback look-up") && l.contains(&callbacks::mask(stranger))
+            )
+            .count(),
+        3,
+        "each failure up to the limit logged, with the source for fail2ban: {log}"
     );
     assert_eq!(
         show(&guessed)["history"].as_array().unwrap().len(),

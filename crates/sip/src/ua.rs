@@ -145,6 +145,10 @@ pub enum CallEvent {
         dialled: String,
         /// The caller's user part (caller ID), if any.
         caller: Option<String>,
+        /// Who the caller is as a trusted peer (`Config::trusted`) asserts it (RFC 3325): the
+        /// user of its P-Asserted-Identity, else of its From; `None` from anyone else, whose
+        /// From is only what the caller chose to write.
+        asserted: Option<String>,
         source: SocketAddr,
         call_id: String,
         /// The SDP offer, if the INVITE carried one.
@@ -396,6 +400,22 @@ fn stamp_via(request: &mut Message, source: SocketAddr) {
         rport.1 = Some(source.port().to_string());
     }
     *top = via.to_header_value() + &rest;
+}
+
+/// The user of the first P-Asserted-Identity (RFC 3325): a SIP URI's user part, or a tel
+/// URI's number.
+fn asserted_identity(headers: &crate::message::Headers) -> Option<String> {
+    let name = Name::Other("P-Asserted-Identity".into());
+    let first = crate::message::split_list(headers.get(&name)?).next()?;
+    let identity = crate::header::NameAddr::parse(first).ok()?.uri;
+    match identity.scheme {
+        crate::uri::Scheme::Sip | crate::uri::Scheme::Sips => identity.user,
+        crate::uri::Scheme::Other(_) => {
+            let text = identity.to_string();
+            let number = text.strip_prefix("tel:")?.split(';').next()?;
+            (!number.is_empty()).then(|| number.to_owned())
+        }
+    }
 }
 
 /// The digit of a SIP INFO body (`application/dtmf-relay`: `Signal=5`; `application/dtmf`: `5`).
@@ -764,6 +784,13 @@ impl UserAgent {
             .map(str::to_owned)
             .collect();
         let offer = (!request.body.is_empty()).then(|| request.body.clone());
+        let asserted = self
+            .config
+            .trusted
+            .iter()
+            .any(|n| in_network(source.ip(), *n))
+            .then(|| asserted_identity(&request.headers).or(parsed.from.uri.user.clone()))
+            .flatten();
         let call = Call {
             handle,
             phase: Phase::Ringing,
@@ -805,6 +832,7 @@ impl UserAgent {
             call: handle,
             dialled: parsed.uri.user.clone().unwrap_or_default(),
             caller: parsed.from.uri.user.clone(),
+            asserted,
             source,
             call_id: parsed.call_id,
             offer,

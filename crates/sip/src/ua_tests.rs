@@ -1350,3 +1350,59 @@ fn early_media_rings_with_183_and_our_sdp() {
         Some("application/sdp")
     );
 }
+
+#[test]
+fn only_a_trusted_peer_asserts_who_is_calling() {
+    let now = Instant::now();
+    let mut ua = ua_with_registrar();
+    let invite_from = |ua: &mut UserAgent, source: &str, branch: &str, extra: &str| {
+        let text = String::from_utf8(request(
+            "INVITE",
+            branch,
+            1,
+            None,
+            &format!("{extra}Content-Type: application/sdp\r\n"),
+            SDP,
+        ))
+        .unwrap()
+        .replace("call-1@", &format!("{branch}@"));
+        ua.handle_message(now, source.parse().unwrap(), Link::Udp, text.as_bytes());
+        match drain(ua).1.as_slice() {
+            [CallEvent::Incoming {
+                caller, asserted, ..
+            }] => (caller.clone(), asserted.clone()),
+            other => panic!("{other:?}"),
+        }
+    };
+    let pai = "P-Asserted-Identity: \"Ada\" <tel:+12125550100;cpc=ordinary>\r\n";
+    assert_eq!(
+        invite_from(&mut ua, "10.1.2.3:5060", "z9hG4bK-a1", pai),
+        (Some("alice".into()), Some("+12125550100".into())),
+        "a trunk's P-Asserted-Identity"
+    );
+    let sip_pai = "P-Asserted-Identity: <sip:+12125550101@carrier.example;user=phone>\r\n";
+    assert_eq!(
+        invite_from(&mut ua, "10.1.2.3:5060", "z9hG4bK-a2", sip_pai).1,
+        Some("+12125550101".into())
+    );
+    assert_eq!(
+        invite_from(&mut ua, "10.1.2.3:5060", "z9hG4bK-a3", "").1,
+        Some("alice".into()),
+        "a trusted peer's From, without one"
+    );
+    // A phone registered from elsewhere may call, but asserts nothing.
+    ua.handle_message(now, caller(), Link::Udp, &register(1, 120, None));
+    let challenge = drain(&mut ua).0.remove(0).1;
+    let credentials = answer_challenge(&challenge, "phone-secret");
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &register(2, 120, Some(credentials)),
+    );
+    drain(&mut ua);
+    assert_eq!(
+        invite_from(&mut ua, CALLER, "z9hG4bK-a4", pai),
+        (Some("alice".into()), None)
+    );
+}

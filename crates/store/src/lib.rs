@@ -90,18 +90,38 @@ pub struct Binding {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Something an operator may need to act on: a failed callback look-up by phone.
+/// What the limiter counts: a guess at a callback's confirmation ID (kept when it was wrong)
+/// or a booking from a caller or the chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecurityEvent {
     pub at: DateTime<Utc>,
-    /// `failed_lookup`.
+    /// `guess` or `booking`.
     pub kind: String,
+    /// Who is counted: an address, or a trusted trunk and the identity it asserts.
+    pub client: String,
+    /// What was aimed at: the confirmation ID guessed, the number booked.
+    pub subject: String,
     pub caller_id: String,
-    /// `ip:port` the call came from.
+    /// `ip:port` the call or the request came from.
     pub source: String,
+    /// The call (or chat conversation) it happened in.
     pub call_id: String,
-    /// The confirmation ID tried, when there was one.
-    pub confirmation_id: Option<String>,
+}
+
+/// Where the counts of [`Store::reserve`] start.
+pub struct Since {
+    pub client: DateTime<Utc>,
+    pub subject: DateTime<Utc>,
+    pub all: DateTime<Utc>,
+}
+
+/// A reserved event and the counts it was checked against, itself included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: i64,
+    pub client: u64,
+    pub subject: u64,
+    pub all: u64,
 }
 
 /// How an attempt ended, written with the callback's last step of it.
@@ -282,20 +302,43 @@ impl Store {
         dispatch!(self, s => s.bindings(now))
     }
 
-    pub async fn record_security_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
-        dispatch!(self, s => s.record_security_event(event))
+    /// Records `event` (a guess or a booking) and then counts the events of its kind: from its
+    /// client since `since.client`, on its subject since `since.subject`, and all of them since
+    /// `since.all`, this one included. The event is committed before the count, so however
+    /// many reservations race, the last to count sees every other: a limit checked on these
+    /// counts cannot be overrun by sending many at once (reserve, then check).
+    pub async fn reserve(
+        &self,
+        event: &SecurityEvent,
+        since: &Since,
+    ) -> Result<Reservation, StoreError> {
+        dispatch!(self, s => s.reserve(event, since))
     }
 
-    /// How many security events of `kind` since `since`: from `caller_id`, for
-    /// `confirmation_id`, or (both `None`) all of them.
-    pub async fn count_security_events(
+    /// The open callback to `address` in `queue`, if there is one (the oldest).
+    pub async fn open_callback_to(
+        &self,
+        queue: &str,
+        address: &str,
+    ) -> Result<Option<Callback>, StoreError> {
+        dispatch!(self, s => s.open_callback_to(queue, address))
+    }
+
+    /// Takes back a reservation that turned out to count for nothing (refused before it was
+    /// tried, or the store failed on the way).
+    pub async fn withdraw(&self, reservation: i64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.withdraw(reservation))
+    }
+
+    /// Forgets one call's (or conversation's) events of `kind` on `subject`: the caller gave
+    /// the right answer, so their misses on the way to it count for nothing. How many went.
+    pub async fn forgive(
         &self,
         kind: &str,
-        caller_id: Option<&str>,
-        confirmation_id: Option<&str>,
-        since: DateTime<Utc>,
+        call_id: &str,
+        subject: &str,
     ) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.count_security_events(kind, caller_id, confirmation_id, since))
+        dispatch!(self, s => s.forgive(kind, call_id, subject))
     }
 
     /// Forgets security events older than `before`; how many went.

@@ -39,6 +39,15 @@ pub(crate) const FIND: &str = concat!(
      created_at DESC LIMIT 1"
 );
 
+/// The open callback to an address (`$1`) in a queue (`$2`), the oldest when there are several.
+const OPEN_TO: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM callbacks WHERE address = $1 AND queue = $2 \
+     AND state NOT IN ('completed', 'cancelled', 'failed', 'expired') \
+     ORDER BY created_at LIMIT 1"
+);
+
 const INSERT: &str = concat!(
     "INSERT INTO callbacks (",
     columns!(),
@@ -265,42 +274,92 @@ impl SqlStore<Db> {
         tx.commit().await.map_err(db_error)
     }
 
-    pub async fn record_security_event(&self, e: &crate::SecurityEvent) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO security_events (at, kind, caller_id, source, call_id, confirmation_id) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+    pub async fn reserve(
+        &self,
+        e: &crate::SecurityEvent,
+        since: &crate::Since,
+    ) -> Result<crate::Reservation, StoreError> {
+        // Committed before the count, so of simultaneous reservations the last to count sees
+        // every other one.
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO security_events (at, kind, client, subject, caller_id, source, call_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(e.at)
         .bind(e.kind.as_str())
+        .bind(e.client.as_str())
+        .bind(e.subject.as_str())
         .bind(e.caller_id.as_str())
         .bind(e.source.as_str())
         .bind(e.call_id.as_str())
-        .bind(e.confirmation_id.as_deref())
-        .execute(self.writer())
+        .fetch_one(self.writer())
         .await
         .map_err(db_error)?;
-        Ok(())
-    }
-
-    pub async fn count_security_events(
-        &self,
-        kind: &str,
-        caller_id: Option<&str>,
-        confirmation_id: Option<&str>,
-        since: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let (count,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM security_events WHERE kind = $1 AND at > $2 \
-             AND ($3 IS NULL OR caller_id = $3) AND ($4 IS NULL OR confirmation_id = $4)",
+        let (client, subject, all): (i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+             (SELECT COUNT(*) FROM security_events WHERE kind = $1 AND client = $2 AND at > $3), \
+             (SELECT COUNT(*) FROM security_events WHERE kind = $1 AND subject = $4 AND at > $5), \
+             (SELECT COUNT(*) FROM security_events WHERE kind = $1 AND at > $6)",
         )
-        .bind(kind)
-        .bind(since)
-        .bind(caller_id)
-        .bind(confirmation_id)
+        .bind(e.kind.as_str())
+        .bind(e.client.as_str())
+        .bind(since.client)
+        .bind(e.subject.as_str())
+        .bind(since.subject)
+        .bind(since.all)
         .fetch_one(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(count.max(0) as u64)
+        let count = |n: i64| n.max(0) as u64;
+        Ok(crate::Reservation {
+            id,
+            client: count(client),
+            subject: count(subject),
+            all: count(all),
+        })
+    }
+
+    pub async fn open_callback_to(
+        &self,
+        queue: &str,
+        address: &str,
+    ) -> Result<Option<Callback>, StoreError> {
+        sqlx::query(OPEN_TO)
+            .bind(address)
+            .bind(queue)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(callback_from_row)
+            .transpose()
+    }
+
+    pub async fn withdraw(&self, reservation: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM security_events WHERE id = $1")
+            .bind(reservation)
+            .execute(self.writer())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn forgive(
+        &self,
+        kind: &str,
+        call_id: &str,
+        subject: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM security_events WHERE kind = $1 AND subject = $2 AND call_id = $3",
+        )
+        .bind(kind)
+        .bind(subject)
+        .bind(call_id)
+        .execute(self.writer())
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected())
     }
 
     pub async fn prune_security_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

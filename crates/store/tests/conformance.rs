@@ -90,7 +90,8 @@ conformance!(
     concurrent_modifications_apply_exactly_one,
     racing_writers_meet_the_version_check_in_the_store,
     registrar_bindings_survive_and_expire,
-    security_events_are_counted_per_caller_and_in_all,
+    reservations_are_counted_per_client_subject_and_in_all,
+    racing_reservations_never_pass_a_limit_together,
     list_is_in_dialing_order_and_filters,
     scheduled_callbacks_fall_due_and_expire,
     reopening_keeps_everything,
@@ -847,57 +848,105 @@ async fn racing_writers_meet_the_version_check_in_the_store(_url: &str, cb: Arc<
     assert_eq!((stored.state, stored.version), (State::Paused, 2));
 }
 
-async fn security_events_are_counted_per_caller_and_in_all(_url: &str, cb: Arc<Callbacks<Store>>) {
-    let event = |caller: &str, id: &str, minutes: i64| store::SecurityEvent {
+fn guess(client: &str, subject: &str, call: &str, minutes: i64) -> store::SecurityEvent {
+    store::SecurityEvent {
         at: t0() + Duration::minutes(minutes),
-        kind: "failed_lookup".into(),
-        caller_id: caller.into(),
+        kind: "guess".into(),
+        client: client.into(),
+        subject: subject.into(),
+        caller_id: "+13125550199".into(),
         source: "127.0.0.1:5070".into(),
-        call_id: format!("call-{minutes}@127.0.0.1"),
-        confirmation_id: Some(id.into()),
-    };
-    for e in [
-        event("+13125550199", "111111111", 0),
-        event("+13125550199", "222222222", 30),
-        event("+12125550100", "111111111", 40),
-    ] {
-        cb.store.record_security_event(&e).await.unwrap();
+        call_id: call.into(),
     }
-    let count = |caller: Option<&'static str>, id: Option<&'static str>, minutes: i64| {
-        let store = cb.store.clone();
-        async move {
-            store
-                .count_security_events(
-                    "failed_lookup",
-                    caller,
-                    id,
-                    t0() + Duration::minutes(minutes),
-                )
-                .await
-                .unwrap()
-        }
+}
+
+fn since(minutes: i64) -> store::Since {
+    let at = t0() + Duration::minutes(minutes);
+    store::Since {
+        client: at,
+        subject: at,
+        all: at,
+    }
+}
+
+async fn reservations_are_counted_per_client_subject_and_in_all(
+    _url: &str,
+    cb: Arc<Callbacks<Store>>,
+) {
+    let s = &cb.store;
+    let first = s
+        .reserve(&guess("10.0.0.1", "111111111", "call-a", 0), &since(-1))
+        .await
+        .unwrap();
+    assert_eq!((first.client, first.subject, first.all), (1, 1, 1));
+    s.reserve(&guess("10.0.0.1", "222222222", "call-a", 30), &since(-1))
+        .await
+        .unwrap();
+    let third = s
+        .reserve(&guess("10.0.0.2", "111111111", "call-b", 40), &since(-1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (third.client, third.subject, third.all),
+        (1, 2, 3),
+        "its own client's, its subject's from any client, everyone's"
+    );
+    let windows = store::Since {
+        client: t0() + Duration::minutes(10),
+        subject: t0() + Duration::minutes(50),
+        all: t0() - Duration::minutes(1),
     };
-    assert_eq!(count(Some("+13125550199"), None, -1).await, 2);
+    let fourth = s
+        .reserve(&guess("10.0.0.1", "111111111", "call-c", 60), &windows)
+        .await
+        .unwrap();
     assert_eq!(
-        count(Some("+13125550199"), None, 10).await,
-        1,
-        "only those since"
+        (fourth.client, fourth.subject, fourth.all),
+        (2, 1, 4),
+        "each count from its own start"
     );
-    assert_eq!(count(None, None, -1).await, 3, "everyone's");
+    // A withdrawn reservation counts no more; a forgiven call's events on its subject go.
+    s.withdraw(fourth.id).await.unwrap();
+    assert_eq!(s.forgive("guess", "call-a", "111111111").await.unwrap(), 1);
     assert_eq!(
-        count(None, Some("111111111"), -1).await,
-        2,
-        "one callback's, from any phone"
+        s.forgive("booking", "call-b", "111111111").await.unwrap(),
+        0
     );
-    assert_eq!(count(Some("+19995550000"), None, -1).await, 0);
+    let after = s
+        .reserve(&guess("10.0.0.3", "333333333", "call-d", 70), &since(-1))
+        .await
+        .unwrap();
+    assert_eq!(after.all, 3, "two left of the four, and this one");
     assert_eq!(
-        cb.store
-            .prune_security_events(t0() + Duration::minutes(35))
+        s.prune_security_events(t0() + Duration::minutes(35))
             .await
             .unwrap(),
-        2
+        1,
+        "only the one at 30 minutes was older"
     );
-    assert_eq!(count(None, None, -1).await, 1, "the old ones are gone");
+}
+
+// Regression: failures were counted, then checked, then recorded, so 300 simultaneous answers
+// for one ID recorded 299 failures and the right one went through (issue 17, finding 2).
+async fn racing_reservations_never_pass_a_limit_together(_url: &str, cb: Arc<Callbacks<Store>>) {
+    const LIMIT: u64 = 5;
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let store = cb.store.clone();
+            tokio::spawn(async move {
+                let event = guess(&format!("10.0.1.{i}"), "444444444", &format!("c{i}"), 0);
+                store.reserve(&event, &since(-1)).await.unwrap()
+            })
+        })
+        .collect();
+    let mut within = 0;
+    for task in tasks {
+        within += u64::from(task.await.unwrap().subject <= LIMIT);
+    }
+    assert!(
+        within <= LIMIT,
+        "{within} of 60 racing reservations saw themselves within a limit of {LIMIT}"
+    );
 }
 
 async fn registrar_bindings_survive_and_expire(url: &str, cb: Arc<Callbacks<Store>>) {
