@@ -256,7 +256,7 @@ def throughput(args):
         def at_rest(status, before):
             grown = status["store"]["connections"] - before["store"]["connections"]
             busy = lambda s: s["store"]["connections"] - s["store"]["idle"]
-            return (status["sip"] == {"calls": 0, "dialogs": 0, "bridges": 0, "rtp_ports": 0}
+            return (all(status["sip"][g] == 0 for g in ("calls", "dialogs", "bridges", "rtp_ports"))
                     and status["dialer"]["attempts"] == 0
                     and busy(status) <= busy(before)
                     and status["sockets"] - before["sockets"] <= max(grown, 0)

@@ -282,6 +282,56 @@ pub struct SipConfig {
         deserialize_with = "serde_duration::deserialize"
     )]
     pub ring_timeout: chrono::Duration,
+    /// Limits on each source outside `trusted`.
+    #[serde(default)]
+    pub per_source: PerSourceConfig,
+}
+
+/// Limits on each source address outside `sip.trusted` (an IPv6 source is its /64), in the
+/// style of Kamailio's pike (see crates/sip/src/admission.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerSourceConfig {
+    /// SIP requests a second, sustained (twice as many in a burst); past it the source is
+    /// banned.
+    pub requests_per_second: u32,
+    /// Calls at once.
+    pub calls: u32,
+    /// Calls ringing, or answered and not yet acknowledged, at once.
+    pub unconfirmed_calls: u32,
+    /// Failed REGISTER authentications within a minute before the source is banned.
+    pub auth_failures_per_minute: u32,
+    /// How long a banned source's messages are dropped unread.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub ban: chrono::Duration,
+    /// SIP connections over TCP at once.
+    pub tcp_connections: usize,
+}
+
+impl Default for PerSourceConfig {
+    fn default() -> Self {
+        let sip = sip::admission::Settings::default();
+        PerSourceConfig {
+            requests_per_second: sip.requests_per_second,
+            calls: sip.calls,
+            unconfirmed_calls: sip.unconfirmed_calls,
+            auth_failures_per_minute: sip.auth_failures_per_minute,
+            ban: chrono::Duration::from_std(sip.ban).unwrap_or_default(),
+            tcp_connections: 16,
+        }
+    }
+}
+
+impl PerSourceConfig {
+    pub fn admission(&self) -> sip::admission::Settings {
+        sip::admission::Settings {
+            requests_per_second: self.requests_per_second,
+            calls: self.calls,
+            unconfirmed_calls: self.unconfirmed_calls,
+            auth_failures_per_minute: self.auth_failures_per_minute,
+            ban: self.ban.to_std().unwrap_or_default(),
+        }
+    }
 }
 
 fn default_entry() -> String {
@@ -592,6 +642,21 @@ impl Config {
                 "sip.max_calls",
                 "max_calls and max_calls_per_second must be at least 1",
             );
+        }
+        let per_source = &self.sip.per_source;
+        if [
+            per_source.requests_per_second,
+            per_source.calls,
+            per_source.unconfirmed_calls,
+            per_source.auth_failures_per_minute,
+        ]
+        .contains(&0)
+            || per_source.tcp_connections == 0
+        {
+            return problem("sip.per_source", "every limit must be at least 1");
+        }
+        if per_source.ban < chrono::Duration::seconds(1) {
+            return problem("sip.per_source.ban", "must be at least 1s");
         }
         if self.dialer.lease < chrono::Duration::seconds(3) {
             return problem(

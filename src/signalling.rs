@@ -158,6 +158,9 @@ pub struct Gauges {
     pub bridges: usize,
     /// RTP ports held, by calls waiting to be answered and by calls with media.
     pub rtp_ports: usize,
+    /// Server transactions held, and the bytes of the requests behind them (bounded).
+    pub transactions: usize,
+    pub transaction_bytes: usize,
 }
 
 /// The way in for the rest of callbackd: places calls through the user agent loop.
@@ -454,7 +457,12 @@ pub async fn start(
             .await
             .with_context(|| format!("binding SIP over TCP to {address}"))?;
         tcp_bound.push(listener.local_addr()?);
-        tokio::spawn(accept(listener, tx.clone()));
+        tokio::spawn(accept(
+            listener,
+            tx.clone(),
+            sip.per_source.tcp_connections,
+            sip.trusted.clone(),
+        ));
     }
     let udp_bound: Vec<SocketAddr> = udp
         .iter()
@@ -477,6 +485,7 @@ pub async fn start(
         max_calls: sip.max_calls,
         max_calls_per_second: sip.max_calls_per_second,
         trusted: sip.trusted.clone(),
+        per_source: sip.per_source.admission(),
         trunk: match (&sip.trunk_domain, sip.outbound_proxy, &sip.trunk_username) {
             (Some(domain), Some(registrar), Some(user)) => Some(sip::ua::TrunkRegistration {
                 registrar,
@@ -548,6 +557,7 @@ pub async fn start(
         tx: tx.clone(),
         udp_peers: HashMap::new(),
         registrations,
+        full_log: Throttle::new(Duration::from_secs(10)),
     };
     tokio::spawn(run(state, rx, media_rx));
     Ok(Bound {
@@ -639,26 +649,92 @@ async fn receive_udp(socket: std::sync::Arc<UdpSocket>, index: usize, tx: mpsc::
 const MAX_TCP_CONNECTIONS: usize = 1024;
 /// A connection that sends nothing for this long is closed (PBXs send keep-alives).
 const TCP_IDLE: Duration = Duration::from_secs(300);
+/// Once a message has begun, the rest of it must come within this (a slow sender holds
+/// nothing for long).
+const TCP_MESSAGE_TIME: Duration = Duration::from_secs(10);
 
-async fn accept(listener: TcpListener, tx: mpsc::Sender<Inbound>) {
-    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                use std::sync::atomic::Ordering;
-                if open.fetch_add(1, Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
-                    open.fetch_sub(1, Ordering::Relaxed);
-                    warn!(%peer, "too many SIP connections over TCP; closing the new one");
-                    continue;
-                }
-                let (open, tx) = (open.clone(), tx.clone());
-                tokio::spawn(async move {
-                    connection(stream, peer, tx).await;
-                    open.fetch_sub(1, Ordering::Relaxed);
-                });
-            }
-            Err(e) => warn!(error = %e, "TCP accept failed"),
+/// Says yes at most once per `every`: for log lines an attacker could otherwise repeat at the
+/// rate they send.
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle { every, last: None }
+    }
+
+    pub fn ready(&mut self, now: Instant) -> bool {
+        let ready = self
+            .last
+            .map_or(true, |at| now.duration_since(at) >= self.every);
+        if ready {
+            self.last = Some(now);
         }
+        ready
+    }
+}
+
+/// SIP connections over TCP open now: in all, and per source (an IPv6 /64).
+#[derive(Default)]
+struct TcpOpen {
+    all: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+async fn accept(
+    listener: TcpListener,
+    tx: mpsc::Sender<Inbound>,
+    per_source: usize,
+    trusted: Vec<(IpAddr, u8)>,
+) {
+    let open = std::sync::Arc::new(std::sync::Mutex::new(TcpOpen::default()));
+    let (mut refused_log, mut error_log) = (
+        Throttle::new(Duration::from_secs(10)),
+        Throttle::new(Duration::from_secs(10)),
+    );
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors (EMFILE, ENFILE) or the like: wait for some to free
+                // rather than spin, and say so now and then.
+                if error_log.ready(Instant::now()) {
+                    warn!(error = %e, "SIP over TCP cannot accept connections; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let key = sip::admission::source_key(peer.ip());
+        let exempt = trusted
+            .iter()
+            .any(|n| sip::admission::in_network(peer.ip(), *n));
+        {
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            let theirs = open.by_source.get(&key).copied().unwrap_or(0);
+            if open.all >= MAX_TCP_CONNECTIONS || (!exempt && theirs >= per_source) {
+                if refused_log.ready(Instant::now()) {
+                    warn!(%peer, total = open.all, from_source = theirs, "too many SIP connections over TCP; closing new ones (logged every 10 s)");
+                }
+                continue;
+            }
+            open.all += 1;
+            *open.by_source.entry(key).or_default() += 1;
+        }
+        let (open, tx) = (open.clone(), tx.clone());
+        tokio::spawn(async move {
+            connection(stream, peer, tx).await;
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            open.all -= 1;
+            if let Some(n) = open.by_source.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.by_source.remove(&key);
+                }
+            }
+        });
     }
 }
 
@@ -690,8 +766,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
     // the head has looked: each byte is looked at about once however slowly the bytes come.
     let mut length: Option<usize> = None;
     let mut searched: usize = 0;
+    // When the message now arriving began: it must be whole within TCP_MESSAGE_TIME.
+    let mut begun: Option<Instant> = None;
     'read: loop {
-        match tokio::time::timeout(TCP_IDLE, reader.read(&mut chunk)).await {
+        let wait = begun.map_or(TCP_IDLE, |at| TCP_MESSAGE_TIME.saturating_sub(at.elapsed()));
+        match tokio::time::timeout(wait, reader.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => buffer.extend_from_slice(&chunk[..n]),
         }
@@ -729,7 +808,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
             match length {
                 Some(total) if buffer.len() >= total => {
                     let bytes: Vec<u8> = buffer.drain(..total).collect();
-                    (length, searched) = (None, 0);
+                    (length, searched, begun) = (None, 0, None);
                     if tx
                         .send(Inbound::Message {
                             source: peer,
@@ -745,6 +824,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
                 }
                 _ => break,
             }
+        }
+        if !buffer.is_empty() && begun.is_none() {
+            begun = Some(Instant::now());
         }
     }
     let _ = tx.send(Inbound::TcpClosed { peer }).await;
@@ -786,6 +868,8 @@ struct Loop {
     udp_peers: HashMap<SocketAddr, usize>,
     /// Phones registering (`true`) and unregistering, by user, for the dialer.
     registrations: mpsc::UnboundedSender<(String, bool)>,
+    /// A full transaction table is logged now and then, not per request.
+    full_log: Throttle,
 }
 
 async fn run(
@@ -1102,6 +1186,21 @@ impl Loop {
                     "the trunk refused the registration; retrying in 30 s"
                 )
             }
+            // One line each, with the address, for fail2ban (docs/security.md).
+            CallEvent::SourceBanned { source, reason } => warn!(
+                %source,
+                ?reason,
+                seconds = self.sip.per_source.ban.num_seconds(),
+                "SIP source banned"
+            ),
+            CallEvent::AuthFailed { user, source } => {
+                warn!(user, %source, "REGISTER authentication failed")
+            }
+            CallEvent::TransactionsFull => {
+                if self.full_log.ready(now) {
+                    warn!("SIP transaction table full; new requests get 503 (logged every 10 s)");
+                }
+            }
             CallEvent::InfoDigit { call, digit } => {
                 if self.calls.get(&call).is_some_and(|a| a.in_media) {
                     self.media.key(call, digit);
@@ -1247,6 +1346,8 @@ impl Loop {
             dialogs: self.ua.calls(),
             bridges: self.bridges.len(),
             rtp_ports: self.calls.values().filter(|a| a.rtp.is_some()).count() + self.media.legs(),
+            transactions: self.ua.transactions().0,
+            transaction_bytes: self.ua.transactions().1,
         }
     }
 

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         max_calls: 10,
         max_calls_per_second: 10,
         trusted: vec![],
+        per_source: Default::default(),
         registrar: None,
         trunk: None,
     };

@@ -4,6 +4,7 @@
 //! next deadline; it never reads the clock, opens a socket or sleeps. The runtime in the
 //! `callbackd` binary owns the sockets and pumps it.
 
+pub mod admission;
 pub mod auth;
 pub mod header;
 pub mod message;

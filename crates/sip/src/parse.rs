@@ -11,8 +11,9 @@ use crate::message::{is_token_byte, Headers, Message, Method, Name, StartLine};
 
 /// The most a message head may take; beyond it the sender is not speaking SIP to us.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// The largest body accepted.
-pub const MAX_BODY: usize = 1024 * 1024;
+/// The largest body accepted: an SDP is a few kilobytes; anything near this is not a call.
+/// (A UDP datagram cannot be larger; over TCP it bounds what one connection makes us hold.)
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// What is wrong with a message that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

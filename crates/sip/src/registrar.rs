@@ -25,6 +25,20 @@ pub struct Binding {
     pub expires_at: Instant,
 }
 
+/// Authentication failures for one user within a minute before that user's REGISTERs are
+/// refused unchecked for the rest of the minute (except from where a live binding of theirs
+/// registered: the phone itself keeps working).
+const USER_FAILURES_PER_MINUTE: usize = 20;
+
+/// What a REGISTER got: the response, the changes to the bindings, and when digest
+/// authentication failed, the user named.
+#[derive(Debug)]
+pub struct Answer {
+    pub response: Message,
+    pub changes: Vec<Registration>,
+    pub failed: Option<String>,
+}
+
 /// A phone coming or going.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registration {
@@ -71,15 +85,64 @@ pub struct Registrar {
     bindings: HashMap<String, Vec<Binding>>,
     /// The instant second 0 of nonce time refers to.
     epoch: Option<Instant>,
+    /// Nonces that authenticated a REGISTER: when each was issued, and the highest nonce count
+    /// used with it (0 for the legacy computation without one, which makes it single-use).
+    /// A request that does not count past it is a replay.
+    used: HashMap<String, (u64, u32)>,
+    /// Recent authentication failures per configured user.
+    failures: HashMap<String, Vec<Instant>>,
+    /// The password checked for user names that do not exist, so they take the same path
+    /// (and time) as a wrong password.
+    decoy: String,
 }
 
 impl Registrar {
     pub fn new(settings: Settings) -> Registrar {
+        let decoy = settings.secret.iter().map(|b| format!("{b:02x}")).collect();
         Registrar {
             verifier: Verifier::new(settings.realm.clone(), &settings.secret),
             settings,
             bindings: HashMap::new(),
             epoch: None,
+            used: HashMap::new(),
+            failures: HashMap::new(),
+            decoy,
+        }
+    }
+
+    /// Whether `user` has failed too often lately to be checked again, from `source`.
+    fn user_locked(&mut self, user: &str, source: SocketAddr, now: Instant) -> bool {
+        let Some(times) = self.failures.get_mut(user) else {
+            return false;
+        };
+        times.retain(|t| now.saturating_duration_since(*t) < Duration::from_secs(60));
+        let from_their_phone = self.bindings.get(user).is_some_and(|list| {
+            list.iter()
+                .any(|b| b.source.ip() == source.ip() && b.expires_at > now)
+        });
+        times.len() >= USER_FAILURES_PER_MINUTE && !from_their_phone
+    }
+
+    /// Whether the credentials reuse a nonce count already seen (a replay); if not, they are
+    /// remembered. Nonces past their lifetime are forgotten: they are refused as stale anyway.
+    fn replayed(&mut self, credentials: &Credentials, seconds: u64) -> bool {
+        self.used
+            .retain(|_, (issued, _)| seconds.saturating_sub(*issued) <= NONCE_LIFETIME_SECS);
+        let Ok(issued) = crate::auth::Nonce::issued_at(&credentials.nonce, &self.settings.secret)
+        else {
+            return true;
+        };
+        let count = credentials.nc.unwrap_or(0);
+        match self.used.get_mut(&credentials.nonce) {
+            Some((_, highest)) if count <= *highest => true,
+            Some((_, highest)) => {
+                *highest = count;
+                false
+            }
+            None => {
+                self.used.insert(credentials.nonce.clone(), (issued, count));
+                false
+            }
         }
     }
 
@@ -88,6 +151,9 @@ impl Registrar {
     }
 
     /// Answers a REGISTER: a challenge, a refusal, or 200 with the user's bindings.
+    ///
+    /// An unknown user, a wrong password, a digest for another URI, a replayed nonce count and
+    /// a user locked after many failures all get the same answer: 401 with a fresh challenge.
     #[allow(clippy::too_many_arguments)]
     pub fn handle(
         &mut self,
@@ -98,7 +164,7 @@ impl Registrar {
         link: Link,
         random: [u8; 8],
         tag: &str,
-    ) -> (Message, Vec<Registration>) {
+    ) -> Answer {
         let seconds = self.seconds(now);
         let headers = &request.headers;
         let user = parsed.to.uri.user.clone().unwrap_or_default();
@@ -112,38 +178,62 @@ impl Registrar {
             .get(&Name::Authorization)
             .and_then(|v| Credentials::parse(v).ok())
         else {
-            return (challenge(false, &self.verifier), Vec::new());
+            return Answer {
+                response: challenge(false, &self.verifier),
+                changes: Vec::new(),
+                failed: None,
+            };
         };
-        let Some(password) = self
+        let failed = |registrar: &mut Registrar| {
+            if registrar.settings.users.contains_key(&credentials.username) {
+                registrar
+                    .failures
+                    .entry(credentials.username.clone())
+                    .or_default()
+                    .push(now);
+            }
+            Answer {
+                response: challenge(false, &registrar.verifier),
+                changes: Vec::new(),
+                failed: Some(credentials.username.clone()),
+            }
+        };
+        if self.user_locked(&credentials.username, source, now) {
+            return failed(self);
+        }
+        // The digest must be for this very request, not one captured elsewhere.
+        let same_uri = crate::uri::Uri::parse(&credentials.uri).is_ok_and(|u| {
+            u.scheme == parsed.uri.scheme
+                && u.user == parsed.uri.user
+                && u.host.eq_ignore_ascii_case(&parsed.uri.host)
+                && u.port == parsed.uri.port
+        });
+        let password = self
             .settings
             .users
             .get(&credentials.username)
             .filter(|_| credentials.username == user)
-        else {
-            return (
-                response_to(headers, 403, "Forbidden", Some(tag)),
-                Vec::new(),
-            );
-        };
-        let secret = UserSecret::Password(password.clone());
-        match self.verifier.verify(
+            .cloned();
+        let known = password.is_some();
+        let secret = UserSecret::Password(password.unwrap_or_else(|| self.decoy.clone()));
+        let verified = self.verifier.verify(
             &credentials,
             &secret,
             "REGISTER",
             seconds,
             NONCE_LIFETIME_SECS,
-        ) {
-            Ok(()) => {}
-            Err(AuthError::StaleNonce { .. }) => {
-                return (challenge(true, &self.verifier), Vec::new())
+        );
+        match verified {
+            Ok(()) if known && same_uri && !self.replayed(&credentials, seconds) => {}
+            // The password was right, the nonce only old: ask again without troubling the user.
+            Err(AuthError::StaleNonce { .. }) if known && same_uri => {
+                return Answer {
+                    response: challenge(true, &self.verifier),
+                    changes: Vec::new(),
+                    failed: None,
+                }
             }
-            Err(AuthError::WrongPassword) => {
-                return (
-                    response_to(headers, 403, "Forbidden", Some(tag)),
-                    Vec::new(),
-                )
-            }
-            Err(_) => return (challenge(false, &self.verifier), Vec::new()),
+            _ => return failed(self),
         }
         let default_expires = headers
             .get(&Name::Expires)
@@ -153,15 +243,16 @@ impl Registrar {
         let wildcard = headers.get(&Name::Contact).is_some_and(|c| c.trim() == "*");
         if wildcard {
             if default_expires != 0 {
-                return (
-                    response_to(
+                return Answer {
+                    response: response_to(
                         headers,
                         400,
                         "Bad Request (Contact: * needs Expires: 0)",
                         Some(tag),
                     ),
-                    Vec::new(),
-                );
+                    changes: Vec::new(),
+                    failed: None,
+                };
             }
             self.bindings.remove(&user);
         }
@@ -179,7 +270,11 @@ impl Registrar {
                     Name::Other("Min-Expires".into()),
                     self.settings.min_expires.to_string(),
                 );
-                return (r, Vec::new());
+                return Answer {
+                    response: r,
+                    changes: Vec::new(),
+                    failed: None,
+                };
             }
             asked.push((
                 contact.uri.to_string(),
@@ -221,7 +316,11 @@ impl Registrar {
             }
             _ => {}
         }
-        (ok, changes)
+        Answer {
+            response: ok,
+            changes,
+            failed: None,
+        }
     }
 
     /// Whether a phone registered from this address (its calls are let in).

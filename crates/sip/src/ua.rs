@@ -51,37 +51,18 @@ pub struct Config {
     /// Networks (address, prefix length) new calls may come from; empty: anywhere. Phones
     /// registered with the registrar may call from where they registered.
     pub trusted: Vec<(std::net::IpAddr, u8)>,
+    /// Limits on each source that is not in `trusted` (see [`crate::admission`]).
+    pub per_source: crate::admission::Settings,
     /// The registrar for agents' phones, if any (REGISTER gets 405 without one).
     pub registrar: Option<crate::registrar::Settings>,
     /// Registering callbackd with a trunk, if it wants that.
     pub trunk: Option<TrunkRegistration>,
 }
 
-/// Whether `ip` is inside the network `address/prefix`.
-fn in_network(ip: std::net::IpAddr, (network, prefix): (std::net::IpAddr, u8)) -> bool {
-    use std::net::IpAddr::{V4, V6};
-    match (ip, network) {
-        (V4(a), V4(n)) => {
-            let bits = u32::from(prefix.min(32));
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - bits)
-            };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (V6(a), V6(n)) => {
-            let bits = u32::from(prefix.min(128));
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - bits)
-            };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
+/// Server transactions held at once, at most; past it new requests are refused statelessly.
+pub const MAX_TRANSACTIONS: usize = 100_000;
+/// The requests behind the server transactions held, in bytes, at most.
+pub const MAX_TRANSACTION_BYTES: usize = 64 * 1024 * 1024;
 
 /// A call known to the user agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -198,6 +179,21 @@ pub enum CallEvent {
     TrunkRegistrationFailed {
         status: u16,
     },
+    /// A source was banned for [`crate::admission::Settings::ban`]: everything it sends is
+    /// dropped until then.
+    SourceBanned {
+        source: SocketAddr,
+        reason: crate::admission::BanReason,
+    },
+    /// A REGISTER failed digest authentication (a wrong password, an unknown user, a replayed
+    /// or foreign nonce).
+    AuthFailed {
+        user: String,
+        source: SocketAddr,
+    },
+    /// A new request was refused because the user agent holds as many server transactions
+    /// (or bytes of them) as it may.
+    TransactionsFull,
     /// A DTMF digit sent as SIP INFO.
     InfoDigit {
         call: CallHandle,
@@ -287,6 +283,13 @@ pub struct UserAgent {
     by_invite: HashMap<Key, CallHandle>,
     invites: HashMap<Key, (ServerInvite, SocketAddr, Link)>,
     others: HashMap<Key, (ServerNonInvite, SocketAddr, Link)>,
+    /// What each server transaction's request weighed, and all of them together: the table is
+    /// bounded by [`MAX_TRANSACTIONS`] and [`MAX_TRANSACTION_BYTES`].
+    charges: HashMap<Key, usize>,
+    charged: usize,
+    admission: crate::admission::Admission,
+    /// When the admission table is next tidied (once a second, as messages come).
+    next_tidy: Option<Instant>,
     /// Our BYEs and CANCELs, by branch, with whether the answer ends the call (BYE) or not
     /// (CANCEL: the INVITE's 487 does).
     /// Each with where it goes, which outlives the call (an ACK for a repeated 487).
@@ -457,6 +460,7 @@ impl UserAgent {
             methods.push(Register);
         }
         UserAgent {
+            admission: crate::admission::Admission::new(config.per_source),
             config,
             capabilities: Capabilities {
                 methods,
@@ -471,6 +475,9 @@ impl UserAgent {
             by_invite: HashMap::new(),
             invites: HashMap::new(),
             others: HashMap::new(),
+            charges: HashMap::new(),
+            charged: 0,
+            next_tidy: None,
             requests: HashMap::new(),
             out_invites: HashMap::new(),
             window: None,
@@ -486,6 +493,11 @@ impl UserAgent {
     /// Calls in progress (ringing, answered or ending).
     pub fn calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Server transactions held, and the bytes of their requests.
+    pub fn transactions(&self) -> (usize, usize) {
+        (self.charges.len(), self.charged)
     }
 
     fn send(&mut self, to: SocketAddr, link: Link, message: &Message) {
@@ -508,13 +520,61 @@ impl UserAgent {
     }
 
     /// One message from the network: a UDP datagram, or a message framed off a TCP stream.
+    ///
+    /// A source outside the trusted networks is dropped unread while it is banned, and each
+    /// request it sends takes a token from its bucket first (see [`crate::admission`]).
     pub fn handle_message(&mut self, now: Instant, source: SocketAddr, link: Link, bytes: &[u8]) {
+        if !self.trusted_network(source) {
+            if self.admission.banned(source.ip(), now) {
+                return;
+            }
+            if !bytes.starts_with(b"SIP/2.0 ") {
+                if let Err(reason) = self.admission.request(source.ip(), now) {
+                    self.event(CallEvent::SourceBanned { source, reason });
+                    return;
+                }
+            }
+        }
         match parse_datagram(bytes) {
             Err(invalid) => self.answer_invalid(&invalid, source, link),
-            Ok(message) if message.is_request() => self.handle_request(now, source, link, message),
+            Ok(message) if message.is_request() => {
+                self.handle_request(now, source, link, message, bytes.len())
+            }
             Ok(message) => self.handle_response(now, message),
         }
         self.handle_timeout(now);
+    }
+
+    /// 503 with Retry-After, statelessly: the caller tries again later or elsewhere.
+    fn refuse_busy(
+        &mut self,
+        headers: &crate::message::Headers,
+        tag: &str,
+        source: SocketAddr,
+        link: Link,
+    ) {
+        let mut busy =
+            self.with_server(response_to(headers, 503, "Service Unavailable", Some(tag)));
+        busy.headers.push(Name::RetryAfter, "5");
+        self.respond_stateless(busy, source, link);
+    }
+
+    /// Whether `source` is in one of the configured trusted networks (a trunk, a PBX).
+    fn trusted_network(&self, source: SocketAddr) -> bool {
+        self.config
+            .trusted
+            .iter()
+            .any(|n| crate::admission::in_network(source.ip(), *n))
+    }
+
+    /// Answers a request once, keeping no transaction: refusals and answers that change
+    /// nothing, so a flood of them costs one packet each and no memory.
+    fn respond_stateless(&mut self, response: Message, source: SocketAddr, link: Link) {
+        self.send(
+            response_destination(&response, source, link),
+            link,
+            &response,
+        );
     }
 
     fn answer_invalid(&mut self, invalid: &Invalid, source: SocketAddr, link: Link) {
@@ -536,6 +596,7 @@ impl UserAgent {
         source: SocketAddr,
         link: Link,
         mut request: Message,
+        size: usize,
     ) {
         stamp_via(&mut request, source);
         let Some(key) = Key::of_request(&request) else {
@@ -544,11 +605,7 @@ impl UserAgent {
                 let tag = hex(self.rng.as_mut(), 8);
                 if let Err(refusal) = check_request(&request, &self.capabilities) {
                     let response = self.with_server(refusal.response(&request.headers, &tag));
-                    self.send(
-                        response_destination(&response, source, link),
-                        link,
-                        &response,
-                    );
+                    self.respond_stateless(response, source, link);
                 }
             }
             return;
@@ -572,11 +629,19 @@ impl UserAgent {
             Err(refusal) => {
                 if !is_ack {
                     let response = self.with_server(refusal.response(&request.headers, &tag));
-                    self.respond_new(now, key, request, source, link, response);
+                    self.respond_stateless(response, source, link);
                 }
                 return;
             }
         };
+        if !is_ack
+            && (self.charges.len() >= MAX_TRANSACTIONS
+                || self.charged + size > MAX_TRANSACTION_BYTES)
+        {
+            self.refuse_busy(&request.headers, &tag, source, link);
+            self.event(CallEvent::TransactionsFull);
+            return;
+        }
         let in_dialog = parsed.to.tag().and_then(|t| {
             self.dialogs
                 .get(&(parsed.call_id.clone(), t.to_owned()))
@@ -586,14 +651,19 @@ impl UserAgent {
             (Method::Ack, Some(call)) => self.handle_ack(now, call, &request),
             (Method::Ack, None) => {}
             (Method::Invite, None) if parsed.to.tag().is_none() => {
-                self.handle_invite(now, key, request, parsed, source, link)
+                self.handle_invite(now, key, request, parsed, source, link, size)
             }
-            (Method::Cancel, _) => self.handle_cancel(now, key, request, source, link),
-            (_, Some(call)) => self.handle_in_dialog(now, key, request, parsed, call, source, link),
-            (Method::Register, _) => self.handle_register(now, key, request, parsed, source, link),
+            (Method::Cancel, _) => self.handle_cancel(now, key, request, source, link, size),
+            (_, Some(call)) => {
+                self.handle_in_dialog(now, key, request, parsed, call, source, link, size)
+            }
+            (Method::Register, _) => {
+                self.handle_register(now, key, request, parsed, source, link, size)
+            }
+            // Keep-alives from proxies and load balancers: answered with nothing kept.
             (Method::Options, None) if parsed.to.tag().is_none() => {
                 let response = self.options_response(&request.headers, &tag);
-                self.respond_new(now, key, request, source, link, response);
+                self.respond_stateless(response, source, link);
             }
             (_, None) => {
                 let response = self.with_server(response_to(
@@ -602,11 +672,12 @@ impl UserAgent {
                     "Call/Transaction Does Not Exist",
                     Some(&tag),
                 ));
-                self.respond_new(now, key, request, source, link, response);
+                self.respond_stateless(response, source, link);
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_register(
         &mut self,
         now: Instant,
@@ -615,6 +686,7 @@ impl UserAgent {
         parsed: RequestHeaders,
         source: SocketAddr,
         link: Link,
+        size: usize,
     ) {
         let tag = hex(self.rng.as_mut(), 8);
         let mut random = [0; 8];
@@ -622,12 +694,19 @@ impl UserAgent {
         let Some(registrar) = self.registrar.as_mut() else {
             return;
         };
-        let (response, changes) =
-            registrar.handle(now, &request, &parsed, source, link, random, &tag);
-        let response = self.with_server(response);
-        self.respond_new(now, key, request, source, link, response);
+        let answer = registrar.handle(now, &request, &parsed, source, link, random, &tag);
+        let response = self.with_server(answer.response);
+        self.respond_new(now, key, request, source, link, response, size);
         self.touched.push(Slot::Registrar);
-        self.registration_events(changes);
+        self.registration_events(answer.changes);
+        if let Some(user) = answer.failed {
+            self.event(CallEvent::AuthFailed { user, source });
+            if !self.trusted_network(source) {
+                if let Err(reason) = self.admission.strike(source.ip(), now) {
+                    self.event(CallEvent::SourceBanned { source, reason });
+                }
+            }
+        }
     }
 
     fn registration_events(&mut self, changes: Vec<crate::registrar::Registration>) {
@@ -668,11 +747,7 @@ impl UserAgent {
     /// registered phone registered.
     fn trusted(&self, source: SocketAddr, now: Instant) -> bool {
         self.config.trusted.is_empty()
-            || self
-                .config
-                .trusted
-                .iter()
-                .any(|n| in_network(source.ip(), *n))
+            || self.trusted_network(source)
             || self
                 .registrar
                 .as_ref()
@@ -689,6 +764,7 @@ impl UserAgent {
     }
 
     /// Answers a request with a new server transaction that sends `response` right away.
+    #[allow(clippy::too_many_arguments)]
     fn respond_new(
         &mut self,
         now: Instant,
@@ -697,9 +773,11 @@ impl UserAgent {
         source: SocketAddr,
         link: Link,
         response: Message,
+        size: usize,
     ) {
+        self.charge(&key, size);
         if request.method() == Some(&Method::Invite) {
-            let mut transaction = ServerInvite::new(request, link.transport(), self.config.timers);
+            let mut transaction = ServerInvite::new(&request, link.transport(), self.config.timers);
             // The 100 Trying is moot when the final answer is immediate.
             while transaction.poll_transmit().is_some() {}
             transaction.send_response(response, now);
@@ -707,12 +785,44 @@ impl UserAgent {
                 .insert(key.clone(), (transaction, source, link));
             self.touched.push(Slot::Invite(key));
         } else {
-            let mut transaction =
-                ServerNonInvite::new(request, link.transport(), self.config.timers);
+            let mut transaction = ServerNonInvite::new(link.transport(), self.config.timers);
             transaction.send_response(response, now);
             self.others.insert(key.clone(), (transaction, source, link));
             self.touched.push(Slot::Other(key));
         }
+    }
+
+    /// Counts a new server transaction's request against the table's bounds.
+    fn charge(&mut self, key: &Key, size: usize) {
+        self.charged += size;
+        if let Some(old) = self.charges.insert(key.clone(), size) {
+            self.charged -= old;
+        }
+    }
+
+    /// A server transaction is over: its request no longer counts.
+    fn discharge(&mut self, key: &Key) {
+        if let Some(size) = self.charges.remove(key) {
+            self.charged -= size;
+        }
+    }
+
+    /// Whether a source outside the trusted networks may start another call: under its caps
+    /// on calls at once and on calls not yet confirmed.
+    fn within_source_limits(&self, source: SocketAddr) -> bool {
+        if self.trusted_network(source) {
+            return true;
+        }
+        let key = crate::admission::source_key(source.ip());
+        let (mut calls, mut unconfirmed) = (0, 0);
+        for call in self.calls.values() {
+            if call.outbound.is_none() && crate::admission::source_key(call.source.ip()) == key {
+                calls += 1;
+                unconfirmed += u32::from(matches!(call.phase, Phase::Ringing | Phase::Answered));
+            }
+        }
+        let limits = self.admission.settings();
+        calls < limits.calls && unconfirmed < limits.unconfirmed_calls
     }
 
     fn admit(&mut self, now: Instant) -> bool {
@@ -733,6 +843,7 @@ impl UserAgent {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_invite(
         &mut self,
         now: Instant,
@@ -741,28 +852,19 @@ impl UserAgent {
         parsed: RequestHeaders,
         source: SocketAddr,
         link: Link,
+        size: usize,
     ) {
         let tag = hex(self.rng.as_mut(), 8);
         if !self.trusted(source, now) {
             // Statelessly: a spoofed source gets one 403, not a retransmitted series of them.
             let forbidden =
                 self.with_server(response_to(&request.headers, 403, "Forbidden", Some(&tag)));
-            self.send(
-                response_destination(&forbidden, source, link),
-                link,
-                &forbidden,
-            );
+            self.respond_stateless(forbidden, source, link);
             return;
         }
-        if !self.admit(now) {
-            let mut busy = self.with_server(response_to(
-                &request.headers,
-                503,
-                "Service Unavailable",
-                Some(&tag),
-            ));
-            busy.headers.push(Name::RetryAfter, "5");
-            self.respond_new(now, key, request, source, link, busy);
+        // Refusals are stateless too: one 503 per INVITE (and per retransmission of it).
+        if !self.within_source_limits(source) || !self.admit(now) {
+            self.refuse_busy(&request.headers, &tag, source, link);
             return;
         }
         let handle = CallHandle(self.next_handle);
@@ -785,10 +887,7 @@ impl UserAgent {
             .collect();
         let offer = (!request.body.is_empty()).then(|| request.body.clone());
         let asserted = self
-            .config
-            .trusted
-            .iter()
-            .any(|n| in_network(source.ip(), *n))
+            .trusted_network(source)
             .then(|| asserted_identity(&request.headers).or(parsed.from.uri.user.clone()))
             .flatten();
         let call = Call {
@@ -820,13 +919,14 @@ impl UserAgent {
         self.dialogs.insert((parsed.call_id.clone(), tag), handle);
         self.by_invite.insert(key.clone(), handle);
         self.calls.insert(handle, call);
-        let mut transaction = ServerInvite::new(request, link.transport(), self.config.timers);
+        let mut transaction = ServerInvite::new(&request, link.transport(), self.config.timers);
         while let Some(trying) = transaction.poll_transmit() {
             let trying = self.with_server(trying);
             self.send(response_destination(&trying, source, link), link, &trying);
         }
         self.invites
             .insert(key.clone(), (transaction, source, link));
+        self.charge(&key, size);
         self.touched.push(Slot::Invite(key));
         self.event(CallEvent::Incoming {
             call: handle,
@@ -869,6 +969,7 @@ impl UserAgent {
         request: Message,
         source: SocketAddr,
         link: Link,
+        size: usize,
     ) {
         let tag = hex(self.rng.as_mut(), 8);
         let invite_key = key.with_method(Method::Invite);
@@ -884,11 +985,11 @@ impl UserAgent {
             };
             let response =
                 self.with_server(response_to(&request.headers, code, phrase, Some(&tag)));
-            self.respond_new(now, key, request, source, link, response);
+            self.respond_new(now, key, request, source, link, response, size);
             return;
         };
         let ok = self.with_server(response_to(&request.headers, 200, "OK", Some(&tag)));
-        self.respond_new(now, key, request, source, link, ok);
+        self.respond_new(now, key, request, source, link, ok, size);
         self.final_response(now, handle, 487, "Request Terminated");
         self.end(handle, EndReason::Cancelled);
     }
@@ -903,6 +1004,7 @@ impl UserAgent {
         handle: CallHandle,
         source: SocketAddr,
         link: Link,
+        size: usize,
     ) {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
@@ -915,7 +1017,7 @@ impl UserAgent {
                 None,
             );
             let response = self.with_server(response);
-            self.respond_new(now, key, request, source, link, response);
+            self.respond_new(now, key, request, source, link, response, size);
             return;
         }
         call.remote_cseq = parsed.cseq.number;
@@ -934,7 +1036,7 @@ impl UserAgent {
         let mut response = self.with_server(response_to(&request.headers, 200, "OK", Some(&tag)));
         match parsed.method {
             Method::Bye => {
-                self.respond_new(now, key, request, source, link, response);
+                self.respond_new(now, key, request, source, link, response, size);
                 // BYE on an early dialog: our INVITE transaction still needs its end.
                 match self.calls.get(&handle).map(|c| c.phase) {
                     Some(Phase::Ringing) => {
@@ -985,7 +1087,7 @@ impl UserAgent {
                 self.touched.push(Slot::Call(handle));
             }
         }
-        self.respond_new(now, key, request, source, link, response);
+        self.respond_new(now, key, request, source, link, response, size);
     }
 
     fn handle_response(&mut self, now: Instant, response: Message) {
@@ -1192,6 +1294,10 @@ impl UserAgent {
     /// Fires the timers that are due: only those, found in a heap, so the cost does not grow
     /// with the number of calls and transactions waiting.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_tidy.is_none_or(|at| at <= now) {
+            self.admission.tidy(now);
+            self.next_tidy = Some(now + Duration::from_secs(1));
+        }
         if self.trunk.is_none() {
             if let Some(settings) = self.config.trunk.clone() {
                 let call_id = format!("{}@callbackd", hex(self.rng.as_mut(), 12));
@@ -1343,6 +1449,7 @@ impl UserAgent {
                             self.send_responses(sends, source, link);
                             if events.contains(&Event::Terminated) {
                                 self.invites.remove(key);
+                                self.discharge(key);
                             }
                         }
                     }
@@ -1352,6 +1459,7 @@ impl UserAgent {
                             self.send_responses(sends, source, link);
                             if events.contains(&Event::Terminated) {
                                 self.others.remove(key);
+                                self.discharge(key);
                             }
                         }
                     }

@@ -15,6 +15,7 @@ fn ua() -> UserAgent {
         max_calls: 10,
         max_calls_per_second: 100,
         trusted: vec![],
+        per_source: Default::default(),
         registrar: None,
         trunk: None,
     };
@@ -860,6 +861,7 @@ fn ua_with_registrar() -> UserAgent {
         max_calls: 10,
         max_calls_per_second: 100,
         trusted: vec![("10.0.0.0".parse().unwrap(), 8)],
+        per_source: Default::default(),
         registrar: Some(crate::registrar::Settings {
             realm: "callbackd".into(),
             users,
@@ -885,6 +887,11 @@ fn register(cseq: u32, expires: u32, authorization: Option<String>) -> Vec<u8> {
 }
 
 fn answer_challenge(response: &Message, password: &str) -> String {
+    answer_challenge_counted(response, password, 1)
+}
+
+/// The credentials for the `nc`th request made with the challenge's nonce.
+fn answer_challenge_counted(response: &Message, password: &str, nc: u32) -> String {
     let challenge =
         crate::auth::Challenge::parse(response.headers.get(&Name::WwwAuthenticate).unwrap())
             .unwrap();
@@ -895,7 +902,7 @@ fn answer_challenge(response: &Message, password: &str) -> String {
         "REGISTER",
         "sip:127.0.0.1:5060",
         "c0ffee",
-        1,
+        nc,
     )
     .to_header_value()
 }
@@ -973,7 +980,11 @@ fn wrong_passwords_short_intervals_and_strangers_are_refused() {
         Link::Udp,
         &register(2, 120, Some(answer_challenge(&challenge, "guess"))),
     );
-    assert_eq!(codes(&drain(&mut ua).0), [403]);
+    assert_eq!(
+        codes(&drain(&mut ua).0),
+        [401],
+        "the same answer as an unknown user's"
+    );
     ua.handle_message(
         now,
         caller(),
@@ -1005,16 +1016,6 @@ fn wrong_passwords_short_intervals_and_strangers_are_refused() {
         matches!(drain(&mut ua).1.as_slice(), [CallEvent::Incoming { .. }]),
         "a trusted network gets in"
     );
-}
-
-#[test]
-fn networks() {
-    let v4 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-    assert!(super::in_network(v4("10.1.2.3"), (v4("10.0.0.0"), 8)));
-    assert!(!super::in_network(v4("11.1.2.3"), (v4("10.0.0.0"), 8)));
-    assert!(super::in_network(v4("192.0.2.7"), (v4("0.0.0.0"), 0)));
-    assert!(super::in_network(v4("::1"), (v4("::1"), 128)));
-    assert!(!super::in_network(v4("127.0.0.1"), (v4("::1"), 128)));
 }
 
 #[test]
@@ -1289,7 +1290,11 @@ fn a_refused_register_changes_no_binding() {
         now,
         caller(),
         Link::Udp,
-        &register(3, 120, Some(answer_challenge(&challenge, "phone-secret"))),
+        &register(
+            3,
+            120,
+            Some(answer_challenge_counted(&challenge, "phone-secret", 2)),
+        ),
     );
     let (sent, events) = drain(&mut ua);
     assert_eq!(codes(&sent), [200]);
@@ -1405,4 +1410,344 @@ fn only_a_trusted_peer_asserts_who_is_calling() {
         invite_from(&mut ua, CALLER, "z9hG4bK-a4", pai),
         (Some("alice".into()), None)
     );
+}
+
+// Sources that attack (issue 17): floods, password guessing, replays.
+
+/// A REGISTER from `source` for user 1001 with `credentials`, on a branch of its own.
+fn register_from(cseq: u32, credentials: &str, contact: &str) -> Vec<u8> {
+    String::from_utf8(register(cseq, 120, Some(credentials.to_owned())))
+        .unwrap()
+        .replace(
+            "Contact: <sip:1001@127.0.0.1:5070>",
+            &format!("Contact: <{contact}>"),
+        )
+        .into_bytes()
+}
+
+fn challenge_for(ua: &mut UserAgent, now: Instant, source: SocketAddr) -> Message {
+    ua.handle_message(now, source, Link::Udp, &register(1, 120, None));
+    drain(ua).0.remove(0).1
+}
+
+// Regression: 71,174 wrong passwords in 5 s from one socket, all answered, none limited
+// (finding 4).
+#[test]
+fn a_password_guesser_is_banned_after_ten_failures_and_others_still_register() {
+    let now = Instant::now();
+    let mut ua = ua_with_registrar();
+    let guesser: SocketAddr = "192.0.2.66:5060".parse().unwrap();
+    let challenge = challenge_for(&mut ua, now, guesser);
+    let mut answered = 0;
+    let mut banned = 0;
+    for i in 0..100u32 {
+        let credentials = answer_challenge_counted(&challenge, &format!("guess{i}"), i + 1);
+        let at = now + Duration::from_millis(u64::from(i) * 10);
+        ua.handle_message(
+            at,
+            guesser,
+            Link::Udp,
+            &register_from(i + 2, &credentials, "sip:x@192.0.2.66"),
+        );
+        let (sent, events) = drain(&mut ua);
+        answered += sent.len();
+        banned += events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    CallEvent::SourceBanned {
+                        reason: crate::admission::BanReason::AuthFailures,
+                        ..
+                    }
+                )
+            })
+            .count();
+    }
+    assert_eq!(
+        answered, 11,
+        "ten failures answered, the eleventh banned the source"
+    );
+    assert_eq!(banned, 1);
+    // The real phone, elsewhere, is not affected.
+    let challenge = challenge_for(&mut ua, now, caller());
+    let credentials = answer_challenge(&challenge, "phone-secret");
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &register(200, 120, Some(credentials)),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+}
+
+#[test]
+fn unknown_users_and_wrong_passwords_get_the_same_answer() {
+    let now = Instant::now();
+    let mut ua = ua_with_registrar();
+    let challenge = challenge_for(&mut ua, now, caller());
+    let answer =
+        |ua: &mut UserAgent, cseq: u32, user: &str, password: &str, nonce: Option<&str>| {
+            let mut credentials = answer_challenge_counted(&challenge, password, cseq);
+            credentials = credentials.replace("username=\"1001\"", &format!("username=\"{user}\""));
+            if let Some(nonce) = nonce {
+                let old = crate::auth::Credentials::parse(&credentials).unwrap().nonce;
+                credentials = credentials.replace(&old, nonce);
+            }
+            let text = String::from_utf8(register(cseq, 120, Some(credentials)))
+                .unwrap()
+                .replace("sip:1001@127.0.0.1>", &format!("sip:{user}@127.0.0.1>"));
+            ua.handle_message(now, caller(), Link::Udp, text.as_bytes());
+            let (sent, _) = drain(ua);
+            let response = &sent[0].1;
+            (
+                response.code(),
+                response.headers.get(&Name::WwwAuthenticate).is_some(),
+            )
+        };
+    let wrong_password = answer(&mut ua, 2, "1001", "guess", None);
+    let unknown_user = answer(&mut ua, 3, "1002", "guess", None);
+    let foreign_nonce_known = answer(&mut ua, 4, "1001", "guess", Some("abc"));
+    let foreign_nonce_unknown = answer(&mut ua, 5, "1002", "guess", Some("abc"));
+    assert_eq!(wrong_password, (Some(401), true));
+    assert_eq!(unknown_user, wrong_password);
+    assert_eq!(foreign_nonce_known, wrong_password);
+    assert_eq!(foreign_nonce_unknown, wrong_password);
+}
+
+// Regression: a sniffed REGISTER replayed from another address with another Contact took the
+// agent's calls: nonce counts were not tracked and the digest uri not compared (finding 5).
+#[test]
+fn a_replayed_register_is_refused_and_the_binding_stays() {
+    let now = Instant::now();
+    let mut ua = ua_with_registrar();
+    let challenge = challenge_for(&mut ua, now, caller());
+    let credentials = answer_challenge(&challenge, "phone-secret");
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &register(2, 120, Some(credentials.clone())),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+    let thief: SocketAddr = "192.0.2.66:5060".parse().unwrap();
+    ua.handle_message(
+        now,
+        thief,
+        Link::Udp,
+        &register_from(3, &credentials, "sip:1001@192.0.2.66:5060"),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [401]);
+    assert!(
+        matches!(events.as_slice(), [CallEvent::AuthFailed { .. }]),
+        "{events:?}"
+    );
+    assert_eq!(
+        ua.binding("1001", now).unwrap().source,
+        caller(),
+        "still the phone's"
+    );
+    // The same count again from the phone itself is a replay too; the next count is not.
+    let again = answer_challenge_counted(&challenge, "phone-secret", 1);
+    ua.handle_message(now, caller(), Link::Udp, &register(4, 120, Some(again)));
+    assert_eq!(codes(&drain(&mut ua).0), [401]);
+    let next = answer_challenge_counted(&challenge, "phone-secret", 2);
+    ua.handle_message(now, caller(), Link::Udp, &register(5, 120, Some(next)));
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+    // A digest computed for another URI does not authenticate this request.
+    let elsewhere = crate::auth::respond(
+        &crate::auth::Challenge::parse(challenge.headers.get(&Name::WwwAuthenticate).unwrap())
+            .unwrap(),
+        "1001",
+        "phone-secret",
+        "REGISTER",
+        "sip:other.example.com",
+        "c0ffee",
+        3,
+    )
+    .to_header_value();
+    ua.handle_message(now, caller(), Link::Udp, &register(6, 120, Some(elsewhere)));
+    assert_eq!(codes(&drain(&mut ua).0), [401]);
+}
+
+#[test]
+fn a_user_guessed_at_from_many_addresses_is_refused_except_from_their_phone() {
+    let now = Instant::now();
+    let mut ua = ua_with_registrar();
+    let challenge = challenge_for(&mut ua, now, caller());
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &register(2, 120, Some(answer_challenge(&challenge, "phone-secret"))),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+    // Twenty guesses, each from an address of its own (none reaches a ban).
+    for i in 0..20u8 {
+        let source = SocketAddr::from(([192, 0, 2, i], 5060));
+        let guess = answer_challenge_counted(&challenge, "guess", u32::from(i) + 10);
+        let cseq = 10 + u32::from(i);
+        ua.handle_message(
+            now,
+            source,
+            Link::Udp,
+            &register_from(cseq, &guess, "sip:x@192.0.2.1"),
+        );
+        drain(&mut ua);
+    }
+    // Now even the right password from a new address is refused...
+    let stranger: SocketAddr = "198.51.100.9:5060".parse().unwrap();
+    let right = answer_challenge_counted(&challenge, "phone-secret", 100);
+    ua.handle_message(
+        now,
+        stranger,
+        Link::Udp,
+        &register_from(4, &right, "sip:1001@198.51.100.9"),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [401]);
+    // ...while the phone itself refreshes its registration.
+    let right = answer_challenge_counted(&challenge, "phone-secret", 101);
+    ua.handle_message(now, caller(), Link::Udp, &register(5, 120, Some(right)));
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+    // A minute later the user is checked again from anywhere.
+    let later = now + Duration::from_secs(61);
+    let right = answer_challenge_counted(&challenge, "phone-secret", 102);
+    ua.handle_message(
+        later,
+        stranger,
+        Link::Udp,
+        &register_from(6, &right, "sip:1001@198.51.100.9"),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+}
+
+/// An INVITE from `source` with a Call-ID and branch of its own.
+fn invite_numbered(i: u32) -> Vec<u8> {
+    String::from_utf8(invite())
+        .unwrap()
+        .replace("z9hG4bK-inv1", &format!("z9hG4bK-flood{i}"))
+        .replace("call-1@", &format!("flood-{i}@"))
+        .into_bytes()
+}
+
+/// A user agent with room for many calls, from `trusted` networks only (anyone when empty).
+fn big_ua(trusted: Vec<(std::net::IpAddr, u8)>) -> UserAgent {
+    let config = Config {
+        timers: Timers::default(),
+        advertised: "127.0.0.1:5060".into(),
+        product: "callbackd-test".into(),
+        max_calls: 500,
+        max_calls_per_second: 10_000,
+        trusted,
+        per_source: Default::default(),
+        registrar: None,
+        trunk: None,
+    };
+    UserAgent::new(config, Box::new(StdRng::seed_from_u64(3)))
+}
+
+// Regression: 10,000 INVITEs from one socket took every call slot, and each refusal was a
+// stateful 503 retransmitted ten times (finding 6).
+#[test]
+fn one_source_gets_its_own_share_of_calls_and_refusals_are_one_packet() {
+    let start = Instant::now();
+    let mut ua = big_ua(Vec::new());
+    let flooder: SocketAddr = "192.0.2.66:5060".parse().unwrap();
+    let (mut incoming, mut refused) = (0, 0);
+    // Twenty INVITEs a second for ten seconds: within the source's request rate.
+    for i in 0..200u32 {
+        let now = start + Duration::from_millis(u64::from(i) * 50);
+        ua.handle_message(now, flooder, Link::Udp, &invite_numbered(i));
+        let (sent, events) = drain(&mut ua);
+        incoming += events
+            .iter()
+            .filter(|e| matches!(e, CallEvent::Incoming { .. }))
+            .count();
+        refused += codes(&sent).iter().filter(|c| **c == 503).count();
+    }
+    assert_eq!(
+        incoming, 10,
+        "per_source.unconfirmed_calls: none of them is answered"
+    );
+    assert_eq!(refused, 190);
+    // Time passes: a refusal is never sent again.
+    ua.handle_timeout(start + Duration::from_secs(40));
+    assert!(
+        codes(&drain(&mut ua).0).iter().all(|c| *c != 503),
+        "stateless refusals are not retransmitted"
+    );
+    // Another source still gets its calls in.
+    let other: SocketAddr = "192.0.2.67:5060".parse().unwrap();
+    ua.handle_message(
+        start + Duration::from_secs(40),
+        other,
+        Link::Udp,
+        &invite_numbered(1000),
+    );
+    assert!(matches!(
+        drain(&mut ua).1.as_slice(),
+        [CallEvent::Incoming { .. }]
+    ));
+}
+
+#[test]
+fn a_trusted_network_carries_many_callers_past_the_per_source_limits() {
+    let now = Instant::now();
+    let mut ua = big_ua(vec![("10.0.0.0".parse().unwrap(), 8)]);
+    let trunk: SocketAddr = "10.1.2.3:5060".parse().unwrap();
+    for i in 0..200u32 {
+        ua.handle_message(now, trunk, Link::Udp, &invite_numbered(i));
+    }
+    let (_, events) = drain(&mut ua);
+    let incoming = events
+        .iter()
+        .filter(|e| matches!(e, CallEvent::Incoming { .. }))
+        .count();
+    assert_eq!(incoming, 200);
+}
+
+#[test]
+fn a_source_flooding_past_its_rate_is_banned_and_dropped_unread() {
+    let now = Instant::now();
+    let mut ua = big_ua(Vec::new());
+    let flooder: SocketAddr = "192.0.2.66:5060".parse().unwrap();
+    let mut answered = 0;
+    let mut events = Vec::new();
+    for i in 0..1000u32 {
+        let options = format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bK-o{i}\r\n\
+             From: <sip:a@192.0.2.66>;tag=a\r\nTo: <sip:127.0.0.1>\r\nCall-ID: o{i}\r\nCSeq: 1 OPTIONS\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        ua.handle_message(now, flooder, Link::Udp, options.as_bytes());
+        let (sent, e) = drain(&mut ua);
+        answered += sent.len();
+        events.extend(e);
+    }
+    assert_eq!(
+        answered, 60,
+        "a burst of twice per_source.requests_per_second"
+    );
+    assert!(
+        matches!(
+            events.as_slice(),
+            [CallEvent::SourceBanned {
+                reason: crate::admission::BanReason::Flood,
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
+    assert_eq!(
+        ua.transactions().0,
+        0,
+        "OPTIONS are answered without a transaction"
+    );
+    let other: SocketAddr = "192.0.2.67:5060".parse().unwrap();
+    ua.handle_message(now, other, Link::Udp, &invite_numbered(1));
+    assert!(matches!(
+        drain(&mut ua).1.as_slice(),
+        [CallEvent::Incoming { .. }]
+    ));
 }

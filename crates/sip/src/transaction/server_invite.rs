@@ -25,7 +25,6 @@ pub enum State {
 
 #[derive(Debug)]
 pub struct ServerInvite {
-    request: Message,
     state: State,
     transport: Transport,
     timers: Timers,
@@ -44,10 +43,9 @@ pub struct ServerInvite {
 
 impl ServerInvite {
     /// Starts the transaction; 100 Trying goes out at once, so the caller stops retransmitting.
-    pub fn new(request: Message, transport: Transport, timers: Timers) -> ServerInvite {
+    pub fn new(request: &Message, transport: Transport, timers: Timers) -> ServerInvite {
         let trying = response_to(&request.headers, 100, "Trying", None);
         let mut transaction = ServerInvite {
-            request,
             state: State::Proceeding,
             transport,
             timers,
@@ -70,10 +68,6 @@ impl ServerInvite {
 
     pub fn state(&self) -> State {
         self.state
-    }
-
-    pub fn request(&self) -> &Message {
-        &self.request
     }
 
     /// A retransmission of the INVITE, or the ACK for a 300-699 response.
@@ -220,7 +214,7 @@ mod tests {
     #[test]
     fn trying_at_once_and_retransmissions_get_the_last_response() {
         let now = Instant::now();
-        let mut t = ServerInvite::new(invite(), Transport::Unreliable, Timers::default());
+        let mut t = ServerInvite::new(&invite(), Transport::Unreliable, Timers::default());
         assert_eq!(drain(&mut t), [100]);
         t.handle_request(&invite(), now);
         assert_eq!(
@@ -238,7 +232,7 @@ mod tests {
     #[test]
     fn error_response_is_retransmitted_until_ack() {
         let start = Instant::now();
-        let mut t = ServerInvite::new(invite(), Transport::Unreliable, Timers::default());
+        let mut t = ServerInvite::new(&invite(), Transport::Unreliable, Timers::default());
         drain(&mut t);
         t.send_response(
             response_to(&invite().headers, 486, "Busy Here", Some("x")),
@@ -264,7 +258,7 @@ mod tests {
     #[test]
     fn no_ack_times_out_with_timer_h() {
         let start = Instant::now();
-        let mut t = ServerInvite::new(invite(), Transport::Unreliable, Timers::default());
+        let mut t = ServerInvite::new(&invite(), Transport::Unreliable, Timers::default());
         drain(&mut t);
         t.send_response(
             response_to(&invite().headers, 603, "Decline", Some("x")),
@@ -284,7 +278,7 @@ mod tests {
     #[test]
     fn over_tcp_nothing_is_retransmitted() {
         let start = Instant::now();
-        let mut t = ServerInvite::new(invite(), Transport::Reliable, Timers::default());
+        let mut t = ServerInvite::new(&invite(), Transport::Reliable, Timers::default());
         drain(&mut t);
         t.send_response(
             response_to(&invite().headers, 486, "Busy Here", Some("x")),
@@ -303,7 +297,7 @@ mod tests {
     #[test]
     fn after_2xx_retransmitted_invites_are_absorbed_until_timer_l() {
         let start = Instant::now();
-        let mut t = ServerInvite::new(invite(), Transport::Unreliable, Timers::default());
+        let mut t = ServerInvite::new(&invite(), Transport::Unreliable, Timers::default());
         drain(&mut t);
         t.send_response(response_to(&invite().headers, 200, "OK", Some("x")), start);
         assert_eq!(drain(&mut t), [200]);
@@ -320,7 +314,7 @@ mod tests {
     #[test]
     fn a_late_wakeup_does_not_burst() {
         let start = Instant::now();
-        let mut t = ServerInvite::new(invite(), Transport::Unreliable, Timers::default());
+        let mut t = ServerInvite::new(&invite(), Transport::Unreliable, Timers::default());
         drain(&mut t);
         t.send_response(
             response_to(&invite().headers, 486, "Busy Here", Some("x")),

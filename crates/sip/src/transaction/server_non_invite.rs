@@ -21,7 +21,6 @@ pub enum State {
 
 #[derive(Debug)]
 pub struct ServerNonInvite {
-    request: Message,
     state: State,
     transport: Transport,
     timers: Timers,
@@ -33,9 +32,8 @@ pub struct ServerNonInvite {
 }
 
 impl ServerNonInvite {
-    pub fn new(request: Message, transport: Transport, timers: Timers) -> ServerNonInvite {
+    pub fn new(transport: Transport, timers: Timers) -> ServerNonInvite {
         ServerNonInvite {
-            request,
             state: State::Trying,
             transport,
             timers,
@@ -48,10 +46,6 @@ impl ServerNonInvite {
 
     pub fn state(&self) -> State {
         self.state
-    }
-
-    pub fn request(&self) -> &Message {
-        &self.request
     }
 
     /// A retransmission of the request: answered with the last response, if there is one.
@@ -119,7 +113,7 @@ mod tests {
     #[test]
     fn final_response_is_repeated_for_retransmissions_until_timer_j() {
         let start = Instant::now();
-        let mut t = ServerNonInvite::new(options(), Transport::Unreliable, Timers::default());
+        let mut t = ServerNonInvite::new(Transport::Unreliable, Timers::default());
         t.handle_request(&options(), start);
         assert_eq!(t.poll_transmit(), None, "nothing to repeat in Trying");
         t.send_response(response_to(&options().headers, 200, "OK", Some("x")), start);
@@ -142,7 +136,7 @@ mod tests {
     #[test]
     fn over_tcp_it_ends_with_the_final_response() {
         let start = Instant::now();
-        let mut t = ServerNonInvite::new(options(), Transport::Reliable, Timers::default());
+        let mut t = ServerNonInvite::new(Transport::Reliable, Timers::default());
         t.send_response(response_to(&options().headers, 100, "Trying", None), start);
         assert_eq!(t.state(), State::Proceeding);
         t.send_response(response_to(&options().headers, 200, "OK", Some("x")), start);
