@@ -165,6 +165,15 @@ impl<K: LegKey> Media<K> {
         near: Option<K>,
     ) -> std::io::Result<()> {
         socket.set_nonblocking(true)?;
+        // Whatever reached the port before the call had media is not the far end's audio to
+        // hear (packets sprayed at it while it rang): dropped unread.
+        // (At most what a full socket buffer holds, so a sprayer cannot keep us here.)
+        let mut discard = [0; 2048];
+        for _ in 0..1024 {
+            if socket.recv_from(&mut discard).is_err() {
+                break;
+            }
+        }
         let least_loaded = (0..self.threads.len())
             .min_by_key(|&t| self.load[t])
             .unwrap_or(0);
@@ -475,6 +484,7 @@ mod tests {
             &mut StdRng::seed_from_u64(seed),
             types,
             Some(far.local_addr().unwrap()),
+            media::rtp::Learn::FromSdpAddress,
             Instant::now(),
         );
         let law = if audio == 8 { Law::A } else { Law::Mu };

@@ -304,39 +304,32 @@ impl Sip {
 }
 
 /// Even RTP ports from the configured range; a port is held by a bound socket for as long as
-/// its call lasts.
+/// its call lasts. Ports are taken at random, so the next call's port cannot be guessed from
+/// this one's (packets sprayed at it would only meet strict learning, but need not find it).
 struct PortPool {
     first: u16,
     last: u16,
-    next: u16,
 }
 
 impl PortPool {
     fn new(media: &MediaConfig) -> PortPool {
-        let first = media.rtp_ports.0 + media.rtp_ports.0 % 2;
         PortPool {
-            first,
+            first: media.rtp_ports.0 + media.rtp_ports.0 % 2,
             last: media.rtp_ports.1,
-            next: first,
         }
     }
 
-    /// Binds the next free even port on `ip`.
-    fn allocate(&mut self, ip: IpAddr) -> Option<std::net::UdpSocket> {
-        let span = (self.last - self.first) / 2 + 1;
-        for _ in 0..span {
-            let port = self.next;
-            // In u32: the range may reach 65535.
-            self.next = if u32::from(self.next) + 2 > u32::from(self.last) {
-                self.first
-            } else {
-                self.next + 2
-            };
-            if let Ok(socket) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
-                return Some(socket);
-            }
-        }
-        None
+    /// Binds a free even port on `ip`: a few at random, then every one in turn from a random
+    /// start, so a nearly full range still finds its last free port.
+    fn allocate(&mut self, rng: &mut impl RngCore, ip: IpAddr) -> Option<std::net::UdpSocket> {
+        // In u32: the range may reach 65535.
+        let span = (u32::from(self.last) - u32::from(self.first)) / 2 + 1;
+        let port = |i: u32| (u32::from(self.first) + 2 * (i % span)) as u16;
+        let start = rng.next_u32();
+        (0..8)
+            .map(|_| port(rng.next_u32()))
+            .chain((0..span).map(|i| port(start.wrapping_add(i))))
+            .find_map(|p| std::net::UdpSocket::bind(SocketAddr::new(ip, p)).ok())
     }
 }
 
@@ -397,6 +390,27 @@ impl CallMedia {
             remote: m.remote_rtp,
         }
     }
+}
+
+/// Whether the far end is behind NAT: its SDP names a private address while its signalling
+/// comes from a public one, so its RTP will come from an address the SDP does not name.
+fn behind_nat(sdp: IpAddr, signalling: IpAddr) -> bool {
+    fn private(ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => {
+                let [a, b, ..] = v4.octets();
+                v4.is_private()
+                    || v4.is_link_local()
+                    || v4.is_unspecified()
+                    || (a == 100 && (64..128).contains(&b))
+            }
+            IpAddr::V6(v6) => {
+                let first = v6.segments()[0];
+                (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80 || v6.is_unspecified()
+            }
+        }
+    }
+    private(sdp) && !private(signalling)
 }
 
 /// An SDP body, parsed.
@@ -1038,7 +1052,7 @@ impl Loop {
                 let caller = asserted.or(caller);
                 let masked = callbacks::mask(caller.as_deref().unwrap_or("-"));
                 info!(%call, %call_id, dialled, entry, caller = masked, %source, "incoming call");
-                let Some(rtp) = self.ports.allocate(self.media_ip) else {
+                let Some(rtp) = self.ports.allocate(&mut self.rng, self.media_ip) else {
                     warn!(%call_id, "no free RTP port; refusing the call");
                     self.ua.reject(now, call, 503, "Service Unavailable");
                     return;
@@ -1246,7 +1260,12 @@ impl Loop {
             .rtp_timeout
             .to_std()
             .unwrap_or(Duration::from_secs(30));
-        let session = rtp::Session::new(&mut self.rng, media.types, Some(media.remote), now);
+        let learn = if behind_nat(media.remote.ip(), active.source.ip()) {
+            rtp::Learn::FromAnywhere
+        } else {
+            rtp::Learn::FromSdpAddress
+        };
+        let session = rtp::Session::new(&mut self.rng, media.types, Some(media.remote), learn, now);
         let leg = Leg::new(session, media.law);
         if let Err(e) = self.media.open(call, socket, leg, timeout, near) {
             warn!(%call, error = %e, "cannot start the call's RTP; hanging up");
@@ -1467,7 +1486,7 @@ impl Loop {
         };
         let rtp = self
             .ports
-            .allocate(self.media_ip)
+            .allocate(&mut self.rng, self.media_ip)
             .ok_or(PlaceError::NoPort)?;
         let port = rtp.local_addr().map(|a| a.port()).unwrap_or_default();
         let offer = sdp::offer(self.media_ip, port, self.rng.next_u64() >> 1, 1);
@@ -1559,5 +1578,59 @@ impl Loop {
                 self.ua.hang_up(now, *call);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtp_ports_are_taken_at_random_and_the_last_free_one_is_found() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut pool = PortPool {
+            first: 41_000,
+            last: 41_998,
+        };
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let held: Vec<std::net::UdpSocket> = (0..20)
+            .map(|_| pool.allocate(&mut rng, ip).unwrap())
+            .collect();
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        assert!(ports
+            .iter()
+            .all(|p| p % 2 == 0 && (41_000..=41_998).contains(p)));
+        let steps_of_two = ports.windows(2).filter(|w| w[1] == w[0] + 2).count();
+        assert!(
+            steps_of_two < 3,
+            "the next port is not the last plus two: {ports:?}"
+        );
+        // A range of two ports with one taken: the other is found.
+        let mut small = PortPool {
+            first: ports[0],
+            last: ports[0] + 2,
+        };
+        let other = small.allocate(&mut rng, ip);
+        assert!(other.is_some_and(|s| s.local_addr().unwrap().port() != ports[0]));
+    }
+
+    #[test]
+    fn a_private_sdp_address_behind_a_public_source_is_nat() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(behind_nat(ip("192.168.1.10"), ip("203.0.113.5")));
+        assert!(
+            behind_nat(ip("100.64.0.9"), ip("203.0.113.5")),
+            "carrier-grade NAT"
+        );
+        assert!(behind_nat(ip("fd00::1"), ip("2001:db8::1")));
+        assert!(
+            !behind_nat(ip("192.168.1.10"), ip("192.168.1.1")),
+            "the same private network"
+        );
+        assert!(!behind_nat(ip("203.0.113.5"), ip("198.51.100.1")));
+        assert!(!behind_nat(ip("127.0.0.1"), ip("127.0.0.1")));
     }
 }

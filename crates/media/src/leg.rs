@@ -322,9 +322,24 @@ mod tests {
             &mut StdRng::seed_from_u64(seed),
             types,
             Some(FAR.parse().unwrap()),
+            crate::rtp::Learn::FromSdpAddress,
             Instant::now(),
         );
-        Leg::new(session, law)
+        let mut leg = Leg::new(session, law);
+        // The far end's first packets of silence, so its source is learned; their timestamps
+        // are far from any a test sends, so the stream starts over at the test's first.
+        let silence = [law.encode(0); FRAME];
+        for i in 0..crate::rtp::PROBATION {
+            let packet = far_packet(
+                audio,
+                60_000 + i,
+                2_000_000_000 + u32::from(i) * 160,
+                &silence,
+            );
+            leg.handle_packet(Instant::now(), FAR.parse().unwrap(), &packet);
+        }
+        while leg.poll_event().is_some() {}
+        leg
     }
 
     fn ticks(leg: &mut Leg, n: usize) -> Vec<Vec<u8>> {
@@ -556,6 +571,7 @@ mod tests {
                     telephone_event: None,
                 },
                 None,
+                crate::rtp::Learn::FromSdpAddress,
                 Instant::now(),
             ),
             Law::A,

@@ -1,8 +1,16 @@
 //! One RTP session per call leg (RFC 3550), sans-IO: what comes in is checked and sorted
 //! (audio, telephone-events, garbage, strangers), what goes out gets our SSRC, sequence numbers
-//! and timestamps. Symmetric RTP: we send to where the far end's packets really come from
-//! (latching), so callers behind NAT hear us; once latched, packets from anywhere else are
-//! dropped and counted, until a re-INVITE names a new address.
+//! and timestamps.
+//!
+//! Symmetric RTP with strict learning, as Asterisk's `strictrtp`: we send to where the far
+//! end's packets really come from (latching), so callers behind NAT hear us, but a source is
+//! learned only once it has sent [`PROBATION`] packets in sequence (one SSRC, consecutive
+//! sequence numbers), and only a source at the address the SDP named, unless the far end is
+//! behind NAT ([`Learn::FromAnywhere`]). Until then nothing it sends is heard. Once learned,
+//! packets from anywhere else are dropped and counted, and a new SSRC from the learned source
+//! is taken only under the same rule; a re-INVITE naming a new address starts learning again.
+//! So packets sprayed at a call's port, before or after its audio starts, are not heard and
+//! do not turn our audio towards the sprayer.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -41,6 +49,34 @@ pub struct Counters {
     pub foreign_ssrc: u64,
     /// A payload type that was not negotiated.
     pub unexpected_payload_type: u64,
+    /// From a source, or with an SSRC, still on probation (not yet [`PROBATION`] in sequence).
+    pub probation: u64,
+}
+
+/// Packets in sequence a source (or a new SSRC from it) must send before it is heard.
+pub const PROBATION: u16 = 4;
+
+/// Which sources may be learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn {
+    /// Only one at the IP address the SDP named (any port: a NAT may change it).
+    FromSdpAddress,
+    /// The first source to send [`PROBATION`] packets in sequence: the far end is behind NAT,
+    /// and the SDP named an address we can never see packets from.
+    FromAnywhere,
+}
+
+/// Sources (or SSRCs) on probation at once: a sprayer interleaving its packets with the real
+/// far end's does not keep the far end from being learned.
+const CANDIDATES: usize = 4;
+
+/// A source (and SSRC) sending in sequence, not yet learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Candidate {
+    from: SocketAddr,
+    ssrc: u32,
+    last: u16,
+    count: u16,
 }
 
 /// The negotiated payload types of a leg.
@@ -57,10 +93,13 @@ pub struct Session {
     sequence: Seq,
     /// The timestamp of the next packet we send.
     timestamp: u32,
-    /// Where to send: the latched source, else the address the SDP named.
+    /// Where to send: the learned source, else the address the SDP named.
     remote: Option<SocketAddr>,
-    latched: bool,
-    remote_ssrc: Option<u32>,
+    learn: Learn,
+    /// The learned source and its SSRC.
+    learned: Option<(SocketAddr, u32)>,
+    /// Sources or new SSRCs on probation, the most recently heard last.
+    candidates: Vec<Candidate>,
     last_received: Instant,
     /// Whether the next audio packet starts a talk-spurt (marker bit).
     spurt: bool,
@@ -69,11 +108,13 @@ pub struct Session {
 
 impl Session {
     /// A session with random SSRC, first sequence number and timestamp (RFC 3550 5.1), sending
-    /// to `remote` (from the SDP) until the far end's packets show where it really is.
+    /// to `remote` (from the SDP) until the far end's packets show where it really is; `learn`
+    /// says from where they may (any source when there is no `remote`).
     pub fn new(
         rng: &mut (impl RngCore + ?Sized),
         types: PayloadTypes,
         remote: Option<SocketAddr>,
+        learn: Learn,
         now: Instant,
     ) -> Session {
         Session {
@@ -82,8 +123,9 @@ impl Session {
             sequence: Seq::from(rng.next_u32() as u16),
             timestamp: rng.next_u32(),
             remote,
-            latched: false,
-            remote_ssrc: None,
+            learn,
+            learned: None,
+            candidates: Vec::new(),
             last_received: now,
             spurt: true,
             counters: Counters::default(),
@@ -104,11 +146,48 @@ impl Session {
         self.remote
     }
 
-    /// A re-INVITE named a new address: send there, and latch again on what comes.
+    /// A re-INVITE named a new address: send there, and learn again on what comes.
     pub fn set_remote(&mut self, remote: SocketAddr) {
         self.remote = Some(remote);
-        self.latched = false;
-        self.remote_ssrc = None;
+        self.learned = None;
+        self.candidates.clear();
+    }
+
+    /// Counts a packet towards its source's probation; whether the source has now sent
+    /// [`PROBATION`] in sequence.
+    fn on_probation(&mut self, from: SocketAddr, ssrc: u32, seq: u16) -> bool {
+        let known = self
+            .candidates
+            .iter()
+            .position(|c| c.from == from && c.ssrc == ssrc);
+        let mut candidate = known
+            .map(|i| self.candidates.remove(i))
+            .filter(|c| seq == c.last.wrapping_add(1))
+            .unwrap_or(Candidate {
+                from,
+                ssrc,
+                last: seq,
+                count: 0,
+            });
+        candidate.last = seq;
+        candidate.count += 1;
+        if candidate.count >= PROBATION {
+            self.candidates.clear();
+            return true;
+        }
+        if self.candidates.len() >= CANDIDATES {
+            self.candidates.remove(0);
+        }
+        self.candidates.push(candidate);
+        false
+    }
+
+    /// Whether `from` may be learned.
+    fn eligible(&self, from: SocketAddr) -> bool {
+        match (self.learn, self.remote) {
+            (Learn::FromSdpAddress, Some(sdp)) => from.ip() == sdp.ip(),
+            _ => true,
+        }
     }
 
     /// Sorts one datagram that arrived on the leg's port.
@@ -122,7 +201,11 @@ impl Session {
             self.counters.garbage += 1;
             return None;
         };
-        if self.latched && Some(from) != self.remote {
+        let foreign = match self.learned {
+            Some((source, _)) => from != source,
+            None => !self.eligible(from),
+        };
+        if foreign {
             self.counters.foreign_source += 1;
             return None;
         }
@@ -133,16 +216,17 @@ impl Session {
             self.counters.unexpected_payload_type += 1;
             return None;
         }
-        match self.remote_ssrc {
-            Some(known) if known != ssrc => {
-                self.counters.foreign_ssrc += 1;
+        if self.learned != Some((from, ssrc)) {
+            if !self.on_probation(from, ssrc, packet.sequence_number().into()) {
+                if self.learned.is_some() {
+                    self.counters.foreign_ssrc += 1;
+                } else {
+                    self.counters.probation += 1;
+                }
                 return None;
             }
-            _ => self.remote_ssrc = Some(ssrc),
-        }
-        if !self.latched {
+            self.learned = Some((from, ssrc));
             self.remote = Some(from);
-            self.latched = true;
         }
         self.counters.received += 1;
         self.last_received = now;
@@ -257,8 +341,32 @@ mod tests {
             &mut StdRng::seed_from_u64(1),
             types,
             Some("127.0.0.1:6000".parse().unwrap()),
+            Learn::FromSdpAddress,
             now,
         )
+    }
+
+    /// Sends `count` audio packets in sequence from `from` (SSRC `ssrc`, from sequence number
+    /// `first`); how many were heard.
+    fn stream(
+        s: &mut Session,
+        now: Instant,
+        from: &str,
+        ssrc: u32,
+        first: u16,
+        count: u16,
+    ) -> usize {
+        let from: SocketAddr = from.parse().unwrap();
+        (0..count)
+            .filter(|i| {
+                s.handle_packet(
+                    now,
+                    from,
+                    &far_packet(ssrc, 0, first.wrapping_add(*i), &[0xff; 160]),
+                )
+                .is_some()
+            })
+            .count()
     }
 
     fn far_packet(ssrc: u32, payload_type: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
@@ -313,41 +421,86 @@ mod tests {
     }
 
     #[test]
-    fn latching_to_where_packets_really_come_from() {
+    fn a_source_is_heard_once_it_has_sent_four_in_sequence_then_latched() {
         let now = Instant::now();
         let mut s = session(now);
-        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let audio = far_packet(99, 0, 1, &[0xff; 160]);
-        assert!(matches!(
-            s.handle_packet(now, nat, &audio),
-            Some(Received::Audio { sequence: 1, .. })
-        ));
+        // The SDP named 127.0.0.1:6000; a NAT made it port 40000.
+        assert_eq!(stream(&mut s, now, "127.0.0.1:40000", 99, 1, 10), 7);
+        assert_eq!(s.counters.probation, 3);
         assert_eq!(
             s.remote(),
-            Some(nat),
+            Some("127.0.0.1:40000".parse().unwrap()),
             "we now send where the caller really is"
         );
-        let stranger: SocketAddr = "127.0.0.1:40002".parse().unwrap();
         assert_eq!(
-            s.handle_packet(now, stranger, &far_packet(99, 0, 2, &[0xff; 160])),
-            None
+            stream(&mut s, now, "127.0.0.1:40002", 99, 11, 10),
+            0,
+            "another port"
         );
-        assert_eq!(
-            s.handle_packet(now, nat, &far_packet(55, 0, 3, &[0xff; 160])),
-            None,
-            "another SSRC"
-        );
-        assert_eq!((s.counters.foreign_source, s.counters.foreign_ssrc), (1, 1));
-        let event = far_packet(99, 101, 4, &[5, 0x0a, 0, 160]);
+        assert_eq!(s.counters.foreign_source, 10);
+        let event = far_packet(99, 101, 11, &[5, 0x0a, 0, 160]);
         assert!(matches!(
-            s.handle_packet(now, nat, &event),
+            s.handle_packet(now, "127.0.0.1:40000".parse().unwrap(), &event),
             Some(Received::Event { ssrc: 99, .. })
         ));
-        // A re-INVITE moves the far end: latch again.
-        s.set_remote(stranger);
-        assert!(s
-            .handle_packet(now, stranger, &far_packet(77, 0, 5, &[0xff; 160]))
-            .is_some());
+        // A new SSRC from the learned source is heard under the same rule.
+        assert_eq!(stream(&mut s, now, "127.0.0.1:40000", 55, 500, 6), 3);
+        assert_eq!(s.counters.foreign_ssrc, 3);
+        assert_eq!(
+            stream(&mut s, now, "127.0.0.1:40000", 99, 12, 2),
+            0,
+            "the old SSRC is gone"
+        );
+        // A re-INVITE moves the far end: learn again.
+        s.set_remote("127.0.0.9:7000".parse().unwrap());
+        assert_eq!(stream(&mut s, now, "127.0.0.9:7000", 77, 1, 5), 2);
+    }
+
+    // Regression: the first packet from any address latched the stream, so packets sprayed at
+    // a call's port before the caller's audio took all of our audio (issue 17, finding 11).
+    #[test]
+    fn packets_sprayed_from_elsewhere_are_never_heard_nor_answered() {
+        let now = Instant::now();
+        let mut s = session(now);
+        assert_eq!(stream(&mut s, now, "127.0.0.2:5000", 1, 1, 200), 0);
+        assert_eq!(s.remote(), Some("127.0.0.1:6000".parse().unwrap()));
+        assert_eq!(stream(&mut s, now, "127.0.0.1:6000", 2, 1, 5), 2);
+        assert_eq!(stream(&mut s, now, "127.0.0.2:5000", 1, 201, 200), 0);
+        assert_eq!(s.remote(), Some("127.0.0.1:6000".parse().unwrap()));
+    }
+
+    #[test]
+    fn behind_nat_the_first_source_in_sequence_is_learned_despite_a_sprayer() {
+        let now = Instant::now();
+        let types = PayloadTypes {
+            audio: 0,
+            telephone_event: None,
+        };
+        let private: SocketAddr = "192.168.1.10:4000".parse().unwrap();
+        let mut s = Session::new(
+            &mut StdRng::seed_from_u64(1),
+            types,
+            Some(private),
+            Learn::FromAnywhere,
+            now,
+        );
+        // The sprayer's packets come between the caller's, out of sequence.
+        let (caller, sprayer): (SocketAddr, SocketAddr) = (
+            "203.0.113.5:31000".parse().unwrap(),
+            "198.51.100.66:9".parse().unwrap(),
+        );
+        let mut heard = 0;
+        for i in 0..8u16 {
+            heard += usize::from(
+                s.handle_packet(now, sprayer, &far_packet(7, 0, i * 7, &[0; 160]))
+                    .is_some(),
+            );
+            heard += usize::from(
+                s.handle_packet(now, caller, &far_packet(9, 0, 100 + i, &[0xff; 160]))
+                    .is_some(),
+            );
+        }
+        assert_eq!((heard, s.remote()), (5, Some(caller)));
     }
 
     #[test]
@@ -375,7 +528,7 @@ mod tests {
         assert_eq!(
             s.remote(),
             Some("127.0.0.1:6000".parse().unwrap()),
-            "garbage does not latch"
+            "garbage is not learned"
         );
     }
 
@@ -419,7 +572,13 @@ mod tests {
             audio: 8,
             telephone_event: None,
         };
-        let mut plain = Session::new(&mut StdRng::seed_from_u64(2), types, None, now);
+        let mut plain = Session::new(
+            &mut StdRng::seed_from_u64(2),
+            types,
+            None,
+            Learn::FromSdpAddress,
+            now,
+        );
         assert_eq!(
             plain.event_packets('1', 100, 10),
             None,
@@ -432,11 +591,13 @@ mod tests {
         let start = Instant::now();
         let mut s = session(start);
         let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        s.handle_packet(
-            start + Duration::from_secs(5),
-            from,
-            &far_packet(9, 0, 1, &[0xff; 160]),
-        );
+        for seq in 1..=4 {
+            s.handle_packet(
+                start + Duration::from_secs(5),
+                from,
+                &far_packet(9, 0, seq, &[0xff; 160]),
+            );
+        }
         s.handle_packet(start + Duration::from_secs(20), from, b"garbage");
         assert_eq!(
             s.silent_for(start + Duration::from_secs(35)),
