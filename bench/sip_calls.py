@@ -52,7 +52,8 @@ def start_callbackd(workdir, store_url=None, changes=(), name="bench"):
     path = os.path.join(workdir, f"{name}.toml")
     open(path, "w").write(text)
     env = dict(os.environ, CALLBACKD_LOG="warn")
-    proc = subprocess.Popen([os.path.join(ROOT, "target/release/callbackd"), "serve", "--config", path],
+    # On loopback for a benchmark: no API token to pass around.
+    proc = subprocess.Popen([os.path.join(ROOT, "target/release/callbackd"), "serve", "--no-auth", "--config", path],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, cwd=ROOT)
     api = None
     for line in proc.stdout:

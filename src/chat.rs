@@ -27,6 +27,10 @@ use crate::ivr::{BookError, Caller, Operations};
 pub const MAX_SESSIONS: usize = 10_000;
 /// The longest message taken, in characters.
 pub const MAX_MESSAGE: usize = 1000;
+/// Messages one conversation takes, and characters in all: past them the customer starts a
+/// new one, so no conversation grows without bound.
+pub const MAX_TURNS: usize = 200;
+pub const MAX_CONVERSATION_CHARS: usize = 64 * 1024;
 
 /// `callbackd chat …`
 #[derive(Debug, clap::Subcommand)]
@@ -70,6 +74,11 @@ struct Entry {
     last: Instant,
     /// Failed look-ups in this conversation.
     failures: u32,
+    /// Who opened it (`limits::client_of`), for the quota per address.
+    client: String,
+    /// Messages taken, and their characters.
+    turns: usize,
+    chars: usize,
 }
 
 pub struct Chats {
@@ -77,19 +86,42 @@ pub struct Chats {
     operations: Arc<Operations>,
     /// A conversation unused this long is forgotten.
     idle: Duration,
+    /// Conversations one address may hold open.
+    per_address: usize,
+    /// Messages per address, over all its conversations.
+    messages: governor::DefaultKeyedRateLimiter<String>,
     sessions: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Entry>>>>,
 }
 
-/// Too many conversations at once.
-#[derive(Debug)]
-pub struct Full;
+/// Why a conversation could not start, or a message was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("as many conversations are open as there may be")]
+    Full,
+    #[error("too many conversations are open from this address")]
+    TooManyFromAddress,
+    #[error("too many messages from this address; wait a minute")]
+    TooFast,
+    #[error("this conversation is as long as one may be; start a new one")]
+    TooLong,
+    #[error("there is no such conversation (or it expired)")]
+    Gone,
+}
 
 impl Chats {
-    pub fn new(bots: Bots, operations: Arc<Operations>, idle: Duration) -> Chats {
+    pub fn new(
+        bots: Bots,
+        operations: Arc<Operations>,
+        config: &crate::config::ChatConfig,
+    ) -> Chats {
+        let per_minute = std::num::NonZeroU32::new(config.messages_per_minute)
+            .unwrap_or(std::num::NonZeroU32::MIN);
         Chats {
             bots: Arc::new(bots),
             operations,
-            idle,
+            idle: config.session_idle.to_std().unwrap_or_default(),
+            per_address: config.sessions_per_address,
+            messages: governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)),
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -103,13 +135,23 @@ impl Chats {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new conversation: its ID and the greeting.
-    pub fn start(&self) -> Result<(Uuid, Vec<Reply>), Full> {
+    /// A new conversation for `client`: its ID and the greeting.
+    pub fn start(&self, client: SocketAddr) -> Result<(Uuid, Vec<Reply>), Refused> {
         let now = Instant::now();
+        let key = crate::limits::client_of(client.ip());
         let mut sessions = self.sessions();
         sessions.retain(|_, e| e.try_lock().map_or(true, |e| now - e.last < self.idle));
+        self.messages.retain_recent();
         if sessions.len() >= MAX_SESSIONS {
-            return Err(Full);
+            return Err(Refused::Full);
+        }
+        // A conversation busy right now counts as the address's too.
+        let theirs = sessions
+            .values()
+            .filter(|e| e.try_lock().map_or(true, |e| e.client == key))
+            .count();
+        if theirs >= self.per_address {
+            return Err(Refused::TooManyFromAddress);
         }
         let (session, turn) = Session::new(self.bots.clone());
         let id = Uuid::from_u128(rand::random());
@@ -117,20 +159,39 @@ impl Chats {
             session,
             last: now,
             failures: 0,
+            client: key,
+            turns: 0,
+            chars: 0,
         };
         sessions.insert(id, Arc::new(tokio::sync::Mutex::new(entry)));
         Ok((id, turn.replies))
     }
 
-    /// A customer's message to conversation `id` from `client`: the bot's replies; `None`
-    /// when there is no such conversation (or it expired).
-    pub async fn message(&self, id: Uuid, text: &str, client: SocketAddr) -> Option<Vec<Reply>> {
-        let entry = self.sessions().get(&id).cloned()?;
+    /// A customer's message to conversation `id` from `client`: the bot's replies.
+    pub async fn message(
+        &self,
+        id: Uuid,
+        text: &str,
+        client: SocketAddr,
+    ) -> Result<Vec<Reply>, Refused> {
+        if self
+            .messages
+            .check_key(&crate::limits::client_of(client.ip()))
+            .is_err()
+        {
+            return Err(Refused::TooFast);
+        }
+        let entry = self.sessions().get(&id).cloned().ok_or(Refused::Gone)?;
         let mut entry = entry.lock().await;
         let now = Instant::now();
         if now - entry.last >= self.idle {
             self.sessions().remove(&id);
-            return None;
+            return Err(Refused::Gone);
+        }
+        entry.turns += 1;
+        entry.chars += text.chars().count();
+        if entry.turns > MAX_TURNS || entry.chars > MAX_CONVERSATION_CHARS {
+            return Err(Refused::TooLong);
         }
         entry.last = now;
         let mut turn = entry.session.message(text);
@@ -142,7 +203,7 @@ impl Chats {
             turn = entry.session.answer(answer);
             replies.append(&mut turn.replies);
         }
-        Some(replies)
+        Ok(replies)
     }
 
     async fn fulfil(

@@ -103,11 +103,20 @@ pub struct ChatConfig {
     pub bots: PathBuf,
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub session_idle: chrono::Duration,
+    /// Web pages on other origins that may hold the chat (CORS), e.g. "https://www.example.com".
+    pub allowed_origins: Vec<String>,
+    /// Conversations one address may hold open at once.
+    pub sessions_per_address: usize,
+    /// Messages one address may send a minute, over all its conversations.
+    pub messages_per_minute: u32,
 }
 
 impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
+            allowed_origins: Vec::new(),
+            sessions_per_address: 20,
+            messages_per_minute: 30,
             bots: "chatbots/default.toml".into(),
             session_idle: chrono::Duration::minutes(30),
         }
@@ -199,8 +208,30 @@ impl Default for DialerConfig {
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
+    /// Without one, a token is generated at first start and kept in the store.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// Host names the API and the pages answer to, besides IP addresses and `localhost`;
+    /// requests naming another host get 421, so DNS rebinding gets nowhere.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` or `Forwarded` says who the client is.
+    #[serde(default, deserialize_with = "networks")]
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
+    /// HTTP connections at once, in all and from one address (trusted proxies count in all
+    /// only).
+    #[serde(default = "default_http_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_http_connections_per_address")]
+    pub max_connections_per_address: usize,
+}
+
+fn default_http_connections() -> usize {
+    512
+}
+
+fn default_http_connections_per_address() -> usize {
+    64
 }
 
 /// SIP: where it listens, how hard it may be pushed, and its timers.
@@ -477,6 +508,12 @@ pub struct StoreConfig {
 #[serde(transparent)]
 pub struct Secret(String);
 
+impl From<String> for Secret {
+    fn from(secret: String) -> Secret {
+        Secret(secret)
+    }
+}
+
 impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
@@ -614,12 +651,28 @@ impl Config {
         if self.api.token.as_ref().is_some_and(|t| t.0.len() < 16) {
             return problem("api.token", "a token must be at least 16 characters long");
         }
-        if !self.api.listen.ip().is_loopback() && self.api.token.is_none() {
-            let message = format!(
-                "{} is reachable from other machines; set api.token (or CALLBACKD_API_TOKEN) first",
-                self.api.listen
+        if self.api.max_connections == 0 || self.api.max_connections_per_address == 0 {
+            return problem(
+                "api.max_connections",
+                "connection limits must be at least 1",
             );
-            return problem("api.listen", &message);
+        }
+        if self.chat.sessions_per_address == 0 || self.chat.messages_per_minute == 0 {
+            return problem(
+                "chat",
+                "sessions_per_address and messages_per_minute must be at least 1",
+            );
+        }
+        if let Some(origin) = self
+            .chat
+            .allowed_origins
+            .iter()
+            .find(|o| axum::http::HeaderValue::from_str(o).is_err() || !o.contains("://"))
+        {
+            return problem(
+                "chat.allowed_origins",
+                &format!("`{origin}` is not an origin such as \"https://www.example.com\""),
+            );
         }
         let url = self.store.url.expose();
         if !["sqlite:", "postgres://", "postgresql://"]
@@ -819,14 +872,8 @@ mod tests {
     }
 
     #[test]
-    fn no_open_bind_without_a_token() {
-        let open = DEFAULT.replace("127.0.0.1:8080", "0.0.0.0:8080");
-        let err = parse(&open).unwrap_err();
-        assert!(
-            err.contains("api.listen") && err.contains("set api.token"),
-            "{err}"
-        );
-        let with_token = open.replace(
+    fn a_configured_token_is_long_enough() {
+        let with_token = DEFAULT.replace(
             "# token = \"a long random string\"",
             "token = \"0123456789abcdef0123\"",
         );

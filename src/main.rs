@@ -7,8 +7,10 @@ mod chat;
 mod cli;
 mod config;
 mod dialer;
+mod http;
 mod ivr;
 mod limits;
+mod listeners;
 mod media;
 mod notifier;
 mod queues;
@@ -34,7 +36,13 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run callbackd: the HTTP API and the callback lifecycle.
-    Serve,
+    Serve {
+        /// Serve the API with no token at all: only on a loopback address, for trials.
+        #[arg(long)]
+        no_auth: bool,
+    },
+    /// Print the API token callbackd generated at first start (kept in the store).
+    Token,
     /// Create or upgrade the store's schema, then exit.
     Migrate,
     /// Check the configuration.
@@ -83,13 +91,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(args.command, Command::Serve { no_auth: true })
+        && !config.api.listen.ip().is_loopback()
+    {
+        eprintln!(
+            "callbackd: bad configuration: api.listen: {} is reachable from other machines; --no-auth is for loopback only",
+            config.api.listen
+        );
+        return ExitCode::from(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         match args.command {
-            Command::Serve => serve::run(config, &source).await,
+            Command::Serve { no_auth } => serve::run(config, &source, no_auth).await,
+            Command::Token => serve::print_token(&config).await,
             Command::Migrate => {
                 let store = store::Store::open(config.store.url.expose()).await?;
                 println!("{} store is at the current schema", store.backend());

@@ -10,17 +10,71 @@ use store::Store;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
-use crate::config::{Config, Source};
+use crate::config::{Config, Secret, Source};
+use rand::{rngs::StdRng, SeedableRng};
 
 /// How often scheduled callbacks are checked for falling due or expiring.
 const LIFECYCLE_TICK: Duration = Duration::from_secs(1);
 
-pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
+/// Where the generated API token is kept in the store.
+const TOKEN_SETTING: &str = "api_token";
+
+/// The API token: the configured one, else the one generated at first start and kept in the
+/// store (printed when it is made); none only with `--no-auth`.
+async fn api_token(
+    config: &Config,
+    store: &Store,
+    no_auth: bool,
+) -> anyhow::Result<Option<Secret>> {
+    if let Some(token) = &config.api.token {
+        return Ok(Some(token.clone()));
+    }
+    if no_auth {
+        tracing::warn!(
+            "--no-auth: anyone who reaches {} can use the API",
+            config.api.listen
+        );
+        return Ok(None);
+    }
+    let mut random = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut StdRng::from_entropy(), &mut random);
+    let fresh: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let kept = store
+        .setting_or(TOKEN_SETTING, &fresh)
+        .await
+        .context("keeping the API token in the store")?;
+    if kept == fresh {
+        println!("callbackd: API token (generated now, kept in the store; `callbackd token` prints it again): {kept}");
+    }
+    Ok(Some(Secret::from(kept)))
+}
+
+/// `callbackd token`: the API token generated at first start.
+pub async fn print_token(config: &Config) -> anyhow::Result<()> {
+    if config.api.token.is_some() {
+        println!("api.token is set in the configuration; that is the token");
+        return Ok(());
+    }
+    let url = config.store.url.expose();
+    let store = Store::open(url)
+        .await
+        .with_context(|| format!("opening the store at {}", store::redact(url)))?;
+    let token = store.setting(TOKEN_SETTING).await?;
+    store.close().await;
+    match token {
+        Some(token) => println!("{token}"),
+        None => anyhow::bail!("no token yet: `callbackd serve` makes one at its first start"),
+    }
+    Ok(())
+}
+
+pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Result<()> {
     let url = config.store.url.expose();
     let store = Store::open(url)
         .await
         .with_context(|| format!("opening the store at {}", store::redact(url)))?;
     tracing::info!(config = %source, store = store.backend(), url = %store::redact(url), "store ready");
+    let token = api_token(&config, &store, no_auth).await?;
     let callbacks = Arc::new(Callbacks {
         store,
         policy: config.policy(),
@@ -44,14 +98,22 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     let chats = Arc::new(crate::chat::Chats::new(
         bots,
         operations.clone(),
-        config.chat.session_idle.to_std().unwrap_or_default(),
+        &config.chat,
     ));
     let hold_settings = crate::signalling::HoldSettings {
         node: config.dialer.node_name(),
         every: config.dialer.hold_announcement.to_std().unwrap_or_default(),
         hints: hints.clone(),
     };
+    let budget = crate::listeners::budget(config.sip.max_calls, config.api.max_connections);
+    tracing::info!(
+        open_files = budget.files,
+        sip_tcp = budget.sip_tcp,
+        http = budget.http,
+        "connections allowed, by the limit on open files"
+    );
     let sip = crate::signalling::start(
+        budget.sip_tcp,
         config.sip.clone(),
         config.media.clone(),
         &config.ivr,
@@ -69,7 +131,7 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     // Tests and scripts read these lines to find the ports when the config asks for port 0;
     // the HTTP line comes last, when everything is up.
     println!("callbackd: HTTP API on http://{address}");
-    tracing::info!(%address, auth = config.api.token.is_some(), "HTTP API listening");
+    tracing::info!(%address, "HTTP API listening");
 
     if config.dialer.enabled {
         if let Some(missing) = crate::dialer::Dialer::prompts(&config.dialer)
@@ -108,19 +170,24 @@ pub async fn run(config: Config, source: &Source) -> anyhow::Result<()> {
     let reloads = tokio::spawn(reload_on_hangup(sip.sip.clone()));
     let state = Arc::new(AppState {
         callbacks: callbacks.clone(),
-        token: config.api.token.clone(),
+        token,
         sip: sip.sip.clone(),
         dialer,
         hints,
         wrap_up: config.dialer.wrap_up,
         chats,
     });
-    // The chat's look-ups count failures per client address, as the IVR's do per caller ID.
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving HTTP")?;
+    let guard = Arc::new(crate::http::Guard {
+        hosts: config.api.hosts.clone(),
+        trusted_proxies: config.api.trusted_proxies.clone(),
+        chat_origins: config.chat.allowed_origins.clone(),
+    });
+    let connections = crate::listeners::Connections::new(
+        budget.http,
+        config.api.max_connections_per_address,
+        config.api.trusted_proxies.clone(),
+    );
+    crate::http::serve(listener, api::router(state, guard), connections, shutdown()).await;
     lifecycle.abort();
     for task in tasks {
         task.abort();

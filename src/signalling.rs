@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{IvrConfig, MediaConfig, SipConfig};
 use crate::ivr::{Caller, Operations};
+use crate::listeners::{next_connection, Connections, Throttle};
 use crate::media::{Media, MediaEvent};
 use ivr::dialplan::Dialplan;
 use ivr::session::{Action, Clip, Session, Value};
@@ -430,6 +431,7 @@ pub struct Bound {
 
 /// Binds the SIP sockets and starts the user agent; runs until the process ends.
 pub async fn start(
+    tcp_connections: usize,
     sip: SipConfig,
     media: MediaConfig,
     ivr: &IvrConfig,
@@ -471,12 +473,12 @@ pub async fn start(
             .await
             .with_context(|| format!("binding SIP over TCP to {address}"))?;
         tcp_bound.push(listener.local_addr()?);
-        tokio::spawn(accept(
-            listener,
-            tx.clone(),
+        let connections = Connections::new(
+            tcp_connections,
             sip.per_source.tcp_connections,
             sip.trusted.clone(),
-        ));
+        );
+        tokio::spawn(accept(listener, tx.clone(), connections));
     }
     let udp_bound: Vec<SocketAddr> = udp
         .iter()
@@ -659,95 +661,36 @@ async fn receive_udp(socket: std::sync::Arc<UdpSocket>, index: usize, tx: mpsc::
     }
 }
 
-/// The most SIP connections over TCP at once; more are closed at once.
-const MAX_TCP_CONNECTIONS: usize = 1024;
 /// A connection that sends nothing for this long is closed (PBXs send keep-alives).
 const TCP_IDLE: Duration = Duration::from_secs(300);
 /// Once a message has begun, the rest of it must come within this (a slow sender holds
 /// nothing for long).
 const TCP_MESSAGE_TIME: Duration = Duration::from_secs(10);
 
-/// Says yes at most once per `every`: for log lines an attacker could otherwise repeat at the
-/// rate they send.
-pub struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-}
-
-impl Throttle {
-    pub const fn new(every: Duration) -> Throttle {
-        Throttle { every, last: None }
-    }
-
-    pub fn ready(&mut self, now: Instant) -> bool {
-        let ready = self
-            .last
-            .map_or(true, |at| now.duration_since(at) >= self.every);
-        if ready {
-            self.last = Some(now);
-        }
-        ready
-    }
-}
-
-/// SIP connections over TCP open now: in all, and per source (an IPv6 /64).
-#[derive(Default)]
-struct TcpOpen {
-    all: usize,
-    by_source: HashMap<IpAddr, usize>,
-}
-
 async fn accept(
     listener: TcpListener,
     tx: mpsc::Sender<Inbound>,
-    per_source: usize,
-    trusted: Vec<(IpAddr, u8)>,
+    connections: std::sync::Arc<Connections>,
 ) {
-    let open = std::sync::Arc::new(std::sync::Mutex::new(TcpOpen::default()));
     let (mut refused_log, mut error_log) = (
         Throttle::new(Duration::from_secs(10)),
         Throttle::new(Duration::from_secs(10)),
     );
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors (EMFILE, ENFILE) or the like: wait for some to free
-                // rather than spin, and say so now and then.
-                if error_log.ready(Instant::now()) {
-                    warn!(error = %e, "SIP over TCP cannot accept connections; retrying");
+        let (stream, peer) = next_connection(&listener, "SIP over TCP", &mut error_log).await;
+        let counted = match connections.admit(peer.ip()) {
+            Ok(counted) => counted,
+            Err(full) => {
+                if refused_log.ready(Instant::now()) {
+                    warn!(%peer, total = full.all, from_source = full.from_source, "too many SIP connections over TCP; closing new ones (logged every 10 s)");
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let key = sip::admission::source_key(peer.ip());
-        let exempt = trusted
-            .iter()
-            .any(|n| sip::admission::in_network(peer.ip(), *n));
-        {
-            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
-            let theirs = open.by_source.get(&key).copied().unwrap_or(0);
-            if open.all >= MAX_TCP_CONNECTIONS || (!exempt && theirs >= per_source) {
-                if refused_log.ready(Instant::now()) {
-                    warn!(%peer, total = open.all, from_source = theirs, "too many SIP connections over TCP; closing new ones (logged every 10 s)");
-                }
-                continue;
-            }
-            open.all += 1;
-            *open.by_source.entry(key).or_default() += 1;
-        }
-        let (open, tx) = (open.clone(), tx.clone());
+        let tx = tx.clone();
         tokio::spawn(async move {
             connection(stream, peer, tx).await;
-            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
-            open.all -= 1;
-            if let Some(n) = open.by_source.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    open.by_source.remove(&key);
-                }
-            }
+            drop(counted);
         });
     }
 }

@@ -215,14 +215,12 @@ fn bad_requests_get_json_errors_and_change_nothing(url: &str) {
         assert!(!r.body["error"]["message"].as_str().unwrap().is_empty());
     }
     let modification_path = format!("/api/v1/callbacks/{id}/modifications");
-    let raw = common::request(
-        server.addr,
+    let raw = server.request_raw(
         "POST",
         &modification_path,
         &[("Content-Type", "application/json")],
-        Some("{not json"),
-    )
-    .unwrap();
+        "{not json",
+    );
     assert_eq!(raw.status, 400);
     for (body, status, code) in [
         (json!({"action": "explode"}), 422, "bad_request_body"),
@@ -377,7 +375,7 @@ fn bad_requests_get_json_errors_and_change_nothing(url: &str) {
 async fn a_configured_token_is_required() {
     let url = store_url("sqlite").await;
     let server = Server::start(&config(&url, "token = \"s3cret-token-0123456789\""));
-    let r = server.get("/api/v1/queues");
+    let r = common::request(server.addr, "GET", "/api/v1/queues", &[], None).unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     assert_eq!(

@@ -53,6 +53,7 @@ fn a_chat_books_a_callback_and_the_board_follows_it() {
         .arg(script.join("pages.mjs"))
         .arg(format!("http://{}", server.addr))
         .arg(&shots)
+        .arg(&server.token)
         .output()
         .expect("node runs (apt-get install nodejs)");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -18,7 +18,13 @@ const NOT_FOUND: &str = "we could not find a callback matching those details";
 /// to a file; the server and the log's path.
 fn server(extra: &[(&str, &str)]) -> (Server, PathBuf) {
     let url = store::testing::sqlite_url();
-    let mut replacements = vec![("\nenabled = true", "\nenabled = false")];
+    let mut replacements = vec![
+        ("\nenabled = true", "\nenabled = false"),
+        // Many conversations and messages from this one address: only the look-up limits
+        // are in play.
+        ("messages_per_minute = 30", "messages_per_minute = 100000"),
+        ("sessions_per_address = 20", "sessions_per_address = 1000"),
+    ];
     replacements.extend_from_slice(extra);
     let log = std::env::temp_dir().join(format!(
         "callbackd-guess-{:016x}.log",
@@ -128,6 +134,11 @@ fn simultaneous_answers_for_one_id_make_no_more_look_ups_than_its_limit() {
     let (server, log) = server(&[
         // Only the limit per ID is in play here.
         ("failures_per_source = 10", "failures_per_source = 100000"),
+        ("max_connections = 512", "max_connections = 1000"),
+        (
+            "max_connections_per_address = 64",
+            "max_connections_per_address = 1000",
+        ),
     ]);
     let target = create(&server, "+12125550100");
     let waiting: Vec<String> = (0..300)

@@ -34,6 +34,7 @@ async fn kill_mid_burst(backend: &str) {
     let url = store_url(backend).await;
     let mut server = Server::start(&config(&url, ""));
     let addr = server.addr;
+    let token = server.token.clone();
     let ids: Vec<String> = (0..CLIENTS)
         .map(|i| {
             let r = server.post(
@@ -49,7 +50,7 @@ async fn kill_mid_burst(backend: &str) {
     let clients: Vec<_> = ids
         .into_iter()
         .map(|id| {
-            let enough = enough.clone();
+            let (enough, token) = (enough.clone(), token.clone());
             std::thread::spawn(move || {
                 let mut acked = Acked {
                     id,
@@ -59,7 +60,14 @@ async fn kill_mid_burst(backend: &str) {
                     let action = if n % 2 == 0 { "pause" } else { "resume" };
                     let path = format!("/api/v1/callbacks/{}/modifications", acked.id);
                     let body = json!({"action": action}).to_string();
-                    match common::request(addr, "POST", &path, &[], Some(&body)) {
+                    let bearer = format!("Bearer {token}");
+                    match common::request(
+                        addr,
+                        "POST",
+                        &path,
+                        &[("Authorization", &bearer)],
+                        Some(&body),
+                    ) {
                         Ok(r) if r.status == 200 => {
                             acked
                                 .receipts

@@ -20,11 +20,11 @@ fn server(extra: &[(&str, &str)]) -> Server {
 }
 
 #[test]
-fn the_chat_widget_and_the_board_are_served() {
+fn the_chat_widget_and_the_board_are_served_with_their_scripts_and_a_strict_policy() {
     let server = server(&[]);
-    for (path, uses) in [
-        ("/chat", "/api/v1/chat/sessions"),
-        ("/board", "/api/v1/events"),
+    for (path, script, uses) in [
+        ("/chat", "/chat.js", "/api/v1/chat/sessions"),
+        ("/board", "/board.js", "/api/v1/events"),
     ] {
         let r = common::request(server.addr, "GET", path, &[], None).unwrap();
         assert_eq!(r.status, 200, "{path}");
@@ -33,9 +33,26 @@ fn the_chat_widget_and_the_board_are_served() {
                 .is_some_and(|t| t.starts_with("text/html")),
             "{path}"
         );
+        let page = r.body.as_str().unwrap();
         assert!(
-            r.body.as_str().is_some_and(|page| page.contains(uses)),
-            "{path} talks to {uses}"
+            page.contains(&format!("<script src=\"{script}\">")) && !page.contains("<script>"),
+            "{path} has no inline script"
+        );
+        let policy = r.header("content-security-policy").unwrap_or_default();
+        assert!(
+            policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        let r = common::request(server.addr, "GET", script, &[], None).unwrap();
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("text/javascript")),
+            "{script}"
+        );
+        assert!(
+            r.body.as_str().is_some_and(|code| code.contains(uses)),
+            "{script} talks to {uses}"
         );
     }
 }
@@ -48,14 +65,21 @@ struct Events {
 }
 
 impl Events {
-    fn open(server: &Server, query: &str) -> Result<Events, u16> {
+    /// The stream with `query`, sending the server's token as a header too when `bearer`.
+    fn open(server: &Server, query: &str, bearer: bool) -> Result<Events, u16> {
         let mut stream = TcpStream::connect(server.addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
+        let auth = if bearer {
+            format!("Authorization: Bearer {}\r\n", server.token)
+        } else {
+            String::new()
+        };
         write!(
             stream,
-            "GET /api/v1/events{query} HTTP/1.1\r\nHost: callbackd\r\nAccept: text/event-stream\r\n\r\n"
+            "GET /api/v1/events{query} HTTP/1.1\r\nHost: {}\r\n{auth}Accept: text/event-stream\r\n\r\n",
+            server.addr
         )
         .unwrap();
         let mut reader = BufReader::new(stream);
@@ -122,7 +146,7 @@ fn the_board_hears_of_a_change_without_asking() {
     );
     assert_eq!(r.status, 201, "{:?}", r.body);
     let id = r.body["confirmation_id"].as_str().unwrap().to_owned();
-    let mut events = Events::open(&server, "").unwrap();
+    let mut events = Events::open(&server, "", true).unwrap();
     let first = events.next_snapshot();
     assert_eq!(state_of(&first, &id).as_deref(), Some("queued"), "{first}");
     assert_eq!(first["queues"][0]["name"], "support");
@@ -150,14 +174,25 @@ fn with_a_token_the_board_needs_it_and_may_send_it_in_the_url() {
         "# token = \"a long random string\"",
         "token = \"a-long-board-token-0123\"",
     )]);
-    assert_eq!(Events::open(&server, "").err(), Some(401));
+    assert_eq!(Events::open(&server, "", false).err(), Some(401));
     assert_eq!(
-        Events::open(&server, "?access_token=wrong-token-0000000").err(),
+        Events::open(&server, "?access_token=wrong-token-0000000", false).err(),
         Some(401)
     );
-    let mut events = Events::open(&server, &format!("?access_token={token}")).unwrap();
+    let mut events = Events::open(&server, &format!("?access_token={token}"), false).unwrap();
     assert!(events.next_snapshot()["queues"].is_array());
     // The pages themselves are open: they ask for the token.
     let r = common::request(server.addr, "GET", "/board", &[], None).unwrap();
     assert_eq!(r.status, 200);
+    // Regression: `?access_token=` worked on every route, so the token went into URLs (and
+    // logs) anywhere (issue 17, finding 14). It is for the event stream alone.
+    let r = common::request(
+        server.addr,
+        "GET",
+        &format!("/api/v1/queues?access_token={token}"),
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 401);
 }

@@ -107,6 +107,24 @@ impl From<ModifyError> for ApiError {
     }
 }
 
+impl From<crate::chat::Refused> for ApiError {
+    fn from(refused: crate::chat::Refused) -> Self {
+        use crate::chat::Refused;
+        let (status, code) = match refused {
+            Refused::Full => (StatusCode::SERVICE_UNAVAILABLE, "too_many_chats"),
+            Refused::TooManyFromAddress => (StatusCode::TOO_MANY_REQUESTS, "too_many_chats"),
+            Refused::TooFast => (StatusCode::TOO_MANY_REQUESTS, "too_many_messages"),
+            Refused::TooLong => (StatusCode::PAYLOAD_TOO_LARGE, "conversation_too_long"),
+            Refused::Gone => (StatusCode::NOT_FOUND, "not_found"),
+        };
+        ApiError::Request {
+            status,
+            code,
+            message: refused.to_string(),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         ApiError::Request {

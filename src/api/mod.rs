@@ -30,9 +30,15 @@ use crate::signalling::{self, PlaceError, Sip};
 
 /// The OpenAPI description of this API, kept in the repository.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
-/// The customers' chat widget, and the operators' board: plain HTML and script, no build.
+/// The customers' chat widget, and the operators' board: plain HTML, script and style, no
+/// build; scripts and styles are files of their own, so the pages need no inline code (see the
+/// Content-Security-Policy in `http`).
 const CHAT_PAGE: &str = include_str!("../../web/chat.html");
+const CHAT_SCRIPT: &str = include_str!("../../web/chat.js");
+const CHAT_STYLE: &str = include_str!("../../web/chat.css");
 const BOARD_PAGE: &str = include_str!("../../web/board.html");
+const BOARD_SCRIPT: &str = include_str!("../../web/board.js");
+const BOARD_STYLE: &str = include_str!("../../web/board.css");
 /// How often the board's event stream looks for a change.
 const EVENTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -57,7 +63,21 @@ impl AppState {
 
 type AppResult<T> = Result<T, ApiError>;
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<AppState>, guard: Arc<crate::http::Guard>) -> Router {
+    let chat_origins: Vec<HeaderValue> = guard
+        .chat_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let chat = Router::new()
+        .route("/chat/sessions", post(start_chat))
+        .route("/chat/sessions/{id}/messages", post(chat_message))
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(chat_origins)
+                .allow_methods([axum::http::Method::POST])
+                .allow_headers([header::CONTENT_TYPE]),
+        );
     let api = Router::new()
         .route("/callbacks", post(create).get(list))
         .route("/callbacks/{confirmation_id}", get(show))
@@ -73,17 +93,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         // The chat is for customers: no API token.
-        .route("/chat/sessions", post(start_chat))
-        .route("/chat/sessions/{id}/messages", post(chat_message))
+        .merge(chat)
         .route("/openapi.json", get(openapi));
+    let asset = |kind: &'static str, text: &'static str| {
+        get(move || async move { ([(header::CONTENT_TYPE, kind)], text) })
+    };
+    let (js, css) = ("text/javascript; charset=utf-8", "text/css; charset=utf-8");
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
-        // The pages; the board's data needs the token, when there is one, and asks for it.
+        // The pages; the board's data needs the token, and the board asks for it.
         .route("/chat", get(|| async { Html(CHAT_PAGE) }))
+        .route("/chat.js", asset(js, CHAT_SCRIPT))
+        .route("/chat.css", asset(css, CHAT_STYLE))
         .route("/board", get(|| async { Html(BOARD_PAGE) }))
+        .route("/board.js", asset(js, BOARD_SCRIPT))
+        .route("/board.css", asset(css, BOARD_STYLE))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(crate::http::MAX_BODY))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            crate::http::BODY_TIMEOUT,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::http::REQUEST_TIMEOUT,
+        ))
+        .layer(middleware::from_fn_with_state(guard, crate::http::check))
 }
 
 async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -96,10 +132,16 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim().to_owned())
-            // An EventSource cannot send headers: `?access_token=` (RFC 6750 section 2.3).
+            // An EventSource cannot send headers: `?access_token=` (RFC 6750 section 2.3), on
+            // the event stream only, where there is no other way.
             .or_else(|| {
-                Query::<BTreeMap<String, String>>::try_from_uri(request.uri())
-                    .ok()
+                let uri = request
+                    .extensions()
+                    .get::<axum::extract::OriginalUri>()
+                    .map_or(request.uri(), |original| &original.0);
+                (uri.path() == "/api/v1/events")
+                    .then(|| Query::<BTreeMap<String, String>>::try_from_uri(uri).ok())
+                    .flatten()
                     .and_then(|Query(mut q)| q.remove("access_token"))
             });
         if !presented.is_some_and(|p| token.matches(&p)) {
@@ -661,18 +703,19 @@ fn replies(replies: Vec<::chat::session::Reply>) -> Value {
         .collect()
 }
 
-async fn start_chat(State(state): State<Arc<AppState>>) -> AppResult<(StatusCode, Json<Value>)> {
-    let (id, greeting) = state
-        .chats
-        .start()
-        .map_err(|crate::chat::Full| ApiError::Request {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "too_many_chats",
-            message: format!(
-                "{} conversations are open, the most there may be; try again later",
-                crate::chat::MAX_SESSIONS
-            ),
-        })?;
+/// What starts a conversation: an empty JSON object, so a page on another site cannot start
+/// one with a plain form (that needs a CORS preflight, which only `chat.allowed_origins` pass).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartChat {}
+
+async fn start_chat(
+    State(state): State<Arc<AppState>>,
+    crate::http::Client(client): crate::http::Client,
+    body: Result<Json<StartChat>, JsonRejection>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    let Json(StartChat {}) = body?;
+    let (id, greeting) = state.chats.start(client)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -691,7 +734,7 @@ struct ChatMessage {
 
 async fn chat_message(
     State(state): State<Arc<AppState>>,
-    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    crate::http::Client(client): crate::http::Client,
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<ChatMessage>, JsonRejection>,
 ) -> AppResult<Json<Value>> {
@@ -708,10 +751,10 @@ async fn chat_message(
             format!("a message has 1 to {} characters", crate::chat::MAX_MESSAGE),
         ));
     }
-    let said = state
-        .chats
-        .message(session, text, client)
-        .await
-        .ok_or_else(gone)?;
+    let said = match state.chats.message(session, text, client).await {
+        Ok(said) => said,
+        Err(crate::chat::Refused::Gone) => return Err(gone()),
+        Err(refused) => return Err(refused.into()),
+    };
     Ok(Json(json!({"replies": replies(said)})))
 }

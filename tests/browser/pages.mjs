@@ -1,6 +1,7 @@
 // The pages in a real browser: Debian's headless Chromium driven by playwright-core.
-// Usage: node pages.mjs BASE_URL SCREENSHOT_DIR (tests/browser_pages.rs runs it against a
-// fresh callbackd, with the agent ada ready). /board is opened first and shows the agent; a
+// Usage: node pages.mjs BASE_URL SCREENSHOT_DIR TOKEN (tests/browser_pages.rs runs it against
+// a fresh callbackd, with the agent ada ready). /board is opened first, asks for the API token
+// as it does an operator, and shows the agent; a
 // chat on /chat ends in a booked callback, which appears on the open board with its place and
 // its queue's count, without a reload; when it is paused through the API the board shows it
 // paused, the state filter finds it alone, and its history shows the pause; an operator
@@ -8,7 +9,8 @@
 // exits non-zero with the reason when anything is not as expected.
 import { chromium } from "playwright-core";
 
-const [base, shots] = process.argv.slice(2);
+const [base, shots, token] = process.argv.slice(2);
+const auth = { Authorization: `Bearer ${token}` };
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -26,6 +28,10 @@ const open = async (path) => {
 try {
   // The operators' board, open before anything is booked.
   const board = await open("/board");
+  // The board asks for the API token, as it does an operator.
+  await board.locator("#token-value").waitFor();
+  await board.fill("#token-value", token);
+  await board.getByRole("button", { name: "Use token" }).click();
   const agent = board.locator('tr.agent[data-agent="ada"]');
   await agent.waitFor();
   if (!(await agent.textContent()).includes("ready")) throw new Error("the board does not show the agent ready");
@@ -63,7 +69,7 @@ try {
     return q && q.textContent.includes("billing: 1 waiting, 1 ready");
   });
   const paused = await fetch(`${base}/api/v1/callbacks/${id}/modifications`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ action: "pause" }),
+    method: "POST", headers: { "Content-Type": "application/json", ...auth }, body: JSON.stringify({ action: "pause" }),
   });
   if (!paused.ok) throw new Error(`pausing through the API: ${paused.status}`);
   const boardShows = state => board.waitForFunction(([id, state]) => {
@@ -86,7 +92,7 @@ try {
   // An operator resumes it from the board.
   await row.getByRole("button", { name: "Resume" }).click();
   await boardShows("queued");
-  const stateOf = async () => (await (await fetch(`${base}/api/v1/callbacks/${id}`)).json()).state;
+  const stateOf = async () => (await (await fetch(`${base}/api/v1/callbacks/${id}`, { headers: auth })).json()).state;
   if (await stateOf() !== "queued") throw new Error("resumed from the board, the API disagrees");
   if ((await row.locator(".place").textContent()) !== "1 in billing") throw new Error("resumed, not back in its place");
   // Reschedule it to a time, pause it, and cancel it from the board.

@@ -67,6 +67,9 @@ pub fn callbackd() -> Command {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The API token it runs with: the configured one, else the one it generated (read from
+    /// what it printed, or from `callbackd token` when it made none this time).
+    pub token: String,
     pub sip_udp: Option<SocketAddr>,
     pub sip_tcp: Option<SocketAddr>,
     /// Every UDP address SIP listens on, in configuration order.
@@ -90,6 +93,14 @@ impl Server {
     }
 
     fn spawn(config: &PathBuf, level: &str, stderr: Stdio) -> Server {
+        let configured = std::fs::read_to_string(config)
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("token = \"")
+                    .and_then(|t| t.strip_suffix('"'))
+                    .map(str::to_owned)
+            });
         let mut child = callbackd()
             .args(["serve", "--config"])
             .arg(config)
@@ -101,11 +112,17 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let (mut sip_udp, mut sip_tcp, mut sip_udp_all) = (None, None, Vec::new());
+        let mut printed_token = None;
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(url) = line.strip_prefix("callbackd: HTTP API on http://") {
                         break url.parse().unwrap();
+                    } else if let Some((_, token)) = line
+                        .strip_prefix("callbackd: API token ")
+                        .and_then(|l| l.rsplit_once(": "))
+                    {
+                        printed_token = Some(token.to_owned());
                     } else if let Some(a) = line.strip_prefix("callbackd: SIP on udp://") {
                         sip_udp = sip_udp.or(a.parse().ok());
                         sip_udp_all.extend(a.parse::<SocketAddr>().ok());
@@ -118,9 +135,15 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        let token = configured.or(printed_token).unwrap_or_else(|| {
+            cli(std::path::Path::new(config), &["token"])
+                .trim()
+                .to_owned()
+        });
         Server {
             child,
             addr,
+            token,
             sip_udp,
             sip_tcp,
             sip_udp_all,
@@ -135,7 +158,29 @@ impl Server {
         body: Option<&Value>,
     ) -> Response {
         let body = body.map(Value::to_string);
-        request(self.addr, method, path, headers, body.as_deref()).expect("callbackd answers")
+        let bearer = format!("Bearer {}", self.token);
+        let mut with_token = headers.to_vec();
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            with_token.push(("Authorization", &bearer));
+        }
+        request(self.addr, method, path, &with_token, body.as_deref()).expect("callbackd answers")
+    }
+
+    /// A request with a body as it is (not JSON, perhaps), with the token.
+    pub fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response {
+        let bearer = format!("Bearer {}", self.token);
+        let mut with_token = headers.to_vec();
+        with_token.push(("Authorization", &bearer));
+        request(self.addr, method, path, &with_token, Some(body)).expect("callbackd answers")
     }
 
     pub fn get(&self, path: &str) -> Response {

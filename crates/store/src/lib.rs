@@ -324,6 +324,17 @@ impl Store {
         dispatch!(self, s => s.open_callback_to(queue, address))
     }
 
+    /// The setting `name`: the one stored, or else `value`, stored now. Nodes starting
+    /// together all get the same one.
+    pub async fn setting_or(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        dispatch!(self, s => s.setting_or(name, value))
+    }
+
+    /// The setting `name`, if one is stored.
+    pub async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.setting(name))
+    }
+
     /// Takes back a reservation that turned out to count for nothing (refused before it was
     /// tried, or the store failed on the way).
     pub async fn withdraw(&self, reservation: i64) -> Result<(), StoreError> {

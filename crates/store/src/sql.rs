@@ -335,6 +335,27 @@ impl SqlStore<Db> {
             .transpose()
     }
 
+    pub async fn setting_or(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(self.writer())
+            .await
+            .map_err(db_error)?;
+        self.setting(name)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("setting `{name}` vanished")))
+    }
+
+    pub async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.writer())
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|(value,)| value))
+    }
+
     pub async fn withdraw(&self, reservation: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM security_events WHERE id = $1")
             .bind(reservation)
