@@ -71,8 +71,9 @@ def start_reference():
     return proc, port
 
 
-def drive(target_port, target_pid, rate, seconds, workdir, extra=()):
-    """One SIPp client (or several when the rate is high) at `rate` calls/s for `seconds`."""
+def drive(target_port, target_pid, rate, seconds, workdir, extra=(), prefix=()):
+    """One SIPp client (or several when the rate is high) at `rate` calls/s for `seconds`;
+    `prefix` goes before each SIPp command (taskset, to pin the generator)."""
     clients = max(1, (rate + 999) // 1000)
     per = rate // clients
     calls = per * seconds
@@ -80,7 +81,7 @@ def drive(target_port, target_pid, rate, seconds, workdir, extra=()):
     cpu_before = cpu_seconds(target_pid)
     start = time.time()
     for i in range(clients):
-        cmd = ["sipp", "-sf", SCENARIO, "-s", "5000", f"127.0.0.1:{target_port}", "-i", "127.0.0.1",
+        cmd = [*prefix, "sipp", "-sf", SCENARIO, "-s", "5000", f"127.0.0.1:{target_port}", "-i", "127.0.0.1",
                "-p", str(free_port()), "-mp", str(free_port()), "-r", str(per), "-m", str(calls),
                "-l", str(per * 4), "-d", "0", "-nostdin", "-timeout", str(seconds * 4) + "s",
                "-trace_rtt", "-rtt_freq", "1", "-max_socket", "1000", *extra]

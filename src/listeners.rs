@@ -142,15 +142,17 @@ pub struct Budget {
 }
 
 /// Descriptors kept for what is neither a call nor a connection: the store's pool, the
-/// listeners, the pacing threads' wakeups, prompt files, logs.
+/// listeners, prompt files, logs.
 const RESERVED_FILES: u64 = 128;
 /// SIP connections over TCP one listener holds at most.
 pub const MAX_SIP_TCP: usize = 1024;
 
-/// Raises the soft limit on open files to the hard one (where allowed), then splits it: one
-/// descriptor per call for its RTP port (`max_calls`, twice over for the dialer's pairs), the
-/// rest two to one between SIP over TCP and HTTP, each at most what it asks for. So a flood of
-/// idle HTTP connections cannot leave a call without an RTP port, nor the other way round.
+/// Raises the soft limit on open files to the hard one (where allowed), then splits it: an
+/// eighth at most for HTTP connections and a quarter at most for SIP over TCP, each no more
+/// than it asks for, so the rest (five eighths or more) stays for the calls' RTP ports and
+/// what else callbackd opens. A flood of idle connections cannot leave a call without an RTP
+/// port, nor calls the API without a connection. Warns when the rest is short of two
+/// descriptors per call (`sip.max_calls`, twice over for the dialer's pairs).
 pub fn budget(max_calls: usize, http_wanted: usize) -> Budget {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -177,19 +179,18 @@ pub fn budget(max_calls: usize, http_wanted: usize) -> Budget {
 }
 
 fn split(files: u64, max_calls: usize, http_wanted: usize) -> Budget {
-    let calls = 2 * max_calls as u64;
-    let rest = files.saturating_sub(RESERVED_FILES + calls);
-    let sip_tcp = usize::try_from(rest * 2 / 3)
-        .unwrap_or(usize::MAX)
-        .min(MAX_SIP_TCP);
-    let http = usize::try_from(rest / 3)
-        .unwrap_or(usize::MAX)
-        .min(http_wanted);
-    if sip_tcp < 16 || http < 16 {
+    let share = |fraction: u64, cap: usize| {
+        usize::try_from(files / fraction)
+            .unwrap_or(usize::MAX)
+            .min(cap)
+    };
+    let (sip_tcp, http) = (share(4, MAX_SIP_TCP), share(8, http_wanted));
+    let left = files.saturating_sub((sip_tcp + http) as u64 + RESERVED_FILES);
+    if left < 2 * max_calls as u64 {
         warn!(
             files,
             max_calls,
-            "few file descriptors for this many calls: raise the limit on open files (LimitNOFILE under systemd) or lower sip.max_calls"
+            "too few file descriptors for this many calls: raise the limit on open files (LimitNOFILE under systemd) or lower sip.max_calls"
         );
     }
     Budget {
@@ -202,16 +203,11 @@ fn split(files: u64, max_calls: usize, http_wanted: usize) -> Budget {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_file_budget_keeps_a_port_for_every_call_and_splits_the_rest() {
+    fn the_file_budget_keeps_most_for_calls_and_shares_the_rest() {
         let roomy = super::split(1_048_576, 500, 512);
         assert_eq!((roomy.sip_tcp, roomy.http), (super::MAX_SIP_TCP, 512));
-        // 1024 files: 1000 go to calls and the reserve, the rest is shared.
-        let tight = super::split(1024, 448, 512);
-        assert_eq!((tight.sip_tcp, tight.http), (1, 1), "with a warning");
-        let some = super::split(4096, 500, 512);
-        assert_eq!((some.sip_tcp, some.http), (1024, 512));
-        let little = super::split(2048, 500, 512);
-        assert_eq!((little.sip_tcp, little.http), (613, 306));
+        let tight = super::split(1024, 500, 512);
+        assert_eq!((tight.sip_tcp, tight.http), (256, 128), "with a warning");
     }
 
     use super::*;

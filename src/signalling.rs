@@ -44,6 +44,8 @@ enum Inbound {
         link: Link,
         bytes: Vec<u8>,
         socket: usize,
+        /// When it was read off the socket: the loop's queue delay, for overload control.
+        read: Instant,
     },
     TcpOpened {
         peer: SocketAddr,
@@ -574,6 +576,12 @@ pub async fn start(
         udp_peers: HashMap::new(),
         registrations,
         full_log: Throttle::new(Duration::from_secs(10)),
+        queue: QueueDelay {
+            since: Instant::now(),
+            shortest: Duration::MAX,
+            overloaded: false,
+        },
+        overload_log: Throttle::new(Duration::from_secs(10)),
     };
     tokio::spawn(run(state, rx, media_rx));
     Ok(Bound {
@@ -650,6 +658,7 @@ async fn receive_udp(socket: std::sync::Arc<UdpSocket>, index: usize, tx: mpsc::
                     link: Link::Udp,
                     bytes: buffer[..n].to_vec(),
                     socket: index,
+                    read: Instant::now(),
                 };
                 if tx.send(message).await.is_err() {
                     return;
@@ -756,6 +765,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
                                 link: Link::Tcp,
                                 bytes,
                                 socket: 0,
+                                read: Instant::now(),
                             })
                             .await;
                         break 'read;
@@ -772,6 +782,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Inboun
                             link: Link::Tcp,
                             bytes,
                             socket: 0,
+                            read: Instant::now(),
                         })
                         .await
                         .is_err()
@@ -827,6 +838,10 @@ struct Loop {
     registrations: mpsc::UnboundedSender<(String, bool)>,
     /// A full transaction table is logged now and then, not per request.
     full_log: Throttle,
+    /// How long messages wait to be handled (overload control), and how often overload is
+    /// logged.
+    queue: QueueDelay,
+    overload_log: Throttle,
 }
 
 async fn run(
@@ -847,11 +862,13 @@ async fn run(
             .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
         tokio::select! {
             inbound = rx.recv() => match inbound {
-                Some(Inbound::Message { source, link, bytes, socket }) => {
+                Some(Inbound::Message { source, link, bytes, socket, read }) => {
                     if link == Link::Udp {
                         state.remember_socket(source, socket);
                     }
-                    state.ua.handle_message(Instant::now(), source, link, &bytes)
+                    let now = Instant::now();
+                    state.queue_delay(now, now.saturating_duration_since(read));
+                    state.ua.handle_received(now, read, source, link, &bytes)
                 }
                 Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
                 Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
@@ -877,7 +894,46 @@ async fn run(
 /// Peers remembered for the choice of reply socket; past this many the memory starts over.
 const MAX_UDP_PEERS: usize = 65_536;
 
+/// Overload is a standing queue, as CoDel sees it: when every message handled over an interval
+/// has waited longer than the target, the loop is not keeping up, and new calls are refused (a
+/// stateless 503) until an interval goes by in which some message waited less. A burst that
+/// the loop clears within the interval is not overload. Both are well under T1, so the calls
+/// taken get their 100 Trying before their callers retransmit.
+const OVERLOAD_TARGET: Duration = Duration::from_millis(20);
+const OVERLOAD_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The shortest wait of the messages handled in the current interval.
+struct QueueDelay {
+    since: Instant,
+    shortest: Duration,
+    overloaded: bool,
+}
+
 impl Loop {
+    /// Follows how long messages wait before the loop handles them, and tells the user agent
+    /// when the node is overloaded (and when it no longer is).
+    fn queue_delay(&mut self, now: Instant, waited: Duration) {
+        let q = &mut self.queue;
+        q.shortest = q.shortest.min(waited);
+        if now.duration_since(q.since) < OVERLOAD_INTERVAL {
+            return;
+        }
+        let overloaded = q.shortest > OVERLOAD_TARGET;
+        let shortest = q.shortest;
+        (q.since, q.shortest) = (now, Duration::MAX);
+        if overloaded != q.overloaded {
+            q.overloaded = overloaded;
+            self.ua.set_overloaded(overloaded);
+            if self.overload_log.ready(now) {
+                if overloaded {
+                    warn!(waited_ms = shortest.as_millis() as u64, "overloaded: new calls get 503 until SIP messages are handled promptly again (logged every 10 s)");
+                } else {
+                    info!("no longer overloaded: new calls are taken again");
+                }
+            }
+        }
+    }
+
     fn on_media(&mut self, now: Instant, event: MediaEvent<CallHandle>) {
         match event {
             MediaEvent::Silent { call } => {

@@ -63,6 +63,9 @@ pub fn callbackd() -> Command {
     cmd
 }
 
+/// The API token test servers run with, unless their configuration sets one.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
 /// A running `callbackd serve`, killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -78,7 +81,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(config: &PathBuf) -> Server {
-        Server::spawn(config, "warn", Stdio::inherit())
+        Server::spawn(config, "warn", Stdio::inherit(), Some(TOKEN))
+    }
+
+    /// Starts with neither a configured token nor one in the environment: callbackd makes
+    /// one at its first start (and prints it), or uses the one it keeps in the store.
+    pub fn start_without_token(config: &PathBuf) -> Server {
+        Server::spawn(config, "warn", Stdio::inherit(), None)
     }
 
     /// Starts with the log going to `log`, for tests that read what it says: `info`, and
@@ -89,10 +98,13 @@ impl Server {
             config,
             "info,sqlx=warn,callbackd::signalling=debug",
             Stdio::from(file),
+            Some(TOKEN),
         )
     }
 
-    fn spawn(config: &PathBuf, level: &str, stderr: Stdio) -> Server {
+    /// Starts `callbackd serve`; with `token`, as its API token unless the configuration
+    /// sets one.
+    fn spawn(config: &PathBuf, level: &str, stderr: Stdio, token: Option<&str>) -> Server {
         let configured = std::fs::read_to_string(config)
             .unwrap()
             .lines()
@@ -100,8 +112,13 @@ impl Server {
                 l.strip_prefix("token = \"")
                     .and_then(|t| t.strip_suffix('"'))
                     .map(str::to_owned)
-            });
-        let mut child = callbackd()
+            })
+            .or(token.map(str::to_owned));
+        let mut command = callbackd();
+        if let Some(token) = &configured {
+            command.env("CALLBACKD_API_TOKEN", token);
+        }
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config)
             .env("CALLBACKD_LOG", level)

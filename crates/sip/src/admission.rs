@@ -157,10 +157,12 @@ impl Admission {
         let Some(source) = self.source(ip, now) else {
             return Ok(());
         };
+        // Requests read off different sockets may come a little out of order: time only
+        // moves forward here.
         let elapsed = now.saturating_duration_since(source.refilled);
         let earned = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX) * rate;
         source.tokens = source.tokens.saturating_add(earned).min(capacity);
-        source.refilled = now;
+        source.refilled = source.refilled.max(now);
         if source.tokens >= 1000 {
             source.tokens -= 1000;
             Ok(())

@@ -290,6 +290,8 @@ pub struct UserAgent {
     admission: crate::admission::Admission,
     /// When the admission table is next tidied (once a second, as messages come).
     next_tidy: Option<Instant>,
+    /// See [`UserAgent::set_overloaded`].
+    overloaded: bool,
     /// Our BYEs and CANCELs, by branch, with whether the answer ends the call (BYE) or not
     /// (CANCEL: the INVITE's 487 does).
     /// Each with where it goes, which outlives the call (an ACK for a repeated 487).
@@ -478,6 +480,7 @@ impl UserAgent {
             charges: HashMap::new(),
             charged: 0,
             next_tidy: None,
+            overloaded: false,
             requests: HashMap::new(),
             out_invites: HashMap::new(),
             window: None,
@@ -520,16 +523,30 @@ impl UserAgent {
     }
 
     /// One message from the network: a UDP datagram, or a message framed off a TCP stream.
+    pub fn handle_message(&mut self, now: Instant, source: SocketAddr, link: Link, bytes: &[u8]) {
+        self.handle_received(now, now, source, link, bytes);
+    }
+
+    /// The same, for a message read off its socket at `read` and handled only now: a source's
+    /// bucket counts its requests when they came, so a backlog handled at once after a stall
+    /// of ours is not taken for a flood of theirs.
     ///
     /// A source outside the trusted networks is dropped unread while it is banned, and each
     /// request it sends takes a token from its bucket first (see [`crate::admission`]).
-    pub fn handle_message(&mut self, now: Instant, source: SocketAddr, link: Link, bytes: &[u8]) {
+    pub fn handle_received(
+        &mut self,
+        now: Instant,
+        read: Instant,
+        source: SocketAddr,
+        link: Link,
+        bytes: &[u8],
+    ) {
         if !self.trusted_network(source) {
             if self.admission.banned(source.ip(), now) {
                 return;
             }
             if !bytes.starts_with(b"SIP/2.0 ") {
-                if let Err(reason) = self.admission.request(source.ip(), now) {
+                if let Err(reason) = self.admission.request(source.ip(), read) {
                     self.event(CallEvent::SourceBanned { source, reason });
                     return;
                 }
@@ -825,8 +842,15 @@ impl UserAgent {
         calls < limits.calls && unconfirmed < limits.unconfirmed_calls
     }
 
+    /// The runtime says whether it is overloaded: messages wait too long before they are
+    /// handled. While it is, new INVITEs are refused at once (a stateless 503), so what is
+    /// left of the node goes to the calls it has.
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.overloaded = overloaded;
+    }
+
     fn admit(&mut self, now: Instant) -> bool {
-        if self.calls.len() >= self.config.max_calls {
+        if self.overloaded || self.calls.len() >= self.config.max_calls {
             return false;
         }
         let (start, count) = match self.window {

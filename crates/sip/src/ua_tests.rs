@@ -1751,3 +1751,43 @@ fn a_source_flooding_past_its_rate_is_banned_and_dropped_unread() {
         [CallEvent::Incoming { .. }]
     ));
 }
+
+// Regression: past capacity, every INVITE was taken on until retransmissions swamped the
+// node and goodput halved (finding 10). Overloaded, new calls get one 503 each; the calls
+// already in progress go on.
+#[test]
+fn overloaded_new_calls_get_a_stateless_503_and_calls_in_progress_go_on() {
+    let now = Instant::now();
+    let mut ua = big_ua(Vec::new());
+    let (call, tag) = answered(&mut ua, now);
+    ua.set_overloaded(true);
+    let other: SocketAddr = "192.0.2.67:5060".parse().unwrap();
+    ua.handle_message(now, other, Link::Udp, &invite_numbered(7));
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [503]);
+    assert!(events.is_empty());
+    assert_eq!(
+        ua.transactions().0,
+        1,
+        "only the answered call's INVITE is kept"
+    );
+    // The answered call's BYE is handled as ever.
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("BYE", "z9hG4bK-bye1", 2, Some(&tag), "", ""),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert!(events.contains(&CallEvent::Ended {
+        call,
+        reason: EndReason::RemoteHangup
+    }));
+    ua.set_overloaded(false);
+    ua.handle_message(now, other, Link::Udp, &invite_numbered(8));
+    assert!(matches!(
+        drain(&mut ua).1.as_slice(),
+        [CallEvent::Incoming { .. }]
+    ));
+}
