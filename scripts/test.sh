@@ -2,8 +2,8 @@
 # Runs every test of callbackd on a fresh machine: installs what the tests need from Debian
 # packages (PostgreSQL, SIPp from sip-tester, espeak-ng and sox for the DTMF talk-off test,
 # Chromium and Node.js for the pages) and playwright-core from npm, starts a throwaway
-# PostgreSQL on loopback, checks formatting and lints, runs the whole workspace's tests, and
-# stops PostgreSQL again.
+# PostgreSQL on loopback, checks formatting and lints, runs the whole workspace's tests and a
+# short run of every fuzz target (scripts/fuzz.sh), and stops PostgreSQL again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,3 +39,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace "$@"
+echo "== fuzz targets, a few seconds each"
+scripts/fuzz.sh

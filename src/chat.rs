@@ -74,8 +74,6 @@ struct Entry {
     last: Instant,
     /// Failed look-ups in this conversation.
     failures: u32,
-    /// Who opened it (`limits::client_of`), for the quota per address.
-    client: String,
     /// Messages taken, and their characters.
     turns: usize,
     chars: usize,
@@ -90,7 +88,14 @@ pub struct Chats {
     per_address: usize,
     /// Messages per address, over all its conversations.
     messages: governor::DefaultKeyedRateLimiter<String>,
-    sessions: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Entry>>>>,
+    sessions: Mutex<HashMap<Uuid, Held>>,
+}
+
+/// A conversation kept, with who opened it (`limits::client_of`) for the quota per address,
+/// readable while a message of it is being answered.
+struct Held {
+    client: String,
+    entry: Arc<tokio::sync::Mutex<Entry>>,
 }
 
 /// Why a conversation could not start, or a message was not taken.
@@ -131,7 +136,7 @@ impl Chats {
         self.idle
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<tokio::sync::Mutex<Entry>>>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Held>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -140,16 +145,16 @@ impl Chats {
         let now = Instant::now();
         let key = crate::limits::client_of(client.ip());
         let mut sessions = self.sessions();
-        sessions.retain(|_, e| e.try_lock().map_or(true, |e| now - e.last < self.idle));
+        sessions.retain(|_, held| {
+            held.entry
+                .try_lock()
+                .map_or(true, |e| now - e.last < self.idle)
+        });
         self.messages.retain_recent();
         if sessions.len() >= MAX_SESSIONS {
             return Err(Refused::Full);
         }
-        // A conversation busy right now counts as the address's too.
-        let theirs = sessions
-            .values()
-            .filter(|e| e.try_lock().map_or(true, |e| e.client == key))
-            .count();
+        let theirs = sessions.values().filter(|held| held.client == key).count();
         if theirs >= self.per_address {
             return Err(Refused::TooManyFromAddress);
         }
@@ -159,11 +164,11 @@ impl Chats {
             session,
             last: now,
             failures: 0,
-            client: key,
             turns: 0,
             chars: 0,
         };
-        sessions.insert(id, Arc::new(tokio::sync::Mutex::new(entry)));
+        let entry = Arc::new(tokio::sync::Mutex::new(entry));
+        sessions.insert(id, Held { client: key, entry });
         Ok((id, turn.replies))
     }
 
@@ -174,6 +179,13 @@ impl Chats {
         text: &str,
         client: SocketAddr,
     ) -> Result<Vec<Reply>, Refused> {
+        let entry = self
+            .sessions()
+            .get(&id)
+            .map(|held| held.entry.clone())
+            .ok_or(Refused::Gone)?;
+        // Counted only for a conversation that exists, so the limiter keeps no key for
+        // addresses that never opened one.
         if self
             .messages
             .check_key(&crate::limits::client_of(client.ip()))
@@ -181,7 +193,6 @@ impl Chats {
         {
             return Err(Refused::TooFast);
         }
-        let entry = self.sessions().get(&id).cloned().ok_or(Refused::Gone)?;
         let mut entry = entry.lock().await;
         let now = Instant::now();
         if now - entry.last >= self.idle {

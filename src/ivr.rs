@@ -523,17 +523,20 @@ impl Operations {
             Err(crate::limits::Refusal::Limited(_)) => return Err(BookError::Limited),
             Err(crate::limits::Refusal::Store(e)) => return Err(BookError::Create(e.into())),
         };
-        let existing = self
+        // A booking answered "already booked" stays counted: that answer tells whether a
+        // number has a callback, so it is no cheaper to get than a booking.
+        match self
             .callbacks
             .store
             .open_callback_to(&new.queue, address.as_str())
-            .await;
-        if !matches!(existing, Ok(None)) {
-            self.limiter.unbook(booking).await;
-            return Err(match existing {
-                Err(e) => BookError::Create(e.into()),
-                _ => BookError::AlreadyBooked,
-            });
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(_)) => return Err(BookError::AlreadyBooked),
+            Err(e) => {
+                self.limiter.unbook(booking).await;
+                return Err(BookError::Create(e.into()));
+            }
         }
         let actor = Actor::new(caller.channel, caller.caller_id.clone());
         let source = match caller.channel {

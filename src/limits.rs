@@ -48,18 +48,9 @@ pub struct Limiter {
 }
 
 /// Who the limiter counts for a request from `ip`: the address, or for IPv6 its /64, the
-/// network one subscriber holds whole (a host can take any address in it).
+/// network one subscriber holds whole (as the SIP admission counts sources).
 pub fn client_of(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
+    sip::admission::source_key(ip).to_string()
 }
 
 impl Limiter {
@@ -69,14 +60,10 @@ impl Limiter {
 
     /// How long the oldest count matters: events older than this are forgotten.
     pub fn kept(&self) -> Duration {
-        [
-            self.limits.source_window,
-            self.limits.id_window,
-            Duration::days(1),
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or_default()
+        self.limits
+            .source_window
+            .max(self.limits.id_window)
+            .max(Duration::days(1))
     }
 
     fn event(kind: &str, caller: &Caller, subject: &str, now: DateTime<Utc>) -> SecurityEvent {
@@ -205,7 +192,7 @@ impl Limiter {
         })
     }
 
-    /// The booking made nothing (the number had a callback already, or it was refused).
+    /// The booking made nothing and told nothing (it was refused, or the store failed).
     pub async fn unbook(&self, booking: Booking) {
         self.withdraw(booking.reservation).await;
     }
@@ -229,7 +216,7 @@ mod tests {
             client_of(ip("2001:db8:1:2:aaaa::1")),
             client_of(ip("2001:db8:1:2:ffff::9"))
         );
-        assert_eq!(client_of(ip("2001:db8:1:2::1")), "2001:db8:1:2::/64");
+        assert_eq!(client_of(ip("2001:db8:1:2::1")), "2001:db8:1:2::");
         assert_ne!(
             client_of(ip("2001:db8:1:2::1")),
             client_of(ip("2001:db8:1:3::1"))

@@ -167,9 +167,9 @@ impl<K: LegKey> Media<K> {
         socket.set_nonblocking(true)?;
         // Whatever reached the port before the call had media is not the far end's audio to
         // hear (packets sprayed at it while it rang): dropped unread.
-        // (At most what a full socket buffer holds, so a sprayer cannot keep us here.)
+        // (At most about what a socket's buffer holds, so a sprayer cannot keep us here.)
         let mut discard = [0; 2048];
-        for _ in 0..1024 {
+        for _ in 0..256 {
             if socket.recv_from(&mut discard).is_err() {
                 break;
             }

@@ -1,5 +1,5 @@
 //! Admission per source, in the style of Kamailio's pike module: each source address that is
-//! not trusted gets a token bucket for the requests it sends, a cap on its calls at once and on
+//! not trusted gets a token bucket for the messages it sends, a cap on its calls at once and on
 //! its calls not yet confirmed (answered but not acknowledged), and a strike for each failed
 //! authentication. A source that sends past its bucket or fails authentication too often is
 //! banned for a while: everything it sends is dropped unread. IPv6 sources are counted by
@@ -19,7 +19,7 @@ pub const MAX_SOURCES: usize = 65_536;
 /// Limits on each source that is not trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// Requests a source may send a second, sustained; it may burst twice as many.
+    /// Messages a source may send a second, sustained; it may burst twice as many.
     pub requests_per_second: u32,
     /// Calls from one source at once.
     pub calls: u32,
@@ -46,7 +46,7 @@ impl Default for Settings {
 /// Why a source was banned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BanReason {
-    /// It sent requests faster than its bucket allows.
+    /// It sent faster than its bucket allows.
     Flood,
     /// It failed authentication too often.
     AuthFailures,
@@ -146,7 +146,7 @@ impl Admission {
         }))
     }
 
-    /// Takes a token for a request from `ip`. `Err(Flood)` when the bucket is empty: the
+    /// Takes a token for a message from `ip`. `Err(Flood)` when the bucket is empty: the
     /// source is banned from now, and the caller drops the request.
     pub fn request(&mut self, ip: IpAddr, now: Instant) -> Result<(), BanReason> {
         let (capacity, rate, ban) = (
@@ -160,7 +160,9 @@ impl Admission {
         // Requests read off different sockets may come a little out of order: time only
         // moves forward here.
         let elapsed = now.saturating_duration_since(source.refilled);
-        let earned = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX) * rate;
+        let earned = u64::try_from(elapsed.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(rate);
         source.tokens = source.tokens.saturating_add(earned).min(capacity);
         source.refilled = source.refilled.max(now);
         if source.tokens >= 1000 {
@@ -206,7 +208,9 @@ impl Admission {
             s.strikes
                 .retain(|t| now.saturating_duration_since(*t) < Duration::from_secs(60));
             let elapsed = now.saturating_duration_since(s.refilled);
-            let earned = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX) * rate;
+            let earned = u64::try_from(elapsed.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_mul(rate);
             s.banned_until.is_some()
                 || !s.strikes.is_empty()
                 || s.tokens.saturating_add(earned) < capacity
@@ -214,7 +218,8 @@ impl Admission {
     }
 
     /// Sources tracked now.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.sources.len()
     }
 }

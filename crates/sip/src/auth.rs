@@ -735,7 +735,7 @@ fn nonce_tag(secret: &[u8], payload: &str) -> String {
 }
 
 /// Lower-case hex of some bytes.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         for nibble in [b >> 4, b & 0x0f] {

@@ -98,7 +98,7 @@ pub struct Registrar {
 
 impl Registrar {
     pub fn new(settings: Settings) -> Registrar {
-        let decoy = settings.secret.iter().map(|b| format!("{b:02x}")).collect();
+        let decoy = crate::auth::hex(&settings.secret);
         Registrar {
             verifier: Verifier::new(settings.realm.clone(), &settings.secret),
             settings,
@@ -152,8 +152,9 @@ impl Registrar {
 
     /// Answers a REGISTER: a challenge, a refusal, or 200 with the user's bindings.
     ///
-    /// An unknown user, a wrong password, a digest for another URI, a replayed nonce count and
-    /// a user locked after many failures all get the same answer: 401 with a fresh challenge.
+    /// An unknown user, a wrong password, a digest for another URI and a user locked after many
+    /// failures all get the same answer: 401 with a fresh challenge. A replayed nonce count
+    /// gets a fresh one with `stale=true`, which only the password's holder can answer.
     #[allow(clippy::too_many_arguments)]
     pub fn handle(
         &mut self,
@@ -184,23 +185,32 @@ impl Registrar {
                 failed: None,
             };
         };
+        // A user locked after many failures is checked all the same (the same work, so the
+        // time taken does not tell them apart), and refused.
+        let locked = self.user_locked(&credentials.username, source, now);
         let failed = |registrar: &mut Registrar| {
-            if registrar.settings.users.contains_key(&credentials.username) {
-                registrar
+            if !locked && registrar.settings.users.contains_key(&credentials.username) {
+                let times = registrar
                     .failures
                     .entry(credentials.username.clone())
-                    .or_default()
-                    .push(now);
+                    .or_default();
+                if times.len() >= USER_FAILURES_PER_MINUTE {
+                    times.remove(0);
+                }
+                times.push(now);
             }
             Answer {
                 response: challenge(false, &registrar.verifier),
                 changes: Vec::new(),
-                failed: Some(credentials.username.clone()),
+                failed: Some(credentials.username.chars().take(64).collect()),
             }
         };
-        if self.user_locked(&credentials.username, source, now) {
-            return failed(self);
-        }
+        // Ask again with `stale=true`: only the password's holder can answer that.
+        let stale = |registrar: &Registrar| Answer {
+            response: challenge(true, &registrar.verifier),
+            changes: Vec::new(),
+            failed: None,
+        };
         // The digest must be for this very request, not one captured elsewhere.
         let same_uri = crate::uri::Uri::parse(&credentials.uri).is_ok_and(|u| {
             u.scheme == parsed.uri.scheme
@@ -224,14 +234,16 @@ impl Registrar {
             NONCE_LIFETIME_SECS,
         );
         match verified {
-            Ok(()) if known && same_uri && !self.replayed(&credentials, seconds) => {}
-            // The password was right, the nonce only old: ask again without troubling the user.
-            Err(AuthError::StaleNonce { .. }) if known && same_uri => {
-                return Answer {
-                    response: challenge(true, &self.verifier),
-                    changes: Vec::new(),
-                    failed: None,
+            Ok(()) if known && same_uri && !locked => {
+                // The right digest, with a nonce count used before: a replay (or a phone
+                // counting wrongly). Not a failure: it does not guess at the password.
+                if self.replayed(&credentials, seconds) {
+                    return stale(self);
                 }
+            }
+            // The password was right, the nonce only old: ask again without troubling the user.
+            Err(AuthError::StaleNonce { .. }) if known && same_uri && !locked => {
+                return stale(self)
             }
             _ => return failed(self),
         }

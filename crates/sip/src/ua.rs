@@ -61,7 +61,8 @@ pub struct Config {
 
 /// Server transactions held at once, at most; past it new requests are refused statelessly.
 pub const MAX_TRANSACTIONS: usize = 100_000;
-/// The requests behind the server transactions held, in bytes, at most.
+/// The requests behind the server transactions held, in bytes, at most: what a transaction
+/// keeps (its answers, which echo the request's Via, From, To, Call-ID and CSeq) is no larger.
 pub const MAX_TRANSACTION_BYTES: usize = 64 * 1024 * 1024;
 
 /// A call known to the user agent.
@@ -281,11 +282,11 @@ pub struct UserAgent {
     dialogs: HashMap<(String, String), CallHandle>,
     /// The INVITE transaction of a call that came in → the call (CANCEL finds it here).
     by_invite: HashMap<Key, CallHandle>,
-    invites: HashMap<Key, (ServerInvite, SocketAddr, Link)>,
-    others: HashMap<Key, (ServerNonInvite, SocketAddr, Link)>,
-    /// What each server transaction's request weighed, and all of them together: the table is
-    /// bounded by [`MAX_TRANSACTIONS`] and [`MAX_TRANSACTION_BYTES`].
-    charges: HashMap<Key, usize>,
+    /// Server transactions, with where their requests came from and how big each was.
+    invites: HashMap<Key, (ServerInvite, SocketAddr, Link, usize)>,
+    others: HashMap<Key, (ServerNonInvite, SocketAddr, Link, usize)>,
+    /// The sizes of all server transactions' requests: the table is bounded by
+    /// [`MAX_TRANSACTIONS`] and [`MAX_TRANSACTION_BYTES`].
     charged: usize,
     admission: crate::admission::Admission,
     /// When the admission table is next tidied (once a second, as messages come).
@@ -477,7 +478,6 @@ impl UserAgent {
             by_invite: HashMap::new(),
             invites: HashMap::new(),
             others: HashMap::new(),
-            charges: HashMap::new(),
             charged: 0,
             next_tidy: None,
             overloaded: false,
@@ -500,7 +500,7 @@ impl UserAgent {
 
     /// Server transactions held, and the bytes of their requests.
     pub fn transactions(&self) -> (usize, usize) {
-        (self.charges.len(), self.charged)
+        (self.invites.len() + self.others.len(), self.charged)
     }
 
     fn send(&mut self, to: SocketAddr, link: Link, message: &Message) {
@@ -532,7 +532,8 @@ impl UserAgent {
     /// of ours is not taken for a flood of theirs.
     ///
     /// A source outside the trusted networks is dropped unread while it is banned, and each
-    /// request it sends takes a token from its bucket first (see [`crate::admission`]).
+    /// message it sends (request, response or garbage) takes a token from its bucket first
+    /// (see [`crate::admission`]).
     pub fn handle_received(
         &mut self,
         now: Instant,
@@ -545,11 +546,9 @@ impl UserAgent {
             if self.admission.banned(source.ip(), now) {
                 return;
             }
-            if !bytes.starts_with(b"SIP/2.0 ") {
-                if let Err(reason) = self.admission.request(source.ip(), read) {
-                    self.event(CallEvent::SourceBanned { source, reason });
-                    return;
-                }
+            if let Err(reason) = self.admission.request(source.ip(), read) {
+                self.event(CallEvent::SourceBanned { source, reason });
+                return;
             }
         }
         match parse_datagram(bytes) {
@@ -629,13 +628,13 @@ impl UserAgent {
         };
         let is_ack = request.method() == Some(&Method::Ack);
         // Retransmissions and ACKs for a non-2xx go to their server transaction.
-        if let Some((transaction, _, _)) = self.invites.get_mut(&key) {
+        if let Some((transaction, ..)) = self.invites.get_mut(&key) {
             if !is_ack || transaction.state() == server_invite::State::Completed {
                 transaction.handle_request(&request, now);
                 self.touched.push(Slot::Invite(key));
                 return;
             }
-        } else if let Some((transaction, _, _)) = self.others.get_mut(&key) {
+        } else if let Some((transaction, ..)) = self.others.get_mut(&key) {
             transaction.handle_request(&request, now);
             self.touched.push(Slot::Other(key));
             return;
@@ -652,7 +651,7 @@ impl UserAgent {
             }
         };
         if !is_ack
-            && (self.charges.len() >= MAX_TRANSACTIONS
+            && (self.invites.len() + self.others.len() >= MAX_TRANSACTIONS
                 || self.charged + size > MAX_TRANSACTION_BYTES)
         {
             self.refuse_busy(&request.headers, &tag, source, link);
@@ -792,35 +791,29 @@ impl UserAgent {
         response: Message,
         size: usize,
     ) {
-        self.charge(&key, size);
+        self.charged += size;
         if request.method() == Some(&Method::Invite) {
             let mut transaction = ServerInvite::new(&request, link.transport(), self.config.timers);
             // The 100 Trying is moot when the final answer is immediate.
             while transaction.poll_transmit().is_some() {}
             transaction.send_response(response, now);
-            self.invites
-                .insert(key.clone(), (transaction, source, link));
+            if let Some((.., old)) = self
+                .invites
+                .insert(key.clone(), (transaction, source, link, size))
+            {
+                self.charged -= old;
+            }
             self.touched.push(Slot::Invite(key));
         } else {
             let mut transaction = ServerNonInvite::new(link.transport(), self.config.timers);
             transaction.send_response(response, now);
-            self.others.insert(key.clone(), (transaction, source, link));
+            if let Some((.., old)) = self
+                .others
+                .insert(key.clone(), (transaction, source, link, size))
+            {
+                self.charged -= old;
+            }
             self.touched.push(Slot::Other(key));
-        }
-    }
-
-    /// Counts a new server transaction's request against the table's bounds.
-    fn charge(&mut self, key: &Key, size: usize) {
-        self.charged += size;
-        if let Some(old) = self.charges.insert(key.clone(), size) {
-            self.charged -= old;
-        }
-    }
-
-    /// A server transaction is over: its request no longer counts.
-    fn discharge(&mut self, key: &Key) {
-        if let Some(size) = self.charges.remove(key) {
-            self.charged -= size;
         }
     }
 
@@ -948,9 +941,13 @@ impl UserAgent {
             let trying = self.with_server(trying);
             self.send(response_destination(&trying, source, link), link, &trying);
         }
-        self.invites
-            .insert(key.clone(), (transaction, source, link));
-        self.charge(&key, size);
+        self.charged += size;
+        if let Some((.., old)) = self
+            .invites
+            .insert(key.clone(), (transaction, source, link, size))
+        {
+            self.charged -= old;
+        }
         self.touched.push(Slot::Invite(key));
         self.event(CallEvent::Incoming {
             call: handle,
@@ -1146,7 +1143,7 @@ impl UserAgent {
             .headers
             .push(Name::Server, self.config.product.clone());
         let key = call.invite_key.clone();
-        let (transaction, _, _) = self.invites.get_mut(&key)?;
+        let (transaction, ..) = self.invites.get_mut(&key)?;
         transaction.send_response(response.clone(), now);
         self.touched.push(Slot::Invite(key));
         Some(response)
@@ -1182,7 +1179,7 @@ impl UserAgent {
         call.give_up = Some(now + self.config.timers.transaction_timeout());
         call.ok = Some(ok.clone());
         let key = call.invite_key.clone();
-        if let Some((transaction, _, _)) = self.invites.get_mut(&key) {
+        if let Some((transaction, ..)) = self.invites.get_mut(&key) {
             transaction.send_response(ok, now);
         }
         self.touched.push(Slot::Invite(key));
@@ -1222,7 +1219,7 @@ impl UserAgent {
                 progress.headers.push(Name::ContentType, "application/sdp");
                 progress.body = sdp;
                 let key = call.invite_key.clone();
-                if let Some((transaction, _, _)) = self.invites.get_mut(&key) {
+                if let Some((transaction, ..)) = self.invites.get_mut(&key) {
                     transaction.send_response(progress, now);
                     self.touched.push(Slot::Invite(key));
                 }
@@ -1347,12 +1344,12 @@ impl UserAgent {
         for slot in due {
             match &slot {
                 Slot::Invite(key) => {
-                    if let Some((t, _, _)) = self.invites.get_mut(key) {
+                    if let Some((t, ..)) = self.invites.get_mut(key) {
                         t.handle_timeout(now);
                     }
                 }
                 Slot::Other(key) => {
-                    if let Some((t, _, _)) = self.others.get_mut(key) {
+                    if let Some((t, ..)) = self.others.get_mut(key) {
                         t.handle_timeout(now);
                     }
                 }
@@ -1420,8 +1417,8 @@ impl UserAgent {
 
     fn slot_timeout(&self, slot: &Slot) -> Option<Instant> {
         match slot {
-            Slot::Invite(key) => self.invites.get(key).and_then(|(t, _, _)| t.poll_timeout()),
-            Slot::Other(key) => self.others.get(key).and_then(|(t, _, _)| t.poll_timeout()),
+            Slot::Invite(key) => self.invites.get(key).and_then(|(t, ..)| t.poll_timeout()),
+            Slot::Other(key) => self.others.get(key).and_then(|(t, ..)| t.poll_timeout()),
             Slot::Request(key) => self
                 .requests
                 .get(key)
@@ -1468,22 +1465,24 @@ impl UserAgent {
             for slot in batch {
                 match &slot {
                     Slot::Invite(key) => {
-                        if let Some((t, source, link)) = self.invites.get_mut(key) {
+                        if let Some((t, source, link, _)) = self.invites.get_mut(key) {
                             let (source, link, (sends, events)) = (*source, *link, t.drain());
                             self.send_responses(sends, source, link);
                             if events.contains(&Event::Terminated) {
-                                self.invites.remove(key);
-                                self.discharge(key);
+                                if let Some((.., size)) = self.invites.remove(key) {
+                                    self.charged -= size;
+                                }
                             }
                         }
                     }
                     Slot::Other(key) => {
-                        if let Some((t, source, link)) = self.others.get_mut(key) {
+                        if let Some((t, source, link, _)) = self.others.get_mut(key) {
                             let (source, link, (sends, events)) = (*source, *link, t.drain());
                             self.send_responses(sends, source, link);
                             if events.contains(&Event::Terminated) {
-                                self.others.remove(key);
-                                self.discharge(key);
+                                if let Some((.., size)) = self.others.remove(key) {
+                                    self.charged -= size;
+                                }
                             }
                         }
                     }

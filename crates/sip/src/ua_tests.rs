@@ -1500,16 +1500,27 @@ fn unknown_users_and_wrong_passwords_get_the_same_answer() {
             ua.handle_message(now, caller(), Link::Udp, text.as_bytes());
             let (sent, _) = drain(ua);
             let response = &sent[0].1;
-            (
-                response.code(),
-                response.headers.get(&Name::WwwAuthenticate).is_some(),
+            let challenge = crate::auth::Challenge::parse(
+                response
+                    .headers
+                    .get(&Name::WwwAuthenticate)
+                    .unwrap_or_default(),
             )
+            .ok()
+            .map(|c| (c.realm, c.stale, c.qop));
+            (response.code(), challenge)
         };
     let wrong_password = answer(&mut ua, 2, "1001", "guess", None);
     let unknown_user = answer(&mut ua, 3, "1002", "guess", None);
     let foreign_nonce_known = answer(&mut ua, 4, "1001", "guess", Some("abc"));
     let foreign_nonce_unknown = answer(&mut ua, 5, "1002", "guess", Some("abc"));
-    assert_eq!(wrong_password, (Some(401), true));
+    assert_eq!(
+        wrong_password,
+        (
+            Some(401),
+            Some(("callbackd".to_owned(), false, vec![crate::auth::Qop::Auth]))
+        )
+    );
     assert_eq!(unknown_user, wrong_password);
     assert_eq!(foreign_nonce_known, wrong_password);
     assert_eq!(foreign_nonce_unknown, wrong_password);
@@ -1539,10 +1550,12 @@ fn a_replayed_register_is_refused_and_the_binding_stays() {
     );
     let (sent, events) = drain(&mut ua);
     assert_eq!(codes(&sent), [401]);
+    let challenge_again = sent[0].1.headers.get(&Name::WwwAuthenticate).unwrap();
     assert!(
-        matches!(events.as_slice(), [CallEvent::AuthFailed { .. }]),
-        "{events:?}"
+        challenge_again.contains("stale=TRUE"),
+        "only the password's holder can answer: {challenge_again}"
     );
+    assert!(events.is_empty(), "no failure counted: {events:?}");
     assert_eq!(
         ua.binding("1001", now).unwrap().source,
         caller(),

@@ -295,7 +295,7 @@ impl SqlStore<Db> {
         .fetch_one(self.writer())
         .await
         .map_err(db_error)?;
-        let (client, subject, all): (i64, i64, i64) = sqlx::query_as(
+        let counted: Result<(i64, i64, i64), _> = sqlx::query_as(
             "SELECT \
              (SELECT COUNT(*) FROM security_events WHERE kind = $1 AND client = $2 AND at > $3), \
              (SELECT COUNT(*) FROM security_events WHERE kind = $1 AND subject = $4 AND at > $5), \
@@ -308,8 +308,15 @@ impl SqlStore<Db> {
         .bind(since.subject)
         .bind(since.all)
         .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
+        .await;
+        let (client, subject, all) = match counted {
+            Ok(counts) => counts,
+            Err(e) => {
+                // Not counted, so it must not count: take it back (best effort).
+                let _ = self.withdraw(id).await;
+                return Err(db_error(e));
+            }
+        };
         let count = |n: i64| n.max(0) as u64;
         Ok(crate::Reservation {
             id,
