@@ -137,7 +137,8 @@ def flood(workdir, seconds, trunk):
         ok = int(re.search(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", out).group(1))
         banned = open(os.path.join(workdir, f"flood-{trunk}.log")).read().count("SIP source banned")
         who = "a trunk in sip.trusted" if trunk else "another address, anyone may call"
-        return dict(attack=f"1,000 INVITEs/s from one address for {seconds} s (banned: {banned} time(s))",
+        times = {1: "once", 2: "twice"}.get(banned, f"{banned} times")
+        return dict(attack=f"1,000 INVITEs/s from one address for {seconds} s (banned {times})",
                     legit=f"{ok} of {calls} SIPp calls ({rate}/s, {who}) completed: {ok / calls:.1%}", w=w)
     finally:
         proc.kill()
