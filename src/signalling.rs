@@ -1471,13 +1471,16 @@ impl Loop {
     }
 
     /// Places a call to `to` (see [`Loop::route`], unless `at` says where to send it) that
-    /// rings for at most `ring`.
+    /// rings for at most `ring`, unless the dialer's `deadline` has passed: that is checked
+    /// last, on the clock read afresh (not `now`), just before the INVITE goes, so a node
+    /// stopped meanwhile (SIGSTOP, a stall) does not dial late once it runs again.
     fn place(
         &mut self,
         now: Instant,
         to: &str,
         at: Option<SocketAddr>,
         ring: Duration,
+        deadline: Option<Instant>,
     ) -> Result<CallHandle, PlaceError> {
         let (uri, destination, link) = match at {
             Some(at) => (to.to_owned(), at, Link::Udp),
@@ -1507,6 +1510,9 @@ impl Loop {
             credentials,
             ring_timeout: ring,
         };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(PlaceError::TooLate);
+        }
         let call = self.ua.dial(now, dial);
         info!(%call, %destination, "call placed");
         self.calls.insert(

@@ -118,15 +118,6 @@ impl Bridge {
     }
 }
 
-impl Connect {
-    /// Whether the dialer's lease leaves no time to place a call. The clock is read afresh,
-    /// not the loop's `now`: a node stopped since that was read (SIGSTOP, a stall) must not
-    /// dial late once it runs again.
-    fn too_late(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
-    }
-}
-
 /// How a call ended, as test calls and the dialer read it.
 fn how(reason: EndReason) -> (&'static str, Option<u16>) {
     match reason {
@@ -162,19 +153,22 @@ impl Loop {
                 error,
             })?;
         }
-        if connect.too_late() {
-            return Err(agent_side(PlaceError::TooLate));
-        }
         let first = match (&connect.customer, connect.customer_first) {
             (Some(customer), true) => self
-                .place(now, customer, None, connect.customer_ring)
+                .place(now, customer, None, connect.customer_ring, connect.deadline)
                 .map(|call| (call, Side::Customer))
                 .map_err(|error| ConnectError {
                     side: Side::Customer,
                     error,
                 })?,
             _ => self
-                .place(now, &connect.agent, connect.agent_at, connect.agent_ring)
+                .place(
+                    now,
+                    &connect.agent,
+                    connect.agent_at,
+                    connect.agent_ring,
+                    connect.deadline,
+                )
                 .map(|call| (call, Side::Agent))
                 .map_err(agent_side)?,
         };
@@ -310,19 +304,16 @@ impl Loop {
             }
             return;
         };
-        if bridge.connect.too_late() {
-            warn!(
-                bridge = id,
-                "the dialer's lease ran out before the customer was called; not calling"
-            );
-            bridge.report(Progress::TooLate);
-            bridge.phase = Phase::Ending;
-            self.end_call(now, agent);
-            return;
-        }
         bridge.phase = Phase::Customer;
-        let ring = bridge.connect.customer_ring;
-        match self.place(now, &customer, None, ring) {
+        let (ring, deadline) = (bridge.connect.customer_ring, bridge.connect.deadline);
+        match self.place(now, &customer, None, ring, deadline) {
+            Err(PlaceError::TooLate) => {
+                warn!(
+                    bridge = id,
+                    "the dialer's lease ran out before the customer was called; not calling"
+                );
+                self.too_late(now, id, agent);
+            }
             Ok(call) => {
                 if let Some(active) = self.calls.get_mut(&call) {
                     active.bridge = Some((id, Side::Customer));
@@ -404,25 +395,23 @@ impl Loop {
             return;
         };
         bridge.confirm_by = None;
-        if bridge.connect.too_late() {
-            warn!(
-                bridge = id,
-                "the dialer's lease ran out before the agent was called; not calling"
-            );
-            bridge.report(Progress::TooLate);
-            bridge.phase = Phase::Ending;
-            self.end_call(now, customer);
-            return;
-        }
         bridge.phase = Phase::Agent;
-        let (to, at, ring) = (
+        let (to, at, ring, deadline) = (
             bridge.connect.agent.clone(),
             bridge.connect.agent_at,
             bridge.connect.agent_ring,
+            bridge.connect.deadline,
         );
-        self.play_music(customer, &["please-hold"]);
-        match self.place(now, &to, at, ring) {
+        match self.place(now, &to, at, ring, deadline) {
+            Err(PlaceError::TooLate) => {
+                warn!(
+                    bridge = id,
+                    "the dialer's lease ran out before the agent was called; not calling"
+                );
+                self.too_late(now, id, customer);
+            }
             Ok(call) => {
+                self.play_music(customer, &["please-hold"]);
                 if let Some(active) = self.calls.get_mut(&call) {
                     active.bridge = Some((id, Side::Agent));
                 }
@@ -442,6 +431,16 @@ impl Loop {
                 self.gone(now, id, Side::Agent);
             }
         }
+    }
+
+    /// The dialer's lease ran out before a connection's second call could go: it is not
+    /// placed, and the first (`call`) is hung up.
+    fn too_late(&mut self, now: Instant, id: u64, call: CallHandle) {
+        if let Some(bridge) = self.bridges.get_mut(&id) {
+            bridge.report(Progress::TooLate);
+            bridge.phase = Phase::Ending;
+        }
+        self.end_call(now, call);
     }
 
     /// Bridges the agent's and the customer's calls.
