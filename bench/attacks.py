@@ -20,18 +20,14 @@ import argparse, json, os, random, re, shutil, socket, subprocess, sys, tempfile
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sip_calls import ROOT, cpu_seconds, free_port, rss_kib  # noqa: E402
+from sip_calls import ROOT, config_text, cpu_seconds, free_port, rss_kib  # noqa: E402
 
 
 def start(workdir, changes=(), name="attacks"):
     """A release callbackd with the default limits (the ones under attack) and the changes made;
     returns it, its SIP port, its API URL and its token."""
-    text = open(os.path.join(ROOT, "callbackd.toml")).read()
     sip = free_port()
-    text = (text.replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:0"')
-            .replace('udp = ["127.0.0.1:5060"]', f'udp = ["127.0.0.1:{sip}"]')
-            .replace('tcp = ["127.0.0.1:5060"]', 'tcp = []')
-            .replace('url = "sqlite://callbackd.db"', f'url = "sqlite://{workdir}/{name}.db"'))
+    text = config_text(sip, f"sqlite://{workdir}/{name}.db")
     for old, new in changes:
         assert old in text, old
         text = text.replace(old, new)

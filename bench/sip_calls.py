@@ -31,21 +31,26 @@ def rss_kib(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
+def config_text(sip, store_url):
+    """The default configuration on loopback: the API on a free port, SIP over UDP on `sip`,
+    the store at `store_url`."""
+    return (open(os.path.join(ROOT, "callbackd.toml")).read()
+            .replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:0"')
+            .replace('udp = ["127.0.0.1:5060"]', f'udp = ["127.0.0.1:{sip}"]')
+            .replace('tcp = ["127.0.0.1:5060"]', 'tcp = []')
+            .replace('url = "sqlite://callbackd.db"', f'url = "{store_url}"'))
+
+
 def start_callbackd(workdir, store_url=None, changes=(), name="bench"):
     """A release callbackd with the limits raised (and each (from, to) of `changes` made to
     its configuration); returns it, its SIP port and its API URL."""
-    text = open(os.path.join(ROOT, "callbackd.toml")).read()
     sip = free_port()
-    store_url = store_url or f"sqlite://{workdir}/bench.db"
-    text = (text.replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:0"')
-            .replace('udp = ["127.0.0.1:5060"]', f'udp = ["127.0.0.1:{sip}"]')
-            .replace('tcp = ["127.0.0.1:5060"]', 'tcp = []')
+    text = (config_text(sip, store_url or f"sqlite://{workdir}/bench.db")
             .replace("max_calls = 500", "max_calls = 50000")
             .replace("max_calls_per_second = 200", "max_calls_per_second = 50000")
             # SIPp's load comes from loopback as a trunk's would: a trusted network, exempt
             # from the per-source limits.
-            .replace('trusted = []', 'trusted = ["127.0.0.0/8"]')
-            .replace('url = "sqlite://callbackd.db"', f'url = "{store_url}"'))
+            .replace('trusted = []', 'trusted = ["127.0.0.0/8"]'))
     for old, new in changes:
         assert old in text, old
         text = text.replace(old, new)

@@ -42,6 +42,15 @@ pub struct Booking {
     reservation: i64,
 }
 
+/// How one kind of attempt is counted: where its counts start (per client, per subject, in
+/// all), the limit on each with its name for the log, and the log line of a refusal.
+struct Rule {
+    kind: &'static str,
+    since: Since,
+    limits: [(u64, &'static str); 3],
+    refused: &'static str,
+}
+
 pub struct Limiter {
     store: Store,
     limits: LimitsConfig,
@@ -87,40 +96,60 @@ impl Limiter {
         now: DateTime<Utc>,
     ) -> Result<Guess, Refusal> {
         let l = &self.limits;
-        let since = Since {
-            client: now - l.source_window,
-            subject: now - l.id_window,
-            all: now - Duration::hours(1),
+        let rule = Rule {
+            kind: GUESS,
+            since: Since {
+                client: now - l.source_window,
+                subject: now - l.id_window,
+                all: now - Duration::hours(1),
+            },
+            limits: [
+                (l.failures_per_source, "failed look-ups from this source"),
+                (l.failures_per_id, "failed look-ups of this confirmation ID"),
+                (
+                    l.lockdown_failures_per_hour,
+                    "failed look-ups from everyone in the last hour",
+                ),
+            ],
+            refused: "callback look-up refused: limit reached",
         };
+        let counted = self.count(rule, caller, id.as_str(), now).await?;
+        Ok(Guess {
+            reservation: counted.id,
+            strict: counted.all > l.failed_lookups_per_hour,
+        })
+    }
+
+    /// Counts an attempt under `rule` before it is made: refused (and taken back) when a count
+    /// that includes it is past its limit, so a limit of 10 lets the 10th happen.
+    async fn count(
+        &self,
+        rule: Rule,
+        caller: &Caller,
+        subject: &str,
+        now: DateTime<Utc>,
+    ) -> Result<store::Reservation, Refusal> {
         let counted = self
             .store
-            .reserve(&Self::event(GUESS, caller, id.as_str(), now), &since)
+            .reserve(&Self::event(rule.kind, caller, subject, now), &rule.since)
             .await?;
-        // The counts include this look-up: a limit of 10 lets the 10th failure happen.
-        let limit = if counted.client > l.failures_per_source {
-            Some("failed look-ups from this source")
-        } else if counted.subject > l.failures_per_id {
-            Some("failed look-ups of this confirmation ID")
-        } else if counted.all > l.lockdown_failures_per_hour {
-            Some("failed look-ups from everyone in the last hour")
-        } else {
-            None
-        };
-        if let Some(limit) = limit {
+        let over = [counted.client, counted.subject, counted.all]
+            .into_iter()
+            .zip(rule.limits)
+            .find(|(count, (limit, _))| count > limit);
+        if let Some((_, (_, limit))) = over {
             self.withdraw(counted.id).await;
             warn!(
                 source = %caller.source,
                 call_id = caller.call_id,
                 caller = %callbacks::mask(&caller.caller_id),
                 limit,
-                "callback look-up refused: limit reached"
+                "{}",
+                rule.refused
             );
             return Err(Refusal::Limited(limit));
         }
-        Ok(Guess {
-            reservation: counted.id,
-            strict: counted.all > l.failed_lookups_per_hour,
-        })
+        Ok(counted)
     }
 
     /// The look-up found nothing matching: it stays counted for the window. One log line per
@@ -159,34 +188,21 @@ impl Limiter {
         now: DateTime<Utc>,
     ) -> Result<Booking, Refusal> {
         let l = &self.limits;
-        let since = Since {
-            client: now - Duration::hours(1),
-            subject: now - Duration::days(1),
-            all: now,
+        let rule = Rule {
+            kind: BOOKING,
+            since: Since {
+                client: now - Duration::hours(1),
+                subject: now - Duration::days(1),
+                all: now,
+            },
+            limits: [
+                (l.bookings_per_source_per_hour, "bookings from this source"),
+                (l.bookings_per_number_per_day, "bookings of this number"),
+                (u64::MAX, "bookings"),
+            ],
+            refused: "booking refused: limit reached",
         };
-        let counted = self
-            .store
-            .reserve(&Self::event(BOOKING, caller, address.as_str(), now), &since)
-            .await?;
-        let limit = if counted.client > l.bookings_per_source_per_hour {
-            Some("bookings from this source")
-        } else if counted.subject > l.bookings_per_number_per_day {
-            Some("bookings of this number")
-        } else {
-            None
-        };
-        if let Some(limit) = limit {
-            self.withdraw(counted.id).await;
-            warn!(
-                source = %caller.source,
-                call_id = caller.call_id,
-                caller = %callbacks::mask(&caller.caller_id),
-                number = %address.masked(),
-                limit,
-                "booking refused: limit reached"
-            );
-            return Err(Refusal::Limited(limit));
-        }
+        let counted = self.count(rule, caller, address.as_str(), now).await?;
         Ok(Booking {
             reservation: counted.id,
         })

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{config_with, Server};
-use serde_json::json;
+use common::{chat_say, chat_start, config_with, Server};
 
 fn server() -> Server {
     let url = store::testing::sqlite_url();
@@ -19,37 +18,16 @@ fn server() -> Server {
     ))
 }
 
-fn say(server: &Server, id: &str, text: &str) -> String {
-    let r = server.post(
-        &format!("/api/v1/chat/sessions/{id}/messages"),
-        &json!({ "text": text }),
-    );
-    assert_eq!(r.status, 200, "{text}: {:?}", r.body);
-    r.body["replies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["text"].as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Asks conversation `chat` for a callback to `number` as soon as possible; the bot's answer.
 fn book(server: &Server, chat: &str, number: &str) -> String {
-    let offer = say(server, chat, "I was charged twice for the same month");
+    let offer = chat_say(server, chat, "I was charged twice for the same month");
     assert!(
         offer.ends_with("Would you like us to call you back?"),
         "{offer}"
     );
-    say(server, chat, "yes");
-    say(server, chat, number);
-    say(server, chat, "as soon as possible")
-}
-
-fn start(server: &Server) -> String {
-    let r = server.post("/api/v1/chat/sessions", &json!({}));
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    r.body["id"].as_str().unwrap().to_owned()
+    chat_say(server, chat, "yes");
+    chat_say(server, chat, number);
+    chat_say(server, chat, "as soon as possible")
 }
 
 fn callbacks_to(server: &Server, number: &str) -> usize {
@@ -66,7 +44,7 @@ fn callbacks_to(server: &Server, number: &str) -> usize {
 #[test]
 fn one_number_gets_one_open_callback_however_often_it_is_booked() {
     let server = server();
-    let chat = start(&server);
+    let chat = chat_start(&server);
     let first = book(&server, &chat, "+1 212 555 0100");
     assert!(first.contains("confirmation number is"), "{first}");
     // A refused booking asks for the number again: the conversation goes on giving it.
@@ -82,8 +60,8 @@ fn one_number_gets_one_open_callback_however_often_it_is_booked() {
             "no new callback, and not the first one's number either: {again}"
         );
         assert!(again.contains("What number should we call?"), "{again}");
-        say(&server, &chat, "+1 212 555 0100");
-        again = say(&server, &chat, "as soon as possible");
+        chat_say(&server, &chat, "+1 212 555 0100");
+        again = chat_say(&server, &chat, "as soon as possible");
     }
     assert_eq!(callbacks_to(&server, "+12125550100"), 1);
 }
@@ -93,7 +71,7 @@ fn one_address_books_only_so_many_numbers_an_hour() {
     let server = server();
     let mut booked = 0;
     for i in 0..8 {
-        let chat = start(&server);
+        let chat = chat_start(&server);
         let answer = book(&server, &chat, &format!("+1 212 555 01{i:02}"));
         if answer.contains("confirmation number is") {
             booked += 1;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{config_with, Server};
+use common::{chat_say, chat_start, config_with, Server};
 use serde_json::{json, Value};
 
 fn server() -> Server {
@@ -16,33 +16,6 @@ fn server() -> Server {
         &url,
         &[("\nenabled = true", "\nenabled = false")],
     ))
-}
-
-/// Starts a conversation; its ID.
-fn start(server: &Server) -> String {
-    let r = server.post("/api/v1/chat/sessions", &json!({}));
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    assert_eq!(
-        r.body["replies"][0]["text"],
-        "Hello! How can I help you today?"
-    );
-    r.body["id"].as_str().unwrap().to_owned()
-}
-
-/// Says `text` in conversation `id`; the bot's replies, joined.
-fn say(server: &Server, id: &str, text: &str) -> String {
-    let r = server.post(
-        &format!("/api/v1/chat/sessions/{id}/messages"),
-        &json!({ "text": text }),
-    );
-    assert_eq!(r.status, 200, "{text}: {:?}", r.body);
-    r.body["replies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["text"].as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn booked_id(reply: &str) -> String {
@@ -57,10 +30,9 @@ fn booked_id(reply: &str) -> String {
 #[test]
 fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_and_change() {
     let server = server();
-    let chat = start(&server);
-    assert!(
-        say(&server, &chat, "When is my bill due?").starts_with("Bills are due on the first day")
-    );
+    let chat = chat_start(&server);
+    assert!(chat_say(&server, &chat, "When is my bill due?")
+        .starts_with("Bills are due on the first day"));
 
     // One agent with the skill is ready: the wait is told.
     let r = server.post(
@@ -75,15 +47,15 @@ fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_
         Some(&json!({"state": "ready"})),
     );
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let offer = say(&server, &chat, "I was charged twice for the same month");
+    let offer = chat_say(&server, &chat, "I was charged twice for the same month");
     assert!(
         offer.contains("An agent is free now and can call you in a few minutes.")
             && offer.ends_with("Would you like us to call you back?"),
         "{offer}"
     );
-    assert!(say(&server, &chat, "yes please").starts_with("What number should we call?"));
-    assert!(say(&server, &chat, "+1 212 555 0100").starts_with("When should we call?"));
-    let booked = say(&server, &chat, "as soon as possible");
+    assert!(chat_say(&server, &chat, "yes please").starts_with("What number should we call?"));
+    assert!(chat_say(&server, &chat, "+1 212 555 0100").starts_with("When should we call?"));
+    let booked = chat_say(&server, &chat, "as soon as possible");
     let id = booked_id(&booked);
 
     let shown = server.get(&format!("/api/v1/callbacks/{id}")).body;
@@ -110,7 +82,7 @@ fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_
         "{shown}"
     );
 
-    let status = say(&server, &chat, "what is the status of my callback?");
+    let status = chat_say(&server, &chat, "what is the status of my callback?");
     assert!(
         status.starts_with(&format!("Your callback {id} is number 1 in line")),
         "{status}"
@@ -121,8 +93,8 @@ fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_
         ("I would rather get a text message", "A text message"),
         ("transfer my callback to another department", "technical"),
     ] {
-        say(&server, &chat, ask);
-        let done = say(&server, &chat, answer);
+        chat_say(&server, &chat, ask);
+        let done = chat_say(&server, &chat, answer);
         assert!(
             done.starts_with("Done: your change is confirmed."),
             "{ask}: {done}"
@@ -138,7 +110,7 @@ fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_
         (Some("+16465550199"), Some("sms"), Some("technical")),
         "{shown}"
     );
-    let done = say(&server, &chat, "please pause my callback");
+    let done = chat_say(&server, &chat, "please pause my callback");
     assert!(
         done.starts_with("Done: your change is confirmed."),
         "{done}"
@@ -158,13 +130,13 @@ fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_
 
     // Another conversation names it by its number and the last four digits of its (new)
     // number.
-    let other = start(&server);
+    let other = chat_start(&server);
     assert_eq!(
-        say(&server, &other, "cancel my callback"),
+        chat_say(&server, &other, "cancel my callback"),
         "What is the confirmation number of your callback?"
     );
-    say(&server, &other, &id);
-    let wrong = say(&server, &other, "9999");
+    chat_say(&server, &other, &id);
+    let wrong = chat_say(&server, &other, "9999");
     assert!(
         wrong.contains("we could not find a callback matching those details"),
         "{wrong}"
@@ -173,9 +145,9 @@ fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_
         server.get(&format!("/api/v1/callbacks/{id}")).body["state"],
         "paused"
     );
-    say(&server, &other, "cancel my callback");
-    say(&server, &other, &id);
-    let done = say(&server, &other, "0199");
+    chat_say(&server, &other, "cancel my callback");
+    chat_say(&server, &other, &id);
+    let done = chat_say(&server, &other, "0199");
     assert!(
         done.starts_with("Done: your change is confirmed."),
         "{done}"
@@ -189,7 +161,7 @@ fn a_request_beyond_the_bot_ends_in_a_callback_that_the_chat_can_then_ask_about_
 #[test]
 fn bad_requests_get_a_clear_error_and_change_nothing() {
     let server = server();
-    let chat = start(&server);
+    let chat = chat_start(&server);
     let post = |path: &str, body: &str| {
         common::request(
             server.addr,
@@ -246,7 +218,9 @@ fn bad_requests_get_a_clear_error_and_change_nothing() {
             .is_some_and(|m| !m.is_empty()));
     }
     // The conversation is still there, where it was.
-    assert!(say(&server, &chat, "what are your opening hours").starts_with("Our agents are there"));
+    assert!(
+        chat_say(&server, &chat, "what are your opening hours").starts_with("Our agents are there")
+    );
     let listed: Value = server.get("/api/v1/callbacks").body;
     assert_eq!(
         listed["callbacks"].as_array().map(Vec::len),
@@ -303,8 +277,8 @@ fn a_closed_queue_tells_when_it_opens_and_a_refused_number_or_time_is_asked_agai
             ),
         ],
     ));
-    let chat = start(&server);
-    let offer = say(&server, &chat, "I was charged twice for the same month");
+    let chat = chat_start(&server);
+    let offer = chat_say(&server, &chat, "I was charged twice for the same month");
     assert!(
         offer.contains(&format!(
             "No agent is available now; the next opening is {} at 9:00.",
@@ -312,23 +286,23 @@ fn a_closed_queue_tells_when_it_opens_and_a_refused_number_or_time_is_asked_agai
         )) && offer.ends_with("Would you like us to call you back?"),
         "{offer}"
     );
-    say(&server, &chat, "yes");
+    chat_say(&server, &chat, "yes");
     // A premium-rate number: the dialing policy refuses it, and the number is asked again.
-    assert!(say(&server, &chat, "+1 900 555 0123").starts_with("When should we call?"));
-    let refused = say(&server, &chat, "as soon as possible");
+    assert!(chat_say(&server, &chat, "+1 900 555 0123").starts_with("When should we call?"));
+    let refused = chat_say(&server, &chat, "as soon as possible");
     assert_eq!(
         refused,
         "We cannot book that: we are not allowed to call that number. What number should we call? Please write it with the country code, like +1 212 555 0100."
     );
-    say(&server, &chat, "+1 212 555 0100");
+    chat_say(&server, &chat, "+1 212 555 0100");
     // 3 am today has passed or is outside the hours: the time is asked again, the number kept.
-    let refused = say(&server, &chat, "3 am");
+    let refused = chat_say(&server, &chat, "3 am");
     assert!(
         refused.starts_with("We cannot book that: that time ")
             && refused.contains("When should we call?"),
         "{refused}"
     );
-    let id = booked_id(&say(&server, &chat, "as soon as possible"));
+    let id = booked_id(&chat_say(&server, &chat, "as soon as possible"));
     let shown = server.get(&format!("/api/v1/callbacks/{id}")).body;
     assert_eq!(
         (shown["address"].as_str(), shown["requested"].as_str()),
@@ -353,8 +327,10 @@ fn an_idle_conversation_is_forgotten() {
             ("session_idle = \"30m\"", "session_idle = \"1s\""),
         ],
     ));
-    let chat = start(&server);
-    assert!(say(&server, &chat, "what are your opening hours").starts_with("Our agents are there"));
+    let chat = chat_start(&server);
+    assert!(
+        chat_say(&server, &chat, "what are your opening hours").starts_with("Our agents are there")
+    );
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let r = server.post(
         &format!("/api/v1/chat/sessions/{chat}/messages"),

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{config_with, Server};
+use common::{chat_say, chat_start, config_with, Server};
 use rand::{rngs::StdRng, SeedableRng};
 use serde_json::json;
 
@@ -34,32 +34,11 @@ fn server(extra: &[(&str, &str)]) -> (Server, PathBuf) {
     (server, log)
 }
 
-fn start(server: &Server) -> String {
-    let r = server.post("/api/v1/chat/sessions", &json!({}));
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    r.body["id"].as_str().unwrap().to_owned()
-}
-
-fn say(server: &Server, id: &str, text: &str) -> String {
-    let r = server.post(
-        &format!("/api/v1/chat/sessions/{id}/messages"),
-        &json!({ "text": text }),
-    );
-    assert_eq!(r.status, 200, "{text}: {:?}", r.body);
-    r.body["replies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["text"].as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// A conversation asked to pause callback `id`, now waiting for the last four digits.
 fn asking_last_four(server: &Server, id: &str) -> String {
-    let chat = start(server);
-    say(server, &chat, "please pause my callback");
-    let asked = say(server, &chat, id);
+    let chat = chat_start(server);
+    chat_say(server, &chat, "please pause my callback");
+    let asked = chat_say(server, &chat, id);
     assert!(asked.contains("last four digits"), "{asked}");
     chat
 }
@@ -107,7 +86,7 @@ fn guesses_from_one_address_stop_at_its_limit_across_conversations() {
             s.spawn(move || {
                 for id in chunk {
                     let chat = asking_last_four(server, id);
-                    let answer = say(server, &chat, "1234");
+                    let answer = chat_say(server, &chat, "1234");
                     assert!(answer.contains(NOT_FOUND), "{answer}");
                 }
             });
@@ -115,7 +94,7 @@ fn guesses_from_one_address_stop_at_its_limit_across_conversations() {
     });
     // The right answer for the real callback now fails like a wrong one, and changes nothing.
     let chat = asking_last_four(&server, &target);
-    let answer = say(&server, &chat, "0100");
+    let answer = chat_say(&server, &chat, "0100");
     assert!(answer.contains(NOT_FOUND), "{answer}");
     assert_eq!(state(&server, &target), "queued");
     // Up to limits.failures_per_source (10) look-ups made, the rest refused; fewer when
@@ -152,7 +131,7 @@ fn simultaneous_answers_for_one_id_make_no_more_look_ups_than_its_limit() {
                 // Every last four but the right one, 0100.
                 let guess = format!("{:04}", 1000 + i);
                 barrier.wait();
-                let answer = say(server, chat, &guess);
+                let answer = chat_say(server, chat, &guess);
                 assert!(answer.contains(NOT_FOUND), "{answer}");
             });
         }
@@ -163,7 +142,7 @@ fn simultaneous_answers_for_one_id_make_no_more_look_ups_than_its_limit() {
         "{made} look-ups made for one ID; limits.failures_per_id is 5"
     );
     let chat = asking_last_four(&server, &target);
-    let answer = say(&server, &chat, "0100");
+    let answer = chat_say(&server, &chat, "0100");
     assert!(answer.contains(NOT_FOUND), "{answer}");
     assert_eq!(state(&server, &target), "queued");
     drop(server);

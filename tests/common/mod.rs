@@ -209,6 +209,33 @@ impl Server {
     }
 }
 
+/// Starts a chat conversation (no token needed); its ID.
+pub fn chat_start(server: &Server) -> String {
+    let r = server.post("/api/v1/chat/sessions", &serde_json::json!({}));
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(
+        r.body["replies"][0]["text"],
+        "Hello! How can I help you today?"
+    );
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Says `text` in conversation `id`; the bot's replies, joined.
+pub fn chat_say(server: &Server, id: &str, text: &str) -> String {
+    let r = server.post(
+        &format!("/api/v1/chat/sessions/{id}/messages"),
+        &serde_json::json!({ "text": text }),
+    );
+    assert_eq!(r.status, 200, "{text}: {:?}", r.body);
+    r.body["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["text"].as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs the command line with `args` on `config`; it must succeed. What it printed.
 pub fn cli(config: &std::path::Path, args: &[&str]) -> String {
     let out = callbackd()
