@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{config_with, Server};
@@ -24,31 +24,6 @@ fn open_files(server: &Server) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
         .unwrap()
         .count()
-}
-
-fn rss_kib(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// A TCP connection to `target` from the loopback address `ip`.
-fn connect_from(ip: &str, target: SocketAddr) -> std::io::Result<TcpStream> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    let stream = runtime.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(format!("{ip}:0").parse().unwrap())?;
-        socket.connect(target).await
-    })?;
-    let stream = stream.into_std()?;
-    stream.set_nonblocking(false)?;
-    Ok(stream)
 }
 
 /// Whether the server has closed `stream` (within a moment).
@@ -79,7 +54,7 @@ fn idle_connections_are_capped_per_address_and_closed_while_calls_and_others_are
         open_files(&server)
     );
     // Another address is answered, and a call still gets its RTP port.
-    let mut other = connect_from("127.0.0.2", server.addr).unwrap();
+    let mut other = common::connect_from("127.0.0.2", server.addr).unwrap();
     write!(
         other,
         "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -103,7 +78,7 @@ fn idle_connections_are_capped_per_address_and_closed_while_calls_and_others_are
 }
 
 fn start_chat(server: &Server, from: &str) -> (u16, serde_json::Value) {
-    let mut stream = connect_from(from, server.addr).unwrap();
+    let mut stream = common::connect_from(from, server.addr).unwrap();
     write!(
         stream,
         "POST /api/v1/chat/sessions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
@@ -146,7 +121,7 @@ fn a_conversation_takes_so_many_messages_and_memory_comes_back() {
         .as_str()
         .unwrap()
         .to_owned();
-    let before = rss_kib(&server);
+    let before = common::rss_kib(&server);
     let text = "x".repeat(999);
     let mut taken = 0;
     for _ in 0..1000 {
@@ -161,7 +136,7 @@ fn a_conversation_takes_so_many_messages_and_memory_comes_back() {
         }
     }
     assert_eq!(taken, 65, "64 KiB of text in all");
-    let after = rss_kib(&server);
+    let after = common::rss_kib(&server);
     assert!(
         after < before + before / 10,
         "memory {before} KiB before, {after} KiB after"

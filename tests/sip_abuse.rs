@@ -28,16 +28,6 @@ fn server(extra: &[(&str, &str)]) -> (Server, PathBuf) {
     (Server::start_logging(&config_with(&url, extra), &log), log)
 }
 
-/// The server's resident memory, in KiB.
-fn rss_kib(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn udp(ip: &str) -> UdpSocket {
     let socket = UdpSocket::bind((ip, 0)).unwrap();
     socket
@@ -305,7 +295,7 @@ fn padded_options_from_many_sources_keep_no_state_and_no_memory() {
              CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nX-Padding: {padding}\r\nContent-Length: 0\r\n\r\n"
         )
     };
-    let before = rss_kib(&server);
+    let before = common::rss_kib(&server);
     // 500 a second for 5 s, 25 a second from each of 20 sources: under the per-source rate.
     let start = Instant::now();
     let mut peak = before;
@@ -317,13 +307,13 @@ fn padded_options_from_many_sources_keep_no_state_and_no_memory() {
         let from = &sources[i as usize % sources.len()];
         from.send_to(options(from, i).as_bytes(), target).unwrap();
         if i % 250 == 0 {
-            peak = peak.max(rss_kib(&server));
+            peak = peak.max(common::rss_kib(&server));
         }
     }
     let status = server.get("/api/v1/status").body;
     assert_eq!(status["sip"]["transactions"], 0, "{status}");
     std::thread::sleep(Duration::from_secs(1));
-    let after = rss_kib(&server);
+    let after = common::rss_kib(&server);
     assert!(
         peak < before + before / 10 && after < before + before / 10,
         "memory {before} KiB before, {peak} KiB at most during, {after} KiB after"
@@ -348,22 +338,6 @@ fn options_over(stream: &mut TcpStream, me: SocketAddr, target: SocketAddr) -> S
     String::from_utf8_lossy(&buffer[..n]).into_owned()
 }
 
-/// A TCP connection to `target` from the loopback address `ip`.
-fn connect_from(ip: &str, target: SocketAddr) -> TcpStream {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    let stream = runtime.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-        socket.connect(target).await.unwrap()
-    });
-    let stream = stream.into_std().unwrap();
-    stream.set_nonblocking(false).unwrap();
-    stream
-}
-
 /// Whether the server closed `stream` within `within`.
 fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     stream.set_read_timeout(Some(within)).unwrap();
@@ -383,7 +357,7 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 fn tcp_connections_are_limited_per_source_and_half_sent_messages_are_dropped() {
     let (server, _) = server(&[]);
     let target = server.sip_tcp.unwrap();
-    let before = rss_kib(&server);
+    let before = common::rss_kib(&server);
     // 100 connections from one address: its 16 stay, the rest are closed at once.
     let mut hog: Vec<TcpStream> = (0..100)
         .map(|_| TcpStream::connect(target).unwrap())
@@ -396,7 +370,7 @@ fn tcp_connections_are_limited_per_source_and_half_sent_messages_are_dropped() {
         .count();
     assert_eq!(closed, 84, "16 per source");
     // Another address still gets in and is answered.
-    let mut stream = connect_from("127.0.0.2", target);
+    let mut stream = common::connect_from("127.0.0.2", target).unwrap();
     let me = stream.local_addr().unwrap();
     let answer = options_over(&mut stream, me, target);
     assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
@@ -436,7 +410,7 @@ fn tcp_connections_are_limited_per_source_and_half_sent_messages_are_dropped() {
     big.write_all(head.as_bytes()).unwrap();
     assert!(closed_within(&mut big, Duration::from_secs(2)));
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib(&server);
+    let after = common::rss_kib(&server);
     assert!(
         after < before + before / 10,
         "memory {before} KiB before, {after} KiB after"

@@ -209,6 +209,31 @@ impl Server {
     }
 }
 
+/// The server's resident memory, in KiB.
+pub fn rss_kib(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A TCP connection to `target` from the loopback address `ip` (another "machine").
+pub fn connect_from(ip: &str, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(ip.parse().unwrap(), 0))?;
+        socket.connect(target).await
+    })?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
 /// Starts a chat conversation (no token needed); its ID.
 pub fn chat_start(server: &Server) -> String {
     let r = server.post("/api/v1/chat/sessions", &serde_json::json!({}));
