@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use callbacks::{serde_duration, DialingPolicy, Policy, Queue};
 use serde::Deserialize;
+use sip::admission::Network;
+use sip::advertise::Told;
 
 /// The configuration shipped in the repository, used when no file is given and
 /// `callbackd.toml` is not in the working directory.
@@ -242,9 +244,14 @@ pub struct SipConfig {
     pub udp: Vec<SocketAddr>,
     #[serde(default)]
     pub tcp: Vec<SocketAddr>,
-    /// `host:port` peers reach us at (Via, Contact, SDP); the first listen address by default.
-    #[serde(default)]
-    pub advertised: Option<String>,
+    /// `host` or `host:port` peers reach us at (Via, Contact, SDP); without a port, the port
+    /// SIP listens on for the transport. The first listen address by default.
+    #[serde(default, deserialize_with = "advertised")]
+    pub advertised: Option<Told>,
+    /// Peers in these networks are told another address (the host's own on their side):
+    /// network → `host` or `host:port`; the most specific network holding a peer wins.
+    #[serde(default, deserialize_with = "advertised_to")]
+    pub advertised_to: Vec<(Network, Told)>,
     #[serde(default = "default_max_calls")]
     pub max_calls: usize,
     #[serde(default = "default_max_calls_per_second")]
@@ -385,30 +392,56 @@ fn networks<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Vec<(std::net::IpAddr, u8)>, D::Error> {
     Vec::<String>::deserialize(d)?
         .iter()
-        .map(|text| {
-            let (address, prefix) = text.split_once('/').unwrap_or((text, ""));
-            let ip: std::net::IpAddr = address.trim().parse().map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not an address or network such as \"192.0.2.0/24\""
-                ))
-            })?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            let prefix = if prefix.is_empty() {
-                max
-            } else {
-                prefix
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= max)
-                    .ok_or_else(|| {
-                        serde::de::Error::custom(format!(
-                            "`{text}` has a prefix length above {max}"
-                        ))
-                    })?
-            };
-            Ok((ip, prefix))
-        })
+        .map(|text| network(text).map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// `"192.0.2.0/24"`, or one address (`"192.0.2.7"`, a network of its own).
+fn network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (address, prefix) = text.split_once('/').unwrap_or((text, ""));
+    let ip: std::net::IpAddr = address
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not an address or network such as \"192.0.2.0/24\""))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix.is_empty() {
+        return Ok((ip, max));
+    }
+    let prefix = prefix
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= max)
+        .ok_or_else(|| format!("`{text}` has a prefix length above {max}"))?;
+    Ok((ip, prefix))
+}
+
+/// `host` or `host:port` (IPv6 in brackets), as told to peers.
+fn told(text: &str) -> Result<Told, String> {
+    let bad = || format!("`{text}` is not a host or host:port such as \"192.0.2.10:5060\"");
+    let (host, port) = sip::uri::split_hostport(text).map_err(|_| bad())?;
+    let host = host.trim();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok(Told {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn advertised<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Told>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|text| told(&text))
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
+fn advertised_to<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(Network, Told)>, D::Error> {
+    BTreeMap::<String, String>::deserialize(d)?
+        .iter()
+        .map(|(net, text)| Ok((network(net)?, told(text)?)))
+        .collect::<Result<_, String>>()
+        .map_err(serde::de::Error::custom)
 }
 
 fn default_caller_id() -> String {
@@ -455,6 +488,10 @@ impl SipConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaConfig {
+    /// The address RTP sockets bind: the first SIP listen address's by default. What peers are
+    /// told in SDP is the advertised address (see `SipConfig::advertised`).
+    #[serde(default)]
+    pub address: Option<std::net::IpAddr>,
     /// `"20000-29999"`: calls take even ports from this range.
     #[serde(deserialize_with = "port_range")]
     pub rtp_ports: (u16, u16),
@@ -862,6 +899,26 @@ mod tests {
                 "api.listen",
             ),
             ("\"toll_free\"", "\"toll-free\"", "dialing.allowed_types"),
+            (
+                "# advertised = \"203.0.113.10\"",
+                "advertised = \"203.0.113.10:http\"",
+                "sip.advertised",
+            ),
+            (
+                "# \"10.0.0.0/8\" = \"10.0.0.5\"",
+                "\"10.0.0.0/33\" = \"10.0.0.5\"",
+                "sip.advertised_to",
+            ),
+            (
+                "# \"10.0.0.0/8\" = \"10.0.0.5\"",
+                "\"10.0.0.0/8\" = \"10.0.0.5 :5060\"",
+                "sip.advertised_to",
+            ),
+            (
+                "# address = \"10.0.0.5\"",
+                "address = \"eth0\"",
+                "media.address",
+            ),
         ];
         for (from, to, key) in cases {
             let err = parse(&DEFAULT.replace(from, to)).unwrap_err();
@@ -869,6 +926,34 @@ mod tests {
         }
         let err = parse("[api\nlisten=1").unwrap_err();
         assert!(err.starts_with("test.toml:"), "{err}");
+    }
+
+    #[test]
+    fn advertised_addresses_read_with_and_without_ports() {
+        let config = parse(
+            &DEFAULT
+                .replace(
+                    "# advertised = \"203.0.113.10\"",
+                    "advertised = \"[2001:db8::1]:5070\"",
+                )
+                .replace(
+                    "# \"10.0.0.0/8\" = \"10.0.0.5\"",
+                    "\"10.0.0.0/8\" = \"10.0.0.5\"",
+                ),
+        )
+        .unwrap();
+        let told = |host: &str, port| Told {
+            host: host.into(),
+            port,
+        };
+        assert_eq!(
+            config.sip.advertised,
+            Some(told("[2001:db8::1]", Some(5070)))
+        );
+        assert_eq!(
+            config.sip.advertised_to,
+            [(("10.0.0.0".parse().unwrap(), 8), told("10.0.0.5", None))]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use rand::{rngs::StdRng, RngCore, SeedableRng};
+use sip::advertise::{Advertise, Told};
 use sip::sdp::{self, SessionDescription};
 use sip::ua::{
     CallEvent, CallHandle, Config as UaConfig, Credentials, Dial, Link, Output, UserAgent,
@@ -489,16 +490,10 @@ pub async fn start(
     for (index, socket) in udp.iter().enumerate() {
         tokio::spawn(receive_udp(socket.clone(), index, tx.clone()));
     }
-    let first = udp_bound
-        .first()
-        .or(tcp_bound.first())
-        .copied()
-        .context("SIP needs at least one address")?;
-    let advertised = sip.advertised.clone().unwrap_or_else(|| first.to_string());
-    let media_ip = media_ip(&advertised, first)?;
+    let addresses = Addresses::new(&sip, &media, &udp_bound, &tcp_bound)?;
     let config = UaConfig {
         timers: sip.timers(),
-        advertised,
+        advertised: addresses.advertise.clone(),
         product: format!("callbackd/{}", env!("CARGO_PKG_VERSION")),
         max_calls: sip.max_calls,
         max_calls_per_second: sip.max_calls_per_second,
@@ -560,7 +555,7 @@ pub async fn start(
         udp,
         tcp: HashMap::new(),
         ports: PortPool::new(&media),
-        media_ip,
+        addresses,
         calls: HashMap::new(),
         sip,
         rng: StdRng::from_entropy(),
@@ -635,17 +630,69 @@ fn link_named(name: &str) -> Option<Link> {
     }
 }
 
-/// The address put in SDP: the advertised host when it is an address, else the listen address.
-fn media_ip(advertised: &str, listen: SocketAddr) -> anyhow::Result<IpAddr> {
-    let host = sip::uri::split_hostport(advertised)
-        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_owned())
-        .unwrap_or_default();
-    let ip = host.parse().unwrap_or(listen.ip());
-    anyhow::ensure!(
-        !ip.is_unspecified(),
-        "SIP listens on {listen}: set sip.advertised to the address callers reach, for SDP"
-    );
-    Ok(ip)
+/// Where callbackd binds its media and what it tells peers, which behind NAT or on a host with
+/// several interfaces are not the same (see docs/networks.md).
+struct Addresses {
+    /// Via, Contact and the SDP's address, by where the peer is.
+    advertise: Advertise,
+    /// The address RTP sockets bind.
+    media_bind: IpAddr,
+}
+
+impl Addresses {
+    fn new(
+        sip: &SipConfig,
+        media: &MediaConfig,
+        udp: &[SocketAddr],
+        tcp: &[SocketAddr],
+    ) -> anyhow::Result<Addresses> {
+        let first = *udp
+            .first()
+            .or(tcp.first())
+            .context("SIP needs at least one address")?;
+        let port = |bound: &[SocketAddr]| bound.first().map_or(first.port(), SocketAddr::port);
+        let told = match &sip.advertised {
+            Some(told) => told.clone(),
+            None => {
+                anyhow::ensure!(
+                    !first.ip().is_unspecified(),
+                    "SIP listens on {first}: set sip.advertised to the address peers reach"
+                );
+                let host = match first.ip() {
+                    IpAddr::V4(ip) => ip.to_string(),
+                    IpAddr::V6(ip) => format!("[{ip}]"),
+                };
+                Told { host, port: None }
+            }
+        };
+        let mut advertise = Advertise::new(told, port(udp), port(tcp));
+        for (network, told) in &sip.advertised_to {
+            advertise = advertise.with_network(*network, told.clone());
+        }
+        let media_bind = media.address.unwrap_or(first.ip());
+        if media_bind.is_unspecified() {
+            if let Some(name) = advertise.hosts().find(|h| {
+                h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .is_err()
+            }) {
+                anyhow::bail!(
+                    "sip.advertised names `{name}`, not an address, and RTP binds {media_bind}: \
+                     set media.address, or advertise an address, for the SDP"
+                );
+            }
+        }
+        Ok(Addresses {
+            advertise,
+            media_bind,
+        })
+    }
+
+    /// The address in the SDP of a call with `peer`.
+    fn sdp(&self, peer: IpAddr) -> IpAddr {
+        self.advertise.media(peer).unwrap_or(self.media_bind)
+    }
 }
 
 async fn receive_udp(socket: std::sync::Arc<UdpSocket>, index: usize, tx: mpsc::Sender<Inbound>) {
@@ -817,7 +864,7 @@ struct Loop {
     udp: Vec<(bool, std::sync::Arc<UdpSocket>)>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     ports: PortPool,
-    media_ip: IpAddr,
+    addresses: Addresses,
     calls: HashMap<CallHandle, ActiveCall>,
     sip: SipConfig,
     rng: StdRng,
@@ -1051,7 +1098,11 @@ impl Loop {
                 let caller = asserted.or(caller);
                 let masked = callbacks::mask(caller.as_deref().unwrap_or("-"));
                 info!(%call, %call_id, dialled, entry, caller = masked, %source, "incoming call");
-                let Some(rtp) = self.ports.allocate(&mut self.rng, self.media_ip) else {
+                let media_ip = self.addresses.sdp(source.ip());
+                let Some(rtp) = self
+                    .ports
+                    .allocate(&mut self.rng, self.addresses.media_bind)
+                else {
                     warn!(%call_id, "no free RTP port; refusing the call");
                     self.ua.reject(now, call, 503, "Service Unavailable");
                     return;
@@ -1064,7 +1115,7 @@ impl Loop {
                         let answered = parse_sdp(&offer).and_then(|offer| {
                             sdp::answer(
                                 &offer,
-                                self.media_ip,
+                                media_ip,
                                 port,
                                 session,
                                 &sdp::Preferences::default(),
@@ -1084,7 +1135,7 @@ impl Loop {
                     }
                     // No offer: ours goes in the 200, and the answer comes in the ACK.
                     None => {
-                        let offer = sdp::offer(self.media_ip, port, session, 1);
+                        let offer = sdp::offer(media_ip, port, session, 1);
                         let body = offer.to_string();
                         our_offer = Some(offer);
                         body
@@ -1488,10 +1539,11 @@ impl Loop {
         };
         let rtp = self
             .ports
-            .allocate(&mut self.rng, self.media_ip)
+            .allocate(&mut self.rng, self.addresses.media_bind)
             .ok_or(PlaceError::NoPort)?;
         let port = rtp.local_addr().map(|a| a.port()).unwrap_or_default();
-        let offer = sdp::offer(self.media_ip, port, self.rng.next_u64() >> 1, 1);
+        let media_ip = self.addresses.sdp(destination.ip());
+        let offer = sdp::offer(media_ip, port, self.rng.next_u64() >> 1, 1);
         let credentials = self.sip.trunk_username.clone().map(|username| Credentials {
             username,
             password: self

@@ -36,37 +36,8 @@ impl Call {
 
     /// The scenario for this call, written from the template.
     fn scenario(&self, dir: &Path, index: usize) -> PathBuf {
-        let mut actions: String = self
-            .keys
-            .chars()
-            .map(|k| match k {
-                ',' => "  <pause milliseconds=\"3000\"/>\n".to_owned(),
-                key => {
-                    let name = match key {
-                        '#' => "pound".to_owned(),
-                        '*' => "star".to_owned(),
-                        d => d.to_string(),
-                    };
-                    format!(
-                        "  <nop>\n    <action>\n      <exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_{name}.pcap\"/>\n    </action>\n  </nop>\n  <pause milliseconds=\"600\"/>\n"
-                    )
-                }
-            })
-            .collect();
-        if self.hangs_up {
-            // At once after the last key: the call may end while that key's work goes on.
-            if let Some(at) = actions.rfind("  <pause ") {
-                actions.truncate(at);
-            }
-            actions.push_str("  <nop next=\"caller_hangs_up\"/>\n");
-        }
-        let text = std::fs::read_to_string(common::sipp_scenario("uac_self_service.xml"))
-            .unwrap()
-            .replace("FROM_USER", self.from)
-            .replace("TO_USER", self.to)
-            .replace("KEYS_ACTIONS", &actions);
         let path = dir.join(format!("call-{index}.xml"));
-        std::fs::write(&path, text).unwrap();
+        common::keypad_scenario(self.from, self.to, &self.keys, self.hangs_up, &path);
         path
     }
 }

@@ -10,7 +10,14 @@ use sip::ua::{Config, Link, UserAgent};
 fuzz_target!(|data: &[u8]| {
     let config = Config {
         timers: Default::default(),
-        advertised: "127.0.0.1:5060".into(),
+        advertised: sip::advertise::Advertise::new(
+            sip::advertise::Told {
+                host: "127.0.0.1".into(),
+                port: None,
+            },
+            5060,
+            5060,
+        ),
         product: "fuzz".into(),
         max_calls: 10,
         max_calls_per_second: 10,

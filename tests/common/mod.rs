@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -55,7 +55,19 @@ pub const SIP_TO_LOOPBACK: (&str, &str) = (
 );
 
 pub fn callbackd() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callbackd"));
+    callbackd_in(None)
+}
+
+/// The same, run inside the network namespace `netns` if given.
+fn callbackd_in(netns: Option<&str>) -> Command {
+    let mut cmd = match netns {
+        Some(netns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_callbackd")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_callbackd")),
+    };
     cmd.env_remove("DATABASE_URL")
         .env_remove("CALLBACKD_STORE_URL")
         .env_remove("CALLBACKD_API_LISTEN")
@@ -81,30 +93,43 @@ pub struct Server {
 
 impl Server {
     pub fn start(config: &PathBuf) -> Server {
-        Server::spawn(config, "warn", Stdio::inherit(), Some(TOKEN))
+        Server::spawn(config, "warn", Stdio::inherit(), Some(TOKEN), None)
     }
 
     /// Starts with neither a configured token nor one in the environment: callbackd makes
     /// one at its first start (and prints it), or uses the one it keeps in the store.
     pub fn start_without_token(config: &PathBuf) -> Server {
-        Server::spawn(config, "warn", Stdio::inherit(), None)
+        Server::spawn(config, "warn", Stdio::inherit(), None, None)
     }
 
     /// Starts with the log going to `log`, for tests that read what it says: `info`, and
     /// `debug` for the calls (the keys pressed).
-    pub fn start_logging(config: &PathBuf, log: &std::path::Path) -> Server {
+    pub fn start_logging(config: &PathBuf, log: &Path) -> Server {
+        Server::start_logging_in(None, config, log)
+    }
+
+    /// The same inside the network namespace `netns`, if given (its API is then on that
+    /// namespace's loopback, out of this process's reach: use the command line).
+    pub fn start_logging_in(netns: Option<&str>, config: &PathBuf, log: &Path) -> Server {
         let file = std::fs::File::create(log).unwrap();
         Server::spawn(
             config,
             "info,sqlx=warn,callbackd::signalling=debug",
             Stdio::from(file),
             Some(TOKEN),
+            netns,
         )
     }
 
     /// Starts `callbackd serve`; with `token`, as its API token unless the configuration
     /// sets one.
-    fn spawn(config: &PathBuf, level: &str, stderr: Stdio, token: Option<&str>) -> Server {
+    fn spawn(
+        config: &PathBuf,
+        level: &str,
+        stderr: Stdio,
+        token: Option<&str>,
+        netns: Option<&str>,
+    ) -> Server {
         let configured = std::fs::read_to_string(config)
             .unwrap()
             .lines()
@@ -114,7 +139,7 @@ impl Server {
                     .map(str::to_owned)
             })
             .or(token.map(str::to_owned));
-        let mut command = callbackd();
+        let mut command = callbackd_in(netns);
         if let Some(token) = &configured {
             command.env("CALLBACKD_API_TOKEN", token);
         }
@@ -516,6 +541,42 @@ pub fn sipp_scenario(name: &str) -> String {
         .to_string()
 }
 
+/// Writes a SIPp caller from `from` to `to` pressing `keys` (RFC 4733 events from the captures
+/// Debian's sip-tester ships; a `,` is 3 s without one) to `path`, from
+/// tests/sipp/uac_self_service.xml. With `hangs_up`, the caller hangs up right after the last
+/// key rather than waiting for callbackd's goodbye.
+pub fn keypad_scenario(from: &str, to: &str, keys: &str, hangs_up: bool, path: &Path) {
+    let mut actions: String = keys
+        .chars()
+        .map(|k| match k {
+            ',' => "  <pause milliseconds=\"3000\"/>\n".to_owned(),
+            key => {
+                let name = match key {
+                    '#' => "pound".to_owned(),
+                    '*' => "star".to_owned(),
+                    d => d.to_string(),
+                };
+                format!(
+                    "  <nop>\n    <action>\n      <exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_{name}.pcap\"/>\n    </action>\n  </nop>\n  <pause milliseconds=\"600\"/>\n"
+                )
+            }
+        })
+        .collect();
+    if hangs_up {
+        // At once after the last key: the call may end while that key's work goes on.
+        if let Some(at) = actions.rfind("  <pause ") {
+            actions.truncate(at);
+        }
+        actions.push_str("  <nop next=\"caller_hangs_up\"/>\n");
+    }
+    let text = std::fs::read_to_string(sipp_scenario("uac_self_service.xml"))
+        .unwrap()
+        .replace("FROM_USER", from)
+        .replace("TO_USER", to)
+        .replace("KEYS_ACTIONS", &actions);
+    std::fs::write(path, text).unwrap();
+}
+
 /// Runs SIPp as the caller (dialling 5000) against `target` with `scenario_file` (in tests/sipp/,
 /// or a path) and returns how many calls succeeded and failed, and what SIPp printed.
 pub fn run_sipp(
@@ -524,8 +585,29 @@ pub fn run_sipp(
     calls: u32,
     extra: &[&str],
 ) -> (u32, u32, String) {
+    let local = if target.is_ipv6() { "::1" } else { "127.0.0.1" };
+    run_sipp_from(None, local, target, scenario_file, calls, extra)
+}
+
+/// The same from `local`, inside the network namespace `netns` if given.
+pub fn run_sipp_from(
+    netns: Option<&str>,
+    local: &str,
+    target: SocketAddr,
+    scenario_file: &str,
+    calls: u32,
+    extra: &[&str],
+) -> (u32, u32, String) {
     let (port, media) = (free_port().to_string(), media_port().to_string());
-    let out = Command::new(sipp())
+    let mut command = match netns {
+        Some(netns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", netns]).arg(sipp());
+            c
+        }
+        None => Command::new(sipp()),
+    };
+    let out = command
         .args([
             "-sf",
             &sipp_scenario(scenario_file),
@@ -533,7 +615,7 @@ pub fn run_sipp(
             "5000",
             &target.to_string(),
         ])
-        .args(["-i", if target.is_ipv6() { "::1" } else { "127.0.0.1" }])
+        .args(["-i", local])
         .args(["-p", &port, "-mp", &media])
         .args(["-m", &calls.to_string(), "-r", "10", "-l", "20"])
         .args([

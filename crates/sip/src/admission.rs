@@ -52,8 +52,11 @@ pub enum BanReason {
     AuthFailures,
 }
 
+/// A network: an address and a prefix length.
+pub type Network = (IpAddr, u8);
+
 /// Whether `ip` is inside the network `address/prefix`.
-pub fn in_network(ip: IpAddr, (network, prefix): (IpAddr, u8)) -> bool {
+pub fn in_network(ip: IpAddr, (network, prefix): Network) -> bool {
     match (ip, network) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let bits = u32::from(prefix.min(32));

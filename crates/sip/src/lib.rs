@@ -5,6 +5,7 @@
 //! `callbackd` binary owns the sockets and pumps it.
 
 pub mod admission;
+pub mod advertise;
 pub mod auth;
 pub mod header;
 pub mod message;

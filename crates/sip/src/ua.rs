@@ -40,8 +40,8 @@ use crate::validate::{answer_invalid, check_request, response_to, Capabilities, 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub timers: Timers,
-    /// Our address as peers should reach it, for Via and Contact: `host:port`.
-    pub advertised: String,
+    /// Our address as peers should reach it, for Via and Contact, by where they are.
+    pub advertised: crate::advertise::Advertise,
     /// `Server` and `User-Agent` header value.
     pub product: String,
     /// Calls at once before new INVITEs get 503.
@@ -337,17 +337,38 @@ fn copy_record_route(request: &Message, response: &mut Message) {
     }
 }
 
-/// The top Via of a request we send.
-fn our_via(link: Link, advertised: &str, branch: &str) -> String {
+/// The top Via of a request we send, with `sent_by` from [`Advertise::sent_by`].
+///
+/// [`Advertise::sent_by`]: crate::advertise::Advertise::sent_by
+fn our_via(link: Link, sent_by: &str, branch: &str) -> String {
     format!(
-        "SIP/2.0/{} {advertised};branch={branch};rport",
+        "SIP/2.0/{} {sent_by};branch={branch};rport",
         link.via_name()
     )
 }
 
+/// Our Contact for a peer at `to` over `link`, with `user` if given; over TCP it says so,
+/// so the peer's requests in the dialog come back over TCP.
+fn our_contact(
+    advertised: &crate::advertise::Advertise,
+    user: Option<&str>,
+    to: SocketAddr,
+    link: Link,
+) -> String {
+    let user = user.map(|u| format!("{u}@")).unwrap_or_default();
+    let transport = match link {
+        Link::Udp => "",
+        Link::Tcp => ";transport=tcp",
+    };
+    format!(
+        "<sip:{user}{}{transport}>",
+        advertised.sent_by(to.ip(), link)
+    )
+}
+
 /// The key responses to a request we sent will match (see [`Key::of_response`]).
-fn client_key(advertised: &str, branch: String, method: Method) -> Key {
-    let (host, port) = crate::uri::split_hostport(advertised).unwrap_or(("", None));
+fn client_key(sent_by: &str, branch: String, method: Method) -> Key {
+    let (host, port) = crate::uri::split_hostport(sent_by).unwrap_or(("", None));
     Key::Branch {
         branch,
         sent_by: format!("{}:{}", host.to_ascii_lowercase(), port.unwrap_or(5060)),
@@ -1081,9 +1102,10 @@ impl UserAgent {
                     response.headers.push(Name::ContentType, "application/sdp");
                     response.body = sdp;
                 }
-                response
-                    .headers
-                    .push(Name::Contact, format!("<sip:{}>", self.config.advertised));
+                response.headers.push(
+                    Name::Contact,
+                    our_contact(&self.config.advertised, None, source, link),
+                );
             }
             Method::Info => {
                 if let Some(digit) = info_digit(&content_type, &request.body) {
@@ -1159,10 +1181,10 @@ impl UserAgent {
         {
             return;
         }
-        let contact = format!("<sip:{}>", self.config.advertised);
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
+        let contact = our_contact(&self.config.advertised, None, call.source, call.link);
         call.local_sdp = Some(sdp.clone());
         let mut ok = response_to(&call.invite.headers, 200, "OK", Some(&call.local_tag));
         copy_record_route(&call.invite, &mut ok);
@@ -1201,10 +1223,10 @@ impl UserAgent {
         match early_media {
             None => self.final_or_provisional(now, handle, 180, "Ringing"),
             Some(sdp) => {
-                let contact = format!("<sip:{}>", self.config.advertised);
                 let Some(call) = self.calls.get(&handle) else {
                     return;
                 };
+                let contact = our_contact(&self.config.advertised, None, call.source, call.link);
                 let mut progress = response_to(
                     &call.invite.headers,
                     183,
@@ -1276,10 +1298,9 @@ impl UserAgent {
         call.give_up = None;
         call.local_cseq += 1;
         let mut bye = Message::request(Method::Bye, call.remote_target.clone());
-        bye.headers.push(
-            Name::Via,
-            our_via(call.link, &self.config.advertised, &branch),
-        );
+        let sent_by = self.config.advertised.sent_by(call.source.ip(), call.link);
+        bye.headers
+            .push(Name::Via, our_via(call.link, &sent_by, &branch));
         bye.headers.push(Name::MaxForwards, "70");
         for route in &call.route_set {
             bye.headers.push(Name::Route, route.clone());
@@ -1291,7 +1312,7 @@ impl UserAgent {
             .push(Name::CSeq, format!("{} BYE", call.local_cseq));
         bye.headers
             .push(Name::UserAgent, self.config.product.clone());
-        let key = client_key(&self.config.advertised, branch, Method::Bye);
+        let key = client_key(&sent_by, branch, Method::Bye);
         let transaction = ClientNonInvite::new(bye, call.link.transport(), self.config.timers, now);
         let (to, link) = (call.source, call.link);
         self.requests

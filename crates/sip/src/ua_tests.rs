@@ -10,7 +10,14 @@ const CALLER: &str = "127.0.0.1:5070";
 fn ua() -> UserAgent {
     let config = Config {
         timers: Timers::default(),
-        advertised: "127.0.0.1:5060".into(),
+        advertised: crate::advertise::Advertise::new(
+            crate::advertise::Told {
+                host: "127.0.0.1".into(),
+                port: None,
+            },
+            5060,
+            5060,
+        ),
         product: "callbackd-test".into(),
         max_calls: 10,
         max_calls_per_second: 100,
@@ -592,7 +599,7 @@ fn a_placed_call_rings_is_answered_acknowledged_and_hung_up() {
         .headers
         .get(&Name::From)
         .unwrap()
-        .starts_with("<sip:+12125550100@127.0.0.1:5060>;tag="));
+        .starts_with("<sip:+12125550100@127.0.0.1>;tag="));
     assert_eq!(&invite.body[..], b"v=0\r\noffer");
 
     ua.handle_message(now, trunk(), Link::Udp, &reply(&invite, 180, &[]));
@@ -856,7 +863,14 @@ fn ua_with_registrar() -> UserAgent {
     users.insert("1001".to_owned(), "phone-secret".to_owned());
     let config = Config {
         timers: Timers::default(),
-        advertised: "127.0.0.1:5060".into(),
+        advertised: crate::advertise::Advertise::new(
+            crate::advertise::Told {
+                host: "127.0.0.1".into(),
+                port: None,
+            },
+            5060,
+            5060,
+        ),
         product: "callbackd-test".into(),
         max_calls: 10,
         max_calls_per_second: 100,
@@ -1648,7 +1662,14 @@ fn invite_numbered(i: u32) -> Vec<u8> {
 fn big_ua(trusted: Vec<(std::net::IpAddr, u8)>) -> UserAgent {
     let config = Config {
         timers: Timers::default(),
-        advertised: "127.0.0.1:5060".into(),
+        advertised: crate::advertise::Advertise::new(
+            crate::advertise::Told {
+                host: "127.0.0.1".into(),
+                port: None,
+            },
+            5060,
+            5060,
+        ),
         product: "callbackd-test".into(),
         max_calls: 500,
         max_calls_per_second: 10_000,
@@ -1803,4 +1824,44 @@ fn overloaded_new_calls_get_a_stateless_503_and_calls_in_progress_go_on() {
         drain(&mut ua).1.as_slice(),
         [CallEvent::Incoming { .. }]
     ));
+}
+
+/// Behind NAT with a PBX on the private side: the carrier is told the public address, the PBX
+/// the private one, in Via and Contact, and over TCP the Contact says so.
+#[test]
+fn each_peer_is_told_the_address_for_its_side() {
+    let mut ua = ua();
+    ua.config.advertised = {
+        use crate::advertise::{Advertise, Told};
+        let told = |host: &str| Told {
+            host: host.into(),
+            port: None,
+        };
+        Advertise::new(told("198.51.100.1"), 5060, 5061)
+            .with_network(("127.0.0.0".parse().unwrap(), 8), told("10.1.0.2"))
+    };
+    let now = Instant::now();
+    let via_and_contact = |ua: &mut UserAgent, to: &str, link: Link| {
+        let mut dial = dial_to("sip:1001@host", None);
+        (dial.destination, dial.link) = (to.parse().unwrap(), link);
+        ua.dial(now, dial);
+        let (sent, _) = drain(ua);
+        let invite = only_request(&sent, Method::Invite);
+        let header = |name| invite.headers.get(&name).unwrap().to_owned();
+        (header(Name::Via), header(Name::Contact), header(Name::From))
+    };
+    let (via, contact, from) = via_and_contact(&mut ua, "203.0.113.9:5060", Link::Udp);
+    assert!(via.starts_with("SIP/2.0/UDP 198.51.100.1:5060;"), "{via}");
+    assert_eq!(contact, "<sip:+12125550100@198.51.100.1:5060>");
+    assert!(
+        from.starts_with("<sip:+12125550100@198.51.100.1>;tag="),
+        "{from}"
+    );
+    let (via, contact, _) = via_and_contact(&mut ua, "127.0.0.9:5060", Link::Tcp);
+    assert!(via.starts_with("SIP/2.0/TCP 10.1.0.2:5061;"), "{via}");
+    assert_eq!(contact, "<sip:+12125550100@10.1.0.2:5061;transport=tcp>");
+    // An inbound call from the private side is answered with the private Contact.
+    let (_, _) = answered(&mut ua, now);
+    let ok = ua.calls.values().find_map(|c| c.ok.clone()).unwrap();
+    assert_eq!(ok.headers.get(&Name::Contact), Some("<sip:10.1.0.2:5060>"));
 }

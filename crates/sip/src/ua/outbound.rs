@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{
-    client_key, hex, our_via, Call, CallEvent, CallHandle, EndReason, Link, Phase, Slot, UserAgent,
+    client_key, hex, our_contact, our_via, Call, CallEvent, CallHandle, EndReason, Link, Phase,
+    Slot, UserAgent,
 };
 use crate::auth::{self, Challenge};
 use crate::header::NameAddr;
@@ -68,13 +69,10 @@ impl UserAgent {
         let handle = CallHandle(self.next_handle);
         self.next_handle += 1;
         let tag = hex(self.rng.as_mut(), 8);
-        let host =
-            crate::uri::split_hostport(&self.config.advertised).map_or("callbackd", |(h, _)| h);
+        let peer = dial.destination.ip();
+        let host = self.config.advertised.host(peer);
         let call_id = format!("{}@{host}", hex(self.rng.as_mut(), 12));
-        let local = format!(
-            "<sip:{}@{}>;tag={tag}",
-            dial.from_user, self.config.advertised
-        );
+        let local = format!("<sip:{}@{host}>;tag={tag}", dial.from_user);
         let remote = format!("<{}>", dial.uri);
         let mut call = Call {
             handle,
@@ -134,10 +132,10 @@ impl UserAgent {
         let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
         call.local_cseq += 1;
         let mut invite = Message::request(Method::Invite, uri);
-        invite.headers.push(
-            Name::Via,
-            our_via(call.link, &self.config.advertised, &branch),
-        );
+        let sent_by = self.config.advertised.sent_by(call.source.ip(), call.link);
+        invite
+            .headers
+            .push(Name::Via, our_via(call.link, &sent_by, &branch));
         invite.headers.push(Name::MaxForwards, "70");
         invite.headers.push(Name::From, call.local.clone());
         invite.headers.push(Name::To, format!("<{uri}>"));
@@ -151,7 +149,12 @@ impl UserAgent {
             .map_or("callbackd", |o| o.dial.from_user.as_str());
         invite.headers.push(
             Name::Contact,
-            format!("<sip:{from_user}@{}>", self.config.advertised),
+            our_contact(
+                &self.config.advertised,
+                Some(from_user),
+                call.source,
+                call.link,
+            ),
         );
         if let Some((name, value)) = authorization {
             invite.headers.push(name, value);
@@ -174,7 +177,8 @@ impl UserAgent {
             .and_then(|v| crate::header::Via::parse(v).ok())
             .and_then(|v| v.branch().map(str::to_owned))
             .unwrap_or_default();
-        let key = client_key(&self.config.advertised, branch, Method::Invite);
+        let sent_by = self.config.advertised.sent_by(call.source.ip(), call.link);
+        let key = client_key(&sent_by, branch, Method::Invite);
         call.invite = invite.clone();
         call.invite_key = key.clone();
         if let Some(outbound) = call.outbound.as_mut() {
@@ -338,11 +342,11 @@ impl UserAgent {
     /// a retransmission gets the same ACK again. A 2xx after our CANCEL or hang-up is
     /// acknowledged and ended with BYE.
     fn on_answer(&mut self, now: Instant, handle: CallHandle, response: Message) {
-        let advertised = self.config.advertised.clone();
         let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
+        let sent_by = self.config.advertised.sent_by(call.source.ip(), call.link);
         let Some(outbound) = call.outbound.as_mut() else {
             return;
         };
@@ -372,7 +376,7 @@ impl UserAgent {
             .collect();
         let mut ack = Message::request(Method::Ack, call.remote_target.clone());
         ack.headers
-            .push(Name::Via, our_via(call.link, &advertised, &branch));
+            .push(Name::Via, our_via(call.link, &sent_by, &branch));
         ack.headers.push(Name::MaxForwards, "70");
         for route in &call.route_set {
             ack.headers.push(Name::Route, route.clone());

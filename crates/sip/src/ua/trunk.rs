@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{client_key, hex, our_via, CallEvent, Credentials, Link, Slot, UserAgent};
+use super::{client_key, hex, our_contact, our_via, CallEvent, Credentials, Link, Slot, UserAgent};
 use crate::auth::{self, Challenge};
 use crate::message::{Message, Method, Name};
 use crate::transaction::client_non_invite::ClientNonInvite;
@@ -78,12 +78,12 @@ impl UserAgent {
     fn send_register(&mut self, now: Instant, challenge: Option<(Name, Challenge)>) {
         let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
         let cnonce = hex(self.rng.as_mut(), 8);
-        let advertised = self.config.advertised.clone();
         let product = self.config.product.clone();
         let Some(state) = self.trunk.as_mut() else {
             return;
         };
         let s = &state.settings;
+        let sent_by = self.config.advertised.sent_by(s.registrar.ip(), s.link);
         state.cseq += 1;
         state.next = None;
         let uri = format!("sip:{}", s.domain);
@@ -91,7 +91,7 @@ impl UserAgent {
         let mut register = Message::request(Method::Register, uri.clone());
         register
             .headers
-            .push(Name::Via, our_via(s.link, &advertised, &branch));
+            .push(Name::Via, our_via(s.link, &sent_by, &branch));
         register.headers.push(Name::MaxForwards, "70");
         register
             .headers
@@ -101,9 +101,10 @@ impl UserAgent {
         register
             .headers
             .push(Name::CSeq, format!("{} REGISTER", state.cseq));
-        register
-            .headers
-            .push(Name::Contact, format!("<sip:{}@{advertised}>", s.user));
+        register.headers.push(
+            Name::Contact,
+            our_contact(&self.config.advertised, Some(&s.user), s.registrar, s.link),
+        );
         register.headers.push(Name::Expires, s.expires.to_string());
         state.authenticated = false;
         if let (Some((name, challenge)), Some(credentials)) = (challenge, s.credentials.as_ref()) {
@@ -120,7 +121,7 @@ impl UserAgent {
             state.authenticated = true;
         }
         register.headers.push(Name::UserAgent, product);
-        let key = client_key(&advertised, branch, Method::Register);
+        let key = client_key(&sent_by, branch, Method::Register);
         let transaction =
             ClientNonInvite::new(register, s.link.transport(), self.config.timers, now);
         state.transaction = Some((key, transaction));
@@ -197,8 +198,12 @@ impl UserAgent {
                 let ours = self
                     .trunk
                     .as_ref()
-                    .map(|s| format!("sip:{}@{}", s.settings.user, self.config.advertised))
+                    .map(|s| {
+                        let s = &s.settings;
+                        our_contact(&self.config.advertised, Some(&s.user), s.registrar, s.link)
+                    })
                     .unwrap_or_default();
+                let ours = ours.trim_start_matches('<').trim_end_matches('>');
                 // The registrar's word wins: our Contact's expires (the account may list other
                 // devices' bindings too), else the Expires header.
                 let granted = response
@@ -207,7 +212,7 @@ impl UserAgent {
                     .unwrap_or_default()
                     .iter()
                     .filter_map(|c| crate::header::NameAddr::parse(c).ok())
-                    .filter(|c| c.uri.as_str().eq_ignore_ascii_case(&ours))
+                    .filter(|c| c.uri.as_str().eq_ignore_ascii_case(ours))
                     .find_map(|c| c.param("expires")??.parse::<u32>().ok())
                     .or_else(|| response.headers.get(&Name::Expires)?.trim().parse().ok())
                     .unwrap_or(asked);
