@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callbacks::dialer::{self as decide, Verdict};
-use callbacks::{
-    Address, Agent, AgentState, Attempt, AttemptOutcome, Callback, Policy, StoreError,
-};
+use callbacks::{Agent, AgentState, Attempt, AttemptOutcome, Callback, Policy, StoreError};
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::future::join_all;
 use rand::RngCore;
@@ -25,6 +23,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::{DialerConfig, SipConfig};
+use crate::routing::Routes;
 use crate::signalling::{Connect, ConnectError, PlaceError, Progress, Side, Sip};
 
 /// How often the dialer looks again without being woken.
@@ -41,8 +40,8 @@ pub struct Dialer {
     policy: Policy,
     sip: Sip,
     config: DialerConfig,
-    /// Where numbers are sent: `sip:+NUMBER@host`.
-    trunk_host: Option<String>,
+    /// Where customers can be called.
+    routes: Routes,
     /// `sip.realm`: agents at `sip:USER@<realm>` are phones registered with callbackd.
     realm: String,
     node: String,
@@ -115,17 +114,13 @@ impl Dialer {
         sip_config: &SipConfig,
         hints: Hints,
     ) -> Arc<Dialer> {
-        let trunk_host = sip_config
-            .trunk_domain
-            .clone()
-            .or_else(|| sip_config.outbound_proxy.map(|a| a.to_string()));
         Arc::new(Dialer {
             node: config.node_name(),
             store,
             policy,
             sip,
             config,
-            trunk_host,
+            routes: Routes::new(sip_config),
             realm: sip_config.realm.clone(),
             hints,
             attempts: AtomicUsize::new(0),
@@ -284,6 +279,11 @@ impl Dialer {
         let claimed = self
             .store
             .claim(&request, |cb| {
+                // Nothing can reach it as configured: it keeps its place and its attempts,
+                // marked in the API and on the board, and the next in line is taken.
+                if self.routes.unroutable(cb).is_some() {
+                    return Choice::Pass;
+                }
                 match decide::verdict(cb, &self.policy, now) {
                     Verdict::Wait | Verdict::Later(None) => Choice::Pass,
                     Verdict::Later(Some(opens)) => {
@@ -366,17 +366,6 @@ impl Dialer {
             .ok_or_else(|| format!("no phone is registered as `{}`", uri.user()))
     }
 
-    /// The customer's address as a SIP URI to call.
-    fn customer_uri(&self, cb: &Callback) -> Option<String> {
-        match &cb.address {
-            Address::Sip(uri) => Some(uri.as_str().to_owned()),
-            Address::Phone(number) => {
-                let host = self.trunk_host.as_ref()?;
-                Some(format!("sip:{}@{host}", number.e164()))
-            }
-        }
-    }
-
     /// What the agent hears before the customer is called: the department (when there is a
     /// prompt `skill-NAME`) and when the callback was requested.
     fn whisper(&self, cb: &Callback, known: &dyn Fn(&str) -> bool) -> Vec<String> {
@@ -436,11 +425,14 @@ impl Dialer {
                 warn!(callback = %cb.confirmation_id, reason, "the dialing policy blocks this callback now; not calling");
                 return end_early(AttemptOutcome::Blocked, None).await;
             }
-            _ => self.customer_uri(&cb),
+            _ => self.routes.uri(&cb.address),
         };
-        let Some(customer) = customer else {
-            warn!(callback = %cb.confirmation_id, "numbers need sip.outbound_proxy (or trunk_domain) to be called");
-            return end_early(AttemptOutcome::Unreachable, None).await;
+        let customer = match customer {
+            Ok(uri) => uri,
+            Err(reason) => {
+                warn!(callback = %cb.confirmation_id, reason, "no route to the customer");
+                return end_early(AttemptOutcome::Unreachable, None).await;
+            }
         };
         let (agent_uri, agent_at) = match self.agent_target(&agent).await {
             Ok(target) => target,

@@ -14,6 +14,7 @@ mod listeners;
 mod media;
 mod notifier;
 mod queues;
+mod routing;
 mod serve;
 mod signalling;
 

@@ -144,6 +144,14 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
             );
         }
     }
+    let routes = crate::routing::Routes::new(&config.sip);
+    if config.dialer.enabled && !routes.has_trunk() {
+        tracing::warn!(
+            "the dialer is on, but no trunk is configured (sip.outbound_proxy): callbacks to \
+             numbers stay queued, marked unroutable, until one is; phones registered with \
+             callbackd and SIP URIs naming an address can be called (see docs/networks.md)"
+        );
+    }
     let dialer = config.dialer.enabled.then(|| {
         crate::dialer::Dialer::new(
             callbacks.store.clone(),
@@ -176,6 +184,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         hints,
         wrap_up: config.dialer.wrap_up,
         chats,
+        routes,
     });
     let guard = Arc::new(crate::http::Guard {
         hosts: config.api.hosts.clone(),

@@ -1105,3 +1105,51 @@ fn a_new_number_given_between_attempts_is_the_one_dialed_next() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// Regression: with the dialer on and no trunk (the default configuration), each attempt on a
+// callback to a number was recorded as `unreachable`, and after max_attempts the callback
+// failed without a call ever placed.
+#[test]
+fn a_callback_nothing_can_reach_keeps_its_place_and_attempts_and_says_why() {
+    let (agent, agent_port) = far_end("uas_answer.xml");
+    let (customer, customer_port) = far_end("uas_unavailable.xml");
+    let url = store::testing::sqlite_url();
+    let dir = temp_dir("unroutable");
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(&dialer_config(&url, "10s"), &log);
+    let r = server.post(
+        "/api/v1/callbacks",
+        &json!({"queue": "support", "skill": "billing", "media": "voice",
+                "address": "+12125550100"}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let number = r.body["confirmation_id"].as_str().unwrap().to_owned();
+    // Behind it in line, a customer the dialer can reach.
+    let reachable = callback_to(&server, &format!("sip:customer@127.0.0.1:{customer_port}"));
+    ready_agent(&server, "ida", &format!("sip:ida@127.0.0.1:{agent_port}"));
+    wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{reachable}"),
+        Duration::from_secs(20),
+        finished_attempts,
+    );
+    let cb = server.get(&format!("/api/v1/callbacks/{number}")).body;
+    assert_eq!(cb["state"], "queued", "{cb:#}");
+    assert_eq!(cb["attempts"], 0, "{cb:#}");
+    assert_eq!(cb["dial_attempts"], json!([]), "{cb:#}");
+    let reason = cb["unroutable"].as_str().unwrap_or_default();
+    assert!(reason.contains("sip.outbound_proxy"), "{cb:#}");
+    let listed = server.get("/api/v1/callbacks?state=queued").body;
+    assert_eq!(listed["callbacks"][0]["unroutable"], reason, "{listed:#}");
+    // The one the dialer could reach is not marked.
+    let other = server.get(&format!("/api/v1/callbacks/{reachable}")).body;
+    assert!(other.get("unroutable").is_none(), "{other:#}");
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the dialer is on, but no trunk is configured"),
+        "start-up warns: {text}"
+    );
+    let _ = (finished_cleanly(agent), finished_cleanly(customer));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -117,7 +117,8 @@ function renderCallbacks() {
       open.has(c.confirmation_id) ? loadHistory(c.confirmation_id) : renderCallbacks();
     } },
       el("td", { textContent: c.confirmation_id }), el("td", {}, state(c.state)),
-      el("td", { textContent: `${c.queue} / ${c.skill}` }), el("td", { textContent: `${c.address} (${c.media})` }),
+      el("td", { textContent: `${c.queue} / ${c.skill}` }), el("td", {}, `${c.address} (${c.media})`,
+        ...(c.unroutable ? [el("span", { className: "unroutable", title: c.unroutable, textContent: ` no route: ${c.unroutable}` })] : [])),
       el("td", { className: "place", textContent: place[c.confirmation_id] ? `${place[c.confirmation_id]} in ${c.skill}` : "" }),
       el("td", { textContent: c.state === "paused" ? "" : when(c.next_attempt_at) }),
       el("td", { textContent: String(c.attempts) }), el("td", {}, ...actions(c))));

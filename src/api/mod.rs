@@ -53,9 +53,21 @@ pub struct AppState {
     /// `dialer.wrap_up`, part of every call's handle time.
     pub wrap_up: chrono::Duration,
     pub chats: Arc<crate::chat::Chats>,
+    /// Where calls can go: a callback nothing can reach is marked with the reason.
+    pub routes: crate::routing::Routes,
 }
 
 impl AppState {
+    /// A callback as the API shows it: with `unroutable`, the reason the dialer cannot
+    /// place it as configured, when it would be dialed otherwise.
+    fn callback_json(&self, callback: &callbacks::Callback) -> Value {
+        let mut body = serde_json::to_value(callback).expect("callbacks serialize");
+        if let Some(reason) = self.routes.unroutable(callback) {
+            body["unroutable"] = reason.into();
+        }
+        body
+    }
+
     fn wake_dialer(&self) {
         self.hints.wake();
     }
@@ -232,7 +244,7 @@ async fn show(
         }
         None => None,
     };
-    let mut body = serde_json::to_value(&callback).expect("callbacks serialize");
+    let mut body = state.callback_json(&callback);
     body["history"] = serde_json::to_value(history).expect("events serialize");
     body["dial_attempts"] = serde_json::to_value(attempts).expect("attempts serialize");
     body["line"] = serde_json::to_value(estimate).expect("estimates serialize");
@@ -286,6 +298,7 @@ async fn list(
         limit,
     };
     let callbacks = state.callbacks.store.list(&filter).await?;
+    let callbacks: Vec<Value> = callbacks.iter().map(|c| state.callback_json(c)).collect();
     Ok(Json(json!({ "callbacks": callbacks })))
 }
 
@@ -390,7 +403,7 @@ async fn board(state: &AppState) -> AppResult<Value> {
     Ok(json!({
         "queues": all_queues(state).await?,
         "agents": state.callbacks.store.agents().await?,
-        "callbacks": state.callbacks.store.list(&filter).await?,
+        "callbacks": state.callbacks.store.list(&filter).await?.iter().map(|c| state.callback_json(c)).collect::<Vec<_>>(),
         "status": {"sip": state.sip.gauges().await.ok()},
     }))
 }
