@@ -116,7 +116,8 @@ pub struct TestCallOutcome {
     pub answered: bool,
     /// The final SIP status of a call that was not answered (408: nothing answered at all).
     pub status: Option<u16>,
-    /// How it ended: `local_hangup`, `remote_hangup`, `failed` or `no_answer`.
+    /// How it ended: `local_hangup`, `remote_hangup`, `failed`, `no_answer` or
+    /// `session_expired`.
     pub ended: &'static str,
     /// How the second call went, when one was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -125,6 +125,7 @@ fn how(reason: EndReason) -> (&'static str, Option<u16>) {
         EndReason::RemoteHangup => ("remote_hangup", None),
         EndReason::Failed(code) => ("failed", Some(code)),
         EndReason::NoAnswer => ("no_answer", None),
+        EndReason::SessionExpired => ("session_expired", None),
         _ => ("failed", None),
     }
 }

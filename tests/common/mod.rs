@@ -444,7 +444,7 @@ pub fn request(
     body: Option<&str>,
 ) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(90)))?;
     let body = body.unwrap_or_default();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if !body.is_empty() {
@@ -661,7 +661,7 @@ pub fn far_end_for(scenario: &str, calls: u32) -> (Child, u16) {
             &media_port().to_string(),
         ])
         .args(["-m", &calls.to_string()])
-        .args(["-nostdin", "-timeout", "30s", "-timeout_error"])
+        .args(["-nostdin", "-timeout", "90s", "-timeout_error"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

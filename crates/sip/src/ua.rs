@@ -28,9 +28,11 @@ use crate::transaction::client_non_invite::ClientNonInvite;
 use crate::transaction::server_invite::{self, ServerInvite};
 use crate::transaction::server_non_invite::ServerNonInvite;
 use crate::transaction::{earliest, Backoff, Drain, Event, Key, Timers, Transport};
+mod extensions;
 mod outbound;
 mod trunk;
 
+pub use extensions::{MIN_SE, SESSION_INTERVAL, SUPPORTED};
 pub use outbound::{Credentials, Dial};
 pub use trunk::TrunkRegistration;
 
@@ -115,6 +117,8 @@ pub enum EndReason {
     Failed(u16),
     /// A call we placed rang past its ring timeout and was cancelled.
     NoAnswer,
+    /// The session timer ran out (RFC 4028): the refreshes stopped, or ours went unanswered.
+    SessionExpired,
 }
 
 /// Something the runtime must act on.
@@ -257,6 +261,25 @@ struct Call {
     ending: Option<EndReason>,
     /// What a call we placed needs beyond a dialog.
     outbound: Option<outbound::Outbound>,
+    /// The session timer, when the call has one (RFC 4028).
+    session: Option<extensions::SessionTimer>,
+    /// Our reliable provisional response awaiting its PRACK, and the last `RSeq` we used
+    /// (RFC 3262).
+    reliable: Option<extensions::Reliable>,
+    rseq: u32,
+}
+
+/// What one of our requests outside INVITE transactions is for, and so what its answer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Ends the call once answered (or given up on).
+    Bye,
+    /// The INVITE's 487 ends the call, not this.
+    Cancel,
+    /// A session refresh (UPDATE): a 408 or 481, or no answer, ends the call with BYE.
+    Refresh,
+    /// A PRACK for a reliable provisional response.
+    Prack,
 }
 
 /// Something with timers: a transaction or a call.
@@ -293,10 +316,9 @@ pub struct UserAgent {
     next_tidy: Option<Instant>,
     /// See [`UserAgent::set_overloaded`].
     overloaded: bool,
-    /// Our BYEs and CANCELs, by branch, with whether the answer ends the call (BYE) or not
-    /// (CANCEL: the INVITE's 487 does).
-    /// Each with where it goes, which outlives the call (an ACK for a repeated 487).
-    requests: HashMap<Key, (ClientNonInvite, CallHandle, bool, SocketAddr, Link)>,
+    /// Our requests outside INVITE transactions (BYE, CANCEL, UPDATE, PRACK), by branch, with
+    /// what each is for and where it goes, which outlives the call (an ACK for a repeated 487).
+    requests: HashMap<Key, (ClientNonInvite, CallHandle, Purpose, SocketAddr, Link)>,
     /// Our INVITEs, by branch.
     out_invites: HashMap<Key, (ClientInvite, CallHandle, SocketAddr, Link)>,
     /// Admission: the start of the current one-second window and calls admitted in it.
@@ -429,6 +451,14 @@ fn stamp_via(request: &mut Message, source: SocketAddr) {
     *top = via.to_header_value() + &rest;
 }
 
+/// The number of a message's CSeq (0 when it cannot be read, which no request we keep has).
+fn cseq_number(headers: &crate::message::Headers) -> u32 {
+    headers
+        .get(&Name::CSeq)
+        .and_then(|c| crate::header::CSeq::parse(c).ok())
+        .map_or(0, |c| c.number)
+}
+
 /// The user of the first P-Asserted-Identity (RFC 3325): a SIP URI's user part, or a tel
 /// URI's number.
 fn asserted_identity(headers: &crate::message::Headers) -> Option<String> {
@@ -475,7 +505,7 @@ fn info_digit(content_type: &str, body: &[u8]) -> Option<char> {
 impl UserAgent {
     pub fn new(config: Config, rng: Box<dyn RngCore + Send>) -> UserAgent {
         use Method::*;
-        let mut methods = vec![Invite, Ack, Bye, Cancel, Options, Info, Update];
+        let mut methods = vec![Invite, Ack, Bye, Cancel, Options, Info, Update, Prack];
         let registrar = config
             .registrar
             .clone()
@@ -488,7 +518,7 @@ impl UserAgent {
             config,
             capabilities: Capabilities {
                 methods,
-                extensions: vec![],
+                extensions: vec!["100rel", "timer"],
             },
             registrar,
             trunk: None,
@@ -797,6 +827,7 @@ impl UserAgent {
             .headers
             .push(Name::Allow, self.capabilities.allow());
         response.headers.push(Name::Accept, "application/sdp");
+        response.headers.push(Name::Supported, SUPPORTED);
         response
     }
 
@@ -905,6 +936,18 @@ impl UserAgent {
             self.refuse_busy(&request.headers, &tag, source, link);
             return;
         }
+        let session = match extensions::SessionTimer::answering(&request.headers, None, now) {
+            Ok(session) => session,
+            Err((code, reason)) => {
+                let mut refusal =
+                    self.with_server(response_to(&request.headers, code, reason, Some(&tag)));
+                if code == 422 {
+                    refusal.headers.push(Name::MinSe, MIN_SE.to_string());
+                }
+                self.respond_stateless(refusal, source, link);
+                return;
+            }
+        };
         let handle = CallHandle(self.next_handle);
         self.next_handle += 1;
         let remote = request
@@ -953,6 +996,9 @@ impl UserAgent {
             offer_in_ok: offer.is_none(),
             ending: None,
             outbound: None,
+            session,
+            reliable: None,
+            rseq: 0,
         };
         self.dialogs.insert((parsed.call_id.clone(), tag), handle);
         self.by_invite.insert(key.clone(), handle);
@@ -1090,7 +1136,66 @@ impl UserAgent {
                 self.end(handle, EndReason::RemoteHangup);
                 return;
             }
+            Method::Prack => {
+                // The PRACK for our reliable 18x (RFC 3262): the 200 held back goes now.
+                let Some(call) = self.calls.get_mut(&handle) else {
+                    return;
+                };
+                let matches = |r: &extensions::Reliable| {
+                    extensions::rack(&request.headers)
+                        == Some((r.rseq, cseq_number(&call.invite.headers)))
+                };
+                let answer = match call.reliable.take_if(|r| matches(r)) {
+                    Some(reliable) => reliable.answer,
+                    None => {
+                        response = self.with_server(response_to(
+                            &request.headers,
+                            481,
+                            "Call/Transaction Does Not Exist",
+                            Some(&tag),
+                        ));
+                        None
+                    }
+                };
+                self.touched.push(Slot::Call(handle));
+                self.respond_new(now, key, request, source, link, response, size);
+                if let Some(sdp) = answer {
+                    self.answer(now, handle, sdp);
+                }
+                return;
+            }
             Method::Invite | Method::Update => {
+                // A refresh of the session timer, or a request that names one.
+                let Some(call) = self.calls.get_mut(&handle) else {
+                    return;
+                };
+                match extensions::SessionTimer::answering(
+                    &request.headers,
+                    call.session.as_ref(),
+                    now,
+                ) {
+                    Ok(timer) => {
+                        if let Some(timer) = &timer {
+                            extensions::add_timer(&mut response, timer);
+                        }
+                        call.session = timer;
+                        self.touched.push(Slot::Call(handle));
+                    }
+                    Err((code, reason)) => {
+                        let mut refusal = self.with_server(response_to(
+                            &request.headers,
+                            code,
+                            reason,
+                            Some(&tag),
+                        ));
+                        if code == 422 {
+                            refusal.headers.push(Name::MinSe, MIN_SE.to_string());
+                        }
+                        self.respond_new(now, key, request, source, link, refusal, size);
+                        return;
+                    }
+                }
+                response.headers.push(Name::Supported, SUPPORTED);
                 let local_sdp = self.calls.get(&handle).and_then(|c| c.local_sdp.clone());
                 if !request.body.is_empty() {
                     self.event(CallEvent::Reoffer {
@@ -1164,6 +1269,10 @@ impl UserAgent {
         response
             .headers
             .push(Name::Server, self.config.product.clone());
+        if code < 200 {
+            self.send_provisional(now, handle, response.clone());
+            return Some(response);
+        }
         let key = call.invite_key.clone();
         let (transaction, ..) = self.invites.get_mut(&key)?;
         transaction.send_response(response.clone(), now);
@@ -1184,12 +1293,23 @@ impl UserAgent {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
+        // RFC 3262 section 3: the 200 waits for the PRACK of our reliable 18x.
+        if let Some(reliable) = call.reliable.as_mut() {
+            reliable.answer = Some(sdp);
+            return;
+        }
         let contact = our_contact(&self.config.advertised, None, call.source, call.link);
         call.local_sdp = Some(sdp.clone());
         let mut ok = response_to(&call.invite.headers, 200, "OK", Some(&call.local_tag));
         copy_record_route(&call.invite, &mut ok);
         ok.headers.push(Name::Contact, contact);
         ok.headers.push(Name::Allow, self.capabilities.allow());
+        ok.headers.push(Name::Supported, SUPPORTED);
+        // The session interval runs from the answer.
+        call.session = call.session.as_ref().map(|t| t.refreshed(now));
+        if let Some(timer) = &call.session {
+            extensions::add_timer(&mut ok, timer);
+        }
         ok.headers.push(Name::Server, self.config.product.clone());
         ok.headers.push(Name::ContentType, "application/sdp");
         ok.body = sdp;
@@ -1240,13 +1360,54 @@ impl UserAgent {
                     .push(Name::Server, self.config.product.clone());
                 progress.headers.push(Name::ContentType, "application/sdp");
                 progress.body = sdp;
-                let key = call.invite_key.clone();
-                if let Some((transaction, ..)) = self.invites.get_mut(&key) {
-                    transaction.send_response(progress, now);
-                    self.touched.push(Slot::Invite(key));
-                }
+                self.send_provisional(now, handle, progress);
                 self.flush_transactions(now);
             }
+        }
+    }
+
+    /// Sends a 180 or 183 for a ringing call; reliably (RFC 3262) when the INVITE requires
+    /// `100rel`: with `RSeq`, resent until its PRACK, and no second one before that.
+    fn send_provisional(&mut self, now: Instant, handle: CallHandle, mut response: Message) {
+        let first_rseq = self.rng.next_u32() % 0x7fff_ffff + 1;
+        let (t1, timeout) = (
+            self.config.timers.t1,
+            self.config.timers.transaction_timeout(),
+        );
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        // It makes an early dialog, so it says where the dialog's requests (a PRACK) go.
+        if response.headers.get(&Name::Contact).is_none() {
+            let contact = our_contact(&self.config.advertised, None, call.source, call.link);
+            response.headers.push(Name::Contact, contact);
+        }
+        response.headers.push(Name::Supported, SUPPORTED);
+        if extensions::requires(&call.invite.headers, "100rel") {
+            if call.reliable.is_some() {
+                return;
+            }
+            call.rseq = if call.rseq == 0 {
+                first_rseq
+            } else {
+                call.rseq + 1
+            };
+            response.headers.push(Name::Require, "100rel");
+            response.headers.push(Name::RSeq, call.rseq.to_string());
+            let mut backoff = Backoff::new(t1, None);
+            call.reliable = Some(extensions::Reliable {
+                rseq: call.rseq,
+                response: response.clone(),
+                resend: (call.link == Link::Udp).then(|| (now + backoff.step(), backoff)),
+                give_up: now + timeout,
+                answer: None,
+            });
+            self.touched.push(Slot::Call(handle));
+        }
+        let key = call.invite_key.clone();
+        if let Some((transaction, ..)) = self.invites.get_mut(&key) {
+            transaction.send_response(response, now);
+            self.touched.push(Slot::Invite(key));
         }
     }
 
@@ -1288,7 +1449,6 @@ impl UserAgent {
     }
 
     fn send_bye(&mut self, now: Instant, handle: CallHandle, reason: EndReason) {
-        let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
@@ -1296,27 +1456,79 @@ impl UserAgent {
         call.ending = Some(reason);
         call.retransmit = None;
         call.give_up = None;
+        call.session = None;
+        let Some((bye, key)) = self.dialog_request(handle, Method::Bye) else {
+            return;
+        };
+        self.start_request(now, handle, bye, key, Purpose::Bye);
+    }
+
+    /// Refreshes the session with an UPDATE (RFC 4028 section 7.4); the timer runs on from
+    /// now, and the answer decides whether the call goes on.
+    fn send_refresh(&mut self, now: Instant, handle: CallHandle) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some(timer) = call.session.as_ref().map(|t| t.refreshed(now)) else {
+            return;
+        };
+        let session_expires = timer.header(true);
+        call.session = Some(timer);
+        let contact = our_contact(&self.config.advertised, None, call.source, call.link);
+        let Some((mut update, key)) = self.dialog_request(handle, Method::Update) else {
+            return;
+        };
+        update.headers.push(Name::Contact, contact);
+        update.headers.push(Name::Supported, SUPPORTED);
+        update.headers.push(Name::SessionExpires, session_expires);
+        self.start_request(now, handle, update, key, Purpose::Refresh);
+    }
+
+    /// A request within the call's dialog, with the next CSeq, and the key its responses
+    /// will match.
+    fn dialog_request(&mut self, handle: CallHandle, method: Method) -> Option<(Message, Key)> {
+        let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
+        let call = self.calls.get_mut(&handle)?;
         call.local_cseq += 1;
-        let mut bye = Message::request(Method::Bye, call.remote_target.clone());
+        let mut request = Message::request(method.clone(), call.remote_target.clone());
         let sent_by = self.config.advertised.sent_by(call.source.ip(), call.link);
-        bye.headers
+        request
+            .headers
             .push(Name::Via, our_via(call.link, &sent_by, &branch));
-        bye.headers.push(Name::MaxForwards, "70");
+        request.headers.push(Name::MaxForwards, "70");
         for route in &call.route_set {
-            bye.headers.push(Name::Route, route.clone());
+            request.headers.push(Name::Route, route.clone());
         }
-        bye.headers.push(Name::From, call.local.clone());
-        bye.headers.push(Name::To, call.remote.clone());
-        bye.headers.push(Name::CallId, call.call_id.clone());
-        bye.headers
-            .push(Name::CSeq, format!("{} BYE", call.local_cseq));
-        bye.headers
+        request.headers.push(Name::From, call.local.clone());
+        request.headers.push(Name::To, call.remote.clone());
+        request.headers.push(Name::CallId, call.call_id.clone());
+        request.headers.push(
+            Name::CSeq,
+            format!("{} {}", call.local_cseq, method.as_str()),
+        );
+        request
+            .headers
             .push(Name::UserAgent, self.config.product.clone());
-        let key = client_key(&sent_by, branch, Method::Bye);
-        let transaction = ClientNonInvite::new(bye, call.link.transport(), self.config.timers, now);
+        Some((request, client_key(&sent_by, branch, method)))
+    }
+
+    /// Sends `request` (built by [`UserAgent::dialog_request`]) in a client transaction of its
+    /// own to the call's peer.
+    fn start_request(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        request: Message,
+        key: Key,
+        purpose: Purpose,
+    ) {
+        let Some(call) = self.calls.get(&handle) else {
+            return;
+        };
         let (to, link) = (call.source, call.link);
+        let transaction = ClientNonInvite::new(request, link.transport(), self.config.timers, now);
         self.requests
-            .insert(key.clone(), (transaction, handle, true, to, link));
+            .insert(key.clone(), (transaction, handle, purpose, to, link));
         self.touched.push(Slot::Request(key));
         self.flush_transactions(now);
     }
@@ -1400,7 +1612,8 @@ impl UserAgent {
         self.flush_transactions(now);
     }
 
-    /// A call's own timers: the 2xx retransmission, and giving up on the ACK.
+    /// A call's own timers: the 2xx retransmission and giving up on the ACK, the ring
+    /// timeout of a call we placed, the reliable 18x and its PRACK, the session timer.
     fn call_timeout(&mut self, now: Instant, handle: CallHandle) {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
@@ -1424,16 +1637,63 @@ impl UserAgent {
                 return;
             }
         }
-        if let Some((at, mut backoff)) = call.retransmit {
-            if at <= now {
-                call.retransmit = Some((now + backoff.step(), backoff));
-                if let Some(ok) = call.ok.clone() {
-                    let (to, link) = (response_destination(&ok, call.source, call.link), call.link);
-                    self.send(to, link, &ok);
-                }
+        if call.reliable.as_ref().is_some_and(|r| r.give_up <= now) {
+            // RFC 3262 section 3: no PRACK within 64·T1, and the INVITE is refused.
+            call.reliable = None;
+            self.reject(now, handle, 504, "Server Time-out (no PRACK)");
+            return;
+        }
+        let mut resend = Vec::new();
+        if let Some((at, backoff)) = call.retransmit.as_mut().filter(|(at, _)| *at <= now) {
+            *at = now + backoff.step();
+            resend.extend(call.ok.clone());
+        }
+        if let Some(reliable) = call.reliable.as_mut() {
+            if let Some((at, backoff)) = reliable.resend.as_mut().filter(|(at, _)| *at <= now) {
+                *at = now + backoff.step();
+                resend.push(reliable.response.clone());
             }
         }
+        let confirmed = matches!(call.phase, Phase::Answered | Phase::Confirmed);
+        let session = call
+            .session
+            .as_ref()
+            .filter(|t| confirmed && t.due <= now)
+            .map(|t| t.we_refresh);
+        let (source, link) = (call.source, call.link);
+        for response in resend {
+            self.send(
+                response_destination(&response, source, link),
+                link,
+                &response,
+            );
+        }
+        match session {
+            Some(true) => self.send_refresh(now, handle),
+            Some(false) => self.send_bye(now, handle, EndReason::SessionExpired),
+            None => {}
+        }
         self.touched.push(Slot::Call(handle));
+    }
+
+    /// The answer to our session refresh: a 2xx keeps the call (with the interval it names);
+    /// a 408 or 481, or none at all, means the peer has lost it (RFC 4028 section 10).
+    fn refresh_answered(&mut self, now: Instant, handle: CallHandle, response: Option<&Message>) {
+        let code = response.and_then(Message::code);
+        match code {
+            Some(200..=299) => {
+                if let (Some(call), Some(response)) = (self.calls.get_mut(&handle), response) {
+                    if let Some(timer) =
+                        extensions::SessionTimer::from_answer(&response.headers, now)
+                    {
+                        call.session = Some(timer);
+                        self.touched.push(Slot::Call(handle));
+                    }
+                }
+            }
+            None | Some(408 | 481) => self.send_bye(now, handle, EndReason::SessionExpired),
+            Some(_) => {}
+        }
     }
 
     fn slot_timeout(&self, slot: &Slot) -> Option<Instant> {
@@ -1452,7 +1712,15 @@ impl UserAgent {
             Slot::Trunk => self.trunk.as_ref().and_then(|t| t.timeout()),
             Slot::Call(handle) => self.calls.get(handle).and_then(|c| {
                 let ring = c.outbound.as_ref().and_then(|o| o.ring_deadline);
-                earliest(&[c.retransmit.map(|(at, _)| at), c.give_up, ring])
+                let reliable = c.reliable.as_ref();
+                earliest(&[
+                    c.retransmit.map(|(at, _)| at),
+                    c.give_up,
+                    ring,
+                    reliable.and_then(|r| r.resend.as_ref().map(|(at, _)| *at)),
+                    reliable.map(|r| r.give_up),
+                    c.session.as_ref().map(|t| t.due),
+                ])
             }),
         }
     }
@@ -1508,19 +1776,21 @@ impl UserAgent {
                         }
                     }
                     Slot::Request(key) => {
-                        let Some((transaction, handle, ends_call, to, link)) =
+                        let Some((transaction, handle, purpose, to, link)) =
                             self.requests.get_mut(key)
                         else {
                             continue;
                         };
-                        let (handle, ends_call, to, link) = (*handle, *ends_call, *to, *link);
+                        let (handle, purpose, to, link) = (*handle, *purpose, *to, *link);
                         let (requests, events) = transaction.drain();
-                        let (mut answered, mut over) = (false, false);
+                        let (mut answered, mut over, mut final_response) = (false, false, None);
                         for event in events {
                             match event {
-                                Event::Response(r) => {
-                                    answered |= r.code().is_some_and(|c| c >= 200)
+                                Event::Response(r) if r.code().is_some_and(|c| c >= 200) => {
+                                    answered = true;
+                                    final_response = Some(r);
                                 }
+                                Event::Response(_) => {}
                                 Event::TimedOut => answered = true,
                                 Event::Terminated => over = true,
                             }
@@ -1531,7 +1801,10 @@ impl UserAgent {
                         if over {
                             self.requests.remove(key);
                         }
-                        if ends_call && (answered || over) {
+                        if purpose == Purpose::Refresh && answered {
+                            self.refresh_answered(now, handle, final_response.as_ref());
+                        }
+                        if purpose == Purpose::Bye && (answered || over) {
                             let reason = self
                                 .calls
                                 .get_mut(&handle)

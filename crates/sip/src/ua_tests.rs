@@ -371,7 +371,7 @@ fn requests_outside_calls() {
     assert_eq!(codes(&sent), [200]);
     assert_eq!(
         sent[0].1.headers.get(&Name::Allow),
-        Some("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE")
+        Some("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK")
     );
     ua.handle_message(
         now,
@@ -1864,4 +1864,363 @@ fn each_peer_is_told_the_address_for_its_side() {
     let (_, _) = answered(&mut ua, now);
     let ok = ua.calls.values().find_map(|c| c.ok.clone()).unwrap();
     assert_eq!(ok.headers.get(&Name::Contact), Some("<sip:10.1.0.2:5060>"));
+}
+
+// Session timers and reliable provisional responses (ua/extensions.rs).
+
+fn invite_with(extra: &str) -> Vec<u8> {
+    request(
+        "INVITE",
+        "z9hG4bK-inv1",
+        1,
+        None,
+        &format!("Content-Type: application/sdp\r\n{extra}"),
+        SDP,
+    )
+}
+
+/// An inbound call made with `extra` headers, answered and acknowledged; its handle, our
+/// tag and the 200.
+fn confirmed_with(ua: &mut UserAgent, now: Instant, extra: &str) -> (CallHandle, String, Message) {
+    ua.handle_message(now, caller(), Link::Udp, &invite_with(extra));
+    let (_, events) = drain(ua);
+    let CallEvent::Incoming { call, .. } = events[0].clone() else {
+        panic!("{events:?}")
+    };
+    ua.answer(now, call, Bytes::from_static(b"v=0\r\n"));
+    let (sent, _) = drain(ua);
+    let ok = sent[0].1.clone();
+    let tag = ok
+        .headers
+        .get(&Name::To)
+        .unwrap()
+        .split(";tag=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
+    );
+    drain(ua);
+    (call, tag, ok)
+}
+
+#[test]
+fn a_session_the_caller_stops_refreshing_is_hung_up_and_a_refresh_keeps_it() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let (call, tag, ok) = confirmed_with(
+        &mut ua,
+        now,
+        "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n",
+    );
+    assert_eq!(
+        ok.headers.get(&Name::SessionExpires),
+        Some("120;refresher=uac")
+    );
+    assert_eq!(ok.headers.get(&Name::Require), Some("timer"));
+    assert!(ok.headers.get(&Name::Supported).unwrap().contains("100rel"));
+    // A refresh by UPDATE at 60 s is answered with the timer and starts it again.
+    let update = request(
+        "UPDATE",
+        "z9hG4bK-upd1",
+        2,
+        Some(&tag),
+        "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n",
+        "",
+    );
+    ua.handle_message(now + Duration::from_secs(60), caller(), Link::Udp, &update);
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert_eq!(
+        sent[0].1.headers.get(&Name::SessionExpires),
+        Some("120;refresher=uac")
+    );
+    // 120 s less a third (40, capped at 32): 88 s after the refresh, not after the answer.
+    ua.handle_timeout(now + Duration::from_secs(100));
+    assert!(drain(&mut ua).0.is_empty(), "refreshed at 60 s");
+    ua.handle_timeout(now + Duration::from_secs(148));
+    let (sent, _) = drain(&mut ua);
+    let bye = only_request(&sent, Method::Bye);
+    ua.handle_message(
+        now + Duration::from_secs(148),
+        caller(),
+        Link::Udp,
+        &reply(&bye, 200, &[]),
+    );
+    let (_, events) = drain(&mut ua);
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::SessionExpired
+        }]
+    );
+}
+
+#[test]
+fn callbackd_refreshes_with_update_when_it_is_the_refresher_and_hangs_up_on_481() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let (call, _, ok) = confirmed_with(
+        &mut ua,
+        now,
+        "Supported: timer\r\nSession-Expires: 90;refresher=uas\r\n",
+    );
+    assert_eq!(
+        ok.headers.get(&Name::SessionExpires),
+        Some("90;refresher=uas")
+    );
+    assert_eq!(
+        ok.headers.get(&Name::Require),
+        None,
+        "the caller need not refresh"
+    );
+    ua.handle_timeout(now + Duration::from_secs(45));
+    let (sent, _) = drain(&mut ua);
+    let update = only_request(&sent, Method::Update);
+    assert_eq!(
+        update.headers.get(&Name::SessionExpires),
+        Some("90;refresher=uac")
+    );
+    ua.handle_message(
+        now + Duration::from_secs(45),
+        caller(),
+        Link::Udp,
+        &reply(&update, 200, &[(Name::SessionExpires, "90;refresher=uac")]),
+    );
+    assert!(drain(&mut ua).1.is_empty());
+    ua.handle_timeout(now + Duration::from_secs(90));
+    let (sent, _) = drain(&mut ua);
+    let update = only_request(&sent, Method::Update);
+    ua.handle_message(
+        now + Duration::from_secs(90),
+        caller(),
+        Link::Udp,
+        &reply(&update, 481, &[]),
+    );
+    let (sent, _) = drain(&mut ua);
+    let bye = only_request(&sent, Method::Bye);
+    ua.handle_message(
+        now + Duration::from_secs(90),
+        caller(),
+        Link::Udp,
+        &reply(&bye, 200, &[]),
+    );
+    let (_, events) = drain(&mut ua);
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::SessionExpired
+        }]
+    );
+}
+
+#[test]
+fn session_intervals_too_small_or_unreadable_are_refused_with_what_is_wrong() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &invite_with("Supported: timer\r\nSession-Expires: 30\r\n"),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [422]);
+    assert_eq!(sent[0].1.headers.get(&Name::MinSe), Some("90"));
+    assert!(events.is_empty(), "no call");
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request(
+            "INVITE",
+            "z9hG4bK-inv2",
+            1,
+            None,
+            "Session-Expires: later\r\n",
+            "",
+        ),
+    );
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [400]);
+    assert!(
+        matches!(&sent[0].1.start, crate::message::StartLine::Response { reason, .. } if reason == "Bad Session-Expires"),
+        "{:?}",
+        sent[0].1.start
+    );
+    // Require: timer and 100rel are understood, not refused with 420.
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request(
+            "INVITE",
+            "z9hG4bK-inv3",
+            1,
+            None,
+            "Require: timer, 100rel\r\nSession-Expires: 1800\r\n",
+            "",
+        ),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [100]);
+    assert_eq!(events.len(), 1);
+}
+
+#[test]
+fn a_ringing_required_reliable_is_resent_until_its_prack_and_the_200_waits_for_it() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &invite_with("Require: 100rel\r\n"),
+    );
+    let (_, events) = drain(&mut ua);
+    let CallEvent::Incoming { call, .. } = events[0].clone() else {
+        panic!("{events:?}")
+    };
+    ua.ring(now, call, None);
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [180]);
+    let ringing = &sent[0].1;
+    assert_eq!(ringing.headers.get(&Name::Require), Some("100rel"));
+    let rseq: u32 = ringing.headers.get(&Name::RSeq).unwrap().parse().unwrap();
+    let tag = ringing
+        .headers
+        .get(&Name::To)
+        .unwrap()
+        .split(";tag=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    // Answered before the PRACK: the 200 is held back, the 180 resent after T1.
+    ua.answer(now, call, Bytes::from_static(b"v=0\r\n"));
+    assert!(drain(&mut ua).0.is_empty());
+    ua.handle_timeout(now + Duration::from_millis(500));
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [180]);
+    assert_eq!(
+        sent[0].1.headers.get(&Name::RSeq),
+        Some(rseq.to_string().as_str())
+    );
+    // A PRACK for another RSeq is not it.
+    let prack = |branch: &str, cseq: u32, rack: u32| {
+        request(
+            "PRACK",
+            branch,
+            cseq,
+            Some(&tag),
+            &format!("RAck: {rack} 1 INVITE\r\n"),
+            "",
+        )
+    };
+    ua.handle_message(now, caller(), Link::Udp, &prack("z9hG4bK-pr1", 2, rseq + 1));
+    assert_eq!(codes(&drain(&mut ua).0), [481]);
+    ua.handle_message(now, caller(), Link::Udp, &prack("z9hG4bK-pr2", 3, rseq));
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200, 200], "the PRACK's, then the INVITE's");
+    assert_eq!(sent[1].1.headers.get(&Name::CSeq), Some("1 INVITE"));
+    ua.handle_timeout(now + Duration::from_millis(1500));
+    assert!(
+        !codes(&drain(&mut ua).0).contains(&180),
+        "no 180 after its PRACK"
+    );
+}
+
+#[test]
+fn a_reliable_18x_without_its_prack_refuses_the_call_after_64_t1() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &invite_with("Require: 100rel\r\n"),
+    );
+    let (_, events) = drain(&mut ua);
+    let CallEvent::Incoming { call, .. } = events[0].clone() else {
+        panic!("{events:?}")
+    };
+    ua.ring(now, call, None);
+    drain(&mut ua);
+    ua.handle_timeout(now + Duration::from_secs(32));
+    let (sent, events) = drain(&mut ua);
+    assert!(codes(&sent).contains(&504), "{sent:?}");
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::Rejected(504)
+        }]
+    );
+}
+
+#[test]
+fn a_placed_call_pracks_a_reliable_18x_once_and_keeps_its_invite_cseq_for_the_ack() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.dial(now, dial_to("sip:1001@127.0.0.1:5080", None));
+    let (sent, _) = drain(&mut ua);
+    let invite = only_request(&sent, Method::Invite);
+    assert_eq!(invite.headers.get(&Name::Supported), Some("100rel, timer"));
+    let ringing = reply(
+        &invite,
+        180,
+        &[
+            (Name::Require, "100rel"),
+            (Name::RSeq, "7"),
+            (Name::Contact, "<sip:callee@127.0.0.1:5099>"),
+        ],
+    );
+    ua.handle_message(now, trunk(), Link::Udp, &ringing);
+    let (sent, events) = drain(&mut ua);
+    let prack = only_request(&sent, Method::Prack);
+    assert_eq!(prack.uri(), Some("sip:callee@127.0.0.1:5099"));
+    assert_eq!(prack.headers.get(&Name::RAck), Some("7 1 INVITE"));
+    assert!(prack
+        .headers
+        .get(&Name::To)
+        .unwrap()
+        .contains("tag=callee1"));
+    assert_eq!(events.len(), 1, "ringing reported: {events:?}");
+    ua.handle_message(now, trunk(), Link::Udp, &reply(&prack, 200, &[]));
+    ua.handle_message(now, trunk(), Link::Udp, &ringing);
+    let (sent, events) = drain(&mut ua);
+    assert!(
+        sent.is_empty() && events.is_empty(),
+        "a resent 180 is not PRACKed again"
+    );
+    // The callee asks callbackd to refresh every 90 s.
+    ua.handle_message(
+        now,
+        trunk(),
+        Link::Udp,
+        &reply(
+            &invite,
+            200,
+            &[
+                (Name::SessionExpires, "90;refresher=uac"),
+                (Name::Require, "timer"),
+            ],
+        ),
+    );
+    let (sent, _) = drain(&mut ua);
+    let ack = only_request(&sent, Method::Ack);
+    assert_eq!(ack.headers.get(&Name::CSeq), Some("1 ACK"));
+    ua.handle_timeout(now + Duration::from_secs(45));
+    let (sent, _) = drain(&mut ua);
+    let update = only_request(&sent, Method::Update);
+    assert_eq!(
+        update.headers.get(&Name::SessionExpires),
+        Some("90;refresher=uac")
+    );
+    assert_eq!(update.headers.get(&Name::CSeq), Some("3 UPDATE"));
 }

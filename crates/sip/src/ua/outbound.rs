@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{
-    client_key, hex, our_contact, our_via, Call, CallEvent, CallHandle, EndReason, Link, Phase,
-    Slot, UserAgent,
+    client_key, cseq_number, extensions, hex, our_contact, our_via, Call, CallEvent, CallHandle,
+    EndReason, Link, Phase, Purpose, Slot, UserAgent, SUPPORTED,
 };
 use crate::auth::{self, Challenge};
 use crate::header::NameAddr;
@@ -60,6 +60,8 @@ pub(super) struct Outbound {
     redirected: bool,
     /// The ACK for the 2xx, sent again for every retransmission of the 2xx.
     ack: Option<Message>,
+    /// The `RSeq` of the last reliable provisional response we sent a PRACK for.
+    pracked: Option<u32>,
     pub(super) cancelled: bool,
 }
 
@@ -99,6 +101,9 @@ impl UserAgent {
             local_sdp: Some(dial.offer.clone()),
             offer_in_ok: false,
             ending: None,
+            session: None,
+            reliable: None,
+            rseq: 0,
             outbound: Some(Outbound {
                 ring_deadline: Some(now + dial.ring_timeout),
                 key: Key::Branch {
@@ -110,6 +115,7 @@ impl UserAgent {
                 authenticated: false,
                 redirected: false,
                 ack: None,
+                pracked: None,
                 cancelled: false,
             }),
         };
@@ -160,6 +166,7 @@ impl UserAgent {
             invite.headers.push(name, value);
         }
         invite.headers.push(Name::Allow, self.capabilities.allow());
+        invite.headers.push(Name::Supported, SUPPORTED);
         invite
             .headers
             .push(Name::UserAgent, self.config.product.clone());
@@ -243,6 +250,21 @@ impl UserAgent {
         match code {
             100 => {}
             101..=199 => {
+                if let Some(rseq) = extensions::rseq(&response.headers) {
+                    let Some(outbound) = self
+                        .calls
+                        .get_mut(&handle)
+                        .and_then(|c| c.outbound.as_mut())
+                    else {
+                        return;
+                    };
+                    // A retransmission (or an older one) was acknowledged already.
+                    if outbound.pracked.is_some_and(|last| rseq <= last) {
+                        return;
+                    }
+                    outbound.pracked = Some(rseq);
+                    self.send_prack(now, handle, &response, rseq);
+                }
                 let early_media = (!response.body.is_empty()).then(|| response.body.clone());
                 self.event(CallEvent::Progress {
                     call: handle,
@@ -384,8 +406,12 @@ impl UserAgent {
         ack.headers.push(Name::From, call.local.clone());
         ack.headers.push(Name::To, call.remote.clone());
         ack.headers.push(Name::CallId, call.call_id.clone());
-        ack.headers
-            .push(Name::CSeq, format!("{} ACK", call.local_cseq));
+        // The INVITE's number, whatever PRACKs came between (RFC 3261 section 13.2.2.4).
+        ack.headers.push(
+            Name::CSeq,
+            format!("{} ACK", cseq_number(&call.invite.headers)),
+        );
+        call.session = extensions::SessionTimer::from_answer(&response.headers, now);
         outbound.ack = Some(ack.clone());
         let (to, link) = (call.source, call.link);
         let late = call.phase != Phase::Dialing;
@@ -401,6 +427,50 @@ impl UserAgent {
             call: handle,
             answer,
         });
+    }
+
+    /// Acknowledges a reliable provisional response (RFC 3262 section 4) within its early
+    /// dialog: to its Contact, along its Record-Route, with its To tag.
+    fn send_prack(&mut self, now: Instant, handle: CallHandle, response: &Message, rseq: u32) {
+        let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        call.local_cseq += 1;
+        let target = response
+            .headers
+            .list(&Name::Contact)
+            .and_then(|c| c.first().and_then(|v| NameAddr::parse(v).ok()))
+            .map_or_else(|| call.remote_target.clone(), |c| c.uri.to_string());
+        let mut prack = Message::request(Method::Prack, target);
+        let sent_by = self.config.advertised.sent_by(call.source.ip(), call.link);
+        prack
+            .headers
+            .push(Name::Via, our_via(call.link, &sent_by, &branch));
+        prack.headers.push(Name::MaxForwards, "70");
+        let routes = response
+            .headers
+            .list(&Name::RecordRoute)
+            .unwrap_or_default();
+        for route in routes.into_iter().rev() {
+            prack.headers.push(Name::Route, route);
+        }
+        prack.headers.push(Name::From, call.local.clone());
+        let to = response.headers.get(&Name::To).unwrap_or_default();
+        prack.headers.push(Name::To, to);
+        prack.headers.push(Name::CallId, call.call_id.clone());
+        prack
+            .headers
+            .push(Name::CSeq, format!("{} PRACK", call.local_cseq));
+        prack.headers.push(
+            Name::RAck,
+            format!("{rseq} {} INVITE", cseq_number(&call.invite.headers)),
+        );
+        prack
+            .headers
+            .push(Name::UserAgent, self.config.product.clone());
+        let key = client_key(&sent_by, branch, Method::Prack);
+        self.start_request(now, handle, prack, key, Purpose::Prack);
     }
 
     /// Gives up on a call still ringing: CANCEL now, the call ends with `reason` when the
@@ -427,8 +497,10 @@ impl UserAgent {
         let transaction =
             ClientNonInvite::new(cancel, call.link.transport(), self.config.timers, now);
         let (to, link) = (call.source, call.link);
-        self.requests
-            .insert(cancel_key.clone(), (transaction, handle, false, to, link));
+        self.requests.insert(
+            cancel_key.clone(),
+            (transaction, handle, Purpose::Cancel, to, link),
+        );
         self.touched.push(Slot::Request(cancel_key));
         self.flush_transactions(now);
     }
