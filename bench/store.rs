@@ -37,6 +37,7 @@ fn policy() -> Policy {
                 expiry: chrono::Duration::days(30),
                 handle_time: chrono::Duration::minutes(5),
                 customer_first: false,
+                caller_id: None,
             },
         )]),
         dialing: DialingPolicy::home("US").unwrap(),

@@ -295,9 +295,11 @@ pub struct SipConfig {
     /// trunk_username@trunk_domain with the trunk and keeps the registration fresh.
     #[serde(default)]
     pub trunk_domain: Option<String>,
-    /// The caller ID (From user) of calls callbackd places.
-    #[serde(default = "default_caller_id")]
-    pub caller_id: String,
+    /// The caller ID (From user) of calls callbackd places, unless their queue has its own:
+    /// a number the trunk lets callbackd present. Without one, calls that need no trunk
+    /// (phones, SIP URIs) come from `callbackd`.
+    #[serde(default)]
+    pub caller_id: Option<String>,
     /// Networks new calls may come from, `"192.0.2.0/24"` or a single address; empty: anywhere.
     /// Registered phones may always call from where they registered.
     #[serde(default, deserialize_with = "networks")]
@@ -444,9 +446,6 @@ fn advertised_to<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(Network,
         .map_err(serde::de::Error::custom)
 }
 
-fn default_caller_id() -> String {
-    "callbackd".into()
-}
 fn default_ring_timeout() -> chrono::Duration {
     chrono::Duration::seconds(30)
 }
@@ -806,7 +805,36 @@ impl Config {
                 "at least one queue is needed, e.g. [queues.support]",
             );
         }
+        let is_number = |id: &str| {
+            let digits = id.strip_prefix('+').unwrap_or(id);
+            (3..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+        };
+        if let Some(id) = self.sip.caller_id.as_deref().filter(|id| !is_number(id)) {
+            return problem(
+                "sip.caller_id",
+                &format!("`{id}` is not a number such as \"+12125550000\""),
+            );
+        }
         for (name, queue) in &self.queues {
+            if let Some(id) = queue.caller_id.as_deref().filter(|id| !is_number(id)) {
+                return problem(
+                    &format!("queues.{name}.caller_id"),
+                    &format!("`{id}` is not a number such as \"+12125550000\""),
+                );
+            }
+            // A trunk presents the caller ID to customers: calling from a name gets the call
+            // refused or the number replaced.
+            if self.dialer.enabled
+                && self.sip.outbound_proxy.is_some()
+                && queue.caller_id.is_none()
+                && self.sip.caller_id.is_none()
+            {
+                return problem(
+                    &format!("queues.{name}.caller_id"),
+                    "calls through the trunk need a caller ID: set sip.caller_id, or this \
+                     queue's caller_id, to a number the trunk lets you present",
+                );
+            }
             if queue.skills.is_empty() || queue.skills.iter().any(|s| s.trim().is_empty()) {
                 return problem(
                     &format!("queues.{name}.skills"),
@@ -954,6 +982,34 @@ mod tests {
             config.sip.advertised_to,
             [(("10.0.0.0".parse().unwrap(), 8), told("10.0.0.5", None))]
         );
+    }
+
+    #[test]
+    fn calls_through_a_trunk_need_a_numeric_caller_id() {
+        let trunk = DEFAULT.replace(
+            "# outbound_proxy = \"192.0.2.20:5060\"",
+            "outbound_proxy = \"192.0.2.20:5060\"",
+        );
+        let err = parse(&trunk).unwrap_err();
+        assert!(
+            err.starts_with("test.toml: queues.support.caller_id:"),
+            "{err}"
+        );
+        assert!(err.contains("set sip.caller_id"), "{err}");
+        let global = trunk.replace(
+            "# caller_id = \"+12125550000\"",
+            "caller_id = \"+12125550000\"",
+        );
+        assert!(parse(&global).is_ok());
+        let per_queue = trunk.replace(
+            "# caller_id = \"+12125550001\"",
+            "caller_id = \"+12125550001\"",
+        );
+        assert!(parse(&per_queue).is_ok());
+        let named = global.replace("\"+12125550000\"", "\"callbackd\"");
+        assert!(parse(&named)
+            .unwrap_err()
+            .starts_with("test.toml: sip.caller_id: `callbackd` is not a number"));
     }
 
     #[test]

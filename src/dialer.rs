@@ -442,11 +442,8 @@ impl Dialer {
             }
         };
         let known = |name: &str| self.sip.has_prompt(name);
-        let customer_first = self
-            .policy
-            .queues
-            .get(&cb.queue)
-            .is_some_and(|q| q.customer_first);
+        let queue = self.policy.queues.get(&cb.queue);
+        let customer_first = queue.is_some_and(|q| q.customer_first);
         let confirm = std_duration(self.config.confirm_timeout);
         let connect = Connect {
             agent: agent_uri,
@@ -458,6 +455,7 @@ impl Dialer {
                 Vec::new()
             },
             customer: Some(customer),
+            caller_id: queue.and_then(|q| q.caller_id.clone()),
             held: None,
             customer_first,
             greeting: match (self.config.greeting, confirm.is_zero()) {
@@ -606,6 +604,7 @@ impl Dialer {
             keys: String::new(),
             whisper,
             customer: None,
+            caller_id: None,
             held: Some(hold.id),
             customer_first: false,
             greeting: Vec::new(),

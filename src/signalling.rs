@@ -192,6 +192,7 @@ impl Sip {
             keys: call.keys,
             whisper: call.whisper,
             customer: call.connect_to,
+            caller_id: None,
             greeting: Vec::new(),
             confirm: None,
             not_reached: Vec::new(),
@@ -1522,8 +1523,8 @@ impl Loop {
             .ok_or_else(|| PlaceError::NoRoute(to.to_owned()))
     }
 
-    /// Places a call to `to` (see [`Loop::route`], unless `at` says where to send it) that
-    /// rings for at most `ring`, unless the dialer's `deadline` has passed: that is checked
+    /// Places a call to `to` (see [`Loop::route`], unless `at` says where to send it) from
+    /// `caller_id` (else `sip.caller_id`, else `callbackd`) that rings for at most `ring`, unless the dialer's `deadline` has passed: that is checked
     /// last, on the clock read afresh (not `now`), just before the INVITE goes, so a node
     /// stopped meanwhile (SIGSTOP, a stall) does not dial late once it runs again.
     fn place(
@@ -1531,6 +1532,7 @@ impl Loop {
         now: Instant,
         to: &str,
         at: Option<SocketAddr>,
+        caller_id: Option<&str>,
         ring: Duration,
         deadline: Option<Instant>,
     ) -> Result<CallHandle, PlaceError> {
@@ -1556,7 +1558,10 @@ impl Loop {
         });
         let dial = Dial {
             uri,
-            from_user: self.sip.caller_id.clone(),
+            from_user: caller_id
+                .or(self.sip.caller_id.as_deref())
+                .unwrap_or("callbackd")
+                .to_owned(),
             destination,
             link,
             offer: Bytes::from(offer.to_string()),

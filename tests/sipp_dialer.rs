@@ -1153,3 +1153,57 @@ fn a_callback_nothing_can_reach_keeps_its_place_and_attempts_and_says_why() {
     let _ = (finished_cleanly(agent), finished_cleanly(customer));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `scenario` with a check that the INVITE it receives comes from `from_user`.
+fn expecting_caller_id(dir: &Path, name: &str, from_user: &str) -> String {
+    let check = format!(
+        "<recv request=\"INVITE\" crlf=\"true\">\n    <action>\n      <ereg regexp=\"From: &lt;sip:\\{from_user}@\" search_in=\"msg\" check_it=\"true\" assign_to=\"from\"/>\n    </action>\n  </recv>\n  <Reference variables=\"from\"/>"
+    );
+    scenario(
+        dir,
+        name,
+        &[("<recv request=\"INVITE\" crlf=\"true\"/>", &check)],
+    )
+}
+
+#[test]
+fn the_customer_sees_the_queues_caller_id_and_the_agent_the_global_one() {
+    let dir = temp_dir("caller-id");
+    let (agent, agent_port) = far_end(&expecting_caller_id(&dir, "uas_answer.xml", "+12125550000"));
+    let (customer, customer_port) = far_end(&expecting_caller_id(
+        &dir,
+        "uas_unavailable.xml",
+        "+12125550001",
+    ));
+    let url = store::testing::sqlite_url();
+    let server = Server::start(&dialer_config_with(
+        &url,
+        "10s",
+        &[
+            (
+                "# caller_id = \"+12125550000\"",
+                "caller_id = \"+12125550000\"",
+            ),
+            (
+                "# caller_id = \"+12125550001\"",
+                "caller_id = \"+12125550001\"",
+            ),
+        ],
+    ));
+    ready_agent(&server, "cid", &format!("sip:cid@127.0.0.1:{agent_port}"));
+    let id = callback_to(&server, &format!("sip:customer@127.0.0.1:{customer_port}"));
+    wait_for(
+        &server,
+        &format!("/api/v1/callbacks/{id}"),
+        Duration::from_secs(20),
+        finished_attempts,
+    );
+    let (ok, out) = finished_cleanly(customer);
+    assert!(
+        ok,
+        "the customer's INVITE came from the queue's number: {out}"
+    );
+    let (ok, out) = finished_cleanly(agent);
+    assert!(ok, "the agent's INVITE came from sip.caller_id: {out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -47,7 +47,7 @@ fn a_busy_phone_fails_the_call_with_486() {
 fn a_trunk_that_challenges_gets_digest_credentials() {
     let (sipp, port) = far_end("uas_trunk_challenge.xml");
     let url = store::testing::sqlite_url();
-    let proxy = format!("t4 = \"5s\"\noutbound_proxy = \"127.0.0.1:{port}\"\ntrunk_username = \"callbackd\"\ntrunk_password = \"s3cret-trunk\"");
+    let proxy = format!("t4 = \"5s\"\noutbound_proxy = \"127.0.0.1:{port}\"\ntrunk_username = \"callbackd\"\ntrunk_password = \"s3cret-trunk\"\ncaller_id = \"+12125550000\"");
     let server = Server::start(&config_with(
         &url,
         &[
@@ -112,7 +112,7 @@ fn callbackd_registers_with_the_trunk_and_refreshes() {
     let url = store::testing::sqlite_url();
     let trunk = format!(
         "t4 = \"5s\"\noutbound_proxy = \"127.0.0.1:{port}\"\ntrunk_domain = \"trunk.example\"\n\
-         trunk_username = \"callbackd\"\ntrunk_password = \"s3cret-trunk\""
+         trunk_username = \"callbackd\"\ntrunk_password = \"s3cret-trunk\"\ncaller_id = \"+12125550000\""
     );
     let server = Server::start(&config_with(&url, &[("t4 = \"5s\"", &trunk)]));
     let (ok, out) = finished_cleanly(sipp);

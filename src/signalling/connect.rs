@@ -39,6 +39,8 @@ pub struct Connect {
     /// The SIP URI called second, once the whisper has played; without one (and without
     /// `held`), the agent's call is held for `hold` and hung up.
     pub customer: Option<String>,
+    /// The caller ID the customer sees (the queue's), instead of `sip.caller_id`.
+    pub caller_id: Option<String>,
     /// Instead of calling a customer: the caller holding in a queue (by hold ID) the agent is
     /// connected to once the whisper has played.
     pub held: Option<uuid::Uuid>,
@@ -156,7 +158,14 @@ impl Loop {
         }
         let first = match (&connect.customer, connect.customer_first) {
             (Some(customer), true) => self
-                .place(now, customer, None, connect.customer_ring, connect.deadline)
+                .place(
+                    now,
+                    customer,
+                    None,
+                    connect.caller_id.as_deref(),
+                    connect.customer_ring,
+                    connect.deadline,
+                )
                 .map(|call| (call, Side::Customer))
                 .map_err(|error| ConnectError {
                     side: Side::Customer,
@@ -167,6 +176,7 @@ impl Loop {
                     now,
                     &connect.agent,
                     connect.agent_at,
+                    None,
                     connect.agent_ring,
                     connect.deadline,
                 )
@@ -307,7 +317,8 @@ impl Loop {
         };
         bridge.phase = Phase::Customer;
         let (ring, deadline) = (bridge.connect.customer_ring, bridge.connect.deadline);
-        match self.place(now, &customer, None, ring, deadline) {
+        let caller_id = bridge.connect.caller_id.clone();
+        match self.place(now, &customer, None, caller_id.as_deref(), ring, deadline) {
             Err(PlaceError::TooLate) => {
                 warn!(
                     bridge = id,
@@ -403,7 +414,7 @@ impl Loop {
             bridge.connect.agent_ring,
             bridge.connect.deadline,
         );
-        match self.place(now, &to, at, ring, deadline) {
+        match self.place(now, &to, at, None, ring, deadline) {
             Err(PlaceError::TooLate) => {
                 warn!(
                     bridge = id,

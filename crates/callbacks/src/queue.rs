@@ -60,6 +60,10 @@ pub struct Queue {
     /// instead of the agent first.
     #[serde(default)]
     pub customer_first: bool,
+    /// The number customers see when this queue calls them (the From user), instead of
+    /// `sip.caller_id`.
+    #[serde(default)]
+    pub caller_id: Option<String>,
 }
 
 fn default_max_attempts() -> u32 {

@@ -24,6 +24,7 @@ fn policy() -> Policy {
         expiry: Duration::days(2),
         handle_time: Duration::minutes(5),
         customer_first: false,
+        caller_id: None,
     };
     Policy {
         queues: BTreeMap::from([("support".to_string(), queue)]),
