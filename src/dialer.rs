@@ -18,11 +18,12 @@ use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::future::join_all;
 use rand::RngCore;
 use store::{Change, Choice, ClaimRequest, Claimed, Finish, Hold, Store};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::{DialerConfig, SipConfig};
+use crate::hints::Hints;
 use crate::routing::Routes;
 use crate::signalling::{Connect, ConnectError, PlaceError, Progress, Side, Sip};
 
@@ -48,38 +49,6 @@ pub struct Dialer {
     hints: Hints,
     /// Attempts under way on this node.
     attempts: AtomicUsize,
-}
-
-/// How the rest of the node tells the dialer that something changed: the SIP runtime when a
-/// caller starts holding; the API, the IVR and the chat when they change a callback; the
-/// store's notices of what other nodes change. With no dialer on the node, nobody listens.
-#[derive(Clone)]
-pub struct Hints {
-    wake: Arc<Notify>,
-    /// Callbacks changed, for the calls in progress to look at.
-    changes: broadcast::Sender<Uuid>,
-}
-
-impl Default for Hints {
-    fn default() -> Hints {
-        Hints {
-            wake: Arc::new(Notify::new()),
-            changes: broadcast::channel(1024).0,
-        }
-    }
-}
-
-impl Hints {
-    /// Something changed that may let the dialer place a call: look now.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    /// A callback changed: calls placing it look at it again, and the dialer looks for work.
-    pub fn changed(&self, callback: Uuid) {
-        let _ = self.changes.send(callback);
-        self.wake();
-    }
 }
 
 /// The time, to the microsecond both stores keep.
@@ -164,7 +133,7 @@ impl Dialer {
         loop {
             let looked = tokio::select! {
                 _ = tick.tick() => self.round().await,
-                _ = self.hints.wake.notified() => self.offers().await,
+                _ = self.hints.woken() => self.offers().await,
             };
             if let Err(e) = looked {
                 warn!(error = %e, "dialer round failed; trying again");
@@ -500,7 +469,7 @@ impl Dialer {
         let mut renew = tokio::time::interval(std_duration(self.config.lease) / 3);
         renew.tick().await;
         let mut watch = tokio::time::interval(WATCH);
-        let mut notices = self.hints.changes.subscribe();
+        let mut notices = self.hints.subscribe();
         loop {
             tokio::select! {
                 step = progress.recv() => match step {

@@ -231,7 +231,7 @@ pub struct Operations {
     pub notifier: Option<crate::notifier::Notifier>,
     /// Tells this node's dialer of each change made, so a call placing the callback hears
     /// of it at once.
-    pub hints: crate::dialer::Hints,
+    pub hints: crate::hints::Hints,
 }
 
 /// Why a caller's booking was not made.

@@ -84,7 +84,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         .with_context(|| format!("binding the HTTP API to {}", config.api.listen))?;
     let address = listener.local_addr()?;
 
-    let hints = crate::dialer::Hints::default();
+    let hints = crate::hints::Hints::default();
     let operations = Arc::new(crate::ivr::Operations {
         callbacks: callbacks.clone(),
         max_failures_per_call: config.ivr.max_failures_per_call,

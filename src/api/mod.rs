@@ -49,7 +49,7 @@ pub struct AppState {
     /// This node's dialer, for its gauges; `None` when this node does not dial.
     pub dialer: Option<Arc<crate::dialer::Dialer>>,
     /// Told when an agent turns ready or a callback changes.
-    pub hints: crate::dialer::Hints,
+    pub hints: crate::hints::Hints,
     /// `dialer.wrap_up`, part of every call's handle time.
     pub wrap_up: chrono::Duration,
     pub chats: Arc<crate::chat::Chats>,

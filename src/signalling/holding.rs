@@ -38,7 +38,7 @@ pub struct HoldSettings {
     /// How often a holding caller hears where they stand.
     pub every: Duration,
     /// Wakes the dialer when a caller starts holding.
-    pub hints: crate::dialer::Hints,
+    pub hints: crate::hints::Hints,
 }
 
 /// A call holding in a queue.

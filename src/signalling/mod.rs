@@ -1,0 +1,772 @@
+//! The SIP runtime: the loop that pumps the sans-IO user agent (`sip::ua`) and dispatches
+//! what comes in. It holds no protocol logic of its own; each concern has a module:
+//!
+//! - `udp`, `tcp`: the transports, reading messages for the loop and sending its own;
+//! - `addresses`: where media binds and what peers are told (NAT, several interfaces);
+//! - `calls`: call control, from the user agent's and the media's events;
+//! - `dialplan`: driving each call's IVR session;
+//! - `routing`: where calls callbackd places go, and placing them;
+//! - `connect`, `holding`: bridging an agent and a customer, and callers holding in a queue.
+//!
+//! The dialer drives it through [`Sip`]; nothing here knows the dialer, which hears of
+//! changes through `crate::hints`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use rand::{rngs::StdRng, RngCore, SeedableRng};
+use sip::ua::{CallHandle, Config as UaConfig, Credentials, Link, Output, UserAgent};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::config::{IvrConfig, MediaConfig, SipConfig};
+use crate::ivr::Operations;
+use crate::listeners::{Connections, Throttle};
+use crate::media::{Media, MediaEvent};
+use ivr::dialplan::Dialplan;
+use ivr::session::{Session, Value};
+use media::prompt::Library;
+use store::Store;
+
+mod addresses;
+mod calls;
+mod connect;
+mod dialplan;
+mod holding;
+mod routing;
+mod tcp;
+mod udp;
+
+use addresses::{Addresses, PortPool};
+use calls::ActiveCall;
+use tcp::accept;
+use udp::receive_udp;
+
+pub use connect::{Connect, ConnectError, Progress, Side};
+pub use holding::HoldSettings;
+
+/// What the socket tasks and the API hand the user agent loop.
+enum Inbound {
+    /// `socket` is the index of the UDP socket it arrived on (unused for TCP).
+    Message {
+        source: SocketAddr,
+        link: Link,
+        bytes: Vec<u8>,
+        socket: usize,
+        /// When it was read off the socket: the loop's queue delay, for overload control.
+        read: Instant,
+    },
+    TcpOpened {
+        peer: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    TcpClosed {
+        peer: SocketAddr,
+    },
+    /// Connect an agent and a customer (or hold a test call).
+    Connect {
+        connect: Box<Connect>,
+        progress: mpsc::UnboundedSender<Progress>,
+        reply: oneshot::Sender<Result<u64, ConnectError>>,
+    },
+    /// Hang up both calls of a connection.
+    Abort {
+        id: u64,
+    },
+    /// Where a holding caller stands, to tell them.
+    Announce {
+        call: CallHandle,
+        vars: Vec<(String, Value)>,
+        offer: bool,
+    },
+    /// What the runtime holds now.
+    Gauges {
+        reply: oneshot::Sender<Gauges>,
+    },
+    /// A connection's lease was renewed: its calls may be placed until `deadline`.
+    Extend {
+        id: u64,
+        deadline: Instant,
+    },
+    /// Load the dialplan again (new calls only); the answer is its summary or what is wrong.
+    Reload {
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// A dialplan operation of a call finished.
+    Ran {
+        call: CallHandle,
+        result: &'static str,
+        vars: Vec<(String, Value)>,
+    },
+}
+
+/// A call an operator places to check a trunk, a PBX route or a phone.
+#[derive(Debug, Clone)]
+pub struct TestCall {
+    /// A SIP URI.
+    pub to: String,
+    /// How long to hold the call once answered.
+    pub hold: Duration,
+    /// Keys to press once answered, as RFC 4733 telephone-events (to reach an extension
+    /// behind an IVR).
+    pub keys: String,
+    /// The names of prompts played to the answered call before it is connected (the agent's
+    /// whisper).
+    pub whisper: Vec<String>,
+    /// A second call placed once the first is answered (and the whisper played), and bridged
+    /// to it: the dialer's way of connecting an agent and a customer.
+    pub connect_to: Option<String>,
+}
+
+/// How a test call went, for operators checking a trunk or a phone.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestCallOutcome {
+    pub answered: bool,
+    /// The final SIP status of a call that was not answered (408: nothing answered at all).
+    pub status: Option<u16>,
+    /// How it ended: `local_hangup`, `remote_hangup`, `failed`, `no_answer` or
+    /// `session_expired`.
+    pub ended: &'static str,
+    /// How the second call went, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected: Option<Connected>,
+}
+
+/// How the second call of a connecting test call went.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Connected {
+    pub answered: bool,
+    /// The final SIP status of a second call that was not answered.
+    pub status: Option<u16>,
+}
+
+/// Why a call could not be placed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("`{0}` is not a SIP URI")]
+    BadUri(String),
+    #[error("no sip.outbound_proxy is set and `{0}` names no IP address to send to")]
+    NoRoute(String),
+    #[error("no phone is registered as `{0}`")]
+    NotRegistered(String),
+    #[error("no free RTP port")]
+    NoPort,
+    #[error(transparent)]
+    UnknownPrompt(#[from] media::prompt::UnknownPrompt),
+    #[error("the dialer's lease ran out before the call could be placed")]
+    TooLate,
+    #[error("callbackd is shutting down")]
+    Gone,
+}
+
+/// What the SIP runtime holds now: for operators, and to check that everything a call took is
+/// given back when it ends.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Gauges {
+    /// Calls being set up, in progress or ending.
+    pub calls: usize,
+    /// Dialogs and INVITE transactions the user agent keeps.
+    pub dialogs: usize,
+    /// Calls being connected to each other.
+    pub bridges: usize,
+    /// RTP ports held, by calls waiting to be answered and by calls with media.
+    pub rtp_ports: usize,
+    /// Server transactions held, and the bytes of the requests behind them (bounded).
+    pub transactions: usize,
+    pub transaction_bytes: usize,
+}
+
+/// The way in for the rest of callbackd: places calls through the user agent loop.
+#[derive(Clone)]
+pub struct Sip {
+    tx: mpsc::Sender<Inbound>,
+    /// `sip.ring_timeout`, for test calls.
+    ring_timeout: Duration,
+    /// The prompts calls play.
+    prompts: Library,
+    /// `sip.realm`: URIs at it name phones registered here.
+    realm: String,
+}
+
+impl Sip {
+    /// Places a call to `to`, holds it for `hold` once answered (connected to `connect_to`
+    /// when asked), hangs up, and says how it went.
+    pub async fn test_call(&self, call: TestCall) -> Result<TestCallOutcome, PlaceError> {
+        let connect = Connect {
+            agent: call.to,
+            agent_at: None,
+            held: None,
+            customer_first: false,
+            keys: call.keys,
+            whisper: call.whisper,
+            customer: call.connect_to,
+            caller_id: None,
+            greeting: Vec::new(),
+            confirm: None,
+            not_reached: Vec::new(),
+            agent_ring: self.ring_timeout,
+            customer_ring: self.ring_timeout,
+            deadline: None,
+            hold: Some(call.hold),
+        };
+        let asked_to_connect = connect.customer.is_some();
+        let (_, mut progress) = self.connect(connect).await.map_err(|e| e.error)?;
+        let mut outcome = TestCallOutcome {
+            answered: false,
+            status: None,
+            ended: "failed",
+            connected: asked_to_connect.then_some(Connected {
+                answered: false,
+                status: None,
+            }),
+        };
+        while let Some(step) = progress.recv().await {
+            match step {
+                Progress::Answered(Side::Agent) => outcome.answered = true,
+                Progress::Left {
+                    side: Side::Agent,
+                    how,
+                    status,
+                } => (outcome.ended, outcome.status) = (how, status),
+                Progress::Answered(Side::Customer) => {
+                    outcome.connected = Some(Connected {
+                        answered: true,
+                        status: None,
+                    })
+                }
+                Progress::Left {
+                    side: Side::Customer,
+                    status,
+                    ..
+                } => {
+                    if let Some(c) = outcome.connected.as_mut().filter(|c| !c.answered) {
+                        c.status = status;
+                    }
+                }
+                Progress::Ended => break,
+                Progress::Connected | Progress::NotConfirmed | Progress::TooLate => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Starts connecting two calls; the connection's id (to abort it) and its progress, which
+    /// ends with [`Progress::Ended`].
+    pub async fn connect(
+        &self,
+        connect: Connect,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Progress>), ConnectError> {
+        let (progress, events) = mpsc::unbounded_channel();
+        let (reply, placed) = oneshot::channel();
+        let gone = || ConnectError {
+            side: Side::Agent,
+            error: PlaceError::Gone,
+        };
+        self.tx
+            .send(Inbound::Connect {
+                connect: Box::new(connect),
+                progress,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        let id = placed.await.map_err(|_| gone())??;
+        Ok((id, events))
+    }
+
+    /// What the runtime holds now.
+    pub async fn gauges(&self) -> Result<Gauges, PlaceError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Inbound::Gauges { reply })
+            .await
+            .map_err(|_| PlaceError::Gone)?;
+        answer.await.map_err(|_| PlaceError::Gone)
+    }
+
+    /// Whether `uri` names a phone registered with callbackd (its host is `sip.realm`).
+    pub fn is_registered_phone(&self, uri: &str) -> bool {
+        sip::uri::Uri::parse(uri).is_ok_and(|u| u.host.eq_ignore_ascii_case(&self.realm))
+    }
+
+    /// Whether there is a prompt of this name.
+    pub fn has_prompt(&self, name: &str) -> bool {
+        self.prompts.get(name).is_ok()
+    }
+
+    /// Hangs up both calls of a connection.
+    pub async fn abort(&self, id: u64) {
+        let _ = self.tx.send(Inbound::Abort { id }).await;
+    }
+
+    /// Moves a connection's deadline (its lease was renewed).
+    pub async fn extend(&self, id: u64, deadline: Instant) {
+        let _ = self.tx.send(Inbound::Extend { id, deadline }).await;
+    }
+
+    /// Loads the dialplan file again for new calls; calls in progress keep the one they
+    /// started with, and a dialplan with problems is refused (the old one stays).
+    pub async fn reload(&self) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || "callbackd is shutting down".to_owned();
+        self.tx
+            .send(Inbound::Reload { reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// The addresses SIP ended up on (ports chosen by the system when the config says 0).
+pub struct Bound {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    /// Phones registering (`true`) and unregistering, by user.
+    pub registrations: mpsc::UnboundedReceiver<(String, bool)>,
+    pub sip: Sip,
+}
+
+/// Binds the SIP sockets and starts the user agent; runs until the process ends.
+pub async fn start(
+    tcp_connections: usize,
+    sip: SipConfig,
+    media: MediaConfig,
+    ivr: &IvrConfig,
+    operations: std::sync::Arc<Operations>,
+    hold_settings: HoldSettings,
+) -> anyhow::Result<Bound> {
+    let store = operations.callbacks.store.clone();
+    let (tx, rx) = mpsc::channel::<Inbound>(4096);
+    let prompts = crate::media::load_prompts(&media.prompts)?;
+    info!(count = prompts.len(), dir = %media.prompts.display(), "prompts loaded");
+    if let Some(missing) = holding::PROMPTS.iter().find(|p| prompts.get(p).is_err()) {
+        anyhow::bail!(
+            "callers holding in a queue hear the prompt `{missing}`, which is not in {}",
+            media.prompts.display()
+        );
+    }
+    let plan = crate::ivr::load(&ivr.dialplan, &prompts)?;
+    for entry in std::iter::once(&sip.default_entry).chain(sip.entries.values()) {
+        anyhow::ensure!(
+            plan.entries.contains_key(entry),
+            "sip names the dialplan entry `{entry}`, which {} does not have",
+            ivr.dialplan.display()
+        );
+    }
+    info!(dialplan = %ivr.dialplan.display(), nodes = plan.nodes.len(), "dialplan loaded");
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let runtime =
+        Media::start(media.pacing_threads, media_tx).context("starting the RTP pacing threads")?;
+    let mut udp = Vec::new();
+    for address in &sip.udp {
+        let socket = UdpSocket::bind(address)
+            .await
+            .with_context(|| format!("binding SIP over UDP to {address}"))?;
+        udp.push(std::sync::Arc::new(socket));
+    }
+    let mut tcp_bound = Vec::new();
+    for address in &sip.tcp {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding SIP over TCP to {address}"))?;
+        tcp_bound.push(listener.local_addr()?);
+        let connections = Connections::new(
+            tcp_connections,
+            sip.per_source.tcp_connections,
+            sip.trusted.clone(),
+        );
+        tokio::spawn(accept(listener, tx.clone(), connections));
+    }
+    let udp_bound: Vec<SocketAddr> = udp
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<Result<_, _>>()?;
+    for (index, socket) in udp.iter().enumerate() {
+        tokio::spawn(receive_udp(socket.clone(), index, tx.clone()));
+    }
+    let addresses = Addresses::new(&sip, &media, &udp_bound, &tcp_bound)?;
+    let config = UaConfig {
+        timers: sip.timers(),
+        advertised: addresses.advertise.clone(),
+        product: format!("callbackd/{}", env!("CARGO_PKG_VERSION")),
+        max_calls: sip.max_calls,
+        max_calls_per_second: sip.max_calls_per_second,
+        trusted: sip.trusted.clone(),
+        per_source: sip.per_source.admission(),
+        trunk: match (&sip.trunk_domain, sip.outbound_proxy, &sip.trunk_username) {
+            (Some(domain), Some(registrar), Some(user)) => Some(sip::ua::TrunkRegistration {
+                registrar,
+                link: Link::Udp,
+                domain: domain.clone(),
+                user: user.clone(),
+                credentials: Some(Credentials {
+                    username: user.clone(),
+                    password: sip
+                        .trunk_password
+                        .as_ref()
+                        .map(|p| p.expose().to_owned())
+                        .unwrap_or_default(),
+                }),
+                expires: 3600,
+            }),
+            _ => None,
+        },
+        registrar: (!sip.phones.is_empty()).then(|| {
+            let mut secret = vec![0; 32];
+            StdRng::from_entropy().fill_bytes(&mut secret);
+            sip::registrar::Settings {
+                realm: sip.realm.clone(),
+                users: sip
+                    .phones
+                    .iter()
+                    .map(|(u, p)| (u.clone(), p.expose().to_owned()))
+                    .collect(),
+                secret,
+                min_expires: 60,
+                max_expires: 3600,
+            }
+        }),
+    };
+    let mut ua = UserAgent::new(config, Box::new(StdRng::from_entropy()));
+    if !sip.phones.is_empty() {
+        restore_bindings(&mut ua, &store).await?;
+    }
+    let udp = udp
+        .into_iter()
+        .map(|s| (s.local_addr().is_ok_and(|a| a.is_ipv4()), s))
+        .collect();
+    let ring_timeout = sip.ring_timeout.to_std().unwrap_or(Duration::from_secs(30));
+    let library = prompts.clone();
+    let realm = sip.realm.clone();
+    let (registrations, registrations_rx) = mpsc::unbounded_channel();
+    let state = Loop {
+        ua,
+        bridges: HashMap::new(),
+        next_bridge: 1,
+        holding: HashMap::new(),
+        hold_settings,
+        holds_renewed: Instant::now(),
+        udp,
+        tcp: HashMap::new(),
+        ports: PortPool::new(&media),
+        addresses,
+        calls: HashMap::new(),
+        sip,
+        rng: StdRng::from_entropy(),
+        ringing: Vec::new(),
+        store,
+        media_config: media,
+        media: runtime,
+        prompts,
+        plan: std::sync::Arc::new(plan),
+        ivr_config: ivr.clone(),
+        operations,
+        tx: tx.clone(),
+        udp_peers: HashMap::new(),
+        registrations,
+        full_log: Throttle::new(Duration::from_secs(10)),
+        queue: QueueDelay {
+            since: Instant::now(),
+            shortest: Duration::MAX,
+            overloaded: false,
+        },
+        overload_log: Throttle::new(Duration::from_secs(10)),
+    };
+    tokio::spawn(run(state, rx, media_rx));
+    Ok(Bound {
+        udp: udp_bound,
+        tcp: tcp_bound,
+        sip: Sip {
+            tx,
+            ring_timeout,
+            prompts: library,
+            realm,
+        },
+        registrations: registrations_rx,
+    })
+}
+
+/// Puts back the registrar bindings kept in the store, so phones stay registered across a
+/// restart.
+async fn restore_bindings(ua: &mut UserAgent, store: &Store) -> anyhow::Result<()> {
+    let (now, wall) = (Instant::now(), chrono::Utc::now());
+    let kept = store
+        .bindings(wall)
+        .await
+        .context("loading registrar bindings")?;
+    let count = kept.len();
+    for b in kept {
+        let (Ok(source), Some(link)) = (b.source.parse(), link_named(&b.transport)) else {
+            warn!(
+                user = b.user,
+                "skipping a stored binding that does not read back"
+            );
+            continue;
+        };
+        let left = (b.expires_at - wall).to_std().unwrap_or_default();
+        let binding = sip::registrar::Binding {
+            contact: b.contact,
+            source,
+            link,
+            expires_at: now + left,
+        };
+        ua.restore_binding(b.user, binding);
+    }
+    info!(count, "registrar bindings restored");
+    Ok(())
+}
+
+fn link_named(name: &str) -> Option<Link> {
+    match name {
+        "udp" => Some(Link::Udp),
+        "tcp" => Some(Link::Tcp),
+        _ => None,
+    }
+}
+
+struct Loop {
+    ua: UserAgent,
+    /// Calls being connected, by connection id.
+    bridges: HashMap<u64, connect::Bridge>,
+    next_bridge: u64,
+    /// Calls holding in a queue, by hold ID.
+    holding: HashMap<uuid::Uuid, CallHandle>,
+    hold_settings: HoldSettings,
+    /// When this node's holds were last kept alive in the store.
+    holds_renewed: Instant,
+    /// The UDP sockets, with whether each is IPv4 (sends go out of one of the same family).
+    udp: Vec<(bool, std::sync::Arc<UdpSocket>)>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    ports: PortPool,
+    addresses: Addresses,
+    calls: HashMap<CallHandle, ActiveCall>,
+    sip: SipConfig,
+    rng: StdRng,
+    /// Calls waiting for their ring time to pass before they are answered.
+    ringing: Vec<(Instant, CallHandle, Bytes)>,
+    store: Store,
+    media_config: MediaConfig,
+    media: Media<CallHandle>,
+    prompts: Library,
+    plan: std::sync::Arc<Dialplan>,
+    ivr_config: IvrConfig,
+    operations: std::sync::Arc<Operations>,
+    /// For operations running on their own to report back.
+    tx: mpsc::Sender<Inbound>,
+    /// Which UDP socket each peer last sent to.
+    udp_peers: HashMap<SocketAddr, usize>,
+    /// Phones registering (`true`) and unregistering, by user, for the dialer.
+    registrations: mpsc::UnboundedSender<(String, bool)>,
+    /// A full transaction table is logged now and then, not per request.
+    full_log: Throttle,
+    /// How long messages wait to be handled (overload control), and how often overload is
+    /// logged.
+    queue: QueueDelay,
+    overload_log: Throttle,
+}
+
+async fn run(
+    mut state: Loop,
+    mut rx: mpsc::Receiver<Inbound>,
+    mut media_rx: mpsc::UnboundedReceiver<MediaEvent<CallHandle>>,
+) {
+    // Start what runs on its own (registering with the trunk).
+    state.ua.handle_timeout(Instant::now());
+    state.drain().await;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let deadline = state
+            .ua
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
+        tokio::select! {
+            inbound = rx.recv() => match inbound {
+                Some(Inbound::Message { source, link, bytes, socket, read }) => {
+                    if link == Link::Udp {
+                        state.remember_socket(source, socket);
+                    }
+                    let now = Instant::now();
+                    state.queue_delay(now, now.saturating_duration_since(read));
+                    state.ua.handle_received(now, read, source, link, &bytes)
+                }
+                Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
+                Some(Inbound::TcpClosed { peer }) => { state.tcp.remove(&peer); }
+                Some(Inbound::Connect { connect, progress, reply }) => {
+                    let _ = reply.send(state.connect(Instant::now(), *connect, progress));
+                }
+                Some(Inbound::Abort { id }) => state.abort(Instant::now(), id),
+                Some(Inbound::Extend { id, deadline }) => state.extend(id, deadline),
+                Some(Inbound::Gauges { reply }) => { let _ = reply.send(state.gauges()); }
+                Some(Inbound::Announce { call, vars, offer }) => state.announce(call, vars, offer),
+                Some(Inbound::Ran { call, result, vars }) => state.ran(Instant::now(), call, result, vars),
+                Some(Inbound::Reload { reply }) => { let _ = reply.send(state.reload()); }
+                None => return,
+            },
+            Some(event) = media_rx.recv() => state.on_media(Instant::now(), event),
+            _ = tokio::time::sleep_until(deadline) => state.ua.handle_timeout(Instant::now()),
+            _ = tick.tick() => state.housekeeping(Instant::now()),
+        }
+        state.drain().await;
+    }
+}
+
+/// Overload is a standing queue, as CoDel sees it: when every message handled over an interval
+/// has waited longer than the target, the loop is not keeping up, and new calls are refused (a
+/// stateless 503) until an interval goes by in which some message waited less. A burst that
+/// the loop clears within the interval is not overload. Both are well under T1, so the calls
+/// taken get their 100 Trying before their callers retransmit.
+const OVERLOAD_TARGET: Duration = Duration::from_millis(20);
+const OVERLOAD_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The shortest wait of the messages handled in the current interval.
+struct QueueDelay {
+    since: Instant,
+    shortest: Duration,
+    overloaded: bool,
+}
+
+impl Loop {
+    /// Follows how long messages wait before the loop handles them, and tells the user agent
+    /// when the node is overloaded (and when it no longer is).
+    fn queue_delay(&mut self, now: Instant, waited: Duration) {
+        let q = &mut self.queue;
+        q.shortest = q.shortest.min(waited);
+        if now.duration_since(q.since) < OVERLOAD_INTERVAL {
+            return;
+        }
+        let overloaded = q.shortest > OVERLOAD_TARGET;
+        let shortest = q.shortest;
+        (q.since, q.shortest) = (now, Duration::MAX);
+        if overloaded != q.overloaded {
+            q.overloaded = overloaded;
+            self.ua.set_overloaded(overloaded);
+            if self.overload_log.ready(now) {
+                if overloaded {
+                    warn!(waited_ms = shortest.as_millis() as u64, "overloaded: new calls get 503 until SIP messages are handled promptly again (logged every 10 s)");
+                } else {
+                    info!("no longer overloaded: new calls are taken again");
+                }
+            }
+        }
+    }
+
+    /// Carries out what the user agent asks: messages out over their transport, events to
+    /// call control.
+    async fn drain(&mut self) {
+        while let Some(output) = self.ua.poll_output() {
+            match output {
+                Output::Send {
+                    to,
+                    link: Link::Udp,
+                    bytes,
+                } => {
+                    if let Some(socket) = self.udp_socket(to) {
+                        udp::send_udp(&socket, to, &bytes).await;
+                    }
+                }
+                Output::Send {
+                    to,
+                    link: Link::Tcp,
+                    bytes,
+                } => self.send_tcp(to, bytes),
+                Output::Event(event) => self.on_event(event),
+            }
+        }
+    }
+
+    fn gauges(&self) -> Gauges {
+        Gauges {
+            calls: self.calls.len(),
+            dialogs: self.ua.calls(),
+            bridges: self.bridges.len(),
+            rtp_ports: self.calls.values().filter(|a| a.rtp.is_some()).count() + self.media.legs(),
+            transactions: self.ua.transactions().0,
+            transaction_bytes: self.ua.transactions().1,
+        }
+    }
+
+    fn reload(&mut self) -> Result<String, String> {
+        let path = &self.ivr_config.dialplan;
+        match crate::ivr::load(path, &self.prompts) {
+            Ok(plan) => {
+                if let Some(entry) = std::iter::once(&self.sip.default_entry)
+                    .chain(self.sip.entries.values())
+                    .find(|e| !plan.entries.contains_key(*e))
+                {
+                    let problem = format!(
+                        "sip names the dialplan entry `{entry}`, which {} does not have",
+                        path.display()
+                    );
+                    warn!(problem, "dialplan not reloaded; the old one stays");
+                    return Err(problem);
+                }
+                let summary = format!(
+                    "{}: {} entries, {} nodes",
+                    path.display(),
+                    plan.entries.len(),
+                    plan.nodes.len()
+                );
+                info!(summary, "dialplan reloaded; new calls use it");
+                self.plan = std::sync::Arc::new(plan);
+                Ok(summary)
+            }
+            Err(e) => {
+                let problem = format!("{e:#}");
+                warn!(problem, "dialplan not reloaded; the old one stays");
+                Err(problem)
+            }
+        }
+    }
+
+    /// Answers calls whose ring time is over and hangs up calls past the longest duration.
+    fn housekeeping(&mut self, now: Instant) {
+        self.bridge_timers(now);
+        self.holding_housekeeping(now);
+        let due: Vec<(CallHandle, Bytes)> = self
+            .ringing
+            .iter()
+            .filter(|(at, _, _)| *at <= now)
+            .map(|(_, call, body)| (*call, body.clone()))
+            .collect();
+        self.ringing.retain(|(at, _, _)| *at > now);
+        for (call, body) in due {
+            self.ua.answer(now, call, body);
+        }
+        // Dialplan timeouts (a caller who stopped typing).
+        let due: Vec<CallHandle> = self
+            .calls
+            .iter()
+            .filter(|(_, a)| {
+                a.session
+                    .as_ref()
+                    .and_then(Session::poll_timeout)
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for call in due {
+            if let Some(session) = self.calls.get_mut(&call).and_then(|a| a.session.as_mut()) {
+                session.handle_timeout(now);
+            }
+            self.drive(now, call);
+        }
+        let longest = self.sip.max_call_duration.to_std().unwrap_or_default();
+        for (call, active) in &mut self.calls {
+            if !active.hanging_up && active.hang_up_at.is_some_and(|at| at <= now) {
+                active.hanging_up = true;
+                self.ua.hang_up(now, *call);
+            }
+            if !active.hanging_up && now.duration_since(active.started) >= longest {
+                info!(%call, call_id = %active.call_id, "call reached sip.max_call_duration; hanging up");
+                active.hanging_up = true;
+                self.ua.hang_up(now, *call);
+            }
+        }
+    }
+}
