@@ -33,6 +33,97 @@ pub struct Config {
     pub chat: ChatConfig,
     pub dialing: DialingPolicy,
     pub queues: BTreeMap<String, Queue>,
+    /// Trunks and PBXs calls to numbers go through, by name.
+    #[serde(default)]
+    pub trunks: BTreeMap<String, TrunkConfig>,
+    /// Which trunks a number goes through: the most specific rule that matches.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A SIP trunk or PBX that carries the calls callbackd places to numbers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Its address (an IP address).
+    pub host: std::net::IpAddr,
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub transport: Transport,
+    /// Digest credentials for its challenges.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// The realm its challenges name: the credentials answer no other. Without one, any
+    /// challenge from the trunk's address is answered.
+    pub realm: Option<String>,
+    /// The host of the Request-URI (`sip:NUMBER@domain`) and, when registering, of the
+    /// address of record; the address by default.
+    pub domain: Option<String>,
+    /// Register as `username@domain` and stay registered.
+    #[serde(default)]
+    pub register: bool,
+    /// How numbers are written in the Request-URI.
+    #[serde(default)]
+    pub numbers: NumberFormat,
+    /// For `national`: the country's calling code (`"1"`, `"44"`), the prefix national
+    /// numbers take (`"0"` in most of Europe, nothing in North America), and the one
+    /// international numbers take (`"00"`, `"011"`).
+    #[serde(default)]
+    pub country_code: String,
+    #[serde(default)]
+    pub national_prefix: String,
+    #[serde(default = "default_international_prefix")]
+    pub international_prefix: String,
+    /// Put before every number (a technical prefix the carrier asks for).
+    #[serde(default)]
+    pub prefix: String,
+    /// The caller ID presented through this trunk, unless the queue has its own.
+    pub caller_id: Option<String>,
+}
+
+/// How a trunk wants numbers written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NumberFormat {
+    /// `+12125550100`.
+    #[default]
+    E164,
+    /// `12125550100`.
+    Digits,
+    /// `2125550100` at home (with `national_prefix`), `international_prefix` + digits abroad.
+    National,
+}
+
+/// A SIP transport a trunk is reached over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+/// Which trunks carry numbers starting with `prefix` (in E.164, `+` included), for one queue
+/// or all: the first trunk, else the next when it cannot be used.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub prefix: String,
+    pub queue: Option<String>,
+    pub trunks: Vec<String>,
+}
+
+/// The name `sip.outbound_proxy` goes by as a trunk.
+pub const LEGACY_TRUNK: &str = "default";
+
+fn default_sip_port() -> u16 {
+    5060
+}
+
+fn default_international_prefix() -> String {
+    "00".into()
 }
 
 /// The IVR: the dialplan calls run, and how many failed look-ups one call may make.
@@ -809,6 +900,66 @@ impl Config {
             let digits = id.strip_prefix('+').unwrap_or(id);
             (3..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
         };
+        if self.sip.outbound_proxy.is_some() && !self.trunks.is_empty() {
+            return problem(
+                "sip.outbound_proxy",
+                "is the shorthand for one trunk; with [trunks] as well, move it there",
+            );
+        }
+        let trunks = self.trunks();
+        for (name, trunk) in &trunks {
+            let key = |k: &str| format!("trunks.{name}.{k}");
+            if let Some(id) = trunk.caller_id.as_deref().filter(|id| !is_number(id)) {
+                return problem(
+                    &key("caller_id"),
+                    &format!("`{id}` is not a number such as \"+12125550000\""),
+                );
+            }
+            if trunk.numbers == NumberFormat::National
+                && (trunk.country_code.is_empty()
+                    || !trunk.country_code.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return problem(
+                    &key("country_code"),
+                    "national numbers need the country's calling code, e.g. \"44\"",
+                );
+            }
+            if trunk.register && trunk.username.is_none() {
+                return problem(&key("register"), "registering needs a username");
+            }
+        }
+        if trunks.values().filter(|t| t.register).count() > 1 {
+            return problem(
+                "trunks",
+                "one trunk at most may register (register = true) for now",
+            );
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if route.trunks.is_empty() {
+                return problem(&key, "a route needs at least one trunk");
+            }
+            if let Some(unknown) = route.trunks.iter().find(|t| !trunks.contains_key(*t)) {
+                return problem(&key, &format!("there is no trunk `{unknown}` in [trunks]"));
+            }
+            if let Some(queue) = route
+                .queue
+                .as_deref()
+                .filter(|q| !self.queues.contains_key(*q))
+            {
+                return problem(&key, &format!("there is no queue `{queue}`"));
+            }
+            let digits = route.prefix.strip_prefix('+').unwrap_or("x");
+            if !route.prefix.is_empty() && !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return problem(
+                    &key,
+                    &format!(
+                        "the prefix `{}` is not the start of an E.164 number, such as \"+1\"",
+                        route.prefix
+                    ),
+                );
+            }
+        }
         if let Some(id) = self.sip.caller_id.as_deref().filter(|id| !is_number(id)) {
             return problem(
                 "sip.caller_id",
@@ -825,7 +976,7 @@ impl Config {
             // A trunk presents the caller ID to customers: calling from a name gets the call
             // refused or the number replaced.
             if self.dialer.enabled
-                && self.sip.outbound_proxy.is_some()
+                && trunks.values().any(|t| t.caller_id.is_none())
                 && queue.caller_id.is_none()
                 && self.sip.caller_id.is_none()
             {
@@ -852,6 +1003,47 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The trunks, with `sip.outbound_proxy` read as one named `default`: the shorthand for a
+    /// single trunk, registering when `sip.trunk_domain` is set.
+    pub fn trunks(&self) -> BTreeMap<String, TrunkConfig> {
+        let mut trunks = self.trunks.clone();
+        if let Some(proxy) = self.sip.outbound_proxy {
+            trunks.insert(
+                LEGACY_TRUNK.to_owned(),
+                TrunkConfig {
+                    host: proxy.ip(),
+                    port: proxy.port(),
+                    transport: Transport::Udp,
+                    username: self.sip.trunk_username.clone(),
+                    password: self.sip.trunk_password.clone(),
+                    realm: None,
+                    domain: self.sip.trunk_domain.clone(),
+                    register: self.sip.trunk_domain.is_some() && self.sip.trunk_username.is_some(),
+                    numbers: NumberFormat::E164,
+                    country_code: String::new(),
+                    national_prefix: String::new(),
+                    international_prefix: default_international_prefix(),
+                    prefix: String::new(),
+                    caller_id: None,
+                },
+            );
+        }
+        trunks
+    }
+
+    /// The routing rules, with everything through the `sip.outbound_proxy` shorthand's trunk.
+    pub fn routes(&self) -> Vec<RouteConfig> {
+        let mut routes = self.routes.clone();
+        if self.sip.outbound_proxy.is_some() {
+            routes.push(RouteConfig {
+                prefix: String::new(),
+                queue: None,
+                trunks: vec![LEGACY_TRUNK.to_owned()],
+            });
+        }
+        routes
     }
 
     pub fn policy(&self) -> Policy {
@@ -1010,6 +1202,42 @@ mod tests {
         assert!(parse(&named)
             .unwrap_err()
             .starts_with("test.toml: sip.caller_id: `callbackd` is not a number"));
+    }
+
+    #[test]
+    fn trunks_and_routes_are_checked_at_start_up() {
+        let with = |extra: &str| {
+            parse(&DEFAULT.replace("[queues.support]", &format!("{extra}\n[queues.support]")))
+        };
+        let trunk = "[trunks.t]\nhost = \"192.0.2.20\"\ncaller_id = \"+12125550000\"\n";
+        assert!(with(&format!(
+            "{trunk}[[routes]]\nprefix = \"+1\"\ntrunks = [\"t\"]"
+        ))
+        .is_ok());
+        let cases = [
+            ("[[routes]]\ntrunks = [\"nope\"]", "routes[0]", "no trunk `nope`"),
+            ("[[routes]]\nprefix = \"1\"\ntrunks = [\"t\"]", "routes[0]", "E.164"),
+            ("[[routes]]\nqueue = \"sales\"\ntrunks = [\"t\"]", "routes[0]", "no queue"),
+            ("[trunks.n]\nhost = \"192.0.2.21\"\nnumbers = \"national\"\ncaller_id = \"+1212555\"", "trunks.n.country_code", "calling code"),
+            ("[trunks.n]\nhost = \"example.com\"", "trunks.n.host", ""),
+        ];
+        for (extra, key, message) in cases {
+            let err = with(&format!("{trunk}{extra}")).unwrap_err();
+            assert!(
+                err.starts_with(&format!("test.toml: {key}")),
+                "{extra}: {err}"
+            );
+            assert!(err.contains(message), "{extra}: {err}");
+        }
+        let both = DEFAULT
+            .replace(
+                "# outbound_proxy = \"192.0.2.20:5060\"",
+                "outbound_proxy = \"192.0.2.20:5060\"",
+            )
+            .replace("[queues.support]", &format!("{trunk}\n[queues.support]"));
+        assert!(parse(&both)
+            .unwrap_err()
+            .starts_with("test.toml: sip.outbound_proxy:"));
     }
 
     #[test]

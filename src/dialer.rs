@@ -81,6 +81,7 @@ impl Dialer {
         sip: Sip,
         config: DialerConfig,
         sip_config: &SipConfig,
+        routes: Routes,
         hints: Hints,
     ) -> Arc<Dialer> {
         Arc::new(Dialer {
@@ -89,7 +90,7 @@ impl Dialer {
             policy,
             sip,
             config,
-            routes: Routes::new(sip_config),
+            routes,
             realm: sip_config.realm.clone(),
             hints,
             attempts: AtomicUsize::new(0),
@@ -394,7 +395,7 @@ impl Dialer {
                 warn!(callback = %cb.confirmation_id, reason, "the dialing policy blocks this callback now; not calling");
                 return end_early(AttemptOutcome::Blocked, None).await;
             }
-            _ => self.routes.uri(&cb.address),
+            _ => self.routes.target(&cb.address, Some(&cb.queue)),
         };
         let customer = match customer {
             Ok(uri) => uri,

@@ -1,58 +1,203 @@
-//! Where the calls callbackd places can go, as configured: the dialer asks before it takes a
-//! callback, and the API and the board show the answer, so a callback nothing can reach waits
-//! in line, marked with the reason, instead of using up its attempts.
+//! Where the calls callbackd places go, as configured: trunks by name, and the rules that
+//! choose a number's trunk by its prefix and its queue. The dialer asks before it takes a
+//! callback, the SIP runtime when it places the call, and the API and the board show the
+//! answer, so a callback nothing can reach waits in line, marked with the reason, instead of
+//! using up its attempts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use callbacks::{Address, Callback, Media};
+use sip::ua::{Credentials, Link};
 
-use crate::config::SipConfig;
+use crate::config::{Config, NumberFormat, RouteConfig, Transport, TrunkConfig};
+
+/// A trunk, ready to send to.
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    pub destination: SocketAddr,
+    pub link: Link,
+    /// The Request-URI host of the numbers it carries.
+    domain: String,
+    pub credentials: Option<Credentials>,
+    pub caller_id: Option<String>,
+    /// The domain of the address of record, when callbackd registers with it.
+    registers_in: Option<String>,
+    numbers: NumberFormat,
+    country_code: String,
+    national_prefix: String,
+    international_prefix: String,
+    prefix: String,
+}
+
+impl Trunk {
+    fn new(config: &TrunkConfig) -> Trunk {
+        let destination = SocketAddr::new(config.host, config.port);
+        Trunk {
+            destination,
+            link: match config.transport {
+                Transport::Udp => Link::Udp,
+                Transport::Tcp => Link::Tcp,
+            },
+            domain: config
+                .domain
+                .clone()
+                .unwrap_or_else(|| destination.to_string()),
+            credentials: config.username.clone().map(|username| Credentials {
+                username,
+                password: config
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose().to_owned())
+                    .unwrap_or_default(),
+                realm: config.realm.clone(),
+            }),
+            caller_id: config.caller_id.clone(),
+            registers_in: config.register.then(|| {
+                config
+                    .domain
+                    .clone()
+                    .unwrap_or_else(|| config.host.to_string())
+            }),
+            numbers: config.numbers,
+            country_code: config.country_code.clone(),
+            national_prefix: config.national_prefix.clone(),
+            international_prefix: config.international_prefix.clone(),
+            prefix: config.prefix.clone(),
+        }
+    }
+
+    /// `e164` (`+12125550100`) as this trunk wants it written.
+    pub fn format(&self, e164: &str) -> String {
+        let digits = e164.trim_start_matches('+');
+        let number = match self.numbers {
+            NumberFormat::E164 => format!("+{digits}"),
+            NumberFormat::Digits => digits.to_owned(),
+            NumberFormat::National => match digits.strip_prefix(self.country_code.as_str()) {
+                Some(national) => format!("{}{national}", self.national_prefix),
+                None => format!("{}{digits}", self.international_prefix),
+            },
+        };
+        format!("{}{number}", self.prefix)
+    }
+
+    /// The Request-URI for `e164`: `#` in a technical prefix is escaped, as a URI's user
+    /// part needs.
+    fn uri(&self, e164: &str) -> String {
+        let user = self.format(e164).replace('#', "%23");
+        format!("sip:{user}@{}", self.domain)
+    }
+}
+
+/// Where one call goes: the Request-URI, and the trunk that carries it (none for phones
+/// registered with callbackd and URIs naming an address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub uri: String,
+    pub trunk: Option<String>,
+}
+
+impl Target {
+    /// A URI called as it is (an agent, a test call).
+    pub fn direct(uri: impl Into<String>) -> Target {
+        Target {
+            uri: uri.into(),
+            trunk: None,
+        }
+    }
+}
 
 /// What the configuration lets callbackd call.
 #[derive(Debug, Clone)]
 pub struct Routes {
-    /// Numbers go out as `sip:+E164@<trunk_host>`: the trunk's domain, else its address.
-    trunk_host: Option<String>,
-    /// Whether `sip.outbound_proxy` carries SIP URIs whose host is a name.
-    proxy: bool,
+    trunks: BTreeMap<String, Trunk>,
+    /// The rules, most specific first: a queue's before everyone's, then longer prefixes.
+    rules: Vec<RouteConfig>,
     /// `sip.realm`: `sip:USER@<realm>` is a phone registered with callbackd.
     realm: String,
 }
 
 impl Routes {
-    pub fn new(sip: &SipConfig) -> Routes {
+    pub fn new(config: &Config) -> Routes {
+        let mut rules = config.routes();
+        rules.sort_by_key(|r| (r.queue.is_none(), std::cmp::Reverse(r.prefix.len())));
         Routes {
-            trunk_host: sip
-                .trunk_domain
-                .clone()
-                .or_else(|| sip.outbound_proxy.map(|a| a.to_string())),
-            proxy: sip.outbound_proxy.is_some(),
-            realm: sip.realm.clone(),
+            trunks: config
+                .trunks()
+                .iter()
+                .map(|(name, t)| (name.clone(), Trunk::new(t)))
+                .collect(),
+            rules,
+            realm: config.sip.realm.clone(),
         }
     }
 
-    /// Whether anything at all can be dialed beyond SIP URIs naming an address.
+    /// Whether any trunk is configured.
     pub fn has_trunk(&self) -> bool {
-        self.proxy
+        !self.trunks.is_empty()
     }
 
-    /// The SIP URI `address` is called at, or why no call can be placed to it.
-    pub fn uri(&self, address: &Address) -> Result<String, &'static str> {
+    pub fn trunk(&self, name: &str) -> Option<&Trunk> {
+        self.trunks.get(name)
+    }
+
+    /// Registering with the trunk that asks for it (one at most).
+    pub fn registration(&self) -> Option<sip::ua::TrunkRegistration> {
+        self.trunks.values().find_map(|t| {
+            let domain = t.registers_in.clone()?;
+            let credentials = t.credentials.clone()?;
+            Some(sip::ua::TrunkRegistration {
+                registrar: t.destination,
+                link: t.link,
+                domain,
+                user: credentials.username.clone(),
+                credentials: Some(credentials),
+                expires: 3600,
+            })
+        })
+    }
+
+    /// The trunk a number of `queue` goes through: the first of the most specific rule.
+    fn trunk_for(&self, e164: &str, queue: Option<&str>) -> Option<(&str, &Trunk)> {
+        let rule = self.rules.iter().find(|r| {
+            e164.starts_with(&r.prefix) && r.queue.as_deref().map_or(true, |q| Some(q) == queue)
+        })?;
+        rule.trunks
+            .iter()
+            .find_map(|name| self.trunks.get(name).map(|t| (name.as_str(), t)))
+    }
+
+    /// The trunk URIs naming a host go through: the first of the default route (prefix ``).
+    pub fn default_trunk(&self, queue: Option<&str>) -> Option<&str> {
+        self.trunk_for("", queue).map(|(name, _)| name)
+    }
+
+    /// Where a call to `address` for `queue` goes, or why none can be placed.
+    pub fn target(&self, address: &Address, queue: Option<&str>) -> Result<Target, &'static str> {
         match address {
-            Address::Phone(number) => match &self.trunk_host {
-                Some(host) => Ok(format!("sip:{}@{host}", number.e164())),
-                None => {
-                    Err("numbers are called through a trunk, and sip.outbound_proxy is not set")
-                }
-            },
+            Address::Phone(number) => {
+                let (name, trunk) = self.trunk_for(number.e164(), queue).ok_or(
+                    "numbers are called through a trunk, and none is configured for this one",
+                )?;
+                Ok(Target {
+                    uri: trunk.uri(number.e164()),
+                    trunk: Some(name.to_owned()),
+                })
+            }
             Address::Sip(uri) => {
                 let host = uri.host().trim_start_matches('[').trim_end_matches(']');
-                let reachable = self.proxy
-                    || host.parse::<std::net::IpAddr>().is_ok()
-                    || host.eq_ignore_ascii_case(&self.realm);
-                if reachable {
-                    Ok(uri.as_str().to_owned())
-                } else {
-                    Err("the URI names a host, not an address, and sip.outbound_proxy is not set")
+                if host.parse::<std::net::IpAddr>().is_ok()
+                    || host.eq_ignore_ascii_case(&self.realm)
+                {
+                    return Ok(Target::direct(uri.as_str()));
                 }
+                let name = self
+                    .default_trunk(queue)
+                    .ok_or("the URI names a host, not an address, and no trunk carries it")?;
+                Ok(Target {
+                    uri: uri.as_str().to_owned(),
+                    trunk: Some(name.to_owned()),
+                })
             }
         }
     }
@@ -63,6 +208,43 @@ impl Routes {
         if !cb.state.is_open() || cb.media == Media::Sms {
             return None;
         }
-        self.uri(&cb.address).err()
+        self.target(&cb.address, Some(&cb.queue)).err()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trunk(numbers: NumberFormat, prefix: &str) -> Trunk {
+        let config: TrunkConfig = toml::from_str(&format!(
+            "host = \"127.0.0.1\"\ncountry_code = \"44\"\nnational_prefix = \"0\"\nprefix = \"{prefix}\"\nnumbers = \"{}\"",
+            match numbers {
+                NumberFormat::E164 => "e164",
+                NumberFormat::Digits => "digits",
+                NumberFormat::National => "national",
+            }
+        ))
+        .unwrap();
+        Trunk::new(&config)
+    }
+
+    #[test]
+    fn numbers_are_written_as_each_trunk_wants() {
+        assert_eq!(
+            trunk(NumberFormat::E164, "").format("+442071234567"),
+            "+442071234567"
+        );
+        assert_eq!(
+            trunk(NumberFormat::Digits, "").format("+442071234567"),
+            "442071234567"
+        );
+        let national = trunk(NumberFormat::National, "");
+        assert_eq!(national.format("+442071234567"), "02071234567");
+        assert_eq!(national.format("+12125550100"), "0012125550100");
+        assert_eq!(
+            trunk(NumberFormat::Digits, "1234#").format("+12125550100"),
+            "1234#12125550100"
+        );
     }
 }

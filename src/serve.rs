@@ -117,6 +117,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         config.sip.clone(),
         config.media.clone(),
         &config.ivr,
+        crate::routing::Routes::new(&config),
         operations.clone(),
         hold_settings,
     )
@@ -144,11 +145,11 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
             );
         }
     }
-    let routes = crate::routing::Routes::new(&config.sip);
+    let routes = crate::routing::Routes::new(&config);
     if config.dialer.enabled && !routes.has_trunk() {
         tracing::warn!(
-            "the dialer is on, but no trunk is configured (sip.outbound_proxy): callbacks to \
-             numbers stay queued, marked unroutable, until one is; phones registered with \
+            "the dialer is on, but no trunk is configured ([trunks], or sip.outbound_proxy): callbacks \
+             to numbers stay queued, marked unroutable, until one is; phones registered with \
              callbackd and SIP URIs naming an address can be called (see docs/networks.md)"
         );
     }
@@ -159,6 +160,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
             sip.sip.clone(),
             config.dialer.clone(),
             &config.sip,
+            routes.clone(),
             hints.clone(),
         )
     });

@@ -1138,7 +1138,7 @@ fn a_callback_nothing_can_reach_keeps_its_place_and_attempts_and_says_why() {
     assert_eq!(cb["attempts"], 0, "{cb:#}");
     assert_eq!(cb["dial_attempts"], json!([]), "{cb:#}");
     let reason = cb["unroutable"].as_str().unwrap_or_default();
-    assert!(reason.contains("sip.outbound_proxy"), "{cb:#}");
+    assert!(reason.contains("through a trunk"), "{cb:#}");
     let listed = server.get("/api/v1/callbacks?state=queued").body;
     assert_eq!(listed["callbacks"][0]["unroutable"], reason, "{listed:#}");
     // The one the dialer could reach is not marked.

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{Loop, PlaceError};
+use crate::routing::Target;
 use media::playout::Ended;
 
 /// Play request ids of the prompts a connection plays.
@@ -38,7 +39,7 @@ pub struct Connect {
     pub whisper: Vec<String>,
     /// The SIP URI called second, once the whisper has played; without one (and without
     /// `held`), the agent's call is held for `hold` and hung up.
-    pub customer: Option<String>,
+    pub customer: Option<Target>,
     /// The caller ID the customer sees (the queue's), instead of `sip.caller_id`.
     pub caller_id: Option<String>,
     /// Instead of calling a customer: the caller holding in a queue (by hold ID) the agent is
@@ -174,7 +175,7 @@ impl Loop {
             _ => self
                 .place(
                     now,
-                    &connect.agent,
+                    &Target::direct(connect.agent.clone()),
                     connect.agent_at,
                     None,
                     connect.agent_ring,
@@ -414,7 +415,7 @@ impl Loop {
             bridge.connect.agent_ring,
             bridge.connect.deadline,
         );
-        match self.place(now, &to, at, None, ring, deadline) {
+        match self.place(now, &Target::direct(to), at, None, ring, deadline) {
             Err(PlaceError::TooLate) => {
                 warn!(
                     bridge = id,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use rand::{rngs::StdRng, RngCore, SeedableRng};
-use sip::ua::{CallHandle, Config as UaConfig, Credentials, Link, Output, UserAgent};
+use sip::ua::{CallHandle, Config as UaConfig, Link, Output, UserAgent};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -27,6 +27,7 @@ use crate::config::{IvrConfig, MediaConfig, SipConfig};
 use crate::ivr::Operations;
 use crate::listeners::{Connections, Throttle};
 use crate::media::{Media, MediaEvent};
+use crate::routing::Target;
 use ivr::dialplan::Dialplan;
 use ivr::session::{Session, Value};
 use media::prompt::Library;
@@ -149,7 +150,7 @@ pub struct Connected {
 pub enum PlaceError {
     #[error("`{0}` is not a SIP URI")]
     BadUri(String),
-    #[error("no sip.outbound_proxy is set and `{0}` names no IP address to send to")]
+    #[error("no trunk carries `{0}`, which names no IP address to send to")]
     NoRoute(String),
     #[error("no phone is registered as `{0}`")]
     NotRegistered(String),
@@ -203,7 +204,7 @@ impl Sip {
             customer_first: false,
             keys: call.keys,
             whisper: call.whisper,
-            customer: call.connect_to,
+            customer: call.connect_to.map(Target::direct),
             caller_id: None,
             greeting: Vec::new(),
             confirm: None,
@@ -336,6 +337,7 @@ pub async fn start(
     sip: SipConfig,
     media: MediaConfig,
     ivr: &IvrConfig,
+    routes: crate::routing::Routes,
     operations: std::sync::Arc<Operations>,
     hold_settings: HoldSettings,
 ) -> anyhow::Result<Bound> {
@@ -397,24 +399,7 @@ pub async fn start(
         max_calls_per_second: sip.max_calls_per_second,
         trusted: sip.trusted.clone(),
         per_source: sip.per_source.admission(),
-        trunk: match (&sip.trunk_domain, sip.outbound_proxy, &sip.trunk_username) {
-            (Some(domain), Some(registrar), Some(user)) => Some(sip::ua::TrunkRegistration {
-                registrar,
-                link: Link::Udp,
-                domain: domain.clone(),
-                user: user.clone(),
-                credentials: Some(Credentials {
-                    username: user.clone(),
-                    password: sip
-                        .trunk_password
-                        .as_ref()
-                        .map(|p| p.expose().to_owned())
-                        .unwrap_or_default(),
-                }),
-                expires: 3600,
-            }),
-            _ => None,
-        },
+        trunk: routes.registration(),
         registrar: (!sip.phones.is_empty()).then(|| {
             let mut secret = vec![0; 32];
             StdRng::from_entropy().fill_bytes(&mut secret);
@@ -454,6 +439,7 @@ pub async fn start(
         tcp: HashMap::new(),
         ports: PortPool::new(&media),
         addresses,
+        routes,
         calls: HashMap::new(),
         sip,
         rng: StdRng::from_entropy(),
@@ -543,6 +529,8 @@ struct Loop {
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     ports: PortPool,
     addresses: Addresses,
+    /// Trunks and the rules choosing them, for the calls callbackd places.
+    routes: crate::routing::Routes,
     calls: HashMap<CallHandle, ActiveCall>,
     sip: SipConfig,
     rng: StdRng,

@@ -12,81 +12,106 @@ use tracing::info;
 
 use super::calls::ActiveCall;
 use super::{Loop, PlaceError};
+use crate::routing::Target;
 
 impl Loop {
-    /// Where a call to `to` goes, as the Request-URI, the address and the transport: a phone
-    /// registered with callbackd (a URI whose host is `sip.realm`) where it registered from;
-    /// anything else to `sip.outbound_proxy` when set, else to the IP address the URI names.
-    pub(super) fn route(&self, to: &str) -> Result<(String, SocketAddr, Link), PlaceError> {
-        let uri = match sip::uri::Uri::parse(to) {
+    /// Where a call to `target` goes: the Request-URI, the address, the transport, the
+    /// credentials for its challenges and the caller ID its trunk presents. Through its trunk
+    /// when it has one; a phone registered with callbackd (a URI whose host is `sip.realm`)
+    /// where it registered from; else the address the URI names.
+    pub(super) fn route(&self, target: &Target) -> Result<Route, PlaceError> {
+        if let Some(name) = &target.trunk {
+            let trunk = self
+                .routes
+                .trunk(name)
+                .ok_or_else(|| PlaceError::NoRoute(target.uri.clone()))?;
+            return Ok(Route {
+                uri: target.uri.clone(),
+                destination: trunk.destination,
+                link: trunk.link,
+                credentials: trunk.credentials.clone(),
+                caller_id: trunk.caller_id.clone(),
+            });
+        }
+        let direct = |uri: String, destination, link| Route {
+            uri,
+            destination,
+            link,
+            credentials: None,
+            caller_id: None,
+        };
+        let uri = match sip::uri::Uri::parse(&target.uri) {
             Ok(uri) if uri.is_sip() => uri,
-            _ => return Err(PlaceError::BadUri(to.to_owned())),
+            _ => return Err(PlaceError::BadUri(target.uri.clone())),
         };
         if uri.host.eq_ignore_ascii_case(&self.sip.realm) {
             let user = uri.user.clone().unwrap_or_default();
             return self
                 .ua
                 .binding(&user, Instant::now())
-                .map(|b| (b.contact.clone(), b.source, b.link))
+                .map(|b| direct(b.contact.clone(), b.source, b.link))
                 .ok_or(PlaceError::NotRegistered(user));
         }
-        let direct = uri
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, uri.port.unwrap_or(5060)));
-        self.sip
-            .outbound_proxy
-            .or(direct)
-            .map(|destination| (to.to_owned(), destination, Link::Udp))
-            .ok_or_else(|| PlaceError::NoRoute(to.to_owned()))
+        let address = uri.host.trim_start_matches('[').trim_end_matches(']');
+        match address.parse::<IpAddr>() {
+            Ok(ip) => {
+                let at = SocketAddr::new(ip, uri.port.unwrap_or(5060));
+                Ok(direct(target.uri.clone(), at, Link::Udp))
+            }
+            // A host name: through the default route's trunk.
+            Err(_) => match self.routes.default_trunk(None) {
+                Some(trunk) => self.route(&Target {
+                    uri: target.uri.clone(),
+                    trunk: Some(trunk.to_owned()),
+                }),
+                None => Err(PlaceError::NoRoute(target.uri.clone())),
+            },
+        }
     }
 
-    /// Places a call to `to` (see [`Loop::route`], unless `at` says where to send it) from
-    /// `caller_id` (else `sip.caller_id`, else `callbackd`) that rings for at most `ring`, unless the dialer's `deadline` has passed: that is checked
-    /// last, on the clock read afresh (not `now`), just before the INVITE goes, so a node
-    /// stopped meanwhile (SIGSTOP, a stall) does not dial late once it runs again.
+    /// Places a call to `target` (see [`Loop::route`], unless `at` says where to send it)
+    /// from `caller_id` (else its trunk's, else `sip.caller_id`, else `callbackd`) that rings
+    /// for at most `ring`, unless the dialer's `deadline` has passed: that is checked last,
+    /// on the clock read afresh (not `now`), just before the INVITE goes, so a node stopped
+    /// meanwhile (SIGSTOP, a stall) does not dial late once it runs again.
     pub(super) fn place(
         &mut self,
         now: Instant,
-        to: &str,
+        target: &Target,
         at: Option<SocketAddr>,
         caller_id: Option<&str>,
         ring: Duration,
         deadline: Option<Instant>,
     ) -> Result<CallHandle, PlaceError> {
-        let (uri, destination, link) = match at {
-            Some(at) => (to.to_owned(), at, Link::Udp),
-            None => self.route(to)?,
+        let route = match at {
+            Some(at) => Route {
+                uri: target.uri.clone(),
+                destination: at,
+                link: Link::Udp,
+                credentials: None,
+                caller_id: None,
+            },
+            None => self.route(target)?,
         };
         let rtp = self
             .ports
             .allocate(&mut self.rng, self.addresses.media_bind)
             .ok_or(PlaceError::NoPort)?;
         let port = rtp.local_addr().map(|a| a.port()).unwrap_or_default();
+        let destination = route.destination;
         let media_ip = self.addresses.sdp(destination.ip());
         let offer = sdp::offer(media_ip, port, self.rng.next_u64() >> 1, 1);
-        let credentials = self.sip.trunk_username.clone().map(|username| Credentials {
-            username,
-            password: self
-                .sip
-                .trunk_password
-                .as_ref()
-                .map(|p| p.expose().to_owned())
-                .unwrap_or_default(),
-        });
         let dial = Dial {
-            uri,
+            uri: route.uri,
             from_user: caller_id
+                .or(route.caller_id.as_deref())
                 .or(self.sip.caller_id.as_deref())
                 .unwrap_or("callbackd")
                 .to_owned(),
             destination,
-            link,
+            link: route.link,
             offer: Bytes::from(offer.to_string()),
-            credentials,
+            credentials: route.credentials,
             ring_timeout: ring,
         };
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -117,4 +142,13 @@ impl Loop {
         );
         Ok(call)
     }
+}
+
+/// Where one call goes, as [`Loop::route`] found it.
+pub(super) struct Route {
+    uri: String,
+    destination: SocketAddr,
+    link: Link,
+    credentials: Option<Credentials>,
+    caller_id: Option<String>,
 }

@@ -607,7 +607,7 @@ impl UserAgent {
             Ok(message) if message.is_request() => {
                 self.handle_request(now, source, link, message, bytes.len())
             }
-            Ok(message) => self.handle_response(now, message),
+            Ok(message) => self.handle_response(now, source, message),
         }
         self.handle_timeout(now);
     }
@@ -1238,18 +1238,31 @@ impl UserAgent {
         self.respond_new(now, key, request, source, link, response, size);
     }
 
-    fn handle_response(&mut self, now: Instant, response: Message) {
+    /// A response, taken only from where its request went: an answer (a challenge above all)
+    /// forged from elsewhere is dropped.
+    fn handle_response(&mut self, now: Instant, source: SocketAddr, response: Message) {
         let Some(key) = Key::of_response(&response) else {
             return;
         };
-        if let Some((transaction, _, _, _)) = self.out_invites.get_mut(&key) {
-            transaction.handle_response(response, now);
-            self.touched.push(Slot::OutInvite(key));
+        let from_peer = |to: &SocketAddr| to.ip() == source.ip();
+        if let Some((transaction, _, to, _)) = self.out_invites.get_mut(&key) {
+            if from_peer(to) {
+                transaction.handle_response(response, now);
+                self.touched.push(Slot::OutInvite(key));
+            }
         } else if self.trunk.as_ref().is_some_and(|t| t.owns(&key)) {
-            self.trunk_response(now, &key, response);
-        } else if let Some((transaction, _, _, _, _)) = self.requests.get_mut(&key) {
-            transaction.handle_response(response, now);
-            self.touched.push(Slot::Request(key));
+            if self
+                .trunk
+                .as_ref()
+                .is_some_and(|t| from_peer(&t.settings.registrar))
+            {
+                self.trunk_response(now, &key, response);
+            }
+        } else if let Some((transaction, _, _, to, _)) = self.requests.get_mut(&key) {
+            if from_peer(to) {
+                transaction.handle_response(response, now);
+                self.touched.push(Slot::Request(key));
+            }
         }
     }
 

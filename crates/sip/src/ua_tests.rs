@@ -690,6 +690,7 @@ fn a_challenging_trunk_gets_credentials_once() {
     let credentials = Credentials {
         username: "callbackd".into(),
         password: "s3cret".into(),
+        realm: Some("trunk".into()),
     };
     let call = ua.dial(
         now,
@@ -1044,6 +1045,7 @@ fn callbackd_registers_with_its_trunk_and_refreshes_in_time() {
         credentials: Some(Credentials {
             username: "callbackd".into(),
             password: "s3cret".into(),
+            realm: None,
         }),
         expires: 600,
     });
@@ -2223,4 +2225,69 @@ fn a_placed_call_pracks_a_reliable_18x_once_and_keeps_its_invite_cseq_for_the_ac
         Some("90;refresher=uac")
     );
     assert_eq!(update.headers.get(&Name::CSeq), Some("3 UPDATE"));
+}
+
+/// Credentials go only to the trunk's own challenges: another realm, or a challenge forged from
+/// another address, gets nothing, and the call fails with the challenge's status.
+#[test]
+fn credentials_answer_only_the_trunks_own_realm_from_its_own_address() {
+    let now = Instant::now();
+    let credentials = Credentials {
+        username: "callbackd".into(),
+        password: "s3cret".into(),
+        realm: Some("trunk".into()),
+    };
+    let challenge = |realm: &str| {
+        format!("Digest realm=\"{realm}\", nonce=\"abc123\", algorithm=MD5, qop=\"auth\"")
+    };
+    // From the trunk's address, in another realm.
+    let mut agent = ua();
+    let call = agent.dial(
+        now,
+        dial_to("sip:+12125550199@127.0.0.1:5080", Some(credentials.clone())),
+    );
+    let first = only_request(&drain(&mut agent).0, Method::Invite);
+    agent.handle_message(
+        now,
+        trunk(),
+        Link::Udp,
+        &reply(
+            &first,
+            407,
+            &[(Name::ProxyAuthenticate, &challenge("elsewhere"))],
+        ),
+    );
+    let (sent, events) = drain(&mut agent);
+    assert!(
+        sent.iter()
+            .all(|(_, m)| m.headers.get(&Name::ProxyAuthorization).is_none()),
+        "{sent:?}"
+    );
+    assert_eq!(
+        events,
+        [CallEvent::Ended {
+            call,
+            reason: EndReason::Failed(407)
+        }]
+    );
+    // In the trunk's realm, but from another address: not even read.
+    let mut agent = ua();
+    agent.dial(
+        now,
+        dial_to("sip:+12125550199@127.0.0.1:5080", Some(credentials)),
+    );
+    let first = only_request(&drain(&mut agent).0, Method::Invite);
+    let forger: SocketAddr = "127.0.0.66:5080".parse().unwrap();
+    agent.handle_message(
+        now,
+        forger,
+        Link::Udp,
+        &reply(
+            &first,
+            407,
+            &[(Name::ProxyAuthenticate, &challenge("trunk"))],
+        ),
+    );
+    let (sent, events) = drain(&mut agent);
+    assert!(sent.is_empty() && events.is_empty(), "{sent:?} {events:?}");
 }

@@ -24,6 +24,18 @@ use crate::transaction::{Drain, Event, Key};
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// The realm the trunk's challenges name: a challenge naming another is not answered, so
+    /// the password is never hashed for a foreign challenger. `None` answers any.
+    pub realm: Option<String>,
+}
+
+impl Credentials {
+    /// Whether a challenge in `realm` may be answered with these.
+    pub(super) fn answers(&self, realm: &str) -> bool {
+        self.realm
+            .as_deref()
+            .is_none_or(|ours| ours.eq_ignore_ascii_case(realm))
+    }
 }
 
 impl fmt::Debug for Credentials {
@@ -316,6 +328,8 @@ impl UserAgent {
                     .as_ref()
                     .filter(|o| !o.authenticated)
                     .and_then(|o| o.dial.credentials.clone());
+                let challenge =
+                    challenge.filter(|c| credentials.as_ref().is_some_and(|k| k.answers(&c.realm)));
                 match (challenge, credentials) {
                     (Some(challenge), Some(credentials)) => {
                         if let Some(o) = call.outbound.as_mut() {

@@ -30,7 +30,7 @@ pub struct TrunkRegistration {
 const RETRY: Duration = Duration::from_secs(30);
 
 pub(super) struct TrunkState {
-    settings: TrunkRegistration,
+    pub(super) settings: TrunkRegistration,
     call_id: String,
     tag: String,
     cseq: u32,
@@ -241,11 +241,16 @@ impl UserAgent {
                     .headers
                     .get(&name)
                     .and_then(|v| Challenge::parse(v).ok());
-                let retry = self
-                    .trunk
-                    .as_ref()
-                    .is_some_and(|s| s.settings.credentials.is_some() && !s.authenticated);
-                match challenge.filter(|_| retry) {
+                let retry = |c: &Challenge| {
+                    self.trunk.as_ref().is_some_and(|s| {
+                        !s.authenticated
+                            && s.settings
+                                .credentials
+                                .as_ref()
+                                .is_some_and(|k| k.answers(&c.realm))
+                    })
+                };
+                match challenge.filter(retry) {
                     Some(challenge) => {
                         if let Some(state) = self.trunk.as_mut() {
                             state.transaction = None;
