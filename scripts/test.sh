@@ -15,6 +15,7 @@ command -v espeak-ng >/dev/null 2>&1 || need_packages+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_packages+=(sox)
 command -v iptables >/dev/null 2>&1 || need_packages+=(iptables)
 command -v kamailio >/dev/null 2>&1 || need_packages+=(kamailio)
+command -v dnsmasq >/dev/null 2>&1 || need_packages+=(dnsmasq-base)
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
 command -v node >/dev/null 2>&1 || need_packages+=(nodejs npm)
 if [ ${#need_packages[@]} -gt 0 ]; then

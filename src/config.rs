@@ -39,16 +39,28 @@ pub struct Config {
     /// Which trunks a number goes through: the most specific rule that matches.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+/// How trunks' host names are looked up.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// DNS servers (`ip:port`) to ask; the system's (`/etc/resolv.conf`) without any.
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
 }
 
 /// A SIP trunk or PBX that carries the calls callbackd places to numbers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
-    /// Its address (an IP address).
-    pub host: std::net::IpAddr,
-    #[serde(default = "default_sip_port")]
-    pub port: u16,
+    /// Its address, or a host name: looked up by SRV (RFC 3263) without a port, by A/AAAA
+    /// with one.
+    pub host: String,
+    /// Without one, 5060 for an address, and what SRV records say for a name.
+    pub port: Option<u16>,
     #[serde(default)]
     pub transport: Transport,
     /// Digest credentials for its challenges.
@@ -80,6 +92,25 @@ pub struct TrunkConfig {
     pub prefix: String,
     /// The caller ID presented through this trunk, unless the queue has its own.
     pub caller_id: Option<String>,
+    /// On calls from this trunk's address, what names the number dialled (which chooses the
+    /// dialplan entry): carriers delivering to a registered contact put it in `To`.
+    #[serde(default)]
+    pub called_number: CalledNumber,
+}
+
+/// Where an INVITE names the number dialled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalledNumber {
+    /// The Request-URI's user part.
+    #[default]
+    RequestUri,
+    /// The To header's user part.
+    To,
+    /// P-Called-Party-ID (RFC 3455).
+    PCalledPartyId,
+    /// The first Diversion header (RFC 5806): the number the call was first made to.
+    Diversion,
 }
 
 /// How a trunk wants numbers written.
@@ -117,10 +148,6 @@ pub struct RouteConfig {
 
 /// The name `sip.outbound_proxy` goes by as a trunk.
 pub const LEGACY_TRUNK: &str = "default";
-
-fn default_sip_port() -> u16 {
-    5060
-}
 
 fn default_international_prefix() -> String {
     "00".into()
@@ -927,6 +954,30 @@ impl Config {
             if trunk.register && trunk.username.is_none() {
                 return problem(&key("register"), "registering needs a username");
             }
+            let is_name = |h: &str| {
+                !h.is_empty()
+                    && h.len() <= 253
+                    && h.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    })
+            };
+            let address = trunk.host.parse::<std::net::IpAddr>().is_ok();
+            if !address && !is_name(&trunk.host) {
+                return problem(
+                    &key("host"),
+                    &format!("`{}` is neither an address nor a host name", trunk.host),
+                );
+            }
+            if trunk.register && !address {
+                return problem(
+                    &key("host"),
+                    "a trunk callbackd registers with is given by address for now",
+                );
+            }
         }
         if trunks.values().filter(|t| t.register).count() > 1 {
             return problem(
@@ -1013,8 +1064,8 @@ impl Config {
             trunks.insert(
                 LEGACY_TRUNK.to_owned(),
                 TrunkConfig {
-                    host: proxy.ip(),
-                    port: proxy.port(),
+                    host: proxy.ip().to_string(),
+                    port: Some(proxy.port()),
                     transport: Transport::Udp,
                     username: self.sip.trunk_username.clone(),
                     password: self.sip.trunk_password.clone(),
@@ -1027,6 +1078,7 @@ impl Config {
                     international_prefix: default_international_prefix(),
                     prefix: String::new(),
                     caller_id: None,
+                    called_number: CalledNumber::RequestUri,
                 },
             );
         }
@@ -1219,7 +1271,7 @@ mod tests {
             ("[[routes]]\nprefix = \"1\"\ntrunks = [\"t\"]", "routes[0]", "E.164"),
             ("[[routes]]\nqueue = \"sales\"\ntrunks = [\"t\"]", "routes[0]", "no queue"),
             ("[trunks.n]\nhost = \"192.0.2.21\"\nnumbers = \"national\"\ncaller_id = \"+1212555\"", "trunks.n.country_code", "calling code"),
-            ("[trunks.n]\nhost = \"example.com\"", "trunks.n.host", ""),
+            ("[trunks.n]\nhost = \"exa mple.com\"", "trunks.n.host", "neither"),
         ];
         for (extra, key, message) in cases {
             let err = with(&format!("{trunk}{extra}")).unwrap_err();

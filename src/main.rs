@@ -7,6 +7,7 @@ mod chat;
 mod cli;
 mod config;
 mod dialer;
+mod dns;
 mod hints;
 mod http;
 mod ivr;

@@ -10,12 +10,17 @@ use std::net::SocketAddr;
 use callbacks::{Address, Callback, Media};
 use sip::ua::{Credentials, Link};
 
-use crate::config::{Config, NumberFormat, RouteConfig, Transport, TrunkConfig};
+use crate::config::{CalledNumber, Config, NumberFormat, RouteConfig, Transport, TrunkConfig};
+use crate::dns::Targets;
 
 /// A trunk, ready to send to.
 #[derive(Debug, Clone)]
 pub struct Trunk {
-    pub destination: SocketAddr,
+    /// Where its calls go, best first: its address, or what its host name resolves to.
+    pub targets: Targets,
+    /// Its host name, with its port if given, to look up; `None` for an address.
+    name: Option<(String, Option<u16>)>,
+    transport: Transport,
     pub link: Link,
     /// The Request-URI host of the numbers it carries.
     domain: String,
@@ -28,21 +33,34 @@ pub struct Trunk {
     national_prefix: String,
     international_prefix: String,
     prefix: String,
+    called_number: CalledNumber,
 }
 
 impl Trunk {
     fn new(config: &TrunkConfig) -> Trunk {
-        let destination = SocketAddr::new(config.host, config.port);
+        let address = config.host.parse::<std::net::IpAddr>().ok();
+        let (targets, name) = match address {
+            Some(ip) => {
+                let at = SocketAddr::new(ip, config.port.unwrap_or(5060));
+                (Targets::fixed(vec![at]), None)
+            }
+            None => (Targets::default(), Some((config.host.clone(), config.port))),
+        };
+        // The Request-URI's host: the domain, else the host as configured.
+        let host = match (address, config.port) {
+            (Some(ip), port) => SocketAddr::new(ip, port.unwrap_or(5060)).to_string(),
+            (None, Some(port)) => format!("{}:{port}", config.host),
+            (None, None) => config.host.clone(),
+        };
         Trunk {
-            destination,
+            targets,
+            name,
+            transport: config.transport,
             link: match config.transport {
                 Transport::Udp => Link::Udp,
                 Transport::Tcp => Link::Tcp,
             },
-            domain: config
-                .domain
-                .clone()
-                .unwrap_or_else(|| destination.to_string()),
+            domain: config.domain.clone().unwrap_or(host),
             credentials: config.username.clone().map(|username| Credentials {
                 username,
                 password: config
@@ -53,17 +71,15 @@ impl Trunk {
                 realm: config.realm.clone(),
             }),
             caller_id: config.caller_id.clone(),
-            registers_in: config.register.then(|| {
-                config
-                    .domain
-                    .clone()
-                    .unwrap_or_else(|| config.host.to_string())
-            }),
+            registers_in: config
+                .register
+                .then(|| config.domain.clone().unwrap_or_else(|| config.host.clone())),
             numbers: config.numbers,
             country_code: config.country_code.clone(),
             national_prefix: config.national_prefix.clone(),
             international_prefix: config.international_prefix.clone(),
             prefix: config.prefix.clone(),
+            called_number: config.called_number,
         }
     }
 
@@ -132,6 +148,22 @@ impl Routes {
         }
     }
 
+    /// Starts looking up the trunks given by host name, and keeping their targets fresh.
+    pub fn follow_names(&self, resolver: &hickory_resolver::TokioResolver) {
+        for (trunk, t) in &self.trunks {
+            if let Some((host, port)) = t.name.clone() {
+                tokio::spawn(crate::dns::follow(
+                    resolver.clone(),
+                    trunk.clone(),
+                    host,
+                    port,
+                    t.transport,
+                    t.targets.clone(),
+                ));
+            }
+        }
+    }
+
     /// Whether any trunk is configured.
     pub fn has_trunk(&self) -> bool {
         !self.trunks.is_empty()
@@ -141,13 +173,30 @@ impl Routes {
         self.trunks.get(name)
     }
 
+    /// The number a call from `source` was dialled to, from the header its trunk uses (the
+    /// Request-URI's user for calls from anyone else), else the Request-URI's.
+    pub fn dialled(&self, source: std::net::IpAddr, dialled: &sip::ua::Dialled) -> String {
+        let from_trunk = self
+            .trunks
+            .values()
+            .find(|t| t.targets.get().iter().any(|a| a.ip() == source))
+            .map_or(CalledNumber::RequestUri, |t| t.called_number);
+        let named = match from_trunk {
+            CalledNumber::RequestUri => None,
+            CalledNumber::To => dialled.to.as_ref(),
+            CalledNumber::PCalledPartyId => dialled.p_called_party_id.as_ref(),
+            CalledNumber::Diversion => dialled.diversion.as_ref(),
+        };
+        named.unwrap_or(&dialled.request_uri).clone()
+    }
+
     /// Registering with the trunk that asks for it (one at most).
     pub fn registration(&self) -> Option<sip::ua::TrunkRegistration> {
         self.trunks.values().find_map(|t| {
             let domain = t.registers_in.clone()?;
             let credentials = t.credentials.clone()?;
             Some(sip::ua::TrunkRegistration {
-                registrar: t.destination,
+                registrar: *t.targets.get().first()?,
                 link: t.link,
                 domain,
                 user: credentials.username.clone(),

@@ -112,12 +112,16 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         http = budget.http,
         "connections allowed, by the limit on open files"
     );
+    // One set of trunks for all who route: the targets of those given by name are looked up
+    // in the background and shared.
+    let routes = crate::routing::Routes::new(&config);
+    routes.follow_names(&crate::dns::resolver(&config.dns)?);
     let sip = crate::signalling::start(
         budget.sip_tcp,
         config.sip.clone(),
         config.media.clone(),
         &config.ivr,
-        crate::routing::Routes::new(&config),
+        routes.clone(),
         operations.clone(),
         hold_settings,
     )
@@ -145,7 +149,6 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
             );
         }
     }
-    let routes = crate::routing::Routes::new(&config);
     if config.dialer.enabled && !routes.has_trunk() {
         tracing::warn!(
             "the dialer is on, but no trunk is configured ([trunks], or sip.outbound_proxy): callbacks \

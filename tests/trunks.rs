@@ -185,3 +185,220 @@ fn credentials_are_not_given_to_a_challenge_in_another_realm() {
     let (ok, out) = finished_cleanly(sipp);
     assert!(ok, "no credentials went to the foreign realm: {out}");
 }
+
+// Regression: a carrier delivering calls to a registered contact names the number dialled in
+// To, not in the Request-URI's user, so per-number entries (sip.entries) never matched.
+#[test]
+fn the_dialled_number_comes_from_the_header_the_trunk_uses() {
+    let dir = std::env::temp_dir().join(format!("callbackd-did-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Calls to the registered contact "callbackd", for the number 5001 in To.
+    let scenario = dir.join("carrier.xml");
+    let text = std::fs::read_to_string(common::sipp_scenario("uac_basic.xml"))
+        .unwrap()
+        .replace(
+            "INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0",
+            "INVITE sip:callbackd@[remote_ip]:[remote_port] SIP/2.0",
+        )
+        .replace(
+            "To: <sip:[service]@[remote_ip]:[remote_port]>",
+            "To: <sip:5001@[remote_ip]:[remote_port]>",
+        );
+    std::fs::write(&scenario, text).unwrap();
+    let url = store::testing::sqlite_url();
+    let trunk = "\n[trunks.carrier]\nhost = \"127.0.0.1\"\ncaller_id = \"+12125550000\"\n\
+                 called_number = \"to\"\n\n[queues.support]";
+    let config = config_with(
+        &url,
+        &[
+            (
+                "# \"5001\" = \"queue_support\"",
+                "\"5001\" = \"queue_support\"",
+            ),
+            ("[queues.support]", trunk),
+        ],
+    );
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(&config, &log);
+    let (ok, failed, out) = common::run_sipp(
+        server.sip_udp.unwrap(),
+        &scenario.display().to_string(),
+        1,
+        &[],
+    );
+    assert_eq!((ok, failed), (1, 0), "{out}");
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let incoming = text
+        .lines()
+        .find(|l| l.contains("incoming call"))
+        .unwrap_or_else(|| panic!("no call logged: {text}"));
+    assert!(
+        incoming.contains("dialled=\"5001\"") && incoming.contains("entry=\"queue_support\""),
+        "{incoming}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// dnsmasq serving a trunk domain's records on a loopback port; stopped when dropped.
+struct Dns(std::process::Child);
+
+impl Dns {
+    fn start(port: u16, records: &[String]) -> Dns {
+        let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or_else(|| {
+                panic!("dnsmasq is not installed: apt-get install dnsmasq-base (scripts/test.sh installs it)")
+            });
+        let child = std::process::Command::new(binary)
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--listen-address=127.0.0.1",
+            ])
+            .args([
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--local-ttl=5",
+            ])
+            .arg(format!("--port={port}"))
+            .args(records)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq runs");
+        std::thread::sleep(Duration::from_millis(300));
+        Dns(child)
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A test call through the trunk of the default route, held a second; how it went and how
+/// long it took.
+fn test_call(server: &Server, to: &str) -> (Value, Duration) {
+    let start = Instant::now();
+    let r = server.post("/api/v1/test-calls", &json!({"to": to, "hold_seconds": 1}));
+    (r.body, start.elapsed())
+}
+
+#[test]
+fn a_trunk_by_name_goes_to_its_first_srv_target_and_to_the_second_while_the_first_is_down() {
+    let dir = std::env::temp_dir().join(format!("callbackd-srv-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (primary, primary_port) = far_end_for("uas_answer.xml", 1);
+    let (secondary, secondary_port) = far_end_for("uas_answer.xml", 1);
+    let dns_port = common::free_port();
+    let _dns = Dns::start(
+        dns_port,
+        &[
+            format!("--srv-host=_sip._udp.trunk.test,primary.trunk.test,{primary_port},10,0"),
+            format!("--srv-host=_sip._udp.trunk.test,secondary.trunk.test,{secondary_port},20,0"),
+            "--host-record=primary.trunk.test,127.0.0.1".into(),
+            "--host-record=secondary.trunk.test,127.0.0.1".into(),
+        ],
+    );
+    let trunk = format!(
+        "\n[trunks.carrier]\nhost = \"trunk.test\"\ncaller_id = \"+12125550000\"\n\n\
+         [[routes]]\ntrunks = [\"carrier\"]\n\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n\
+         [queues.support]"
+    );
+    let url = store::testing::sqlite_url();
+    let config = config_with(
+        &url,
+        &[
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"trunk.test\"]",
+            ),
+            ("[queues.support]", &trunk),
+        ],
+    );
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(&config, &log);
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("trunk targets")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the trunk's name was not resolved"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let to = "sip:+12125550100@trunk.test";
+    let (outcome, _) = test_call(&server, to);
+    assert_eq!(outcome["answered"], true, "{outcome}");
+    let (ok, out) = finished_cleanly(primary);
+    assert!(ok, "the first call went to the priority-10 target: {out}");
+
+    // The primary is down (its port closed): the call goes to the secondary once the primary
+    // has said nothing for 4·T1.
+    let (outcome, took) = test_call(&server, to);
+    assert_eq!(outcome["answered"], true, "{outcome}");
+    let (ok, out) = finished_cleanly(secondary);
+    assert!(ok, "the second call went to the priority-20 target: {out}");
+    eprintln!("fail-over to the second SRV target: the test call took {took:?} (1 s of it held)");
+
+    // Back up: calls go to it again.
+    let primary = common::far_end_at("uas_answer.xml", primary_port, 1);
+    let (outcome, _) = test_call(&server, to);
+    assert_eq!(outcome["answered"], true, "{outcome}");
+    let (ok, out) = finished_cleanly(primary);
+    assert!(ok, "the primary, back, took the next call: {out}");
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("trying the next"),
+        "the fail-over is logged: {text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_trunk_name_that_resolves_to_nothing_is_said_so_and_nothing_is_sent() {
+    let dns_port = common::free_port();
+    let _dns = Dns::start(dns_port, &[]);
+    let trunk = format!(
+        "\n[trunks.ghost]\nhost = \"nowhere.test\"\ncaller_id = \"+12125550000\"\n\n\
+         [[routes]]\ntrunks = [\"ghost\"]\n\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n\
+         [queues.support]"
+    );
+    let dir = std::env::temp_dir().join(format!("callbackd-ghost-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("callbackd.log");
+    let url = store::testing::sqlite_url();
+    let config = config_with(
+        &url,
+        &[
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"nowhere.test\"]",
+            ),
+            ("[queues.support]", &trunk),
+        ],
+    );
+    let server = Server::start_logging(&config, &log);
+    let r = server.post(
+        "/api/v1/test-calls",
+        &json!({"to": "sip:+12125550100@nowhere.test"}),
+    );
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    let message = r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("`ghost` has no address yet"), "{message}");
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("trunk host name not resolved") && text.contains("nowhere.test"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

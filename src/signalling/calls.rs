@@ -170,6 +170,7 @@ impl Loop {
                 call_id,
                 offer,
             } => {
+                let dialled = self.routes.dialled(source.ip(), &dialled);
                 let entry = self.sip.entry(&dialled);
                 // Behind a trusted trunk, each identity it asserts is a source of its own;
                 // anyone else is their address, whatever their From says.
@@ -255,6 +256,12 @@ impl Loop {
                 }
             }
             CallEvent::Progress { call, code, .. } => debug!(%call, code, "call progressing"),
+            CallEvent::FailedOver { call, to } => {
+                info!(%call, %to, "the trunk's target answered 503 or nothing; trying the next");
+                if let Some(active) = self.calls.get_mut(&call) {
+                    active.source = to;
+                }
+            }
             CallEvent::Answered { call, answer } => {
                 if let Some(active) = self.calls.get_mut(&call) {
                     info!(%call, call_id = %active.call_id, "placed call answered");

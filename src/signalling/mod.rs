@@ -152,6 +152,8 @@ pub enum PlaceError {
     BadUri(String),
     #[error("no trunk carries `{0}`, which names no IP address to send to")]
     NoRoute(String),
+    #[error("the trunk `{0}` has no address yet: its host name has not resolved")]
+    Unresolved(String),
     #[error("no phone is registered as `{0}`")]
     NotRegistered(String),
     #[error("no free RTP port")]

@@ -25,9 +25,15 @@ impl Loop {
                 .routes
                 .trunk(name)
                 .ok_or_else(|| PlaceError::NoRoute(target.uri.clone()))?;
+            // The first target, then the others if it fails (RFC 3263 section 4.3).
+            let mut targets = trunk.targets.get().into_iter();
+            let destination = targets
+                .next()
+                .ok_or_else(|| PlaceError::Unresolved(name.clone()))?;
             return Ok(Route {
                 uri: target.uri.clone(),
-                destination: trunk.destination,
+                destination,
+                fallbacks: targets.collect(),
                 link: trunk.link,
                 credentials: trunk.credentials.clone(),
                 caller_id: trunk.caller_id.clone(),
@@ -36,6 +42,7 @@ impl Loop {
         let direct = |uri: String, destination, link| Route {
             uri,
             destination,
+            fallbacks: Vec::new(),
             link,
             credentials: None,
             caller_id: None,
@@ -87,6 +94,7 @@ impl Loop {
             Some(at) => Route {
                 uri: target.uri.clone(),
                 destination: at,
+                fallbacks: Vec::new(),
                 link: Link::Udp,
                 credentials: None,
                 caller_id: None,
@@ -109,6 +117,7 @@ impl Loop {
                 .unwrap_or("callbackd")
                 .to_owned(),
             destination,
+            fallbacks: route.fallbacks,
             link: route.link,
             offer: Bytes::from(offer.to_string()),
             credentials: route.credentials,
@@ -148,6 +157,8 @@ impl Loop {
 pub(super) struct Route {
     uri: String,
     destination: SocketAddr,
+    /// Where to try next when `destination` answers 503 or nothing.
+    fallbacks: Vec<SocketAddr>,
     link: Link,
     credentials: Option<Credentials>,
     caller_id: Option<String>,

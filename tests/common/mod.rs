@@ -650,6 +650,11 @@ pub fn far_end(scenario: &str) -> (Child, u16) {
 /// The same, answering `calls` calls.
 pub fn far_end_for(scenario: &str, calls: u32) -> (Child, u16) {
     let port = free_port();
+    (far_end_at(scenario, port, calls), port)
+}
+
+/// The same on `port` (a trunk's target named in DNS, started again after a stop).
+pub fn far_end_at(scenario: &str, port: u16, calls: u32) -> Child {
     let child = Command::new(sipp())
         .args(["-sf", &sipp_scenario(scenario)])
         .args([
@@ -667,7 +672,7 @@ pub fn far_end_for(scenario: &str, calls: u32) -> (Child, u16) {
         .spawn()
         .expect("sipp runs");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    (child, port)
+    child
 }
 
 /// Whether SIPp's scenario ran to its end, and what it printed.

@@ -121,14 +121,38 @@ pub enum EndReason {
     SessionExpired,
 }
 
+/// The numbers an INVITE names as dialled. Carriers differ: most put it in the
+/// Request-URI, one delivering to a registered contact in To, others in P-Called-Party-ID
+/// (RFC 3455) or, for a forwarded call, in Diversion (RFC 5806).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dialled {
+    /// The Request-URI's user part (empty without one).
+    pub request_uri: String,
+    pub to: Option<String>,
+    pub p_called_party_id: Option<String>,
+    /// The first Diversion header's: the number the call was first made to.
+    pub diversion: Option<String>,
+}
+
+impl Dialled {
+    fn of(request: &RequestHeaders, headers: &crate::message::Headers) -> Dialled {
+        Dialled {
+            request_uri: request.uri.user.clone().unwrap_or_default(),
+            to: request.to.uri.user.clone(),
+            p_called_party_id: header_user(headers, "P-Called-Party-ID"),
+            diversion: header_user(headers, "Diversion"),
+        }
+    }
+}
+
 /// Something the runtime must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {
     /// A new call: answer, reject or let it ring.
     Incoming {
         call: CallHandle,
-        /// The user part of the Request-URI: the number dialled.
-        dialled: String,
+        /// The number dialled, as each header that may carry it names it.
+        dialled: Dialled,
         /// The caller's user part (caller ID), if any.
         caller: Option<String>,
         /// Who the caller is as a trusted peer (`Config::trusted`) asserts it (RFC 3325): the
@@ -149,6 +173,11 @@ pub enum CallEvent {
     Reoffer {
         call: CallHandle,
         offer: Bytes,
+    },
+    /// A call we placed was sent on to its next target: the last answered 503 or nothing.
+    FailedOver {
+        call: CallHandle,
+        to: SocketAddr,
     },
     /// A call we placed is ringing (180) or has early media (183, with its SDP).
     Progress {
@@ -459,16 +488,15 @@ fn cseq_number(headers: &crate::message::Headers) -> u32 {
         .map_or(0, |c| c.number)
 }
 
-/// The user of the first P-Asserted-Identity (RFC 3325): a SIP URI's user part, or a tel
-/// URI's number.
-fn asserted_identity(headers: &crate::message::Headers) -> Option<String> {
-    let name = Name::Other("P-Asserted-Identity".into());
-    let first = crate::message::split_list(headers.get(&name)?).next()?;
-    let identity = crate::header::NameAddr::parse(first).ok()?.uri;
-    match identity.scheme {
-        crate::uri::Scheme::Sip | crate::uri::Scheme::Sips => identity.user,
+/// The user part of the first value of the header `name` (a SIP URI's user, or a `tel:`
+/// URI's number): P-Asserted-Identity (RFC 3325), P-Called-Party-ID, Diversion.
+fn header_user(headers: &crate::message::Headers, name: &str) -> Option<String> {
+    let first = crate::message::split_list(headers.get(&Name::Other(name.into()))?).next()?;
+    let uri = crate::header::NameAddr::parse(first).ok()?.uri;
+    match uri.scheme {
+        crate::uri::Scheme::Sip | crate::uri::Scheme::Sips => uri.user,
         crate::uri::Scheme::Other(_) => {
-            let text = identity.to_string();
+            let text = uri.to_string();
             let number = text.strip_prefix("tel:")?.split(';').next()?;
             (!number.is_empty()).then(|| number.to_owned())
         }
@@ -969,7 +997,13 @@ impl UserAgent {
         let offer = (!request.body.is_empty()).then(|| request.body.clone());
         let asserted = self
             .trusted_network(source)
-            .then(|| asserted_identity(&request.headers).or(parsed.from.uri.user.clone()))
+            .then(|| {
+                header_user(&request.headers, "P-Asserted-Identity").or(parsed
+                    .from
+                    .uri
+                    .user
+                    .clone())
+            })
             .flatten();
         let call = Call {
             handle,
@@ -1018,7 +1052,7 @@ impl UserAgent {
         self.touched.push(Slot::Invite(key));
         self.event(CallEvent::Incoming {
             call: handle,
-            dialled: parsed.uri.user.clone().unwrap_or_default(),
+            dialled: Dialled::of(&parsed, &request.headers),
             caller: parsed.from.uri.user.clone(),
             asserted,
             source,
@@ -1649,6 +1683,11 @@ impl UserAgent {
                 self.cancel(now, handle, EndReason::NoAnswer);
                 return;
             }
+            if outbound.silent_until.is_some_and(|at| at <= now) {
+                outbound.silent_until = None;
+                self.fail_over(now, handle);
+                return;
+            }
         }
         if call.reliable.as_ref().is_some_and(|r| r.give_up <= now) {
             // RFC 3262 section 3: no PRACK within 64·T1, and the INVITE is refused.
@@ -1725,6 +1764,7 @@ impl UserAgent {
             Slot::Trunk => self.trunk.as_ref().and_then(|t| t.timeout()),
             Slot::Call(handle) => self.calls.get(handle).and_then(|c| {
                 let ring = c.outbound.as_ref().and_then(|o| o.ring_deadline);
+                let silent = c.outbound.as_ref().and_then(|o| o.silent_until);
                 let reliable = c.reliable.as_ref();
                 earliest(&[
                     c.retransmit.map(|(at, _)| at),
@@ -1733,6 +1773,7 @@ impl UserAgent {
                     reliable.and_then(|r| r.resend.as_ref().map(|(at, _)| *at)),
                     reliable.map(|r| r.give_up),
                     c.session.as_ref().map(|t| t.due),
+                    silent,
                 ])
             }),
         }

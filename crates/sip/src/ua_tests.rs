@@ -116,7 +116,10 @@ fn an_inbound_call_from_invite_to_bye() {
     else {
         panic!("{events:?}")
     };
-    assert_eq!((dialled.as_str(), who.as_deref()), ("5000", Some("alice")));
+    assert_eq!(
+        (dialled.request_uri.as_str(), who.as_deref()),
+        ("5000", Some("alice"))
+    );
     assert!(offer.as_ref().unwrap().starts_with(b"v=0"));
     let call = *call;
 
@@ -555,6 +558,7 @@ fn dial_to(uri: &str, credentials: Option<Credentials>) -> Dial {
         uri: uri.into(),
         from_user: "+12125550100".into(),
         destination: trunk(),
+        fallbacks: Vec::new(),
         link: Link::Udp,
         offer: Bytes::from_static(b"v=0\r\noffer"),
         credentials,
@@ -2290,4 +2294,87 @@ fn credentials_answer_only_the_trunks_own_realm_from_its_own_address() {
     );
     let (sent, events) = drain(&mut agent);
     assert!(sent.is_empty() && events.is_empty(), "{sent:?} {events:?}");
+}
+
+#[test]
+fn every_header_that_may_name_the_number_dialled_is_read() {
+    let mut ua = ua();
+    let extra = "P-Called-Party-ID: <tel:+12125550111;phone-context=x>\r\n\
+                 Diversion: <sip:+12125550122@carrier.example>;reason=unconditional, <sip:999@x>\r\n";
+    ua.handle_message(
+        Instant::now(),
+        caller(),
+        Link::Udp,
+        &request("INVITE", "z9hG4bK-did", 1, None, extra, ""),
+    );
+    let (_, events) = drain(&mut ua);
+    let CallEvent::Incoming { dialled, .. } = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        dialled,
+        &Dialled {
+            request_uri: "5000".into(),
+            to: Some("5000".into()),
+            p_called_party_id: Some("+12125550111".into()),
+            diversion: Some("+12125550122".into()),
+        }
+    );
+}
+
+/// RFC 3263 section 4.3: a target that answers 503, or nothing within 4·T1, is left for the
+/// next; the dialog's identifiers stay, the INVITE is new.
+#[test]
+fn a_trunk_target_that_refuses_or_stays_silent_is_left_for_the_next() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let second: SocketAddr = "127.0.0.1:5082".parse().unwrap();
+    let third: SocketAddr = "127.0.0.1:5083".parse().unwrap();
+    let mut dial = dial_to("sip:+12125550199@trunk.example", None);
+    dial.fallbacks = vec![second, third];
+    let call = ua.dial(now, dial);
+    let (sent, _) = drain(&mut ua);
+    let first = only_request(&sent, Method::Invite);
+    assert_eq!(sent[0].0, trunk());
+    ua.handle_message(now, trunk(), Link::Udp, &reply(&first, 503, &[]));
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(events, [CallEvent::FailedOver { call, to: second }]);
+    let to_second: Vec<&Message> = sent
+        .iter()
+        .filter(|(to, _)| *to == second)
+        .map(|(_, m)| m)
+        .collect();
+    let invite = to_second[0];
+    assert_eq!(invite.method(), Some(&Method::Invite));
+    assert_eq!(
+        invite.headers.get(&Name::CallId),
+        first.headers.get(&Name::CallId)
+    );
+    assert_eq!(invite.headers.get(&Name::CSeq), Some("2 INVITE"));
+    // The second says nothing at all: after 4·T1 (2 s) the third is tried, and the second
+    // hears no more.
+    ua.handle_timeout(now + Duration::from_millis(1999));
+    let (sent, _) = drain(&mut ua);
+    assert!(sent.iter().all(|(to, _)| *to == second), "{sent:?}");
+    ua.handle_timeout(now + Duration::from_secs(2));
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(events, [CallEvent::FailedOver { call, to: third }]);
+    assert!(sent.iter().all(|(to, _)| *to == third), "{sent:?}");
+    // The last answers: no more fail-over, however long it rings.
+    let invite = only_request(&sent, Method::Invite);
+    ua.handle_message(
+        now + Duration::from_secs(2),
+        third,
+        Link::Udp,
+        &reply(&invite, 180, &[]),
+    );
+    ua.handle_timeout(now + Duration::from_secs(10));
+    let (sent, events) = drain(&mut ua);
+    assert!(sent.iter().all(|(to, _)| *to == third), "{sent:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, CallEvent::FailedOver { .. })),
+        "{events:?}"
+    );
 }

@@ -54,6 +54,9 @@ pub struct Dial {
     /// Where the INVITE goes: the trunk or outbound proxy, or the peer itself. Every request
     /// of the call goes there; nothing is sent to an address read from a header.
     pub destination: SocketAddr,
+    /// Where to try next, in order, when the destination answers 503 or nothing at all
+    /// (RFC 3263 section 4.3): a trunk's other targets.
+    pub fallbacks: Vec<SocketAddr>,
     pub link: Link,
     /// Our SDP offer.
     pub offer: Bytes,
@@ -74,6 +77,9 @@ pub(super) struct Outbound {
     ack: Option<Message>,
     /// The `RSeq` of the last reliable provisional response we sent a PRACK for.
     pracked: Option<u32>,
+    /// The targets left to try, and when the current one, silent so far, is given up on.
+    fallbacks: std::collections::VecDeque<SocketAddr>,
+    pub(super) silent_until: Option<Instant>,
     pub(super) cancelled: bool,
 }
 
@@ -128,6 +134,8 @@ impl UserAgent {
                 redirected: false,
                 ack: None,
                 pracked: None,
+                fallbacks: dial.fallbacks.iter().copied().collect(),
+                silent_until: None,
                 cancelled: false,
             }),
         };
@@ -202,6 +210,10 @@ impl UserAgent {
         call.invite_key = key.clone();
         if let Some(outbound) = call.outbound.as_mut() {
             outbound.key = key.clone();
+            // A target that answers nothing, not even 100 Trying, within 4·T1 is taken for
+            // down when there is another to try.
+            outbound.silent_until =
+                (!outbound.fallbacks.is_empty()).then(|| now + self.config.timers.t1 * 4);
         }
         let transaction = ClientInvite::new(invite, call.link.transport(), self.config.timers, now);
         self.out_invites.insert(
@@ -224,7 +236,7 @@ impl UserAgent {
             match event {
                 Event::Response(response) => self.on_invite_response(now, handle, key, response),
                 Event::TimedOut => {
-                    if self.current_invite(handle, key) {
+                    if self.current_invite(handle, key) && !self.fail_over(now, handle) {
                         self.end(handle, EndReason::Failed(408));
                     }
                 }
@@ -257,6 +269,16 @@ impl UserAgent {
             return self.on_answer(now, handle, response);
         }
         if !self.current_invite(handle, key) {
+            return;
+        }
+        if let Some(outbound) = self
+            .calls
+            .get_mut(&handle)
+            .and_then(|c| c.outbound.as_mut())
+        {
+            outbound.silent_until = None;
+        }
+        if code == 503 && self.fail_over(now, handle) {
             return;
         }
         match code {
@@ -441,6 +463,32 @@ impl UserAgent {
             call: handle,
             answer,
         });
+    }
+
+    /// Gives up on the current target of a call not yet answered and sends the INVITE to the
+    /// next (a new transaction, the same dialog identifiers); `false` when none is left.
+    pub(super) fn fail_over(&mut self, now: Instant, handle: CallHandle) -> bool {
+        let Some(mut call) = self.calls.remove(&handle) else {
+            return false;
+        };
+        let next = call.outbound.as_mut().and_then(|o| o.fallbacks.pop_front());
+        let (Some(next), Some(old)) = (next, call.outbound.as_ref().map(|o| o.key.clone())) else {
+            self.calls.insert(handle, call);
+            return false;
+        };
+        // No more retransmissions to the target given up on.
+        self.out_invites.remove(&old);
+        call.source = next;
+        let uri = call.remote_target.clone();
+        let invite = self.next_invite(&mut call, &uri, None);
+        self.start_invite(now, &mut call, invite);
+        self.calls.insert(handle, call);
+        self.event(CallEvent::FailedOver {
+            call: handle,
+            to: next,
+        });
+        self.flush_transactions(now);
+        true
     }
 
     /// Acknowledges a reliable provisional response (RFC 3262 section 4) within its early
