@@ -96,6 +96,10 @@ pub struct TrunkConfig {
     /// dialplan entry): carriers delivering to a registered contact put it in `To`.
     #[serde(default)]
     pub called_number: CalledNumber,
+    /// How often each target is sent an OPTIONS keep-alive; one that does not answer before
+    /// the next is down, and is tried last. `"0s"` (the default) sends none.
+    #[serde(default = "zero", deserialize_with = "serde_duration::deserialize")]
+    pub qualify: chrono::Duration,
 }
 
 /// Where an INVITE names the number dialled.
@@ -1079,6 +1083,7 @@ impl Config {
                     prefix: String::new(),
                     caller_id: None,
                     called_number: CalledNumber::RequestUri,
+                    qualify: chrono::Duration::zero(),
                 },
             );
         }

@@ -34,9 +34,43 @@ pub struct Trunk {
     international_prefix: String,
     prefix: String,
     called_number: CalledNumber,
+    /// How often its targets are sent OPTIONS; `None`: never.
+    pub qualify: Option<std::time::Duration>,
+    /// Targets found down by the keep-alives (shared: the API shows them).
+    pub down: Health,
+}
+
+/// The targets of a trunk its keep-alives found down, and those they found up.
+#[derive(Debug, Clone, Default)]
+pub struct Health(std::sync::Arc<std::sync::RwLock<BTreeMap<SocketAddr, bool>>>);
+
+impl Health {
+    /// Records what a keep-alive found; whether that changes what was known.
+    pub fn set(&self, target: SocketAddr, up: bool) -> bool {
+        self.0
+            .write()
+            .map(|mut h| h.insert(target, up) != Some(up))
+            .unwrap_or(false)
+    }
+
+    /// `Some(true)` up, `Some(false)` down, `None` not checked.
+    pub fn of(&self, target: SocketAddr) -> Option<bool> {
+        self.0.read().ok().and_then(|h| h.get(&target).copied())
+    }
 }
 
 impl Trunk {
+    /// Its targets, those not found down first (in their order), then the others.
+    pub fn ordered_targets(&self) -> Vec<SocketAddr> {
+        let (mut up, down): (Vec<_>, Vec<_>) = self
+            .targets
+            .get()
+            .into_iter()
+            .partition(|t| self.down.of(*t) != Some(false));
+        up.extend(down);
+        up
+    }
+
     fn new(config: &TrunkConfig) -> Trunk {
         let address = config.host.parse::<std::net::IpAddr>().ok();
         let (targets, name) = match address {
@@ -80,6 +114,8 @@ impl Trunk {
             international_prefix: config.international_prefix.clone(),
             prefix: config.prefix.clone(),
             called_number: config.called_number,
+            qualify: config.qualify.to_std().ok().filter(|d| !d.is_zero()),
+            down: Health::default(),
         }
     }
 
@@ -171,6 +207,41 @@ impl Routes {
 
     pub fn trunk(&self, name: &str) -> Option<&Trunk> {
         self.trunks.get(name)
+    }
+
+    pub fn trunks(&self) -> impl Iterator<Item = (&String, &Trunk)> {
+        self.trunks.iter()
+    }
+
+    /// What the API and the board show of each trunk: its targets and what the keep-alives
+    /// found of them (`up`, `down`, or `unknown` when none are sent or none has come back).
+    pub fn status(&self) -> serde_json::Value {
+        let trunks: Vec<serde_json::Value> = self
+            .trunks
+            .iter()
+            .map(|(name, t)| {
+                let targets: Vec<serde_json::Value> = t
+                    .targets
+                    .get()
+                    .into_iter()
+                    .map(|at| {
+                        let state = match t.down.of(at) {
+                            Some(true) => "up",
+                            Some(false) => "down",
+                            None => "unknown",
+                        };
+                        serde_json::json!({"address": at.to_string(), "state": state})
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": name,
+                    "domain": t.domain,
+                    "qualify_seconds": t.qualify.map(|q| q.as_secs()),
+                    "targets": targets,
+                })
+            })
+            .collect();
+        serde_json::json!(trunks)
     }
 
     /// The number a call from `source` was dialled to, from the header its trunk uses (the

@@ -442,6 +442,7 @@ async fn the_openapi_description_covers_every_route() {
         "/api/v1/callbacks/{confirmation_id}/modifications",
         "/api/v1/queues",
         "/api/v1/queues/{name}",
+        "/api/v1/trunks",
         "/api/v1/test-calls",
         "/api/v1/agents",
         "/api/v1/agents/{id}",

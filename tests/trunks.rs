@@ -402,3 +402,50 @@ fn a_trunk_name_that_resolves_to_nothing_is_said_so_and_nothing_is_sent() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn keep_alives_show_a_trunk_target_up_and_then_down() {
+    // Another callbackd is the trunk: it answers OPTIONS.
+    let pbx = Server::start(&config_with(&store::testing::sqlite_url(), &[]));
+    let port = pbx.sip_udp.unwrap().port();
+    let trunk = format!(
+        "\n[trunks.pbx]\nhost = \"127.0.0.1\"\nport = {port}\ncaller_id = \"+12125550000\"\n\
+         qualify = \"1s\"\n\n[[routes]]\ntrunks = [\"pbx\"]\n\n[queues.support]"
+    );
+    let dir =
+        std::env::temp_dir().join(format!("callbackd-qualify-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(
+        &config_with(
+            &store::testing::sqlite_url(),
+            &[("[queues.support]", &trunk)],
+        ),
+        &log,
+    );
+    let state = |server: &Server| {
+        server.get("/api/v1/trunks").body["trunks"][0]["targets"][0]["state"].clone()
+    };
+    let until = |want: &str| {
+        let start = Instant::now();
+        while state(&server) != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never {want}: {}",
+                state(&server)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        start.elapsed()
+    };
+    until("up");
+    drop(pbx);
+    let took = until("down");
+    eprintln!("a stopped target was marked down after {took:?} (keep-alives every 1 s)");
+    let board = server.get("/api/v1/trunks").body;
+    assert_eq!(board["trunks"][0]["name"], "pbx", "{board}");
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("trunk target down"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

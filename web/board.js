@@ -52,6 +52,11 @@ function renderCalls() {
        el("div", { textContent: `${sip.bridges ?? 0} bridged, ${sip.rtp_ports ?? 0} RTP ports` })),
     ...calling.map(c => el("div", { className: "card" }, el("b", { textContent: c.confirmation_id }), " ", state(c.state),
                            el("div", { textContent: `${c.skill} → ${c.address}` }))));
+  // Trunks, and each target as its keep-alives last found it.
+  $("trunks").replaceChildren(...(snapshot.trunks || []).map(t => el("div", { className: "card trunk", dataset: { trunk: t.name } },
+    el("b", { textContent: t.name }),
+    ...(t.targets.length ? t.targets : [{ address: "(not resolved)", state: "down" }]).map(x =>
+      el("div", {}, `${x.address} `, state(x.state))))));
 }
 
 function renderAgents() {

@@ -99,6 +99,7 @@ pub fn router(state: Arc<AppState>, guard: Arc<crate::http::Guard>) -> Router {
         .route("/agents/{id}/state", put(set_agent_state))
         .route("/status", get(status))
         .route("/queues", get(queues))
+        .route("/trunks", get(trunks))
         .route("/queues/{name}", get(queue))
         .route("/test-calls", post(test_call))
         .route("/dialplan/reload", post(reload_dialplan))
@@ -391,6 +392,11 @@ async fn queues(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
     Ok(Json(json!({ "queues": all_queues(&state).await? })))
 }
 
+/// The trunks, their targets and what the keep-alives found of each.
+async fn trunks(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({ "trunks": state.routes.status() }))
+}
+
 /// What the board shows: queues with their lines, agents, callbacks in dialing order (the
 /// first 500), and the calls.
 async fn board(state: &AppState) -> AppResult<Value> {
@@ -405,6 +411,7 @@ async fn board(state: &AppState) -> AppResult<Value> {
         "agents": state.callbacks.store.agents().await?,
         "callbacks": state.callbacks.store.list(&filter).await?.iter().map(|c| state.callback_json(c)).collect::<Vec<_>>(),
         "status": {"sip": state.sip.gauges().await.ok()},
+        "trunks": state.routes.status(),
     }))
 }
 

@@ -256,6 +256,7 @@ impl Loop {
                 }
             }
             CallEvent::Progress { call, code, .. } => debug!(%call, code, "call progressing"),
+            CallEvent::Qualified { to, status } => self.qualified(to, status.is_some()),
             CallEvent::FailedOver { call, to } => {
                 info!(%call, %to, "the trunk's target answered 503 or nothing; trying the next");
                 if let Some(active) = self.calls.get_mut(&call) {

@@ -442,6 +442,8 @@ pub async fn start(
         ports: PortPool::new(&media),
         addresses,
         routes,
+        qualify_due: HashMap::new(),
+        unanswered: Default::default(),
         calls: HashMap::new(),
         sip,
         rng: StdRng::from_entropy(),
@@ -533,6 +535,9 @@ struct Loop {
     addresses: Addresses,
     /// Trunks and the rules choosing them, for the calls callbackd places.
     routes: crate::routing::Routes,
+    /// Keep-alives: when each trunk's next are due, and the targets whose last is unanswered.
+    qualify_due: HashMap<String, Instant>,
+    unanswered: std::collections::HashSet<SocketAddr>,
     calls: HashMap<CallHandle, ActiveCall>,
     sip: SipConfig,
     rng: StdRng,
@@ -716,6 +721,7 @@ impl Loop {
 
     /// Answers calls whose ring time is over and hangs up calls past the longest duration.
     fn housekeeping(&mut self, now: Instant) {
+        self.qualify_trunks(now);
         self.bridge_timers(now);
         self.holding_housekeeping(now);
         let due: Vec<(CallHandle, Bytes)> = self

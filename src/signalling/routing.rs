@@ -8,7 +8,7 @@ use bytes::Bytes;
 use rand::RngCore;
 use sip::sdp;
 use sip::ua::{CallHandle, Credentials, Dial, Link};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::calls::ActiveCall;
 use super::{Loop, PlaceError};
@@ -26,7 +26,7 @@ impl Loop {
                 .trunk(name)
                 .ok_or_else(|| PlaceError::NoRoute(target.uri.clone()))?;
             // The first target, then the others if it fails (RFC 3263 section 4.3).
-            let mut targets = trunk.targets.get().into_iter();
+            let mut targets = trunk.ordered_targets().into_iter();
             let destination = targets
                 .next()
                 .ok_or_else(|| PlaceError::Unresolved(name.clone()))?;
@@ -150,6 +150,44 @@ impl Loop {
             },
         );
         Ok(call)
+    }
+}
+
+impl Loop {
+    /// Sends each trunk's targets their OPTIONS keep-alive when due; a target whose last one
+    /// is still unanswered by then is down.
+    pub(super) fn qualify_trunks(&mut self, now: Instant) {
+        let due: Vec<(String, std::time::Duration, Link, Vec<SocketAddr>)> = self
+            .routes
+            .trunks()
+            .filter_map(|(name, t)| Some((name.clone(), t.qualify?, t.link, t.targets.get())))
+            .filter(|(name, ..)| self.qualify_due.get(name).map_or(true, |at| *at <= now))
+            .collect();
+        for (name, every, link, targets) in due {
+            self.qualify_due.insert(name, now + every);
+            for target in targets {
+                if !self.unanswered.insert(target) {
+                    self.qualified(target, false);
+                }
+                self.ua.qualify(now, target, link);
+            }
+        }
+    }
+
+    /// What a keep-alive found of `target`: up when it answered anything at all.
+    pub(super) fn qualified(&mut self, target: SocketAddr, up: bool) {
+        if up {
+            self.unanswered.remove(&target);
+        }
+        for (name, trunk) in self.routes.trunks() {
+            if trunk.targets.get().contains(&target) && trunk.down.set(target, up) {
+                if up {
+                    info!(trunk = name, %target, "trunk target up: it answers OPTIONS");
+                } else {
+                    warn!(trunk = name, %target, "trunk target down: no answer to OPTIONS; tried last until it answers");
+                }
+            }
+        }
     }
 }
 

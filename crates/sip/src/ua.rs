@@ -174,6 +174,12 @@ pub enum CallEvent {
         call: CallHandle,
         offer: Bytes,
     },
+    /// A trunk's target answered our OPTIONS keep-alive with `status`, or (`None`) did not
+    /// answer at all: it is up or down.
+    Qualified {
+        to: SocketAddr,
+        status: Option<u16>,
+    },
     /// A call we placed was sent on to its next target: the last answered 503 or nothing.
     FailedOver {
         call: CallHandle,
@@ -309,6 +315,9 @@ enum Purpose {
     Refresh,
     /// A PRACK for a reliable provisional response.
     Prack,
+    /// An OPTIONS keep-alive to a trunk's target, outside any call: its answer (any at all)
+    /// says the target is up.
+    Qualify,
 }
 
 /// Something with timers: a transaction or a call.
@@ -347,7 +356,16 @@ pub struct UserAgent {
     overloaded: bool,
     /// Our requests outside INVITE transactions (BYE, CANCEL, UPDATE, PRACK), by branch, with
     /// what each is for and where it goes, which outlives the call (an ACK for a repeated 487).
-    requests: HashMap<Key, (ClientNonInvite, CallHandle, Purpose, SocketAddr, Link)>,
+    requests: HashMap<
+        Key,
+        (
+            ClientNonInvite,
+            Option<CallHandle>,
+            Purpose,
+            SocketAddr,
+            Link,
+        ),
+    >,
     /// Our INVITEs, by branch.
     out_invites: HashMap<Key, (ClientInvite, CallHandle, SocketAddr, Link)>,
     /// Admission: the start of the current one-second window and calls admitted in it.
@@ -1575,7 +1593,38 @@ impl UserAgent {
         let (to, link) = (call.source, call.link);
         let transaction = ClientNonInvite::new(request, link.transport(), self.config.timers, now);
         self.requests
-            .insert(key.clone(), (transaction, handle, purpose, to, link));
+            .insert(key.clone(), (transaction, Some(handle), purpose, to, link));
+        self.touched.push(Slot::Request(key));
+        self.flush_transactions(now);
+    }
+
+    /// Sends an OPTIONS keep-alive to a trunk's target `to` (RFC 3261 section 11); the answer,
+    /// or its absence after the transaction's timeout, comes as [`CallEvent::Qualified`].
+    pub fn qualify(&mut self, now: Instant, to: SocketAddr, link: Link) {
+        let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
+        let (tag, call_id) = (hex(self.rng.as_mut(), 8), hex(self.rng.as_mut(), 12));
+        let sent_by = self.config.advertised.sent_by(to.ip(), link);
+        let host = self.config.advertised.host(to.ip()).to_owned();
+        let mut options = Message::request(Method::Options, format!("sip:{to}"));
+        options
+            .headers
+            .push(Name::Via, our_via(link, &sent_by, &branch));
+        options.headers.push(Name::MaxForwards, "70");
+        options
+            .headers
+            .push(Name::From, format!("<sip:callbackd@{host}>;tag={tag}"));
+        options.headers.push(Name::To, format!("<sip:{to}>"));
+        options
+            .headers
+            .push(Name::CallId, format!("{call_id}@{host}"));
+        options.headers.push(Name::CSeq, "1 OPTIONS");
+        options
+            .headers
+            .push(Name::UserAgent, self.config.product.clone());
+        let key = client_key(&sent_by, branch, Method::Options);
+        let transaction = ClientNonInvite::new(options, link.transport(), self.config.timers, now);
+        self.requests
+            .insert(key.clone(), (transaction, None, Purpose::Qualify, to, link));
         self.touched.push(Slot::Request(key));
         self.flush_transactions(now);
     }
@@ -1855,16 +1904,23 @@ impl UserAgent {
                         if over {
                             self.requests.remove(key);
                         }
-                        if purpose == Purpose::Refresh && answered {
-                            self.refresh_answered(now, handle, final_response.as_ref());
+                        if purpose == Purpose::Qualify && answered {
+                            let status = final_response.as_ref().and_then(Message::code);
+                            self.event(CallEvent::Qualified { to, status });
                         }
-                        if purpose == Purpose::Bye && (answered || over) {
-                            let reason = self
-                                .calls
-                                .get_mut(&handle)
-                                .and_then(|c| c.ending.take())
-                                .unwrap_or(EndReason::LocalHangup);
-                            self.end(handle, reason);
+                        match (handle, purpose) {
+                            (Some(handle), Purpose::Refresh) if answered => {
+                                self.refresh_answered(now, handle, final_response.as_ref());
+                            }
+                            (Some(handle), Purpose::Bye) if answered || over => {
+                                let reason = self
+                                    .calls
+                                    .get_mut(&handle)
+                                    .and_then(|c| c.ending.take())
+                                    .unwrap_or(EndReason::LocalHangup);
+                                self.end(handle, reason);
+                            }
+                            _ => {}
                         }
                     }
                     Slot::OutInvite(key) => self.flush_out_invite(now, key),

@@ -2378,3 +2378,33 @@ fn a_trunk_target_that_refuses_or_stays_silent_is_left_for_the_next() {
         "{events:?}"
     );
 }
+
+#[test]
+fn a_keep_alive_reports_an_answer_or_its_absence() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.qualify(now, trunk(), Link::Udp);
+    let (sent, _) = drain(&mut ua);
+    let options = only_request(&sent, Method::Options);
+    assert_eq!(options.uri(), Some("sip:127.0.0.1:5080"));
+    ua.handle_message(now, trunk(), Link::Udp, &reply(&options, 200, &[]));
+    assert_eq!(
+        drain(&mut ua).1,
+        [CallEvent::Qualified {
+            to: trunk(),
+            status: Some(200)
+        }]
+    );
+    let silent: SocketAddr = "127.0.0.1:5099".parse().unwrap();
+    ua.qualify(now, silent, Link::Udp);
+    drain(&mut ua);
+    ua.handle_timeout(now + Duration::from_secs(32));
+    let (_, events) = drain(&mut ua);
+    assert_eq!(
+        events,
+        [CallEvent::Qualified {
+            to: silent,
+            status: None
+        }]
+    );
+}

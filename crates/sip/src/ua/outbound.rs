@@ -561,7 +561,7 @@ impl UserAgent {
         let (to, link) = (call.source, call.link);
         self.requests.insert(
             cancel_key.clone(),
-            (transaction, handle, Purpose::Cancel, to, link),
+            (transaction, Some(handle), Purpose::Cancel, to, link),
         );
         self.touched.push(Slot::Request(cancel_key));
         self.flush_transactions(now);
