@@ -41,10 +41,11 @@ def config_text(sip, store_url):
             .replace('url = "sqlite://callbackd.db"', f'url = "{store_url}"'))
 
 
-def start_callbackd(workdir, store_url=None, changes=(), name="bench"):
+def start_callbackd(workdir, store_url=None, changes=(), name="bench", sip=None):
     """A release callbackd with the limits raised (and each (from, to) of `changes` made to
-    its configuration); returns it, its SIP port and its API URL."""
-    sip = free_port()
+    its configuration), on SIP port `sip` or a free one; returns it, its SIP port and its API
+    URL."""
+    sip = sip or free_port()
     text = (config_text(sip, store_url or f"sqlite://{workdir}/bench.db")
             .replace("max_calls = 500", "max_calls = 50000")
             .replace("max_calls_per_second = 200", "max_calls_per_second = 50000")
