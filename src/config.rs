@@ -96,6 +96,12 @@ pub struct TrunkConfig {
     /// dialplan entry): carriers delivering to a registered contact put it in `To`.
     #[serde(default)]
     pub called_number: CalledNumber,
+    /// Assert the caller ID to the trunk (RFC 3325 P-Asserted-Identity), as trunks that
+    /// trust callbackd's network want.
+    #[serde(default)]
+    pub asserted_identity: bool,
+    /// `Privacy` to send (RFC 3323), e.g. `"id"` to withhold the caller ID from the customer.
+    pub privacy: Option<String>,
     /// How often each target is sent an OPTIONS keep-alive; one that does not answer before
     /// the next is down, and is tried last. `"0s"` (the default) sends none.
     #[serde(default = "zero", deserialize_with = "serde_duration::deserialize")]
@@ -958,6 +964,16 @@ impl Config {
             if trunk.register && trunk.username.is_none() {
                 return problem(&key("register"), "registering needs a username");
             }
+            let privacy_values = ["none", "id", "header", "session", "user", "critical"];
+            if let Some(p) = trunk.privacy.as_deref().filter(|p| {
+                p.split(';')
+                    .any(|v| !privacy_values.contains(&v.trim().to_ascii_lowercase().as_str()))
+            }) {
+                return problem(
+                    &key("privacy"),
+                    &format!("`{p}` is not a Privacy value (RFC 3323: none, id, header, session, user, critical)"),
+                );
+            }
             let is_name = |h: &str| {
                 !h.is_empty()
                     && h.len() <= 253
@@ -1083,6 +1099,8 @@ impl Config {
                     prefix: String::new(),
                     caller_id: None,
                     called_number: CalledNumber::RequestUri,
+                    asserted_identity: false,
+                    privacy: None,
                     qualify: chrono::Duration::zero(),
                 },
             );
@@ -1277,6 +1295,11 @@ mod tests {
             ("[[routes]]\nqueue = \"sales\"\ntrunks = [\"t\"]", "routes[0]", "no queue"),
             ("[trunks.n]\nhost = \"192.0.2.21\"\nnumbers = \"national\"\ncaller_id = \"+1212555\"", "trunks.n.country_code", "calling code"),
             ("[trunks.n]\nhost = \"exa mple.com\"", "trunks.n.host", "neither"),
+            (
+                "[trunks.n]\nhost = \"192.0.2.21\"\nprivacy = \"secret\"",
+                "trunks.n.privacy",
+                "not a Privacy value",
+            ),
         ];
         for (extra, key, message) in cases {
             let err = with(&format!("{trunk}{extra}")).unwrap_err();

@@ -34,6 +34,9 @@ pub struct Trunk {
     international_prefix: String,
     prefix: String,
     called_number: CalledNumber,
+    /// Whether the caller ID is asserted to it, and the Privacy it is sent.
+    asserted_identity: bool,
+    privacy: Option<String>,
     /// How often its targets are sent OPTIONS; `None`: never.
     pub qualify: Option<std::time::Duration>,
     /// Targets found down by the keep-alives (shared: the API shows them).
@@ -114,9 +117,27 @@ impl Trunk {
             international_prefix: config.international_prefix.clone(),
             prefix: config.prefix.clone(),
             called_number: config.called_number,
+            asserted_identity: config.asserted_identity,
+            privacy: config.privacy.clone(),
             qualify: config.qualify.to_std().ok().filter(|d| !d.is_zero()),
             down: Health::default(),
         }
+    }
+
+    /// The headers its INVITEs carry for the caller ID `from_user`: P-Asserted-Identity (in
+    /// the trunk's domain) and Privacy, as configured.
+    pub fn identity_headers(&self, from_user: &str) -> Vec<(sip::message::Name, String)> {
+        let mut headers = Vec::new();
+        if self.asserted_identity {
+            headers.push((
+                sip::message::Name::Other("P-Asserted-Identity".into()),
+                format!("<sip:{from_user}@{}>", self.domain),
+            ));
+        }
+        if let Some(privacy) = &self.privacy {
+            headers.push((sip::message::Name::Other("Privacy".into()), privacy.clone()));
+        }
+        headers
     }
 
     /// `e164` (`+12125550100`) as this trunk wants it written.

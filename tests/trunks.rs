@@ -10,14 +10,30 @@ use std::time::{Duration, Instant};
 use common::{config_with, far_end, far_end_for, finished_cleanly, Server, SIP_TO_LOOPBACK};
 use serde_json::{json, Value};
 
-/// uas_unavailable.xml, checking the INVITE's Request-URI user and From user against
-/// regular expressions (in XML: `<` as `&lt;`).
-fn trunk_scenario(dir: &Path, name: &str, request_user: &str, from_user: &str) -> String {
+/// uas_unavailable.xml, checking the INVITE's Request-URI user and From user, and that it
+/// carries each of `headers` (regular expressions; in XML, `<` as `&lt;`).
+fn trunk_scenario(
+    dir: &Path,
+    name: &str,
+    request_user: &str,
+    from_user: &str,
+    headers: &[&str],
+) -> String {
+    let extra: String = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            format!(
+                "      <ereg regexp=\"{h}\" search_in=\"msg\" check_it=\"true\" assign_to=\"h{i}\"/>\n"
+            )
+        })
+        .collect();
+    let referenced: String = (0..headers.len()).map(|i| format!(",h{i}")).collect();
     let check = format!(
         "<recv request=\"INVITE\" crlf=\"true\">\n    <action>\n      \
          <ereg regexp=\"^INVITE sip:({request_user})@\" search_in=\"msg\" check_it=\"true\" assign_to=\"all,user\"/>\n      \
-         <ereg regexp=\"From: &lt;sip:{from_user}@\" search_in=\"msg\" check_it=\"true\" assign_to=\"from\"/>\n    \
-         </action>\n  </recv>\n  <Reference variables=\"all,user,from\"/>"
+         <ereg regexp=\"From: &lt;sip:{from_user}@\" search_in=\"msg\" check_it=\"true\" assign_to=\"from\"/>\n\
+         {extra}    </action>\n  </recv>\n  <Reference variables=\"all,user,from{referenced}\"/>"
     );
     let text = std::fs::read_to_string(common::sipp_scenario("uas_unavailable.xml"))
         .unwrap()
@@ -49,7 +65,17 @@ fn numbers_go_to_the_trunk_their_prefix_and_queue_choose_written_its_way() {
     // Trunk "us": E.164 with +, its own caller ID. Trunk "uk": national numbers with a
     // technical prefix 99, international ones with 00, and a caller ID of its own.
     let (us, us_port) = far_end_for(
-        &trunk_scenario(&dir, "us.xml", "\\+12125550100", "\\+12125550000"),
+        &trunk_scenario(
+            &dir,
+            "us.xml",
+            "\\+12125550100",
+            "\\+12125550000",
+            // It trusts callbackd's network: the caller ID asserted, and withheld.
+            &[
+                "P-Asserted-Identity: &lt;sip:\\+12125550000@127\\.0\\.0\\.1:",
+                "Privacy: id",
+            ],
+        ),
         1,
     );
     let (uk, uk_port) = far_end_for(
@@ -58,6 +84,7 @@ fn numbers_go_to_the_trunk_their_prefix_and_queue_choose_written_its_way() {
             "uk.xml",
             "9902071234567|990013125550100",
             "\\+442071230000",
+            &[],
         ),
         2,
     );
@@ -68,6 +95,8 @@ fn numbers_go_to_the_trunk_their_prefix_and_queue_choose_written_its_way() {
 host = "127.0.0.1"
 port = {us_port}
 caller_id = "+12125550000"
+asserted_identity = true
+privacy = "id"
 
 [trunks.uk]
 host = "127.0.0.1"

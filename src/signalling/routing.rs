@@ -37,6 +37,7 @@ impl Loop {
                 link: trunk.link,
                 credentials: trunk.credentials.clone(),
                 caller_id: trunk.caller_id.clone(),
+                trunk: Some(name.clone()),
             });
         }
         let direct = |uri: String, destination, link| Route {
@@ -46,6 +47,7 @@ impl Loop {
             link,
             credentials: None,
             caller_id: None,
+            trunk: None,
         };
         let uri = match sip::uri::Uri::parse(&target.uri) {
             Ok(uri) if uri.is_sip() => uri,
@@ -98,6 +100,7 @@ impl Loop {
                 link: Link::Udp,
                 credentials: None,
                 caller_id: None,
+                trunk: None,
             },
             None => self.route(target)?,
         };
@@ -109,19 +112,27 @@ impl Loop {
         let destination = route.destination;
         let media_ip = self.addresses.sdp(destination.ip());
         let offer = sdp::offer(media_ip, port, self.rng.next_u64() >> 1, 1);
+        let from_user = caller_id
+            .or(route.caller_id.as_deref())
+            .or(self.sip.caller_id.as_deref())
+            .unwrap_or("callbackd")
+            .to_owned();
+        let headers = route
+            .trunk
+            .as_deref()
+            .and_then(|name| self.routes.trunk(name))
+            .map(|t| t.identity_headers(&from_user))
+            .unwrap_or_default();
         let dial = Dial {
             uri: route.uri,
-            from_user: caller_id
-                .or(route.caller_id.as_deref())
-                .or(self.sip.caller_id.as_deref())
-                .unwrap_or("callbackd")
-                .to_owned(),
+            from_user,
             destination,
             fallbacks: route.fallbacks,
             link: route.link,
             offer: Bytes::from(offer.to_string()),
             credentials: route.credentials,
             ring_timeout: ring,
+            headers,
         };
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(PlaceError::TooLate);
@@ -200,4 +211,6 @@ pub(super) struct Route {
     link: Link,
     credentials: Option<Credentials>,
     caller_id: Option<String>,
+    /// The trunk that carries it, for the identity headers it wants.
+    trunk: Option<String>,
 }

@@ -563,6 +563,7 @@ fn dial_to(uri: &str, credentials: Option<Credentials>) -> Dial {
         offer: Bytes::from_static(b"v=0\r\noffer"),
         credentials,
         ring_timeout: Duration::from_secs(30),
+        headers: Vec::new(),
     }
 }
 

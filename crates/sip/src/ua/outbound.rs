@@ -63,6 +63,9 @@ pub struct Dial {
     pub credentials: Option<Credentials>,
     /// How long it may ring before we CANCEL.
     pub ring_timeout: Duration,
+    /// Headers every INVITE of the call carries besides ours: what a trunk wants to see
+    /// (P-Asserted-Identity, Privacy).
+    pub headers: Vec<(Name, String)>,
 }
 
 /// What a call we placed carries beyond its dialog.
@@ -187,6 +190,11 @@ impl UserAgent {
         }
         invite.headers.push(Name::Allow, self.capabilities.allow());
         invite.headers.push(Name::Supported, SUPPORTED);
+        if let Some(outbound) = &call.outbound {
+            for (name, value) in &outbound.dial.headers {
+                invite.headers.push(name.clone(), value.clone());
+            }
+        }
         invite
             .headers
             .push(Name::UserAgent, self.config.product.clone());
