@@ -63,6 +63,14 @@ impl Health {
 }
 
 impl Trunk {
+    /// Whether it has a target not found down.
+    fn may_be_up(&self) -> bool {
+        self.targets
+            .get()
+            .iter()
+            .any(|t| self.down.of(*t) != Some(false))
+    }
+
     /// Its targets, those not found down first (in their order), then the others.
     pub fn ordered_targets(&self) -> Vec<SocketAddr> {
         let (mut up, down): (Vec<_>, Vec<_>) = self
@@ -298,14 +306,19 @@ impl Routes {
         })
     }
 
-    /// The trunk a number of `queue` goes through: the first of the most specific rule.
+    /// The trunk a number of `queue` goes through: of the most specific rule's trunks, the
+    /// first that may be up (a trunk whose every target the keep-alives found down, or whose
+    /// name resolves to nothing, is skipped), else its first.
     fn trunk_for(&self, e164: &str, queue: Option<&str>) -> Option<(&str, &Trunk)> {
         let rule = self.rules.iter().find(|r| {
             e164.starts_with(&r.prefix) && r.queue.as_deref().map_or(true, |q| Some(q) == queue)
         })?;
-        rule.trunks
+        let mut trunks = rule
+            .trunks
             .iter()
-            .find_map(|name| self.trunks.get(name).map(|t| (name.as_str(), t)))
+            .filter_map(|name| self.trunks.get(name).map(|t| (name.as_str(), t)));
+        let first = trunks.clone().next();
+        trunks.find(|(_, t)| t.may_be_up()).or(first)
     }
 
     /// The trunk URIs naming a host go through: the first of the default route (prefix ``).

@@ -478,3 +478,56 @@ fn keep_alives_show_a_trunk_target_up_and_then_down() {
     assert!(text.contains("trunk target down"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_route_skips_a_trunk_its_keep_alives_found_down() {
+    // Two other callbackds are the route's trunks, in order.
+    let first = Server::start(&config_with(&store::testing::sqlite_url(), &[]));
+    let second = Server::start(&config_with(&store::testing::sqlite_url(), &[]));
+    let trunk = |name: &str, server: &Server| {
+        format!(
+            "[trunks.{name}]\nhost = \"127.0.0.1\"\nport = {}\ncaller_id = \"+12125550000\"\nqualify = \"1s\"\n",
+            server.sip_udp.unwrap().port()
+        )
+    };
+    let trunks = format!(
+        "\n{}\n{}\n[[routes]]\ntrunks = [\"first\", \"second\"]\n\n[queues.support]",
+        trunk("first", &first),
+        trunk("second", &second)
+    );
+    let server = Server::start(&config_with(
+        &store::testing::sqlite_url(),
+        &[
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"pbx.example.com\"]",
+            ),
+            ("[queues.support]", &trunks),
+        ],
+    ));
+    let state =
+        |i: usize| server.get("/api/v1/trunks").body["trunks"][i]["targets"][0]["state"].clone();
+    let until = |i: usize, want: &str| {
+        let start = Instant::now();
+        while state(i) != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "trunk {i} never {want}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until(0, "up");
+    until(1, "up");
+    drop(first);
+    until(0, "down");
+    // Through the route's second trunk: answered at once. The first would not have answered
+    // at all.
+    let (outcome, took) = test_call(&server, "sip:+12125550100@pbx.example.com");
+    assert_eq!(outcome["answered"], true, "{outcome}");
+    assert!(
+        took < Duration::from_secs(2),
+        "no wait for the trunk found down: {took:?}"
+    );
+    drop(second);
+}
