@@ -376,6 +376,8 @@ fn a_trunk_by_name_goes_to_its_first_srv_target_and_to_the_second_while_the_firs
     let (ok, out) = finished_cleanly(secondary);
     assert!(ok, "the second call went to the priority-20 target: {out}");
     eprintln!("fail-over to the second SRV target: the test call took {took:?} (1 s of it held)");
+    // 4·T1 of silence, not the INVITE transaction's 32 s.
+    assert!(took < Duration::from_secs(6), "the fail-over took {took:?}");
 
     // Back up: calls go to it again.
     let primary = common::far_end_at("uas_answer.xml", primary_port, 1);

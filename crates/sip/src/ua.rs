@@ -32,7 +32,7 @@ mod extensions;
 mod outbound;
 mod trunk;
 
-pub use extensions::{MIN_SE, SESSION_INTERVAL, SUPPORTED};
+use extensions::{MIN_SE, SUPPORTED};
 pub use outbound::{Credentials, Dial};
 pub use trunk::TrunkRegistration;
 
@@ -130,7 +130,8 @@ pub struct Dialled {
     pub request_uri: String,
     pub to: Option<String>,
     pub p_called_party_id: Option<String>,
-    /// The first Diversion header's: the number the call was first made to.
+    /// The first Diversion header's: the number it was last diverted from (RFC 5806 lists the
+    /// most recent diversion first), the DID that reached callbackd on a forwarded call.
     pub diversion: Option<String>,
 }
 
@@ -1821,7 +1822,11 @@ impl UserAgent {
                     ring,
                     reliable.and_then(|r| r.resend.as_ref().map(|(at, _)| *at)),
                     reliable.map(|r| r.give_up),
-                    c.session.as_ref().map(|t| t.due),
+                    // The session timer runs once the call is answered.
+                    c.session
+                        .as_ref()
+                        .filter(|_| matches!(c.phase, Phase::Answered | Phase::Confirmed))
+                        .map(|t| t.due),
                     silent,
                 ])
             }),

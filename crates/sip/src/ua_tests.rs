@@ -2409,3 +2409,100 @@ fn a_keep_alive_reports_an_answer_or_its_absence() {
         }]
     );
 }
+
+/// What the fail-over must not do: move an answered call, go on after a hang-up, or keep the
+/// last target's state (its challenge) for the next.
+#[test]
+fn fail_over_leaves_answered_and_cancelled_calls_alone_and_starts_each_target_afresh() {
+    let now = Instant::now();
+    let second: SocketAddr = "127.0.0.1:5082".parse().unwrap();
+    let with_fallback = |credentials| {
+        let mut dial = dial_to("sip:+12125550199@trunk.example", credentials);
+        dial.fallbacks = vec![second];
+        dial
+    };
+    // A 200 straight away (no 100 first): the call stays where it is.
+    let mut agent = ua();
+    agent.dial(now, with_fallback(None));
+    let invite = only_request(&drain(&mut agent).0, Method::Invite);
+    agent.handle_message(now, trunk(), Link::Udp, &reply(&invite, 200, &[]));
+    drain(&mut agent);
+    agent.handle_timeout(now + Duration::from_secs(5));
+    let (sent, events) = drain(&mut agent);
+    assert!(sent.iter().all(|(to, _)| *to != second), "{sent:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, CallEvent::FailedOver { .. })),
+        "{events:?}"
+    );
+    // Hung up while the first target is silent: nothing goes to the second.
+    let mut agent = ua();
+    let call = agent.dial(now, with_fallback(None));
+    drain(&mut agent);
+    agent.hang_up(now, call);
+    agent.handle_timeout(now + Duration::from_secs(5));
+    let (sent, events) = drain(&mut agent);
+    assert!(sent.iter().all(|(to, _)| *to != second), "{sent:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, CallEvent::FailedOver { .. })),
+        "{events:?}"
+    );
+    // The first target challenges and then refuses: the second's challenge is answered too.
+    let credentials = Credentials {
+        username: "callbackd".into(),
+        password: "s3cret".into(),
+        realm: None,
+    };
+    let challenge = "Digest realm=\"trunk\", nonce=\"abc\", algorithm=MD5, qop=\"auth\"";
+    let mut agent = ua();
+    agent.dial(now, with_fallback(Some(credentials)));
+    let first = only_request(&drain(&mut agent).0, Method::Invite);
+    agent.handle_message(
+        now,
+        trunk(),
+        Link::Udp,
+        &reply(&first, 407, &[(Name::ProxyAuthenticate, challenge)]),
+    );
+    let again = only_request(&drain(&mut agent).0, Method::Invite);
+    agent.handle_message(now, trunk(), Link::Udp, &reply(&again, 503, &[]));
+    let (sent, _) = drain(&mut agent);
+    let to_second = only_request(&sent, Method::Invite);
+    agent.handle_message(
+        now,
+        second,
+        Link::Udp,
+        &reply(&to_second, 407, &[(Name::ProxyAuthenticate, challenge)]),
+    );
+    let (sent, _) = drain(&mut agent);
+    let answered = only_request(&sent, Method::Invite);
+    assert!(
+        answered.headers.get(&Name::ProxyAuthorization).is_some(),
+        "{answered:?}"
+    );
+}
+
+/// A call with a session interval that rings past it: the timer waits for the answer rather
+/// than firing again and again.
+#[test]
+fn a_session_timer_waits_while_the_call_rings() {
+    let now = Instant::now();
+    let mut ua = ua();
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &invite_with("Supported: timer\r\nSession-Expires: 90\r\n"),
+    );
+    drain(&mut ua);
+    let later = now + Duration::from_secs(100);
+    ua.handle_timeout(later);
+    assert!(
+        ua.poll_timeout().is_none_or(|at| at > later),
+        "no deadline already past: {:?}",
+        ua.poll_timeout()
+            .map(|at| at.saturating_duration_since(now))
+    );
+}

@@ -273,18 +273,22 @@ impl UserAgent {
         let Some(code) = response.code() else {
             return;
         };
-        if (200..300).contains(&code) {
-            return self.on_answer(now, handle, response);
-        }
-        if !self.current_invite(handle, key) {
-            return;
-        }
+        // The target answered: it is not silent, and an answered call has nowhere else to go.
         if let Some(outbound) = self
             .calls
             .get_mut(&handle)
             .and_then(|c| c.outbound.as_mut())
         {
             outbound.silent_until = None;
+            if (200..300).contains(&code) {
+                outbound.fallbacks.clear();
+            }
+        }
+        if (200..300).contains(&code) {
+            return self.on_answer(now, handle, response);
+        }
+        if !self.current_invite(handle, key) {
+            return;
         }
         if code == 503 && self.fail_over(now, handle) {
             return;
@@ -479,13 +483,23 @@ impl UserAgent {
         let Some(mut call) = self.calls.remove(&handle) else {
             return false;
         };
-        let next = call.outbound.as_mut().and_then(|o| o.fallbacks.pop_front());
+        // Only a call still being placed, and not given up on, goes on to another target.
+        let next = call
+            .outbound
+            .as_mut()
+            .filter(|o| !o.cancelled && call.phase == Phase::Dialing)
+            .and_then(|o| o.fallbacks.pop_front());
         let (Some(next), Some(old)) = (next, call.outbound.as_ref().map(|o| o.key.clone())) else {
             self.calls.insert(handle, call);
             return false;
         };
-        // No more retransmissions to the target given up on.
+        // No more retransmissions to the target given up on; the next starts afresh: its own
+        // challenge, its own RSeq.
         self.out_invites.remove(&old);
+        if let Some(outbound) = call.outbound.as_mut() {
+            outbound.authenticated = false;
+            outbound.pracked = None;
+        }
         call.source = next;
         let uri = call.remote_target.clone();
         let invite = self.next_invite(&mut call, &uri, None);
@@ -554,6 +568,8 @@ impl UserAgent {
         };
         outbound.cancelled = true;
         outbound.ring_deadline = None;
+        outbound.silent_until = None;
+        outbound.fallbacks.clear();
         call.phase = Phase::Ending;
         call.ending = Some(reason);
         call.give_up = Some(now + self.config.timers.transaction_timeout());
