@@ -13,8 +13,8 @@ use crate::config::{MediaConfig, SipConfig};
 /// its call lasts. Ports are taken at random, so the next call's port cannot be guessed from
 /// this one's (packets sprayed at it would only meet strict learning, but need not find it).
 pub(super) struct PortPool {
-    pub(super) first: u16,
-    pub(super) last: u16,
+    first: u16,
+    last: u16,
 }
 
 impl PortPool {

@@ -81,7 +81,7 @@ impl CallMedia {
 
 /// Whether the far end is behind NAT: its SDP names a private address while its signalling
 /// comes from a public one, so its RTP will come from an address the SDP does not name.
-pub(super) fn behind_nat(sdp: IpAddr, signalling: IpAddr) -> bool {
+fn behind_nat(sdp: IpAddr, signalling: IpAddr) -> bool {
     pub(super) fn private(ip: IpAddr) -> bool {
         match ip {
             IpAddr::V4(v4) => {
@@ -101,7 +101,7 @@ pub(super) fn behind_nat(sdp: IpAddr, signalling: IpAddr) -> bool {
 }
 
 /// An SDP body, parsed.
-pub(super) fn parse_sdp(body: &[u8]) -> Result<SessionDescription, sdp::SdpError> {
+fn parse_sdp(body: &[u8]) -> Result<SessionDescription, sdp::SdpError> {
     let text = std::str::from_utf8(body).map_err(|_| sdp::SdpError::Empty)?;
     SessionDescription::parse(text)
 }
@@ -382,7 +382,7 @@ impl Loop {
 
     /// Hands an answered call's RTP port to the media runtime and starts what it plays or
     /// sends.
-    pub(super) fn start_media(&mut self, now: Instant, call: CallHandle) {
+    fn start_media(&mut self, now: Instant, call: CallHandle) {
         // A customer's call runs on the agent's pacing thread, which relays the bridge.
         let near = self
             .calls
@@ -425,7 +425,7 @@ impl Loop {
 
     /// Settles a call's media from the SDP answer to our offer, then starts it; a call whose
     /// answer does not fit is hung up, since it could carry no audio.
-    pub(super) fn settle(&mut self, now: Instant, call: CallHandle, answer: Option<&[u8]>) {
+    fn settle(&mut self, now: Instant, call: CallHandle, answer: Option<&[u8]>) {
         let Some(active) = self.calls.get_mut(&call) else {
             return;
         };

@@ -15,10 +15,10 @@ use crate::listeners::{next_connection, Connections, Throttle};
 use super::{Inbound, Loop};
 
 /// A connection that sends nothing for this long is closed (PBXs send keep-alives).
-pub(super) const TCP_IDLE: Duration = Duration::from_secs(300);
+const TCP_IDLE: Duration = Duration::from_secs(300);
 /// Once a message has begun, the rest of it must come within this (a slow sender holds
 /// nothing for long).
-pub(super) const TCP_MESSAGE_TIME: Duration = Duration::from_secs(10);
+const TCP_MESSAGE_TIME: Duration = Duration::from_secs(10);
 
 pub(super) async fn accept(
     listener: TcpListener,

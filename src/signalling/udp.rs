@@ -39,7 +39,7 @@ pub(super) async fn receive_udp(
 }
 
 /// Peers remembered for the choice of reply socket; past this many the memory starts over.
-pub(super) const MAX_UDP_PEERS: usize = 65_536;
+const MAX_UDP_PEERS: usize = 65_536;
 
 impl Loop {
     pub(super) fn remember_socket(&mut self, peer: SocketAddr, socket: usize) {
