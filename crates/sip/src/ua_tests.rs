@@ -1888,12 +1888,27 @@ fn invite_with(extra: &str) -> Vec<u8> {
 
 /// An inbound call made with `extra` headers, answered and acknowledged; its handle, our
 /// tag and the 200.
-fn confirmed_with(ua: &mut UserAgent, now: Instant, extra: &str) -> (CallHandle, String, Message) {
+/// An inbound call made with `extra` headers, not yet answered.
+fn incoming_with(ua: &mut UserAgent, now: Instant, extra: &str) -> CallHandle {
     ua.handle_message(now, caller(), Link::Udp, &invite_with(extra));
     let (_, events) = drain(ua);
     let CallEvent::Incoming { call, .. } = events[0].clone() else {
         panic!("{events:?}")
     };
+    call
+}
+
+/// Our BYE, sent by now, is answered at `at`: the call ends with `reason`.
+fn our_bye_answered(ua: &mut UserAgent, at: Instant, call: CallHandle, reason: EndReason) {
+    let (sent, _) = drain(ua);
+    let bye = only_request(&sent, Method::Bye);
+    ua.handle_message(at, caller(), Link::Udp, &reply(&bye, 200, &[]));
+    let (_, events) = drain(ua);
+    assert_eq!(events, [CallEvent::Ended { call, reason }]);
+}
+
+fn confirmed_with(ua: &mut UserAgent, now: Instant, extra: &str) -> (CallHandle, String, Message) {
+    let call = incoming_with(ua, now, extra);
     ua.answer(now, call, Bytes::from_static(b"v=0\r\n"));
     let (sent, _) = drain(ua);
     let ok = sent[0].1.clone();
@@ -1950,21 +1965,11 @@ fn a_session_the_caller_stops_refreshing_is_hung_up_and_a_refresh_keeps_it() {
     ua.handle_timeout(now + Duration::from_secs(100));
     assert!(drain(&mut ua).0.is_empty(), "refreshed at 60 s");
     ua.handle_timeout(now + Duration::from_secs(148));
-    let (sent, _) = drain(&mut ua);
-    let bye = only_request(&sent, Method::Bye);
-    ua.handle_message(
+    our_bye_answered(
+        &mut ua,
         now + Duration::from_secs(148),
-        caller(),
-        Link::Udp,
-        &reply(&bye, 200, &[]),
-    );
-    let (_, events) = drain(&mut ua);
-    assert_eq!(
-        events,
-        [CallEvent::Ended {
-            call,
-            reason: EndReason::SessionExpired
-        }]
+        call,
+        EndReason::SessionExpired,
     );
 }
 
@@ -2009,21 +2014,11 @@ fn callbackd_refreshes_with_update_when_it_is_the_refresher_and_hangs_up_on_481(
         Link::Udp,
         &reply(&update, 481, &[]),
     );
-    let (sent, _) = drain(&mut ua);
-    let bye = only_request(&sent, Method::Bye);
-    ua.handle_message(
+    our_bye_answered(
+        &mut ua,
         now + Duration::from_secs(90),
-        caller(),
-        Link::Udp,
-        &reply(&bye, 200, &[]),
-    );
-    let (_, events) = drain(&mut ua);
-    assert_eq!(
-        events,
-        [CallEvent::Ended {
-            call,
-            reason: EndReason::SessionExpired
-        }]
+        call,
+        EndReason::SessionExpired,
     );
 }
 
@@ -2084,16 +2079,12 @@ fn session_intervals_too_small_or_unreadable_are_refused_with_what_is_wrong() {
 fn a_ringing_required_reliable_is_resent_until_its_prack_and_the_200_waits_for_it() {
     let now = Instant::now();
     let mut ua = ua();
-    ua.handle_message(
+    let call = incoming_with(
+        &mut ua,
         now,
-        caller(),
-        Link::Udp,
-        &invite_with("Require: 100rel\r\n"),
+        "Require: 100rel
+",
     );
-    let (_, events) = drain(&mut ua);
-    let CallEvent::Incoming { call, .. } = events[0].clone() else {
-        panic!("{events:?}")
-    };
     ua.ring(now, call, None);
     let (sent, _) = drain(&mut ua);
     assert_eq!(codes(&sent), [180]);
@@ -2146,16 +2137,12 @@ fn a_ringing_required_reliable_is_resent_until_its_prack_and_the_200_waits_for_i
 fn a_reliable_18x_without_its_prack_refuses_the_call_after_64_t1() {
     let now = Instant::now();
     let mut ua = ua();
-    ua.handle_message(
+    let call = incoming_with(
+        &mut ua,
         now,
-        caller(),
-        Link::Udp,
-        &invite_with("Require: 100rel\r\n"),
+        "Require: 100rel
+",
     );
-    let (_, events) = drain(&mut ua);
-    let CallEvent::Incoming { call, .. } = events[0].clone() else {
-        panic!("{events:?}")
-    };
     ua.ring(now, call, None);
     drain(&mut ua);
     ua.handle_timeout(now + Duration::from_secs(32));
