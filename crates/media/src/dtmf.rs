@@ -20,6 +20,7 @@
 //! for nor against a key, so one lost packet inside a tone does not split it.
 
 use std::f32::consts::PI;
+use std::sync::LazyLock;
 
 const RATE: f32 = 8000.0;
 /// Samples in one block (10 ms).
@@ -87,38 +88,29 @@ pub fn tone(key: char, dbm0: f32) -> Option<impl Iterator<Item = i16>> {
 /// A 4×4 matrix, row-major.
 type Matrix = [[f32; 4]; 4];
 
-#[derive(Debug, Clone)]
-pub struct Detector {
+/// What every detector correlates with, computed once: 7 KB that each call would otherwise
+/// rebuild (with 640 sines and cosines) when its media starts.
+struct Tables {
     /// Per frequency, per sample of a block: cosine and sine.
-    basis: Box<[[(f32, f32); BLOCK]; 8]>,
+    basis: [[(f32, f32); BLOCK]; 8],
     /// Per row tone, column tone and half block: the inverse of the Gram matrix of the basis
     /// (row cosine, row sine, column cosine, column sine), which turns the four correlations
     /// into a least-squares fit of both tones at once, so neither leaks into the other.
-    fits: Box<[[[Matrix; 2]; 4]; 4]>,
-    block: [f32; BLOCK],
-    filled: usize,
-    /// The key the last blocks agreed on, and how many in a row.
-    candidate: Option<(char, u32)>,
-    /// The key reported and not yet over, and how many blocks in a row have lacked it.
-    pressed: Option<(char, u32)>,
+    fits: [[[Matrix; 2]; 4]; 4],
 }
 
-impl Default for Detector {
-    fn default() -> Self {
-        Detector::new()
-    }
-}
+static TABLES: LazyLock<Tables> = LazyLock::new(Tables::new);
 
-impl Detector {
-    pub fn new() -> Detector {
-        let mut basis = Box::new([[(0.0, 0.0); BLOCK]; 8]);
+impl Tables {
+    fn new() -> Tables {
+        let mut basis = [[(0.0, 0.0); BLOCK]; 8];
         for (tone, frequency) in basis.iter_mut().zip(FREQUENCIES) {
             for (n, value) in tone.iter_mut().enumerate() {
                 let angle = 2.0 * PI * frequency * n as f32 / RATE;
                 *value = (angle.cos(), angle.sin());
             }
         }
-        let mut fits = Box::new([[[[[0.0; 4]; 4]; 2]; 4]; 4]);
+        let mut fits = [[[[[0.0; 4]; 4]; 2]; 4]; 4];
         for (row, per_row) in fits.iter_mut().enumerate() {
             for (column, per_column) in per_row.iter_mut().enumerate() {
                 for (half, fit) in per_column.iter_mut().enumerate() {
@@ -139,9 +131,29 @@ impl Detector {
                 }
             }
         }
+        Tables { basis, fits }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Detector {
+    block: [f32; BLOCK],
+    filled: usize,
+    /// The key the last blocks agreed on, and how many in a row.
+    candidate: Option<(char, u32)>,
+    /// The key reported and not yet over, and how many blocks in a row have lacked it.
+    pressed: Option<(char, u32)>,
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Detector::new()
+    }
+}
+
+impl Detector {
+    pub fn new() -> Detector {
         Detector {
-            basis,
-            fits,
             block: [0.0; BLOCK],
             filled: 0,
             candidate: None,
@@ -209,7 +221,7 @@ impl Detector {
         }
         // Per frequency and half block: the correlations with the cosine and the sine.
         let mut sums = [[(0.0f32, 0.0f32); 2]; 8];
-        for (tone, basis) in self.basis.iter().enumerate() {
+        for (tone, basis) in TABLES.basis.iter().enumerate() {
             for (half, (re, im)) in sums[tone].iter_mut().enumerate() {
                 let range = half * HALF..(half + 1) * HALF;
                 for (x, (c, s)) in self.block[range.clone()].iter().zip(&basis[range]) {
@@ -235,7 +247,7 @@ impl Detector {
             let (rc, rs) = sums[row][half];
             let (cc, cs) = sums[column][half];
             let v = [rc, rs, cc, cs];
-            let fit = &self.fits[row][column - 4][half];
+            let fit = &TABLES.fits[row][column - 4][half];
             let x: [f32; 4] = std::array::from_fn(|i| (0..4).map(|j| fit[i][j] * v[j]).sum());
             [(x[0], x[1]), (x[2], x[3])]
         });
