@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Sustained basic calls per second (INVITE, 200, ACK, BYE) driven by SIPp against callbackd,
-side by side with SIPp's own UAS (`sipp -sn uas`) answering the same load in the same run,
-and callbackd's memory per idle established call.
+side by side with two references answering the same load in the same run: SIPp's own UAS
+(`sipp -sn uas`) and Kamailio answering statelessly (bench/kamailio_uas.cfg); and callbackd's
+memory per idle established call.
 
 Usage: cargo build --release && python3 bench/sip_calls.py [--rates 500,1000,2000] [--seconds 15]
 Prints a Markdown table; bench/README.md keeps the latest figures.
@@ -21,9 +22,17 @@ def free_port():
 
 
 def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of `pid` and of its children (Kamailio answers from worker processes)."""
+    total = 0
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat == f"/proc/{pid}/stat" or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid):
@@ -74,6 +83,24 @@ def start_reference():
     proc = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-nostdin",
                              "-mp", str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
+    return proc, port
+
+
+def start_kamailio(workdir):
+    """Kamailio answering basic calls statelessly with two workers, one per core."""
+    modules = next(m for m in glob.glob("/usr/lib/*/kamailio/modules") if os.path.exists(f"{m}/sl.so"))
+    port = free_port()
+    text = (open(os.path.join(ROOT, "bench", "kamailio_uas.cfg")).read()
+            .replace("CHILDREN", "2")
+            .replace("LISTEN", f"udp:127.0.0.1:{port}")
+            .replace("CONTACT", f"sip:127.0.0.1:{port}")
+            .replace("MODULES", modules))
+    path = os.path.join(workdir, "kamailio.cfg")
+    open(path, "w").write(text)
+    proc = subprocess.Popen(["kamailio", "-f", path, "-DD", "-E", "-Y", workdir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    assert proc.poll() is None, "kamailio did not start"
     return proc, port
 
 
@@ -150,6 +177,8 @@ def main():
         return loss_run(args.loss_minutes, args.loss_rate)
     if not shutil.which("sipp"):
         sys.exit("sipp is not installed: apt-get install sip-tester")
+    if not shutil.which("kamailio"):
+        sys.exit("kamailio is not installed: apt-get install kamailio")
     workdir = tempfile.mkdtemp(prefix="callbackd-bench-")
     try:
         # Memory per idle established call, on a fresh callbackd: hold calls open and
@@ -172,24 +201,32 @@ def main():
 
         callbackd, cport, _ = start_callbackd(workdir)
         reference, rport = start_reference()
+        kamailio, kport = start_kamailio(workdir)
+        answering = (("SIPp UAS (reference)", rport, reference.pid),
+                     ("Kamailio, stateless (reference)", kport, kamailio.pid),
+                     ("callbackd", cport, callbackd.pid))
         rows = []
         try:
             for rate in [int(r) for r in args.rates.split(",")]:
-                for name, port, pid in (("SIPp UAS (reference)", rport, reference.pid), ("callbackd", cport, callbackd.pid)):
+                for name, port, pid in answering:
                     before = os.times()
                     r = drive(port, pid, rate, args.seconds, workdir)
                     after = os.times()
                     r["gen_cpu"] = (after.children_user + after.children_system - before.children_user - before.children_system) / args.seconds
                     r["name"] = name
+                    r["rss"] = rss_kib(pid) / 1024 if name == "callbackd" else None
                     rows.append(r)
                     time.sleep(2)
         finally:
             callbackd.kill()
             reference.kill()
-        print("| answering | offered calls/s | SIPp clients | successful | failed | retransmissions | achieved calls/s | INVITE→200 p50 ms | p99 ms | answering CPU (cores) | generator CPU (cores) |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+            subprocess.run(["pkill", "-P", str(kamailio.pid)])
+            kamailio.kill()
+        print("| answering | offered calls/s | SIPp clients | successful | failed | retransmissions | achieved calls/s | INVITE→200 p50 ms | p99 ms | answering CPU (cores) | generator CPU (cores) | callbackd resident MiB after |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
-            print(f"| {r['name']} | {r['rate']} | {r['clients']} | {r['ok']} | {r['failed']} | {r['retrans']} | {r['achieved']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['target_cpu']:.2f} | {r['gen_cpu']:.2f} |")
+            rss = f"{r['rss']:.0f}" if r["rss"] else ""
+            print(f"| {r['name']} | {r['rate']} | {r['clients']} | {r['ok']} | {r['failed']} | {r['retrans']} | {r['achieved']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['target_cpu']:.2f} | {r['gen_cpu']:.2f} | {rss} |")
         print()
         print("SIPp reports response times in whole milliseconds: 0 means under 1 ms.")
         print()
