@@ -193,6 +193,42 @@ fn retransmitted_invite_is_one_call() {
 }
 
 #[test]
+fn an_acknowledged_call_keeps_no_invite_transaction_and_still_absorbs_its_invite() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let (call, tag) = answered(&mut ua, now);
+    assert_eq!(ua.transactions().0, 1, "the INVITE's, until the ACK");
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
+    );
+    drain(&mut ua);
+    assert_eq!(
+        ua.transactions(),
+        (0, 0),
+        "the caller has the 2xx: nothing lingers for Timer L"
+    );
+    // A copy of the INVITE delayed in the network arrives after the ACK.
+    ua.handle_message(now + Duration::from_secs(1), caller(), Link::Udp, &invite());
+    let (sent, events) = drain(&mut ua);
+    assert!(sent.is_empty() && events.is_empty(), "{sent:?} {events:?}");
+    assert_eq!(ua.calls(), 1, "still the one call");
+    assert_eq!(ua.transactions().0, 0);
+    // The call goes on as before: the caller hangs up.
+    ua.handle_message(
+        now + Duration::from_secs(2),
+        caller(),
+        Link::Udp,
+        &request("BYE", "z9hG4bK-bye1", 2, Some(&tag), "", ""),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert!(matches!(events[..], [CallEvent::Ended { call: c, .. }] if c == call));
+}
+
+#[test]
 fn unacknowledged_2xx_is_retransmitted_then_the_call_is_torn_down() {
     let start = Instant::now();
     let mut ua = ua();
