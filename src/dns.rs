@@ -1,9 +1,15 @@
-//! Trunks by host name (RFC 3263): a name's SRV records (`_sip._udp.NAME`, `_sip._tcp.NAME`)
-//! give its targets, in priority order and by weight within a priority (RFC 2782); a name
-//! without them is looked up for A/AAAA records on port 5060, and a name given with a port
-//! only for those. Each trunk's targets are looked up again when the answer's TTL runs out,
-//! so the SIP loop always has a list to use and never waits on DNS. NAPTR records are not
-//! read: the transport is the trunk's configured one.
+//! Trunks by host name (RFC 3263). The transport is the trunk's configured one; a name given
+//! without a port is looked up in turn for:
+//! - NAPTR records: the one for that transport (`SIP+D2U`, `SIP+D2T`) with the lowest order
+//!   and preference names the SRV records to use;
+//! - without one, the SRV records `_sip._udp.NAME` or `_sip._tcp.NAME`;
+//! - the SRV records give the targets, in priority order and by weight within a priority
+//!   (RFC 2782);
+//! - a name without them is looked up for A/AAAA records on port 5060, as is a name given
+//!   with a port (on that port).
+//!
+//! Each trunk's targets are looked up again when the answer's TTL runs out, so the SIP loop
+//! always has a list to use and never waits on DNS.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -11,6 +17,7 @@ use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use rand::Rng;
 use tracing::{info, warn};
@@ -72,11 +79,15 @@ pub async fn resolve(
 ) -> Result<(Vec<SocketAddr>, Duration), String> {
     let fqdn = format!("{}.", host.trim_end_matches('.'));
     if port.is_none() {
-        let service = match transport {
-            Transport::Udp => "_sip._udp",
-            Transport::Tcp => "_sip._tcp",
+        let (naptr_service, srv_prefix) = match transport {
+            Transport::Udp => ("SIP+D2U", "_sip._udp"),
+            Transport::Tcp => ("SIP+D2T", "_sip._tcp"),
         };
-        if let Ok(srv) = resolver.srv_lookup(format!("{service}.{fqdn}")).await {
+        let srv_name = match naptr(resolver, &fqdn, naptr_service).await {
+            Some(name) => name,
+            None => format!("{srv_prefix}.{fqdn}"),
+        };
+        if let Ok(srv) = resolver.srv_lookup(srv_name).await {
             let ttl = srv
                 .as_lookup()
                 .valid_until()
@@ -109,6 +120,26 @@ pub async fn resolve(
         ips.iter().map(|ip| SocketAddr::new(ip, port)).collect(),
         ttl,
     ))
+}
+
+/// The SRV name that `fqdn`'s NAPTR records give for `service` (e.g. `SIP+D2U`): of the
+/// records with that service and the flag `s`, the one with the lowest order, then
+/// preference. `None` when there are none.
+async fn naptr(resolver: &TokioResolver, fqdn: &str, service: &str) -> Option<String> {
+    let lookup = resolver.lookup(fqdn, RecordType::NAPTR).await.ok()?;
+    lookup
+        .iter()
+        .filter_map(|r| match r {
+            RData::NAPTR(n)
+                if n.flags().eq_ignore_ascii_case(b"s")
+                    && n.services().eq_ignore_ascii_case(service.as_bytes()) =>
+            {
+                Some((n.order(), n.preference(), n.replacement().to_utf8()))
+            }
+            _ => None,
+        })
+        .min()
+        .map(|(_, _, name)| name)
 }
 
 /// SRV records `(priority, weight, target, port)` in the order RFC 2782 tries them: lowest

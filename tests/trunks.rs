@@ -395,6 +395,65 @@ fn a_trunk_by_name_goes_to_its_first_srv_target_and_to_the_second_while_the_firs
 }
 
 #[test]
+fn a_trunk_domains_naptr_record_for_its_transport_names_the_srv_records_to_use() {
+    // NAPTR says UDP is at _sip._udp.sbc.carrier.test and TCP elsewhere; the conventional
+    // _sip._udp.carrier.test points at a far end that must not be called.
+    let (chosen, chosen_port) = far_end_for("uas_answer.xml", 1);
+    let conventional = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let conventional_port = conventional.local_addr().unwrap().port();
+    let dns_port = common::free_port();
+    let _dns = Dns::start(
+        dns_port,
+        &[
+            "--naptr-record=carrier.test,10,50,s,SIP+D2T,,_sip._tcp.sbc.carrier.test".into(),
+            "--naptr-record=carrier.test,20,50,s,SIP+D2U,,_sip._udp.sbc.carrier.test".into(),
+            format!("--srv-host=_sip._udp.sbc.carrier.test,sbc.carrier.test,{chosen_port},10,0"),
+            format!("--srv-host=_sip._udp.carrier.test,sbc.carrier.test,{conventional_port},10,0"),
+            "--host-record=sbc.carrier.test,127.0.0.1".into(),
+        ],
+    );
+    let trunk = format!(
+        "\n[trunks.carrier]\nhost = \"carrier.test\"\ncaller_id = \"+12125550000\"\n\n\
+         [[routes]]\ntrunks = [\"carrier\"]\n\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n\
+         [queues.support]"
+    );
+    let url = store::testing::sqlite_url();
+    let config = config_with(
+        &url,
+        &[
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                "sip_domains = [\"carrier.test\"]",
+            ),
+            ("[queues.support]", &trunk),
+        ],
+    );
+    let server = Server::start(&config);
+    let start = Instant::now();
+    loop {
+        let trunks = server.get("/api/v1/trunks").body;
+        let targets = trunks["trunks"][0]["targets"].to_string();
+        if targets.contains(&chosen_port.to_string()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the trunk's targets never came from its NAPTR record: {trunks}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (outcome, _) = test_call(&server, "sip:+12125550100@carrier.test");
+    assert_eq!(outcome["answered"], true, "{outcome}");
+    let (ok, out) = finished_cleanly(chosen);
+    assert!(ok, "the call went to the target the NAPTR record led to: {out}");
+    conventional.set_nonblocking(true).unwrap();
+    assert!(
+        conventional.recv(&mut [0; 2048]).is_err(),
+        "nothing went to the SRV name the NAPTR record overrides"
+    );
+}
+
+#[test]
 fn a_trunk_name_that_resolves_to_nothing_is_said_so_and_nothing_is_sent() {
     let dns_port = common::free_port();
     let _dns = Dns::start(dns_port, &[]);
