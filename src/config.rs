@@ -1122,9 +1122,13 @@ impl Config {
     }
 
     pub fn policy(&self) -> Policy {
+        let mut dialing = self.dialing.clone();
+        if !self.sip.phones.is_empty() {
+            dialing.phones_domain = Some(self.sip.realm.clone());
+        }
         Policy {
             queues: self.queues.clone(),
-            dialing: self.dialing.clone(),
+            dialing,
         }
     }
 }

@@ -191,8 +191,6 @@ pub struct Sip {
     ring_timeout: Duration,
     /// The prompts calls play.
     prompts: Library,
-    /// `sip.realm`: URIs at it name phones registered here.
-    realm: String,
 }
 
 impl Sip {
@@ -289,11 +287,6 @@ impl Sip {
             .await
             .map_err(|_| PlaceError::Gone)?;
         answer.await.map_err(|_| PlaceError::Gone)
-    }
-
-    /// Whether `uri` names a phone registered with callbackd (its host is `sip.realm`).
-    pub fn is_registered_phone(&self, uri: &str) -> bool {
-        sip::uri::Uri::parse(uri).is_ok_and(|u| u.host.eq_ignore_ascii_case(&self.realm))
     }
 
     /// Whether there is a prompt of this name.
@@ -428,7 +421,6 @@ pub async fn start(
         .collect();
     let ring_timeout = sip.ring_timeout.to_std().unwrap_or(Duration::from_secs(30));
     let library = prompts.clone();
-    let realm = sip.realm.clone();
     let (registrations, registrations_rx) = mpsc::unbounded_channel();
     let state = Loop {
         ua,
@@ -474,7 +466,6 @@ pub async fn start(
             tx,
             ring_timeout,
             prompts: library,
-            realm,
         },
         registrations: registrations_rx,
     })

@@ -374,6 +374,11 @@ pub struct DialingPolicy {
     /// refused until some are configured.
     #[serde(default)]
     pub sip_domains: Vec<String>,
+    /// The realm of callbackd's registrar, when agents' phones may register: SIP callbacks
+    /// may go to its users (`sip:1002@callbackd`). They are reached where they registered,
+    /// never through a trunk, so a user part of digits is an extension, not a number.
+    #[serde(skip)]
+    pub phones_domain: Option<String>,
 }
 
 fn default_allowed_types() -> Vec<NumberType> {
@@ -407,15 +412,24 @@ impl DialingPolicy {
             allowed_prefixes: Vec::new(),
             blocked_prefixes: Vec::new(),
             sip_domains: Vec::new(),
+            phones_domain: None,
         })
     }
 
-    /// Checks a SIP URI: its host must be an allowed SIP domain, and a user part a PBX or a
-    /// trunk could dial as a number (once percent-decoded, digits without letters: `+1900…`,
-    /// `%2B1900…`, `011…`, `1900…`) must pass the same checks as any number.
+    /// Checks a SIP URI: a phone registered with callbackd may be called; otherwise its host
+    /// must be an allowed SIP domain, and a user part a PBX or a trunk could dial as a number
+    /// (once percent-decoded, digits without letters: `+1900…`, `%2B1900…`, `011…`, `1900…`)
+    /// must pass the same checks as any number.
     pub fn check_sip(&self, text: &str) -> Result<SipUri, AddressError> {
         let uri = SipUri::parse(text)?;
         let host = uri.host();
+        if self
+            .phones_domain
+            .as_ref()
+            .is_some_and(|d| d.eq_ignore_ascii_case(host))
+        {
+            return Ok(uri);
+        }
         if !self
             .sip_domains
             .iter()
@@ -633,6 +647,24 @@ mod tests {
         assert_eq!(
             p.check_sip("sip:+19005550100@pbx.example.com"),
             Err(AddressError::TypeNotAllowed(NumberType::PremiumRate))
+        );
+    }
+
+    #[test]
+    fn phones_registered_with_callbackd_may_be_called_by_extension() {
+        let mut p = us();
+        assert_eq!(
+            p.check_sip("sip:1002@callbackd"),
+            Err(AddressError::SipDomainNotAllowed("callbackd".into())),
+            "without phones there is nothing to call there"
+        );
+        p.phones_domain = Some("callbackd".into());
+        assert!(p.check_sip("sip:1002@callbackd").is_ok());
+        assert!(p.check_sip("sip:ada@CALLBACKD").is_ok());
+        assert_eq!(
+            p.check_sip("sip:1002@pbx.example.com"),
+            Err(AddressError::SipDomainNotAllowed("pbx.example.com".into())),
+            "other hosts still need dialing.sip_domains"
         );
     }
 
