@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of callbackd on a fresh machine: installs what the tests need from Debian
 # packages (PostgreSQL, SIPp from sip-tester, espeak-ng and sox for the DTMF talk-off test,
-# iptables for the NAT test, Kamailio for the proxy in front, Chromium and Node.js for the
+# iptables for the NAT test, Kamailio for the proxy in front, dnsmasq for trunk names, baresip
+# for the two-softphone walkthrough, Chromium and Node.js for the
 # pages) and playwright-core from npm, starts a throwaway
 # PostgreSQL on loopback, checks formatting and lints, runs the whole workspace's tests and a
 # short run of every fuzz target (scripts/fuzz.sh), and stops PostgreSQL again.
@@ -16,6 +17,7 @@ command -v sox >/dev/null 2>&1 || need_packages+=(sox)
 command -v iptables >/dev/null 2>&1 || need_packages+=(iptables)
 command -v kamailio >/dev/null 2>&1 || need_packages+=(kamailio)
 command -v dnsmasq >/dev/null 2>&1 || need_packages+=(dnsmasq-base)
+command -v baresip >/dev/null 2>&1 || need_packages+=(baresip-core)
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
 command -v node >/dev/null 2>&1 || need_packages+=(nodejs npm)
 if [ ${#need_packages[@]} -gt 0 ]; then

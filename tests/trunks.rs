@@ -445,7 +445,10 @@ fn a_trunk_domains_naptr_record_for_its_transport_names_the_srv_records_to_use()
     let (outcome, _) = test_call(&server, "sip:+12125550100@carrier.test");
     assert_eq!(outcome["answered"], true, "{outcome}");
     let (ok, out) = finished_cleanly(chosen);
-    assert!(ok, "the call went to the target the NAPTR record led to: {out}");
+    assert!(
+        ok,
+        "the call went to the target the NAPTR record led to: {out}"
+    );
     conventional.set_nonblocking(true).unwrap();
     assert!(
         conventional.recv(&mut [0; 2048]).is_err(),

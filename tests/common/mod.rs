@@ -492,7 +492,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The first of `n` free UDP ports in a row on loopback, none given before in this process.
-fn ports(n: u16) -> u16 {
+pub fn ports(n: u16) -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
