@@ -374,10 +374,12 @@ pub struct UserAgent {
     /// Admission: the start of the current one-second window and calls admitted in it.
     window: Option<(Instant, u32)>,
     /// Deadlines of transactions and calls, earliest first; entries whose slot was
-    /// rescheduled since are skipped when they come up.
+    /// rescheduled or forgotten since (no longer in `timer_slots`) are skipped when they come
+    /// up.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_slots: HashMap<u64, Slot>,
-    scheduled: HashMap<Slot, Instant>,
+    /// Each slot's deadline and the ID of its entry in `timers`.
+    scheduled: HashMap<Slot, (Instant, u64)>,
     next_timer: u64,
     /// Transactions and calls changed since the last flush.
     touched: Vec<Slot>,
@@ -1105,8 +1107,12 @@ impl UserAgent {
         if let Some((.., size)) = self.invites.remove(&call.invite_key) {
             self.charged -= size;
         }
-        let answer = (call.offer_in_ok && !request.body.is_empty()).then(|| request.body.clone());
-        let pending_hang_up = call.ending.take();
+        let (answer, pending_hang_up, invite) = (
+            (call.offer_in_ok && !request.body.is_empty()).then(|| request.body.clone()),
+            call.ending.take(),
+            Slot::Invite(call.invite_key.clone()),
+        );
+        self.unschedule(&invite);
         self.event(CallEvent::Established {
             call: handle,
             answer,
@@ -1677,11 +1683,8 @@ impl UserAgent {
             }
             self.timers.pop();
             if let Some(slot) = self.timer_slots.remove(&id) {
-                // A slot rescheduled since this entry was pushed has a newer one in the heap.
-                if self.scheduled.get(&slot) == Some(&at) {
-                    self.scheduled.remove(&slot);
-                    due.push(slot);
-                }
+                self.scheduled.remove(&slot);
+                due.push(slot);
             }
         }
         for slot in due {
@@ -1849,17 +1852,23 @@ impl UserAgent {
     /// Puts the slot's next deadline in the heap, unless it is there already.
     fn schedule(&mut self, slot: Slot) {
         match self.slot_timeout(&slot) {
-            Some(at) if self.scheduled.get(&slot) != Some(&at) => {
+            Some(at) if self.scheduled.get(&slot).map(|s| s.0) != Some(at) => {
+                self.unschedule(&slot);
                 let id = self.next_timer;
                 self.next_timer += 1;
                 self.timers.push(Reverse((at, id)));
                 self.timer_slots.insert(id, slot.clone());
-                self.scheduled.insert(slot, at);
+                self.scheduled.insert(slot, (at, id));
             }
             Some(_) => {}
-            None => {
-                self.scheduled.remove(&slot);
-            }
+            None => self.unschedule(&slot),
+        }
+    }
+
+    /// Forgets a slot's deadline (its entry in the heap is skipped when it comes up).
+    fn unschedule(&mut self, slot: &Slot) {
+        if let Some((_, id)) = self.scheduled.remove(slot) {
+            self.timer_slots.remove(&id);
         }
     }
 
