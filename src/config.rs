@@ -992,18 +992,6 @@ impl Config {
                     &format!("`{}` is neither an address nor a host name", trunk.host),
                 );
             }
-            if trunk.register && !address {
-                return problem(
-                    &key("host"),
-                    "a trunk callbackd registers with is given by address for now",
-                );
-            }
-        }
-        if trunks.values().filter(|t| t.register).count() > 1 {
-            return problem(
-                "trunks",
-                "one trunk at most may register (register = true) for now",
-            );
         }
         for (i, route) in self.routes.iter().enumerate() {
             let key = format!("routes[{i}]");

@@ -290,20 +290,35 @@ impl Routes {
         named.unwrap_or(&dialled.request_uri).clone()
     }
 
-    /// Registering with the trunk that asks for it (one at most).
-    pub fn registration(&self) -> Option<sip::ua::TrunkRegistration> {
-        self.trunks.values().find_map(|t| {
-            let domain = t.registers_in.clone()?;
-            let credentials = t.credentials.clone()?;
-            Some(sip::ua::TrunkRegistration {
-                registrar: *t.targets.get().first()?,
-                link: t.link,
-                domain,
-                user: credentials.username.clone(),
-                credentials: Some(credentials),
-                expires: 3600,
+    /// The trunks callbackd registers with, each at its first target (none yet for a name
+    /// not resolved; [`Routes::registrars`] follows it).
+    pub fn registrations(&self) -> Vec<sip::ua::TrunkRegistration> {
+        self.trunks
+            .iter()
+            .filter_map(|(name, t)| {
+                let domain = t.registers_in.clone()?;
+                let credentials = t.credentials.clone()?;
+                Some(sip::ua::TrunkRegistration {
+                    trunk: name.clone(),
+                    registrar: t.ordered_targets().first().copied(),
+                    link: t.link,
+                    domain,
+                    user: credentials.username.clone(),
+                    credentials: Some(credentials),
+                    expires: 3600,
+                })
             })
-        })
+            .collect()
+    }
+
+    /// Where each registering trunk should be registered now: its first target, the keep-
+    /// alives' down targets last.
+    pub fn registrars(&self) -> Vec<(&str, SocketAddr)> {
+        self.trunks
+            .iter()
+            .filter(|(_, t)| t.registers_in.is_some() && t.credentials.is_some())
+            .filter_map(|(name, t)| Some((name.as_str(), *t.ordered_targets().first()?)))
+            .collect()
     }
 
     /// The trunk a number of `queue` goes through: of the most specific rule's trunks, the

@@ -457,6 +457,55 @@ fn a_trunk_domains_naptr_record_for_its_transport_names_the_srv_records_to_use()
 }
 
 #[test]
+fn callbackd_registers_with_two_trunks_one_of_them_by_name() {
+    // Each SIPp registrar challenges, checks the credentials and expects the refresh.
+    let (by_address, address_port) = far_end("uas_trunk_registrar.xml");
+    let (by_name, name_port) = far_end("uas_trunk_registrar.xml");
+    let dns_port = common::free_port();
+    let _dns = Dns::start(
+        dns_port,
+        &[
+            format!("--srv-host=_sip._udp.registrar.test,sbc.registrar.test,{name_port},10,0"),
+            "--host-record=sbc.registrar.test,127.0.0.1".into(),
+        ],
+    );
+    let trunks = format!(
+        "\n[trunks.first]\nhost = \"127.0.0.1\"\nport = {address_port}\nregister = true\n\
+         domain = \"trunk.example\"\nusername = \"callbackd\"\npassword = \"s3cret-trunk\"\n\
+         caller_id = \"+12125550000\"\n\n\
+         [trunks.second]\nhost = \"registrar.test\"\nregister = true\n\
+         domain = \"trunk.example\"\nusername = \"callbackd\"\npassword = \"s3cret-trunk\"\n\
+         caller_id = \"+12125550000\"\n\n\
+         [[routes]]\ntrunks = [\"first\", \"second\"]\n\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n\
+         [queues.support]"
+    );
+    let url = store::testing::sqlite_url();
+    let dir = std::env::temp_dir().join(format!("callbackd-reg-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(&config_with(&url, &[("[queues.support]", &trunks)]), &log);
+    let (ok, out) = finished_cleanly(by_address);
+    assert!(
+        ok,
+        "the trunk given by address: challenged, answered, refreshed: {out}"
+    );
+    let (ok, out) = finished_cleanly(by_name);
+    assert!(
+        ok,
+        "the trunk given by name, found by SRV: challenged, answered, refreshed: {out}"
+    );
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    for trunk in ["first", "second"] {
+        assert!(
+            text.contains(&format!("trunk=\"{trunk}\" expires=")),
+            "each registration is logged with its trunk: {text}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_trunk_name_that_resolves_to_nothing_is_said_so_and_nothing_is_sent() {
     let dns_port = common::free_port();
     let _dns = Dns::start(dns_port, &[]);

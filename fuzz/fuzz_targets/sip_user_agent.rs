@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         trusted: vec![],
         per_source: Default::default(),
         registrar: None,
-        trunk: None,
+        registrations: Vec::new(),
     };
     let mut ua = UserAgent::new(config, Box::new(StdRng::seed_from_u64(0)));
     let now = Instant::now();

@@ -333,11 +333,13 @@ impl Loop {
                     }
                 });
             }
-            CallEvent::TrunkRegistered { expires } => info!(expires, "registered with the trunk"),
-            CallEvent::TrunkRegistrationFailed { status } => {
+            CallEvent::TrunkRegistered { trunk, expires } => {
+                info!(trunk, expires, "registered with the trunk")
+            }
+            CallEvent::TrunkRegistrationFailed { trunk, status } => {
                 warn!(
-                    status,
-                    "the trunk refused the registration; retrying in 30 s"
+                    trunk,
+                    status, "the trunk refused the registration; retrying in 30 s"
                 )
             }
             // One line each, with the address, for fail2ban (docs/security.md).

@@ -394,7 +394,7 @@ pub async fn start(
         max_calls_per_second: sip.max_calls_per_second,
         trusted: sip.trusted.clone(),
         per_source: sip.per_source.admission(),
-        trunk: routes.registration(),
+        registrations: routes.registrations(),
         registrar: (!sip.phones.is_empty()).then(|| {
             let mut secret = vec![0; 32];
             StdRng::from_entropy().fill_bytes(&mut secret);
@@ -713,6 +713,10 @@ impl Loop {
     /// Answers calls whose ring time is over and hangs up calls past the longest duration.
     fn housekeeping(&mut self, now: Instant) {
         self.qualify_trunks(now);
+        // A registering trunk given by name registers where the name resolves now.
+        for (trunk, registrar) in self.routes.registrars() {
+            self.ua.set_registrar(now, trunk, registrar);
+        }
         self.bridge_timers(now);
         self.holding_housekeeping(now);
         let due: Vec<(CallHandle, Bytes)> = self

@@ -57,8 +57,8 @@ pub struct Config {
     pub per_source: crate::admission::Settings,
     /// The registrar for agents' phones, if any (REGISTER gets 405 without one).
     pub registrar: Option<crate::registrar::Settings>,
-    /// Registering callbackd with a trunk, if it wants that.
-    pub trunk: Option<TrunkRegistration>,
+    /// The trunks callbackd registers with.
+    pub registrations: Vec<TrunkRegistration>,
 }
 
 /// Server transactions held at once, at most; past it new requests are refused statelessly.
@@ -214,12 +214,14 @@ pub enum CallEvent {
         user: String,
         bindings: Vec<crate::registrar::Binding>,
     },
-    /// The trunk accepted callbackd's registration for this many seconds.
+    /// A trunk accepted callbackd's registration for this many seconds.
     TrunkRegistered {
+        trunk: String,
         expires: u32,
     },
-    /// The trunk refused or ignored the registration (408); it is retried in 30 s.
+    /// A trunk refused or ignored the registration (408); it is retried in 30 s.
     TrunkRegistrationFailed {
+        trunk: String,
         status: u16,
     },
     /// A source was banned for [`crate::admission::Settings::ban`]: everything it sends is
@@ -332,7 +334,8 @@ enum Slot {
     OutInvite(Key),
     Call(CallHandle),
     Registrar,
-    Trunk,
+    /// A trunk registration, by its place in [`Config::registrations`].
+    Trunk(usize),
 }
 
 /// The user agent core.
@@ -384,7 +387,9 @@ pub struct UserAgent {
     /// Transactions and calls changed since the last flush.
     touched: Vec<Slot>,
     registrar: Option<crate::registrar::Registrar>,
-    trunk: Option<trunk::TrunkState>,
+    /// The trunk registrations, in the order of [`Config::registrations`] (made at the first
+    /// timeout).
+    trunks: Vec<trunk::TrunkState>,
     outputs: VecDeque<Output>,
 }
 
@@ -572,7 +577,7 @@ impl UserAgent {
                 extensions: vec!["100rel", "timer"],
             },
             registrar,
-            trunk: None,
+            trunks: Vec::new(),
             rng,
             next_handle: 1,
             calls: HashMap::new(),
@@ -1322,13 +1327,9 @@ impl UserAgent {
                 transaction.handle_response(response, now);
                 self.touched.push(Slot::OutInvite(key));
             }
-        } else if self.trunk.as_ref().is_some_and(|t| t.owns(&key)) {
-            if self
-                .trunk
-                .as_ref()
-                .is_some_and(|t| from_peer(&t.settings.registrar))
-            {
-                self.trunk_response(now, &key, response);
+        } else if self.trunks.iter().any(|t| t.owns(&key)) {
+            if let Some(i) = self.trunk_for_response(&key, source) {
+                self.trunk_response(now, i, response);
             }
         } else if let Some((transaction, _, _, to, _)) = self.requests.get_mut(&key) {
             if from_peer(to) {
@@ -1668,12 +1669,13 @@ impl UserAgent {
             self.admission.tidy(now);
             self.next_tidy = Some(now + Duration::from_secs(1));
         }
-        if self.trunk.is_none() {
-            if let Some(settings) = self.config.trunk.clone() {
+        if self.trunks.len() < self.config.registrations.len() {
+            for settings in self.config.registrations.clone() {
                 let call_id = format!("{}@callbackd", hex(self.rng.as_mut(), 12));
                 let tag = hex(self.rng.as_mut(), 8);
-                self.trunk = Some(trunk::TrunkState::new(settings, call_id, tag, now));
-                self.trunk_timeout(now);
+                self.trunks
+                    .push(trunk::TrunkState::new(settings, call_id, tag, now));
+                self.trunk_timeout(now, self.trunks.len() - 1);
             }
         }
         let mut due = Vec::new();
@@ -1718,7 +1720,7 @@ impl UserAgent {
                         .unwrap_or_default();
                     self.registration_events(gone);
                 }
-                Slot::Trunk => self.trunk_timeout(now),
+                Slot::Trunk(i) => self.trunk_timeout(now, *i),
             }
             self.touched.push(slot);
         }
@@ -1827,7 +1829,7 @@ impl UserAgent {
                 .get(key)
                 .and_then(|(t, _, _, _)| t.poll_timeout()),
             Slot::Registrar => self.registrar.as_ref().and_then(|r| r.next_expiry()),
-            Slot::Trunk => self.trunk.as_ref().and_then(|t| t.timeout()),
+            Slot::Trunk(i) => self.trunks.get(*i).and_then(|t| t.timeout()),
             Slot::Call(handle) => self.calls.get(handle).and_then(|c| {
                 let ring = c.outbound.as_ref().and_then(|o| o.ring_deadline);
                 let silent = c.outbound.as_ref().and_then(|o| o.silent_until);
@@ -1951,7 +1953,7 @@ impl UserAgent {
                         }
                     }
                     Slot::OutInvite(key) => self.flush_out_invite(now, key),
-                    Slot::Trunk => self.flush_trunk(now),
+                    Slot::Trunk(i) => self.flush_trunk(now, *i),
                     Slot::Call(_) | Slot::Registrar => {}
                 }
                 self.schedule(slot);

@@ -24,7 +24,7 @@ fn ua() -> UserAgent {
         trusted: vec![],
         per_source: Default::default(),
         registrar: None,
-        trunk: None,
+        registrations: Vec::new(),
     };
     UserAgent::new(config, Box::new(StdRng::seed_from_u64(1)))
 }
@@ -925,7 +925,7 @@ fn ua_with_registrar() -> UserAgent {
             min_expires: 60,
             max_expires: 3600,
         }),
-        trunk: None,
+        registrations: Vec::new(),
     };
     UserAgent::new(config, Box::new(StdRng::seed_from_u64(2)))
 }
@@ -1074,22 +1074,109 @@ fn wrong_passwords_short_intervals_and_strangers_are_refused() {
     );
 }
 
-#[test]
-fn callbackd_registers_with_its_trunk_and_refreshes_in_time() {
-    let start = Instant::now();
-    let mut ua = ua();
-    ua.config.trunk = Some(TrunkRegistration {
-        registrar: trunk(),
+fn registration(name: &str, registrar: Option<SocketAddr>, password: &str) -> TrunkRegistration {
+    TrunkRegistration {
+        trunk: name.into(),
+        registrar,
         link: Link::Udp,
         domain: "trunk.example".into(),
         user: "callbackd".into(),
         credentials: Some(Credentials {
             username: "callbackd".into(),
-            password: "s3cret".into(),
+            password: password.into(),
             realm: None,
         }),
         expires: 600,
-    });
+    }
+}
+
+#[test]
+fn each_trunk_is_registered_with_on_its_own_and_again_where_its_name_now_resolves() {
+    let start = Instant::now();
+    let mut ua = ua();
+    let (first_at, later_at): (SocketAddr, SocketAddr) = (
+        "127.0.0.2:5090".parse().unwrap(),
+        "127.0.0.3:5090".parse().unwrap(),
+    );
+    ua.config.registrations = vec![
+        registration("primary", Some(trunk()), "one"),
+        registration("by-name", None, "two"),
+    ];
+    ua.handle_timeout(start);
+    let sent = drain(&mut ua).0;
+    assert_eq!(sent.len(), 1, "the trunk not yet resolved waits: {sent:?}");
+    assert_eq!(sent[0].0, trunk());
+    let primary = sent[0].1.clone();
+
+    ua.set_registrar(start, "by-name", first_at);
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].0, first_at,
+        "registered as soon as its name resolves"
+    );
+    let by_name = sent[0].1.clone();
+    assert_ne!(
+        by_name.headers.get(&Name::CallId),
+        primary.headers.get(&Name::CallId),
+        "a registration of its own"
+    );
+    // The answer to one is not taken for the other, nor from the other's address.
+    ua.handle_message(start, first_at, Link::Udp, &reply(&primary, 200, &[]));
+    let events = drain(&mut ua).1;
+    assert!(
+        events.is_empty(),
+        "a 200 from the wrong registrar: {events:?}"
+    );
+    let mut ok = crate::validate::response_to(&by_name.headers, 200, "OK", None);
+    ok.headers.push(Name::Expires, "300");
+    ua.handle_message(start, first_at, Link::Udp, &ok.to_bytes());
+    assert_eq!(
+        drain(&mut ua).1,
+        [CallEvent::TrunkRegistered {
+            trunk: "by-name".into(),
+            expires: 300
+        }]
+    );
+    // Each challenge is answered with its own trunk's password.
+    let challenge = "Digest realm=\"trunk.example\", nonce=\"n1\"";
+    ua.handle_message(
+        start,
+        trunk(),
+        Link::Udp,
+        &reply(&primary, 401, &[(Name::WwwAuthenticate, challenge)]),
+    );
+    let answered = only_request(&drain(&mut ua).0, Method::Register);
+    let expected = crate::auth::respond(
+        &crate::auth::Challenge::parse(challenge).unwrap(),
+        "callbackd",
+        "one",
+        "REGISTER",
+        "sip:trunk.example",
+        "",
+        1,
+    );
+    let sent = answered.headers.get(&Name::Authorization).unwrap();
+    let response = |h: &str| h.split("response=\"").nth(1).map(|r| r[..32].to_owned());
+    assert_eq!(response(sent), response(&expected.to_header_value()));
+
+    // The name now resolves elsewhere: registered there at once, not at the refresh.
+    let later = start + Duration::from_secs(10);
+    ua.set_registrar(later, "by-name", later_at);
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, later_at);
+    assert_eq!(sent[0].1.method(), Some(&Method::Register));
+    // The same address again changes nothing.
+    ua.set_registrar(later, "by-name", later_at);
+    assert!(drain(&mut ua).0.is_empty());
+}
+
+#[test]
+fn callbackd_registers_with_its_trunk_and_refreshes_in_time() {
+    let start = Instant::now();
+    let mut ua = ua();
+    ua.config.registrations = vec![registration("carrier", Some(trunk()), "s3cret")];
     ua.handle_timeout(start);
     let first = only_request(&drain(&mut ua).0, Method::Register);
     assert_eq!(first.uri(), Some("sip:trunk.example"));
@@ -1123,7 +1210,10 @@ fn callbackd_registers_with_its_trunk_and_refreshes_in_time() {
     ua.handle_message(start, trunk(), Link::Udp, &ok.to_bytes());
     assert_eq!(
         drain(&mut ua).1,
-        [CallEvent::TrunkRegistered { expires: 60 }],
+        [CallEvent::TrunkRegistered {
+            trunk: "carrier".into(),
+            expires: 60
+        }],
         "the registrar's lifetime wins"
     );
     // Refreshed a tenth of the lifetime before it runs out.
@@ -1144,7 +1234,10 @@ fn callbackd_registers_with_its_trunk_and_refreshes_in_time() {
     );
     assert_eq!(
         drain(&mut ua).1,
-        [CallEvent::TrunkRegistrationFailed { status: 403 }]
+        [CallEvent::TrunkRegistrationFailed {
+            trunk: "carrier".into(),
+            status: 403
+        }]
     );
     ua.handle_timeout(start + Duration::from_secs(84));
     only_request(&drain(&mut ua).0, Method::Register);
@@ -1719,7 +1812,7 @@ fn big_ua(trusted: Vec<(std::net::IpAddr, u8)>) -> UserAgent {
         trusted,
         per_source: Default::default(),
         registrar: None,
-        trunk: None,
+        registrations: Vec::new(),
     };
     UserAgent::new(config, Box::new(StdRng::seed_from_u64(3)))
 }

@@ -1,6 +1,7 @@
-//! Registering callbackd with a SIP trunk (RFC 3261 section 10.2): REGISTER with digest
-//! authentication when challenged, refreshed before the binding runs out, retried after a
-//! failure.
+//! Registering callbackd with its SIP trunks (RFC 3261 section 10.2), each on its own: a
+//! REGISTER with digest authentication when challenged, refreshed before the binding runs
+//! out, retried after a failure, and sent again at once when the trunk's address changes (a
+//! trunk given by name).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,8 +15,11 @@ use crate::transaction::{Drain, Event, Key};
 /// How callbackd registers with a trunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrunkRegistration {
-    /// Where the REGISTER goes.
-    pub registrar: SocketAddr,
+    /// The trunk's name, in events.
+    pub trunk: String,
+    /// Where the REGISTER goes; `None` until the trunk's name resolves (see
+    /// [`UserAgent::set_registrar`]).
+    pub registrar: Option<SocketAddr>,
     pub link: Link,
     /// The trunk's domain: the Request-URI is `sip:DOMAIN`, the address of record
     /// `sip:USER@DOMAIN`.
@@ -74,16 +78,38 @@ impl TrunkState {
 }
 
 impl UserAgent {
-    /// Sends a REGISTER for the trunk, with credentials answering `challenge` if given.
-    fn send_register(&mut self, now: Instant, challenge: Option<(Name, Challenge)>) {
+    /// Registers with the trunk `name` at `registrar` from now on (its name resolved anew):
+    /// at once if the address changed, since the binding at the old one does not carry calls
+    /// from the new.
+    pub fn set_registrar(&mut self, now: Instant, name: &str, registrar: SocketAddr) {
+        let Some(i) = self.trunks.iter().position(|t| t.settings.trunk == name) else {
+            return;
+        };
+        let state = &mut self.trunks[i];
+        if state.settings.registrar == Some(registrar) {
+            return;
+        }
+        state.settings.registrar = Some(registrar);
+        state.transaction = None;
+        state.next = Some(now);
+        self.trunk_timeout(now, i);
+        self.flush_transactions(now);
+    }
+
+    /// Sends a REGISTER for trunk `i`, with credentials answering `challenge` if given.
+    fn send_register(&mut self, now: Instant, i: usize, challenge: Option<(Name, Challenge)>) {
         let branch = format!("z9hG4bK{}", hex(self.rng.as_mut(), 8));
         let cnonce = hex(self.rng.as_mut(), 8);
         let product = self.config.product.clone();
-        let Some(state) = self.trunk.as_mut() else {
+        let Some(state) = self.trunks.get_mut(i) else {
             return;
         };
         let s = &state.settings;
-        let sent_by = self.config.advertised.sent_by(s.registrar.ip(), s.link);
+        let Some(registrar) = s.registrar else {
+            // Not resolved yet: set_registrar sends it.
+            return;
+        };
+        let sent_by = self.config.advertised.sent_by(registrar.ip(), s.link);
         state.cseq += 1;
         state.next = None;
         let uri = format!("sip:{}", s.domain);
@@ -103,7 +129,7 @@ impl UserAgent {
             .push(Name::CSeq, format!("{} REGISTER", state.cseq));
         register.headers.push(
             Name::Contact,
-            our_contact(&self.config.advertised, Some(&s.user), s.registrar, s.link),
+            our_contact(&self.config.advertised, Some(&s.user), registrar, s.link),
         );
         register.headers.push(Name::Expires, s.expires.to_string());
         state.authenticated = false;
@@ -125,12 +151,12 @@ impl UserAgent {
         let transaction =
             ClientNonInvite::new(register, s.link.transport(), self.config.timers, now);
         state.transaction = Some((key, transaction));
-        self.touched.push(Slot::Trunk);
+        self.touched.push(Slot::Trunk(i));
     }
 
-    /// Fires the trunk registration's timers.
-    pub(super) fn trunk_timeout(&mut self, now: Instant) {
-        let Some(state) = self.trunk.as_mut() else {
+    /// Fires trunk `i`'s registration timers.
+    pub(super) fn trunk_timeout(&mut self, now: Instant, i: usize) {
+        let Some(state) = self.trunks.get_mut(i) else {
             return;
         };
         if let Some((_, transaction)) = state.transaction.as_mut() {
@@ -142,26 +168,35 @@ impl UserAgent {
             matches!(t.state(), State::Completed | State::Terminated)
         });
         if state.next.is_some_and(|at| at <= now) && idle {
-            self.send_register(now, None);
+            self.send_register(now, i, None);
         }
-        self.touched.push(Slot::Trunk);
+        self.touched.push(Slot::Trunk(i));
     }
 
-    pub(super) fn trunk_response(&mut self, now: Instant, key: &Key, response: Message) {
-        if let Some((k, transaction)) = self.trunk.as_mut().and_then(|s| s.transaction.as_mut()) {
-            if k == key {
-                transaction.handle_response(response, now);
-            }
-        }
-        self.touched.push(Slot::Trunk);
+    /// The trunk registration a response is for: the one whose REGISTER in flight has `key`,
+    /// if the response came from its registrar.
+    pub(super) fn trunk_for_response(&self, key: &Key, source: SocketAddr) -> Option<usize> {
+        self.trunks.iter().position(|t| {
+            t.owns(key) && t.settings.registrar.is_some_and(|r| r.ip() == source.ip())
+        })
     }
 
-    /// Sends what the REGISTER transaction wants sent and acts on its outcome.
-    pub(super) fn flush_trunk(&mut self, now: Instant) {
-        let Some(state) = self.trunk.as_mut() else {
+    pub(super) fn trunk_response(&mut self, now: Instant, i: usize, response: Message) {
+        if let Some((_, transaction)) = self.trunks.get_mut(i).and_then(|s| s.transaction.as_mut())
+        {
+            transaction.handle_response(response, now);
+        }
+        self.touched.push(Slot::Trunk(i));
+    }
+
+    /// Sends what trunk `i`'s REGISTER transaction wants sent and acts on its outcome.
+    pub(super) fn flush_trunk(&mut self, now: Instant, i: usize) {
+        let Some(state) = self.trunks.get_mut(i) else {
             return;
         };
-        let (destination, link) = (state.settings.registrar, state.settings.link);
+        let (Some(destination), link) = (state.settings.registrar, state.settings.link) else {
+            return;
+        };
         let (sends, events) = state
             .transaction
             .as_mut()
@@ -172,10 +207,10 @@ impl UserAgent {
         }
         for event in events {
             match event {
-                Event::Response(r) => self.on_register_response(now, r),
-                Event::TimedOut => self.register_failed(now, 408),
+                Event::Response(r) => self.on_register_response(now, i, r),
+                Event::TimedOut => self.register_failed(now, i, 408),
                 Event::Terminated => {
-                    if let Some(state) = self.trunk.as_mut() {
+                    if let Some(state) = self.trunks.get_mut(i) {
                         if state.transaction.as_ref().is_some_and(|(_, t)| {
                             t.state() == crate::transaction::client_non_invite::State::Terminated
                         }) {
@@ -187,21 +222,19 @@ impl UserAgent {
         }
     }
 
-    fn on_register_response(&mut self, now: Instant, response: Message) {
-        let Some(code) = response.code() else {
+    fn on_register_response(&mut self, now: Instant, i: usize, response: Message) {
+        let (Some(code), Some(state)) = (response.code(), self.trunks.get(i)) else {
             return;
         };
+        let trunk = state.settings.trunk.clone();
         match code {
             100..=199 => {}
             200..=299 => {
-                let asked = self.trunk.as_ref().map_or(3600, |s| s.settings.expires);
-                let ours = self
-                    .trunk
-                    .as_ref()
-                    .map(|s| {
-                        let s = &s.settings;
-                        our_contact(&self.config.advertised, Some(&s.user), s.registrar, s.link)
-                    })
+                let asked = state.settings.expires;
+                let s = &state.settings;
+                let ours = s
+                    .registrar
+                    .map(|r| our_contact(&self.config.advertised, Some(&s.user), r, s.link))
                     .unwrap_or_default();
                 let ours = ours.trim_start_matches('<').trim_end_matches('>');
                 // The registrar's word wins: our Contact's expires (the account may list other
@@ -216,7 +249,7 @@ impl UserAgent {
                     .find_map(|c| c.param("expires")??.parse::<u32>().ok())
                     .or_else(|| response.headers.get(&Name::Expires)?.trim().parse().ok())
                     .unwrap_or(asked);
-                if let Some(state) = self.trunk.as_mut() {
+                if let Some(state) = self.trunks.get_mut(i) {
                     // Refresh with a tenth of the lifetime (at least a second) to spare.
                     let lifetime = Duration::from_secs(u64::from(granted.max(1)));
                     let margin = (lifetime / 10)
@@ -224,7 +257,10 @@ impl UserAgent {
                         .min(lifetime / 2);
                     state.next = Some(now + lifetime - margin);
                 }
-                self.event(CallEvent::TrunkRegistered { expires: granted });
+                self.event(CallEvent::TrunkRegistered {
+                    trunk,
+                    expires: granted,
+                });
             }
             401 | 407 => {
                 let name = if code == 401 {
@@ -242,32 +278,33 @@ impl UserAgent {
                     .get(&name)
                     .and_then(|v| Challenge::parse(v).ok());
                 let retry = |c: &Challenge| {
-                    self.trunk.as_ref().is_some_and(|s| {
-                        !s.authenticated
-                            && s.settings
-                                .credentials
-                                .as_ref()
-                                .is_some_and(|k| k.answers(&c.realm))
-                    })
+                    !state.authenticated
+                        && state
+                            .settings
+                            .credentials
+                            .as_ref()
+                            .is_some_and(|k| k.answers(&c.realm))
                 };
                 match challenge.filter(retry) {
                     Some(challenge) => {
-                        if let Some(state) = self.trunk.as_mut() {
+                        if let Some(state) = self.trunks.get_mut(i) {
                             state.transaction = None;
                         }
-                        self.send_register(now, Some((answer, challenge)));
+                        self.send_register(now, i, Some((answer, challenge)));
                     }
-                    None => self.register_failed(now, code),
+                    None => self.register_failed(now, i, code),
                 }
             }
-            _ => self.register_failed(now, code),
+            _ => self.register_failed(now, i, code),
         }
     }
 
-    fn register_failed(&mut self, now: Instant, status: u16) {
-        if let Some(state) = self.trunk.as_mut() {
-            state.next = Some(now + RETRY);
-        }
-        self.event(CallEvent::TrunkRegistrationFailed { status });
+    fn register_failed(&mut self, now: Instant, i: usize, status: u16) {
+        let Some(state) = self.trunks.get_mut(i) else {
+            return;
+        };
+        state.next = Some(now + RETRY);
+        let trunk = state.settings.trunk.clone();
+        self.event(CallEvent::TrunkRegistrationFailed { trunk, status });
     }
 }
