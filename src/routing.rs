@@ -176,6 +176,9 @@ impl Trunk {
 pub struct Target {
     pub uri: String,
     pub trunk: Option<String>,
+    /// Where the call goes instead if this trunk cannot carry it: the route's next trunks,
+    /// each with the number written its way.
+    pub then: Vec<Target>,
 }
 
 impl Target {
@@ -184,6 +187,7 @@ impl Target {
         Target {
             uri: uri.into(),
             trunk: None,
+            then: Vec::new(),
         }
     }
 }
@@ -321,37 +325,46 @@ impl Routes {
             .collect()
     }
 
-    /// The trunk a number of `queue` goes through: of the most specific rule's trunks, the
-    /// first that may be up (a trunk whose every target the keep-alives found down, or whose
-    /// name resolves to nothing, is skipped), else its first.
-    fn trunk_for(&self, e164: &str, queue: Option<&str>) -> Option<(&str, &Trunk)> {
-        let rule = self.rules.iter().find(|r| {
+    /// The trunks a number of `queue` goes through, in the order to try them: the most
+    /// specific rule's, those that may be up first (a trunk whose every target the
+    /// keep-alives found down, or whose name resolves to nothing, goes last).
+    fn trunks_for(&self, e164: &str, queue: Option<&str>) -> Vec<(&str, &Trunk)> {
+        let Some(rule) = self.rules.iter().find(|r| {
             e164.starts_with(&r.prefix) && r.queue.as_deref().map_or(true, |q| Some(q) == queue)
-        })?;
-        let mut trunks = rule
+        }) else {
+            return Vec::new();
+        };
+        let (mut up, down): (Vec<_>, Vec<_>) = rule
             .trunks
             .iter()
-            .filter_map(|name| self.trunks.get(name).map(|t| (name.as_str(), t)));
-        let first = trunks.clone().next();
-        trunks.find(|(_, t)| t.may_be_up()).or(first)
+            .filter_map(|name| self.trunks.get(name).map(|t| (name.as_str(), t)))
+            .partition(|(_, t)| t.may_be_up());
+        up.extend(down);
+        up
     }
 
     /// The trunk URIs naming a host go through: the first of the default route (prefix ``).
     pub fn default_trunk(&self, queue: Option<&str>) -> Option<&str> {
-        self.trunk_for("", queue).map(|(name, _)| name)
+        self.trunks_for("", queue).first().map(|(name, _)| *name)
     }
 
     /// Where a call to `address` for `queue` goes, or why none can be placed.
     pub fn target(&self, address: &Address, queue: Option<&str>) -> Result<Target, &'static str> {
         match address {
             Address::Phone(number) => {
-                let (name, trunk) = self.trunk_for(number.e164(), queue).ok_or(
+                let mut targets =
+                    self.trunks_for(number.e164(), queue)
+                        .into_iter()
+                        .map(|(name, trunk)| Target {
+                            uri: trunk.uri(number.e164()),
+                            trunk: Some(name.to_owned()),
+                            then: Vec::new(),
+                        });
+                let mut first = targets.next().ok_or(
                     "numbers are called through a trunk, and none is configured for this one",
                 )?;
-                Ok(Target {
-                    uri: trunk.uri(number.e164()),
-                    trunk: Some(name.to_owned()),
-                })
+                first.then = targets.collect();
+                Ok(first)
             }
             Address::Sip(uri) => {
                 let host = uri.host().trim_start_matches('[').trim_end_matches(']');
@@ -366,6 +379,7 @@ impl Routes {
                 Ok(Target {
                     uri: uri.as_str().to_owned(),
                     trunk: Some(name.to_owned()),
+                    then: Vec::new(),
                 })
             }
         }

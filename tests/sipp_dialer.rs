@@ -62,7 +62,7 @@ fn call_through(extra: &[(&str, &str)], keys: &str, talk_ms: &str) -> CallThroug
         common::in_band_capture(keys, media::g711::Law::Mu),
     )
     .unwrap();
-    let customer = scenario(
+    let customer = common::filled_scenario(
         &dir,
         "uas_customer.xml",
         &[
@@ -198,22 +198,6 @@ fn agent_steps(server: &Server, id: &str) -> Vec<String> {
         .collect()
 }
 
-/// A scenario file from tests/sipp with its placeholders filled, in `dir`.
-fn scenario(dir: &Path, name: &str, fill: &[(&str, &str)]) -> String {
-    let mut text = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/sipp")
-            .join(name),
-    )
-    .unwrap();
-    for (from, to) in fill {
-        text = text.replace(from, to);
-    }
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("callbackd-{name}-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -280,7 +264,7 @@ fn the_agent_hanging_up_ends_the_customers_call_and_the_agents_audio_reaches_the
         common::in_band_capture(",2580", media::g711::Law::Mu),
     )
     .unwrap();
-    let agent_scenario = scenario(
+    let agent_scenario = common::filled_scenario(
         &dir,
         "uas_customer.xml",
         &[
@@ -587,7 +571,7 @@ fn agents_are_checked_and_only_operators_states_are_set_through_the_api() {
 fn register(target: std::net::SocketAddr, expires: u32) {
     let dir = temp_dir("register");
     let contact = "Contact: <sip:1001@[local_ip]:[local_port]>";
-    let path = scenario(
+    let path = common::filled_scenario(
         &dir,
         "uac_register.xml",
         &[
@@ -750,7 +734,7 @@ fn hold_in_queue(target: std::net::SocketAddr, keys: &str, wait_ms: u32, hang_up
         common::in_band_capture(keys, media::g711::Law::Mu),
     )
     .unwrap();
-    let caller = scenario(
+    let caller = common::filled_scenario(
         &dir,
         "uac_hold.xml",
         &[
@@ -1052,7 +1036,7 @@ fn a_new_number_given_between_attempts_is_the_one_dialed_next() {
     let dir = temp_dir("new-number");
     let silence = dir.join("silence.pcap");
     std::fs::write(&silence, common::in_band_capture("", media::g711::Law::Mu)).unwrap();
-    let answers = scenario(
+    let answers = common::filled_scenario(
         &dir,
         "uas_customer.xml",
         &[
@@ -1154,12 +1138,12 @@ fn a_callback_nothing_can_reach_keeps_its_place_and_attempts_and_says_why() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `scenario` with a check that the INVITE it receives comes from `from_user`.
+/// [`common::filled_scenario`] with a check that the INVITE it receives comes from `from_user`.
 fn expecting_caller_id(dir: &Path, name: &str, from_user: &str) -> String {
     let check = format!(
         "<recv request=\"INVITE\" crlf=\"true\">\n    <action>\n      <ereg regexp=\"From: &lt;sip:\\{from_user}@\" search_in=\"msg\" check_it=\"true\" assign_to=\"from\"/>\n    </action>\n  </recv>\n  <Reference variables=\"from\"/>"
     );
-    scenario(
+    common::filled_scenario(
         dir,
         name,
         &[("<recv request=\"INVITE\" crlf=\"true\"/>", &check)],

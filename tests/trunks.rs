@@ -182,6 +182,88 @@ trunks = ["uk"]
 }
 
 #[test]
+fn a_call_its_trunk_cannot_carry_goes_through_the_routes_next_trunk() {
+    let dir = std::env::temp_dir().join(format!("callbackd-next-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The first trunk answers 503 (it is overloaded); the second carries the call, and the
+    // customer talks a second and hangs up.
+    let (refusing, refusing_port) = far_end_for(
+        &trunk_scenario(
+            &dir,
+            "refusing.xml",
+            "\\+12125550100",
+            "\\+12125550000",
+            &[],
+        ),
+        1,
+    );
+    let capture = dir.join("silence.pcap");
+    std::fs::write(&capture, common::in_band_capture("", media::g711::Law::Mu)).unwrap();
+    let customer = common::filled_scenario(
+        &dir,
+        "uas_customer.xml",
+        &[
+            ("PCAP_FILE", &capture.display().to_string()),
+            ("TALK_MS", "1000"),
+        ],
+    );
+    let (carrying, carrying_port) = far_end_for(&customer, 1);
+    let (agent, agent_port) = far_end_for("uas_answer.xml", 1);
+    let trunks = format!(
+        "\n[trunks.first]\nhost = \"127.0.0.1\"\nport = {refusing_port}\ncaller_id = \"+12125550000\"\n\n\
+         [trunks.second]\nhost = \"127.0.0.1\"\nport = {carrying_port}\n\
+         caller_id = \"+12125550000\"\n\n\
+         [[routes]]\ntrunks = [\"first\", \"second\"]\n\n[queues.support]"
+    );
+    let url = store::testing::sqlite_url();
+    let config = config_with(
+        &url,
+        &[
+            ("whisper = true", "whisper = false"),
+            ("greeting = true", "greeting = false"),
+            ("[queues.support]", &trunks),
+        ],
+    );
+    let log = dir.join("callbackd.log");
+    let server = Server::start_logging(&config, &log);
+    let r = server.post(
+        "/api/v1/agents",
+        &json!({"id": "ann", "name": "Ann", "skills": ["billing"],
+                "address": format!("sip:ann@127.0.0.1:{agent_port}")}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = server.post(
+        "/api/v1/callbacks",
+        &json!({"queue": "support", "skill": "billing", "media": "voice", "address": "+12125550100"}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["confirmation_id"].as_str().unwrap().to_owned();
+    server.request(
+        "PUT",
+        "/api/v1/agents/ann/state",
+        &[],
+        Some(&json!({"state": "ready"})),
+    );
+    let cb = wait_for_attempt(&server, &id);
+    assert_eq!(
+        cb["dial_attempts"][0]["outcome"], "connected",
+        "one attempt, connected through the second trunk: {cb:#}"
+    );
+    let (ok, out) = finished_cleanly(refusing);
+    assert!(ok, "the first trunk was tried and refused: {out}");
+    let (ok, out) = finished_cleanly(carrying);
+    assert!(ok, "the second trunk carried the call: {out}");
+    let _ = finished_cleanly(agent);
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the trunk could not carry the call; trying the route's next trunk"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn credentials_are_not_given_to_a_challenge_in_another_realm() {
     let (sipp, port) = far_end("uas_foreign_challenge.xml");
     let url = store::testing::sqlite_url();

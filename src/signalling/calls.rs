@@ -52,6 +52,9 @@ pub(super) struct ActiveCall {
     pub(super) client: String,
     /// When the call began (its INVITE came or went).
     pub(super) arrived: chrono::DateTime<chrono::Utc>,
+    /// For a call placed through a trunk with others after it on its route: where to place
+    /// it if this trunk cannot carry it.
+    pub(super) instead: Option<super::routing::Instead>,
 }
 
 /// A call's media as offer and answer settled it.
@@ -243,6 +246,7 @@ impl Loop {
                         source,
                         client,
                         arrived: chrono::Utc::now(),
+                        instead: None,
                     },
                 );
                 let ring_time = self.sip.ring_time.to_std().unwrap_or_default();
@@ -375,7 +379,10 @@ impl Loop {
                     }
                     info!(%call, call_id = %active.call_id, ?reason, seconds = active.started.elapsed().as_secs(), "call ended");
                     if let Some((id, side)) = active.bridge {
-                        self.bridge_left(now, id, side, reason);
+                        match self.place_instead(now, active.instead.take(), &reason) {
+                            Some(instead) => self.bridge_leg_placed(id, side, instead),
+                            None => self.bridge_left(now, id, side, reason),
+                        }
                     }
                 }
             }

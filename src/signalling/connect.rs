@@ -503,6 +503,20 @@ impl Loop {
     }
 
     /// A call of a connection ended; the connection ends with its other call.
+    /// A side's call refused by its trunk was placed again, through the route's next trunk:
+    /// `call` now stands for that side.
+    pub(super) fn bridge_leg_placed(&mut self, id: u64, side: Side, call: CallHandle) {
+        if let Some(active) = self.calls.get_mut(&call) {
+            active.bridge = Some((id, side));
+        }
+        if let Some(bridge) = self.bridges.get_mut(&id) {
+            match side {
+                Side::Agent => bridge.agent = Some(call),
+                Side::Customer => bridge.customer = Some(call),
+            }
+        }
+    }
+
     pub(super) fn bridge_left(&mut self, now: Instant, id: u64, side: Side, reason: EndReason) {
         let Some(bridge) = self.bridges.get_mut(&id) else {
             return;

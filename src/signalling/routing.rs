@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::RngCore;
 use sip::sdp;
-use sip::ua::{CallHandle, Credentials, Dial, Link};
+use sip::ua::{CallHandle, Credentials, Dial, EndReason, Link};
 use tracing::{info, warn};
 
 use super::calls::ActiveCall;
@@ -72,6 +72,7 @@ impl Loop {
                 Some(trunk) => self.route(&Target {
                     uri: target.uri.clone(),
                     trunk: Some(trunk.to_owned()),
+                    then: Vec::new(),
                 }),
                 None => Err(PlaceError::NoRoute(target.uri.clone())),
             },
@@ -138,7 +139,13 @@ impl Loop {
             return Err(PlaceError::TooLate);
         }
         let call = self.ua.dial(now, dial);
-        info!(%call, %destination, "call placed");
+        info!(%call, %destination, trunk = route.trunk.as_deref().unwrap_or(""), "call placed");
+        let instead = (!target.then.is_empty()).then(|| Instead {
+            targets: target.then.clone(),
+            caller_id: caller_id.map(str::to_owned),
+            ring,
+            deadline,
+        });
         self.calls.insert(
             call,
             ActiveCall {
@@ -158,10 +165,60 @@ impl Loop {
                 source: destination,
                 client: String::new(),
                 arrived: chrono::Utc::now(),
+                instead,
             },
         );
         Ok(call)
     }
+
+    /// Places a call that `reason` ended through the next trunk of its route, when there is
+    /// one and the reason says its trunk could not carry it (nothing answered, 408, or a
+    /// server error, 5xx) rather than that the callee would not take it (busy, declined,
+    /// unknown number). The new call, or `None`.
+    pub(super) fn place_instead(
+        &mut self,
+        now: Instant,
+        instead: Option<Instead>,
+        reason: &EndReason,
+    ) -> Option<CallHandle> {
+        let &EndReason::Failed(status @ (408 | 500..=599)) = reason else {
+            return None;
+        };
+        let mut instead = instead?;
+        while !instead.targets.is_empty() {
+            let mut next = instead.targets.remove(0);
+            next.then = std::mem::take(&mut instead.targets);
+            let trunk = next.trunk.clone().unwrap_or_default();
+            info!(
+                status,
+                trunk, "the trunk could not carry the call; trying the route's next trunk"
+            );
+            let placed = self.place(
+                now,
+                &next,
+                None,
+                instead.caller_id.as_deref(),
+                instead.ring,
+                instead.deadline,
+            );
+            match placed {
+                Ok(call) => return Some(call),
+                Err(error) => {
+                    warn!(trunk, %error, "cannot place the call through the route's next trunk");
+                    instead.targets = next.then;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A call's route's next trunks, and how it was placed, for [`Loop::place_instead`].
+pub(super) struct Instead {
+    targets: Vec<Target>,
+    caller_id: Option<String>,
+    ring: Duration,
+    deadline: Option<Instant>,
 }
 
 impl Loop {

@@ -520,6 +520,17 @@ pub fn media_port() -> u16 {
     ports(4)
 }
 
+/// A scenario file from tests/sipp with its placeholders filled, in `dir`.
+pub fn filled_scenario(dir: &Path, name: &str, fill: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(sipp_scenario(name)).unwrap();
+    for (from, to) in fill {
+        text = text.replace(from, to);
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
 /// The SIPp binary (Debian's sip-tester).
 pub fn sipp() -> PathBuf {
     let found = std::env::var_os("PATH")
