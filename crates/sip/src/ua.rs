@@ -360,6 +360,8 @@ pub struct UserAgent {
     next_tidy: Option<Instant>,
     /// See [`UserAgent::set_overloaded`].
     overloaded: bool,
+    /// See [`UserAgent::drain`].
+    draining: bool,
     /// Our requests outside INVITE transactions (BYE, CANCEL, UPDATE, PRACK), by branch, with
     /// what each is for and where it goes, which outlives the call (an ACK for a repeated 487).
     requests: HashMap<
@@ -588,6 +590,7 @@ impl UserAgent {
             charged: 0,
             next_tidy: None,
             overloaded: false,
+            draining: false,
             requests: HashMap::new(),
             out_invites: HashMap::new(),
             window: None,
@@ -789,8 +792,12 @@ impl UserAgent {
             }
             // Keep-alives from proxies and load balancers: answered with nothing kept.
             (Method::Options, None) if parsed.to.tag().is_none() => {
-                let response = self.options_response(&request.headers, &tag);
-                self.respond_stateless(response, source, link);
+                if self.draining {
+                    self.refuse_busy(&request.headers, &tag, source, link);
+                } else {
+                    let response = self.options_response(&request.headers, &tag);
+                    self.respond_stateless(response, source, link);
+                }
             }
             (_, None) => {
                 let response = self.with_server(response_to(
@@ -954,8 +961,15 @@ impl UserAgent {
         self.overloaded = overloaded;
     }
 
+    /// The node is stopping: from now on new calls are refused (503 with Retry-After, so a
+    /// proxy tries another node) and OPTIONS is answered 503, so a dispatcher probing with
+    /// OPTIONS takes the node out of rotation. Calls in progress go on.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
     fn admit(&mut self, now: Instant) -> bool {
-        if self.overloaded || self.calls.len() >= self.config.max_calls {
+        if self.overloaded || self.draining || self.calls.len() >= self.config.max_calls {
             return false;
         }
         let (start, count) = match self.window {

@@ -479,6 +479,54 @@ fn overload_gets_503_and_established_calls_are_untouched() {
 }
 
 #[test]
+fn a_draining_node_refuses_new_calls_and_keep_alives_and_keeps_its_calls() {
+    let now = Instant::now();
+    let mut ua = ua();
+    let (call, tag) = answered(&mut ua, now);
+    ua.drain();
+    let second = String::from_utf8(invite())
+        .unwrap()
+        .replace("call-1@", "call-2@")
+        .replace("z9hG4bK-inv1", "z9hG4bK-inv2");
+    ua.handle_message(now, caller(), Link::Udp, second.as_bytes());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [503], "a new call goes to another node");
+    assert!(events.is_empty());
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("OPTIONS", "z9hG4bK-opt", 1, None, "", ""),
+    );
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(
+        codes(&sent),
+        [503],
+        "a dispatcher's probe sees the node out"
+    );
+    assert_eq!(sent[0].1.headers.get(&Name::RetryAfter), Some("5"));
+    // The call in progress is acknowledged and hung up as ever.
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
+    );
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &request("BYE", "z9hG4bK-bye1", 2, Some(&tag), "", ""),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert!(matches!(
+        events.as_slice(),
+        [CallEvent::Established { .. }, CallEvent::Ended { call: c, .. }] if *c == call
+    ));
+}
+
+#[test]
 fn in_dialog_info_reinvite_and_options() {
     let now = Instant::now();
     let mut ua = ua();

@@ -330,6 +330,11 @@ impl Store {
         dispatch!(self, s => s.setting_or(name, value))
     }
 
+    /// Whether the store answers: one trivial query (`/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping())
+    }
+
     /// The setting `name`, if one is stored.
     pub async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
         dispatch!(self, s => s.setting(name))

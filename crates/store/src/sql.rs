@@ -354,6 +354,14 @@ impl SqlStore<Db> {
             .ok_or_else(|| StoreError::Corrupt(format!("setting `{name}` vanished")))
     }
 
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(self.writer())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     pub async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
             .bind(name)
