@@ -450,6 +450,12 @@ pub struct SipConfig {
         deserialize_with = "serde_duration::deserialize"
     )]
     pub ring_timeout: chrono::Duration,
+    /// After SIGTERM, how long calls in progress may go on before they are hung up.
+    #[serde(
+        default = "default_drain_timeout",
+        deserialize_with = "serde_duration::deserialize"
+    )]
+    pub drain_timeout: chrono::Duration,
     /// Limits on each source outside `trusted`.
     #[serde(default)]
     pub per_source: PerSourceConfig,
@@ -576,6 +582,10 @@ fn advertised_to<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(Network,
 
 fn default_ring_timeout() -> chrono::Duration {
     chrono::Duration::seconds(30)
+}
+
+fn default_drain_timeout() -> chrono::Duration {
+    chrono::Duration::minutes(5)
 }
 
 fn default_max_calls() -> usize {

@@ -49,6 +49,8 @@ pub struct Dialer {
     hints: Hints,
     /// Attempts under way on this node.
     attempts: AtomicUsize,
+    /// Set when the node drains: nothing more is claimed.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The time, to the microsecond both stores keep.
@@ -94,6 +96,7 @@ impl Dialer {
             realm: sip_config.realm.clone(),
             hints,
             attempts: AtomicUsize::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -124,7 +127,7 @@ impl Dialer {
         }
     }
 
-    /// Runs until the process ends: every second the whole round, and on each hint only the
+    /// Runs until the node drains: every second the whole round, and on each hint only the
     /// agents, since a change here or on another node (a hundred a second, under load) can
     /// only make work for them.
     pub async fn run(self: Arc<Self>) {
@@ -132,14 +135,30 @@ impl Dialer {
         let mut tick = tokio::time::interval(RECHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let looked = tokio::select! {
-                _ = tick.tick() => self.round().await,
-                _ = self.hints.woken() => self.offers().await,
+            let whole_round = tokio::select! {
+                _ = tick.tick() => true,
+                _ = self.hints.woken() => false,
+            };
+            if self.stopping.load(Ordering::Relaxed) {
+                info!(node = %self.node, "dialer stopped: nothing more is claimed on this node");
+                return;
+            }
+            let looked = if whole_round {
+                self.round().await
+            } else {
+                self.offers().await
             };
             if let Err(e) = looked {
                 warn!(error = %e, "dialer round failed; trying again");
             }
         }
+    }
+
+    /// The node drains: claims nothing more; the attempts under way go on (see
+    /// [`Dialer::gauges`]).
+    pub fn stop_claiming(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.hints.wake();
     }
 
     fn lease_end(&self, now: DateTime<Utc>) -> DateTime<Utc> {

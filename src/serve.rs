@@ -181,6 +181,13 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
     let kept = operations.limiter.kept();
     let lifecycle = tokio::spawn(lifecycle(callbacks.clone(), kept));
     let reloads = tokio::spawn(reload_on_hangup(sip.sip.clone()));
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drained = drain(
+        sip.sip.clone(),
+        dialer.clone(),
+        config.sip.drain_timeout.to_std().unwrap_or_default(),
+        draining.clone(),
+    );
     let state = Arc::new(AppState {
         callbacks: callbacks.clone(),
         token,
@@ -190,6 +197,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         wrap_up: config.dialer.wrap_up,
         chats,
         routes,
+        draining,
     });
     let guard = Arc::new(crate::http::Guard {
         hosts: config.api.hosts.clone(),
@@ -201,7 +209,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         config.api.max_connections_per_address,
         config.api.trusted_proxies.clone(),
     );
-    crate::http::serve(listener, api::router(state, guard), connections, shutdown()).await;
+    crate::http::serve(listener, api::router(state, guard), connections, drained).await;
     lifecycle.abort();
     for task in tasks {
         task.abort();
@@ -250,13 +258,60 @@ async fn reload_on_hangup(sip: crate::signalling::Sip) {
     }
 }
 
-async fn shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler installs");
+/// The first SIGTERM or SIGINT drains the node: new calls and OPTIONS get 503 (a proxy or
+/// dispatcher sends them elsewhere), the dialer claims nothing more, and the calls in progress
+/// and the attempts under way may finish for up to `timeout`; then those left are hung up.
+/// A second signal stops at once. Returns when the node may stop.
+async fn drain(
+    sip: crate::signalling::Sip,
+    dialer: Option<Arc<crate::dialer::Dialer>>,
+    timeout: Duration,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    async fn next(term: &mut Signal, int: &mut Signal) {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    next(&mut term, &mut int).await;
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        drain_timeout = ?timeout,
+        "draining: new calls and OPTIONS get 503, the dialer claims nothing more, calls in \
+         progress may finish; a second signal stops at once"
+    );
+    sip.drain().await;
+    if let Some(dialer) = &dialer {
+        dialer.stop_claiming();
+    }
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+        _ = quiet(&sip, dialer.as_deref()) => tracing::info!("drained: no call is left"),
+        _ = tokio::time::sleep(timeout) => {
+            tracing::warn!("drain_timeout passed: hanging up the calls left");
+            sip.hang_up_all().await;
+            // Their BYEs answered (or not) and the attempts settled, within a few seconds.
+            let _ = tokio::time::timeout(HANG_UP_GRACE, quiet(&sip, dialer.as_deref())).await;
+        }
+        _ = next(&mut term, &mut int) => tracing::warn!("a second signal: stopping now, with the calls left"),
     }
     tracing::info!("shutting down");
+}
+
+/// How long the calls hung up at the end of a drain have to finish.
+const HANG_UP_GRACE: Duration = Duration::from_secs(5);
+
+/// Returns once the node has no call and its dialer no attempt under way.
+async fn quiet(sip: &crate::signalling::Sip, dialer: Option<&crate::dialer::Dialer>) {
+    loop {
+        let calls = sip.gauges().await.map_or(0, |g| g.calls);
+        let attempts = dialer.map_or(0, |d| d.gauges().1);
+        if calls == 0 && attempts == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

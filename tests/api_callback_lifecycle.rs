@@ -452,6 +452,7 @@ async fn the_openapi_description_covers_every_route() {
         "/api/v1/chat/sessions",
         "/api/v1/chat/sessions/{id}/messages",
         "/healthz",
+        "/readyz",
     ] {
         assert!(paths.contains_key(path), "{path} is described");
     }

@@ -55,6 +55,8 @@ pub struct AppState {
     pub chats: Arc<crate::chat::Chats>,
     /// Where calls can go: a callback nothing can reach is marked with the reason.
     pub routes: crate::routing::Routes,
+    /// Set when the node drains (SIGTERM): `/readyz` says so.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -115,6 +117,7 @@ pub fn router(state: Arc<AppState>, guard: Arc<crate::http::Guard>) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         // The pages; the board's data needs the token, and the board asks for it.
         .route("/chat", get(|| async { Html(CHAT_PAGE) }))
         .route("/chat.js", asset(js, CHAT_SCRIPT))
@@ -712,6 +715,28 @@ async fn openapi() -> impl IntoResponse {
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"status": "ok", "store": state.callbacks.store.backend()}))
+}
+
+/// Whether this node should be given work: 200 when its store answers and it is not
+/// draining, else 503 with the reason. SIP is bound before the API listens at all.
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let store = state.callbacks.store.backend();
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining", "store": store})),
+        );
+    }
+    match state.callbacks.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "store": store})),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "store unreachable", "store": store, "error": e.to_string()})),
+        ),
+    }
 }
 
 fn replies(replies: Vec<::chat::session::Reply>) -> Value {

@@ -93,6 +93,10 @@ enum Inbound {
         id: u64,
         deadline: Instant,
     },
+    /// The node is stopping: refuse new calls and keep-alives (see `UserAgent::drain`).
+    Drain,
+    /// Hang up every call (the drain's time ran out).
+    HangUpAll,
     /// Load the dialplan again (new calls only); the answer is its summary or what is wrong.
     Reload {
         reply: oneshot::Sender<Result<String, String>>,
@@ -302,6 +306,17 @@ impl Sip {
     /// Moves a connection's deadline (its lease was renewed).
     pub async fn extend(&self, id: u64, deadline: Instant) {
         let _ = self.tx.send(Inbound::Extend { id, deadline }).await;
+    }
+
+    /// The node is stopping: new calls and OPTIONS get 503 from now on; calls in progress go
+    /// on.
+    pub async fn drain(&self) {
+        let _ = self.tx.send(Inbound::Drain).await;
+    }
+
+    /// Hangs up every call (BYE, or CANCEL for one still ringing).
+    pub async fn hang_up_all(&self) {
+        let _ = self.tx.send(Inbound::HangUpAll).await;
     }
 
     /// Loads the dialplan file again for new calls; calls in progress keep the one they
@@ -592,6 +607,13 @@ async fn run(
                 Some(Inbound::Announce { call, vars, offer }) => state.announce(call, vars, offer),
                 Some(Inbound::Ran { call, result, vars }) => state.ran(Instant::now(), call, result, vars),
                 Some(Inbound::Reload { reply }) => { let _ = reply.send(state.reload()); }
+                Some(Inbound::Drain) => state.ua.drain(),
+                Some(Inbound::HangUpAll) => {
+                    let now = Instant::now();
+                    for call in state.calls.keys().copied().collect::<Vec<_>>() {
+                        state.end_call(now, call);
+                    }
+                }
                 None => return,
             },
             Some(event) = media_rx.recv() => state.on_media(Instant::now(), event),
