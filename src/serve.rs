@@ -181,12 +181,13 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
     let kept = operations.limiter.kept();
     let lifecycle = tokio::spawn(lifecycle(callbacks.clone(), kept));
     let reloads = tokio::spawn(reload_on_hangup(sip.sip.clone()));
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (draining, stopped) = (Arc::default(), Arc::default());
     let drained = drain(
         sip.sip.clone(),
         dialer.clone(),
         config.sip.drain_timeout.to_std().unwrap_or_default(),
-        draining.clone(),
+        Arc::clone(&draining),
+        Arc::clone(&stopped),
     );
     let state = Arc::new(AppState {
         callbacks: callbacks.clone(),
@@ -198,6 +199,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         chats,
         routes,
         draining,
+        stopped,
     });
     let guard = Arc::new(crate::http::Guard {
         hosts: config.api.hosts.clone(),
@@ -261,12 +263,13 @@ async fn reload_on_hangup(sip: crate::signalling::Sip) {
 /// The first SIGTERM or SIGINT drains the node: new calls and OPTIONS get 503 (a proxy or
 /// dispatcher sends them elsewhere), the dialer claims nothing more, and the calls in progress
 /// and the attempts under way may finish for up to `timeout`; then those left are hung up.
-/// A second signal stops at once. Returns when the node may stop.
+/// A second signal stops at once. Returns, with `stopped` set, when the node may stop.
 async fn drain(
     sip: crate::signalling::Sip,
     dialer: Option<Arc<crate::dialer::Dialer>>,
     timeout: Duration,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use tokio::signal::unix::{signal, Signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
@@ -298,6 +301,7 @@ async fn drain(
         }
         _ = next(&mut term, &mut int) => tracing::warn!("a second signal: stopping now, with the calls left"),
     }
+    stopped.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down");
 }
 

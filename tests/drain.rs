@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -109,6 +110,22 @@ fn options(me: SocketAddr) -> String {
     )
 }
 
+/// An open board: `GET /api/v1/events`, read in the background until the server ends it.
+fn open_board(server: &Server) -> std::thread::JoinHandle<()> {
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Accept: text/event-stream\r\n\r\n",
+        server.addr, server.token
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    })
+}
+
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("callbackd-{name}-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -122,6 +139,8 @@ fn a_draining_node_refuses_new_calls_and_probes_lets_its_call_finish_and_exits_0
     let target = server.sip_udp.unwrap();
     assert_eq!(final_answer(target, options), "SIP/2.0 200 OK");
     assert_eq!(server.get("/readyz").status, 200);
+    // An operator watches the drain on the board; it must not hold the stop open.
+    let board = open_board(&server);
     let call = caller(target, &held_call(&dir, 3000));
     std::thread::sleep(Duration::from_secs(1));
 
@@ -149,9 +168,10 @@ fn a_draining_node_refuses_new_calls_and_probes_lets_its_call_finish_and_exits_0
         "the call in progress finished as the caller wished: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let status =
-        exited(&mut server, Duration::from_secs(5)).expect("the node stops once its call is over");
+    let status = exited(&mut server, Duration::from_secs(5))
+        .expect("the node stops once its call is over, open board and all");
     assert!(status.success(), "{status:?}");
+    board.join().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

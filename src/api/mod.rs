@@ -57,6 +57,9 @@ pub struct AppState {
     pub routes: crate::routing::Routes,
     /// Set when the node drains (SIGTERM): `/readyz` says so.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the drain is over and the node stops: event streams end, so open boards do
+    /// not hold the stop.
+    pub stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -419,12 +422,15 @@ async fn board(state: &AppState) -> AppResult<Value> {
 }
 
 /// Server-sent events for the board: a `snapshot` event (the board's JSON) at once and
-/// whenever it changes, looked at every second.
+/// whenever it changes, looked at every second, until the node stops.
 async fn events(
     State(state): State<Arc<AppState>>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
     let stream = futures_util::stream::unfold((state, String::new()), |(state, last)| async move {
         loop {
+            if state.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
             match board(&state).await {
                 Ok(snapshot) => {
                     let text = snapshot.to_string();
