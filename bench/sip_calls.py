@@ -43,7 +43,11 @@ def rss_kib(pid):
 def config_text(sip, store_url):
     """The default configuration on loopback: the API on a free port, SIP over UDP on `sip`,
     the store at `store_url`."""
+    # Relative paths are taken from the config file's folder: make the checkout's absolute.
     return (open(os.path.join(ROOT, "callbackd.toml")).read()
+            .replace('dialplan = "dialplans/', f'dialplan = "{ROOT}/dialplans/')
+            .replace('prompts = "prompts"', f'prompts = "{ROOT}/prompts"')
+            .replace('bots = "chatbots/', f'bots = "{ROOT}/chatbots/')
             .replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:0"')
             .replace('udp = ["127.0.0.1:5060"]', f'udp = ["127.0.0.1:{sip}"]')
             .replace('tcp = ["127.0.0.1:5060"]', 'tcp = []')

@@ -734,19 +734,21 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub enum Source {
     File(PathBuf),
-    /// The built-in default: no file was named and `callbackd.toml` is not here.
+    /// The built-in default: no file was named and none is in the usual places.
     Builtin,
 }
 
+/// Where a configuration is looked for when none is named, in order.
+const USUAL_PLACES: [&str; 2] = ["callbackd.toml", "/etc/callbackd/callbackd.toml"];
+
 impl Source {
-    /// The file named on the command line, else `./callbackd.toml` if present, else the
-    /// built-in default.
+    /// The file named (`--config`, or `CALLBACKD_CONFIG`), else the first of
+    /// `./callbackd.toml` and `/etc/callbackd/callbackd.toml` that exists, else the built-in
+    /// default.
     pub fn choose(named: Option<PathBuf>) -> Self {
-        match named {
-            Some(path) => Source::File(path),
-            None if Path::new("callbackd.toml").exists() => Source::File("callbackd.toml".into()),
-            None => Source::Builtin,
-        }
+        named
+            .or_else(|| USUAL_PLACES.iter().map(PathBuf::from).find(|p| p.exists()))
+            .map_or(Source::Builtin, Source::File)
     }
 }
 
@@ -760,7 +762,10 @@ impl fmt::Display for Source {
 }
 
 impl Config {
-    /// Reads, applies the environment's overrides from `env`, and checks.
+    /// Reads, applies the environment's overrides from `env`, and checks. Relative paths in
+    /// a file (the dialplan, the prompts, the bots, an SQLite store) are taken from the file's
+    /// folder, so callbackd runs from anywhere; the built-in default's, from the working
+    /// folder (a checkout).
     pub fn load(
         source: &Source,
         env: impl Fn(&str) -> Option<String>,
@@ -772,7 +777,35 @@ impl Config {
             })?,
             Source::Builtin => DEFAULT.to_owned(),
         };
-        Self::parse(&source.to_string(), &text, env)
+        let mut config = Self::parse(&source.to_string(), &text, &env)?;
+        if let Source::File(path) = source {
+            let folder = path.parent().unwrap_or(Path::new(""));
+            let store_from_env = env("DATABASE_URL")
+                .or_else(|| env("CALLBACKD_STORE_URL"))
+                .is_some();
+            config.resolve_paths(folder, !store_from_env);
+        }
+        Ok(config)
+    }
+
+    /// Takes the relative paths of a file's configuration from its `folder` (the store's
+    /// too, when it came from the file).
+    fn resolve_paths(&mut self, folder: &Path, store: bool) {
+        for path in [
+            &mut self.ivr.dialplan,
+            &mut self.media.prompts,
+            &mut self.chat.bots,
+        ] {
+            if path.is_relative() {
+                *path = folder.join(&*path);
+            }
+        }
+        let url = self.store.url.expose();
+        if let Some(file) = url.strip_prefix("sqlite://").filter(|_| store) {
+            if !file.starts_with('/') && !file.starts_with(':') && !file.is_empty() {
+                self.store.url = Secret(format!("sqlite://{}", folder.join(file).display()));
+            }
+        }
     }
 
     pub fn parse(

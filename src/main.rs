@@ -29,8 +29,16 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "callbackd", version, about = "Telephony callback engine")]
 struct Args {
-    /// The configuration file [default: ./callbackd.toml if present, else the built-in default]
-    #[arg(long, short, global = true, value_name = "FILE")]
+    /// The configuration file [default: ./callbackd.toml, else /etc/callbackd/callbackd.toml,
+    /// whichever exists first, else the built-in default]. Relative paths in it are taken
+    /// from its folder.
+    #[arg(
+        long,
+        short,
+        global = true,
+        value_name = "FILE",
+        env = "CALLBACKD_CONFIG"
+    )]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,

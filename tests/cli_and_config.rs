@@ -168,6 +168,56 @@ async fn operators_work_on_callbacks_from_the_command_line() {
 }
 
 #[test]
+fn relative_paths_in_a_configuration_are_taken_from_its_folder() {
+    // A deployment folder holding its configuration, dialplan, prompts and store, used from
+    // another working folder.
+    let dir = std::env::temp_dir().join(format!("callbackd-etc-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(dir.join("sounds")).unwrap();
+    for entry in std::fs::read_dir("prompts").unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join("sounds").join(entry.file_name())).unwrap();
+    }
+    std::fs::copy("dialplans/default.toml", dir.join("plan.toml")).unwrap();
+    let text = std::fs::read_to_string("callbackd.toml")
+        .unwrap()
+        .replace(
+            "dialplan = \"dialplans/default.toml\"",
+            "dialplan = \"plan.toml\"",
+        )
+        .replace("prompts = \"prompts\"", "prompts = \"sounds\"")
+        .replace("sqlite://callbackd.db", "sqlite://state.db");
+    std::fs::write(dir.join("callbackd.toml"), text).unwrap();
+    let out = callbackd()
+        .current_dir("/")
+        .args(["dialplan", "check"])
+        .arg(dir.join("plan.toml"))
+        .env("CALLBACKD_CONFIG", dir.join("callbackd.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the prompts were found beside the configuration: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = callbackd()
+        .current_dir("/")
+        .args(["callbacks", "list"])
+        .env("CALLBACKD_CONFIG", dir.join("callbackd.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.join("state.db").exists(),
+        "the SQLite store is made beside the configuration"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn start_up_stops_on_a_bad_dialplan_or_bots_file_with_its_line() {
     let dir = std::env::temp_dir().join(format!("callbackd-bad-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -189,20 +239,22 @@ fn start_up_stops_on_a_bad_dialplan_or_bots_file_with_its_line() {
     .unwrap();
     let good = config(&store::testing::sqlite_url(), "");
     let text = std::fs::read_to_string(&good).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
     for (from, to, problem) in [
         (
-            "dialplan = \"dialplans/default.toml\"",
+            format!("dialplan = \"{root}/dialplans/default.toml\""),
             format!("dialplan = \"{}\"", dialplan.display()),
             format!("{}:", dialplan.display()),
         ),
         (
-            "bots = \"chatbots/default.toml\"",
+            format!("bots = \"{root}/chatbots/default.toml\""),
             format!("bots = \"{}\"", bots.display()),
             format!("{}:", bots.display()),
         ),
     ] {
         let bad = dir.join("callbackd.toml");
-        std::fs::write(&bad, text.replace(from, &to)).unwrap();
+        assert!(text.contains(&from), "{from}");
+        std::fs::write(&bad, text.replace(&from, &to)).unwrap();
         // It must stop by itself; one that serves is killed, and the test fails.
         let mut child = callbackd()
             .args(["serve", "--config"])

@@ -39,6 +39,20 @@ pub fn config_with(store_url: &str, replacements: &[(&str, &str)]) -> PathBuf {
         assert!(text.contains(from), "callbackd.toml has no `{from}`");
         text = text.replace(from, to);
     }
+    // Relative paths are taken from the file's folder (a temporary one): make the
+    // checkout's absolute.
+    let root = env!("CARGO_MANIFEST_DIR");
+    text = text
+        .lines()
+        .map(|line| {
+            let relative = ["dialplan", "prompts", "bots"].iter().find_map(|key| {
+                line.strip_prefix(&format!("{key} = \""))
+                    .filter(|value| !value.starts_with('/'))
+                    .map(|value| format!("{key} = \"{root}/{value}"))
+            });
+            relative.unwrap_or_else(|| line.to_owned()) + "\n"
+        })
+        .collect();
     let path = std::env::temp_dir().join(format!(
         "callbackd-test-{:016x}.toml",
         rand::random::<u64>()
