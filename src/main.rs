@@ -19,6 +19,7 @@ mod queues;
 mod routing;
 mod serve;
 mod signalling;
+mod systemd;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -211,6 +211,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         config.api.max_connections_per_address,
         config.api.trusted_proxies.clone(),
     );
+    crate::systemd::notify("READY=1\nSTATUS=serving");
     crate::http::serve(listener, api::router(state, guard), connections, drained).await;
     lifecycle.abort();
     for task in tasks {
@@ -282,6 +283,7 @@ async fn drain(
     }
     next(&mut term, &mut int).await;
     draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::systemd::notify("STOPPING=1\nSTATUS=draining: calls in progress may finish");
     tracing::info!(
         drain_timeout = ?timeout,
         "draining: new calls and OPTIONS get 503, the dialer claims nothing more, calls in \
