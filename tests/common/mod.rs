@@ -708,3 +708,91 @@ pub fn finished_cleanly(child: Child) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// Kamailio (Debian's) running `config` (a file of the checkout) on `port`, with LISTEN and
+/// MODULES filled in and each `(from, to)` of `fill` replaced; stopped, with its children,
+/// when dropped.
+pub struct Kamailio(Child);
+
+impl Kamailio {
+    pub fn start(dir: &Path, config: &str, port: u16, fill: &[(&str, String)]) -> Kamailio {
+        let binary = ["/usr/sbin/kamailio", "/usr/bin/kamailio"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or_else(|| {
+                panic!("kamailio is not installed: apt-get install kamailio (scripts/test.sh installs it)")
+            });
+        let modules = std::fs::read_dir("/usr/lib")
+            .unwrap()
+            .filter_map(|e| Some(e.ok()?.path().join("kamailio/modules")))
+            .find(|p| p.join("tm.so").exists())
+            .expect("Kamailio's modules are under /usr/lib/*/kamailio/modules");
+        let mut text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(config))
+            .unwrap()
+            .replace("listen=LISTEN", &format!("listen=udp:127.0.0.1:{port}"))
+            .replace("\"MODULES\"", &format!("\"{}\"", modules.display()));
+        for (from, to) in fill {
+            assert!(text.contains(from), "{config} has no {from}");
+            text = text.replace(from, to);
+        }
+        let config = dir.join("kamailio.cfg");
+        std::fs::write(&config, text).unwrap();
+        let check = Command::new(binary)
+            .arg("-c")
+            .arg("-f")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "Kamailio refuses the configuration: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
+        // Held at once, so that a failure below stops it too.
+        let kamailio = Kamailio(
+            Command::new(binary)
+                .arg("-f")
+                .arg(&config)
+                .args(["-DD", "-E", "-Y"])
+                .arg(dir)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("kamailio runs"),
+        );
+        // Its UDP socket is bound before it answers: wait for an answer to OPTIONS.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let me = socket.local_addr().unwrap();
+        let options = format!(
+            "OPTIONS sip:ping@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKping\r\n\
+             From: <sip:t@{me}>;tag=1\r\nTo: <sip:ping@127.0.0.1:{port}>\r\nCall-ID: ping@t\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        let mut buf = [0; 2048];
+        for _ in 0..50 {
+            let _ = socket.send_to(options.as_bytes(), ("127.0.0.1", port));
+            if socket.recv_from(&mut buf).is_ok() {
+                return kamailio;
+            }
+        }
+        panic!(
+            "Kamailio did not answer on port {port}: {}",
+            std::fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // Its workers are its children: stop them all.
+        let _ = Command::new("pkill")
+            .args(["-P", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
