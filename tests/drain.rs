@@ -7,11 +7,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{config_with, Server};
+use common::{config_with, exited, held_call_scenario, sipp_caller, Server};
 
 fn server(drain_timeout: &str) -> Server {
     let url = store::testing::sqlite_url();
@@ -24,49 +23,12 @@ fn server(drain_timeout: &str) -> Server {
     ))
 }
 
-/// A SIPp caller running `scenario` (a path) once against `target`.
-fn caller(target: SocketAddr, scenario: &str) -> Child {
-    Command::new(common::sipp())
-        .args(["-sf", scenario, "-s", "5000", &target.to_string()])
-        .args(["-i", "127.0.0.1", "-p", &common::free_port().to_string()])
-        .args(["-mp", &common::media_port().to_string()])
-        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp runs")
-}
-
-/// The basic call of tests/sipp/uac_basic.xml, held `ms` before the caller hangs up.
-fn held_call(dir: &Path, ms: u32) -> String {
-    common::filled_scenario(
-        dir,
-        "uac_basic.xml",
-        &[(
-            "<pause milliseconds=\"500\"/>",
-            &format!("<pause milliseconds=\"{ms}\"/>"),
-        )],
-    )
-}
-
 fn signal(server: &Server, name: &str) {
     let sent = Command::new("kill")
         .args([&format!("-{name}"), &server.child.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
-}
-
-/// How the server exited, if it did within `within`.
-fn exited(server: &mut Server, within: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 /// The status line of the final answer to `request`, sent from a socket of its own.
@@ -141,7 +103,7 @@ fn a_draining_node_refuses_new_calls_and_probes_lets_its_call_finish_and_exits_0
     assert_eq!(server.get("/readyz").status, 200);
     // An operator watches the drain on the board; it must not hold the stop open.
     let board = open_board(&server);
-    let call = caller(target, &held_call(&dir, 3000));
+    let call = sipp_caller(target, &held_call_scenario(&dir, 3000));
     std::thread::sleep(Duration::from_secs(1));
 
     signal(&server, "TERM");
@@ -158,7 +120,7 @@ fn a_draining_node_refuses_new_calls_and_probes_lets_its_call_finish_and_exits_0
     assert_eq!(ready.status, 503);
     assert_eq!(ready.body["status"], "draining");
     assert!(
-        exited(&mut server, Duration::from_millis(500)).is_none(),
+        exited(&mut server.child, Duration::from_millis(500)).is_none(),
         "the node waits for its call"
     );
 
@@ -168,7 +130,7 @@ fn a_draining_node_refuses_new_calls_and_probes_lets_its_call_finish_and_exits_0
         "the call in progress finished as the caller wished: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let status = exited(&mut server, Duration::from_secs(5))
+    let status = exited(&mut server.child, Duration::from_secs(5))
         .expect("the node stops once its call is over, open board and all");
     assert!(status.success(), "{status:?}");
     board.join().unwrap();
@@ -180,7 +142,7 @@ fn calls_left_when_the_drain_time_runs_out_are_hung_up() {
     let mut server = server("1s");
     let target = server.sip_udp.unwrap();
     // This caller stays until callbackd hangs up, and answers its BYE.
-    let call = caller(target, &common::sipp_scenario("uac_callbackd_hangs_up.xml"));
+    let call = sipp_caller(target, &common::sipp_scenario("uac_callbackd_hangs_up.xml"));
     std::thread::sleep(Duration::from_secs(1));
     signal(&server, "TERM");
     let out = call.wait_with_output().unwrap();
@@ -189,7 +151,7 @@ fn calls_left_when_the_drain_time_runs_out_are_hung_up() {
         "callbackd hung up with a BYE: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let status = exited(&mut server, Duration::from_secs(5)).expect("the node stops");
+    let status = exited(&mut server.child, Duration::from_secs(5)).expect("the node stops");
     assert!(status.success(), "{status:?}");
 }
 
@@ -198,13 +160,16 @@ fn a_second_signal_stops_the_node_at_once() {
     let dir = temp_dir("drain-twice");
     let mut server = server("60s");
     let target = server.sip_udp.unwrap();
-    let mut call = caller(target, &held_call(&dir, 30_000));
+    let mut call = sipp_caller(target, &held_call_scenario(&dir, 30_000));
     std::thread::sleep(Duration::from_secs(1));
     signal(&server, "TERM");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(exited(&mut server, Duration::ZERO).is_none(), "draining");
+    assert!(
+        exited(&mut server.child, Duration::ZERO).is_none(),
+        "draining"
+    );
     signal(&server, "INT");
-    let status = exited(&mut server, Duration::from_secs(3)).expect("stopped at once");
+    let status = exited(&mut server.child, Duration::from_secs(3)).expect("stopped at once");
     assert!(status.success(), "{status:?}");
     let _ = call.kill();
     let _ = call.wait();

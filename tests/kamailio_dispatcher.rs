@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::{config_with, free_port, run_sipp, Kamailio, Server};
 
@@ -26,27 +26,6 @@ fn calls_established(log: &std::path::Path) -> usize {
         .unwrap()
         .matches("call established")
         .count()
-}
-
-/// A basic call held `ms` (tests/sipp/uac_basic.xml), straight to `target`.
-fn held_call(dir: &std::path::Path, target: std::net::SocketAddr, ms: u32) -> Child {
-    let scenario = common::filled_scenario(
-        dir,
-        "uac_basic.xml",
-        &[(
-            "<pause milliseconds=\"500\"/>",
-            &format!("<pause milliseconds=\"{ms}\"/>"),
-        )],
-    );
-    Command::new(common::sipp())
-        .args(["-sf", &scenario, "-s", "5000", &target.to_string()])
-        .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
-        .args(["-mp", &common::media_port().to_string()])
-        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp runs")
 }
 
 #[test]
@@ -86,7 +65,7 @@ fn calls_spread_over_the_nodes_and_avoid_one_that_drains() {
     );
 
     // Node a has a call of its own when it is told to stop.
-    let call = held_call(&dir, a.sip_udp.unwrap(), 4000);
+    let call = common::sipp_caller(a.sip_udp.unwrap(), &common::held_call_scenario(&dir, 4000));
     std::thread::sleep(Duration::from_secs(1));
     let on_a = calls_established(&a_log);
     let stopped = Command::new("kill")
@@ -108,14 +87,7 @@ fn calls_spread_over_the_nodes_and_avoid_one_that_drains() {
         "node a's own call finished: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = a.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "node a stops");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = common::exited(&mut a.child, Duration::from_secs(10)).expect("node a stops");
     assert!(status.success(), "{status:?}");
     drop(b);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -392,6 +392,27 @@ impl Drop for Dns {
     }
 }
 
+/// The default configuration with one trunk, `carrier`, given by the name `host` (looked up
+/// at the DNS server on `dns_port`), that carries every number, and SIP calls allowed to
+/// `host`.
+fn by_name(host: &str, dns_port: u16) -> std::path::PathBuf {
+    let trunk = format!(
+        "\n[trunks.carrier]\nhost = \"{host}\"\ncaller_id = \"+12125550000\"\n\n\
+         [[routes]]\ntrunks = [\"carrier\"]\n\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n\
+         [queues.support]"
+    );
+    config_with(
+        &store::testing::sqlite_url(),
+        &[
+            (
+                "# sip_domains = [\"pbx.example.com\"]",
+                &format!("sip_domains = [\"{host}\"]"),
+            ),
+            ("[queues.support]", &trunk),
+        ],
+    )
+}
+
 /// A test call through the trunk of the default route, held a second; how it went and how
 /// long it took.
 fn test_call(server: &Server, to: &str) -> (Value, Duration) {
@@ -416,22 +437,7 @@ fn a_trunk_by_name_goes_to_its_first_srv_target_and_to_the_second_while_the_firs
             "--host-record=secondary.trunk.test,127.0.0.1".into(),
         ],
     );
-    let trunk = format!(
-        "\n[trunks.carrier]\nhost = \"trunk.test\"\ncaller_id = \"+12125550000\"\n\n\
-         [[routes]]\ntrunks = [\"carrier\"]\n\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n\
-         [queues.support]"
-    );
-    let url = store::testing::sqlite_url();
-    let config = config_with(
-        &url,
-        &[
-            (
-                "# sip_domains = [\"pbx.example.com\"]",
-                "sip_domains = [\"trunk.test\"]",
-            ),
-            ("[queues.support]", &trunk),
-        ],
-    );
+    let config = by_name("trunk.test", dns_port);
     let log = dir.join("callbackd.log");
     let server = Server::start_logging(&config, &log);
     let start = Instant::now();
@@ -494,22 +500,7 @@ fn a_trunk_domains_naptr_record_for_its_transport_names_the_srv_records_to_use()
             "--host-record=sbc.carrier.test,127.0.0.1".into(),
         ],
     );
-    let trunk = format!(
-        "\n[trunks.carrier]\nhost = \"carrier.test\"\ncaller_id = \"+12125550000\"\n\n\
-         [[routes]]\ntrunks = [\"carrier\"]\n\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n\
-         [queues.support]"
-    );
-    let url = store::testing::sqlite_url();
-    let config = config_with(
-        &url,
-        &[
-            (
-                "# sip_domains = [\"pbx.example.com\"]",
-                "sip_domains = [\"carrier.test\"]",
-            ),
-            ("[queues.support]", &trunk),
-        ],
-    );
+    let config = by_name("carrier.test", dns_port);
     let server = Server::start(&config);
     let start = Instant::now();
     loop {

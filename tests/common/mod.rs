@@ -545,6 +545,45 @@ pub fn filled_scenario(dir: &Path, name: &str, fill: &[(&str, &str)]) -> String 
     path.display().to_string()
 }
 
+/// SIPp calling `target` once with `scenario` (a path), in the background.
+pub fn sipp_caller(target: SocketAddr, scenario: &str) -> Child {
+    Command::new(sipp())
+        .args(["-sf", scenario, "-s", "5000", &target.to_string()])
+        .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
+        .args(["-mp", &media_port().to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp runs")
+}
+
+/// tests/sipp/uac_basic.xml with the caller holding the call `ms` before hanging up, in `dir`.
+pub fn held_call_scenario(dir: &Path, ms: u32) -> String {
+    filled_scenario(
+        dir,
+        "uac_basic.xml",
+        &[(
+            "<pause milliseconds=\"500\"/>",
+            &format!("<pause milliseconds=\"{ms}\"/>"),
+        )],
+    )
+}
+
+/// How `child` exited, if it did within `within`.
+pub fn exited(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() >= within {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The SIPp binary (Debian's sip-tester).
 pub fn sipp() -> PathBuf {
     let found = std::env::var_os("PATH")

@@ -96,6 +96,18 @@ fn answered(ua: &mut UserAgent, now: Instant) -> (CallHandle, String) {
     (call, tag)
 }
 
+/// The caller acknowledges our 2xx (the call's To tag is `tag`).
+fn acknowledge(ua: &mut UserAgent, now: Instant, tag: &str) {
+    let ack = request("ACK", "z9hG4bK-ack1", 1, Some(tag), "", "");
+    ua.handle_message(now, caller(), Link::Udp, &ack);
+}
+
+/// The caller hangs up the call whose To tag is `tag`.
+fn hang_up_as_caller(ua: &mut UserAgent, now: Instant, tag: &str) {
+    let bye = request("BYE", "z9hG4bK-bye1", 2, Some(tag), "", "");
+    ua.handle_message(now, caller(), Link::Udp, &bye);
+}
+
 #[test]
 fn an_inbound_call_from_invite_to_bye() {
     let now = Instant::now();
@@ -198,12 +210,7 @@ fn an_acknowledged_call_keeps_no_invite_transaction_and_still_absorbs_its_invite
     let mut ua = ua();
     let (call, tag) = answered(&mut ua, now);
     assert_eq!(ua.transactions().0, 1, "the INVITE's, until the ACK");
-    ua.handle_message(
-        now,
-        caller(),
-        Link::Udp,
-        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
-    );
+    acknowledge(&mut ua, now, &tag);
     drain(&mut ua);
     assert_eq!(
         ua.transactions(),
@@ -217,12 +224,7 @@ fn an_acknowledged_call_keeps_no_invite_transaction_and_still_absorbs_its_invite
     assert_eq!(ua.calls(), 1, "still the one call");
     assert_eq!(ua.transactions().0, 0);
     // The call goes on as before: the caller hangs up.
-    ua.handle_message(
-        now + Duration::from_secs(2),
-        caller(),
-        Link::Udp,
-        &request("BYE", "z9hG4bK-bye1", 2, Some(&tag), "", ""),
-    );
+    hang_up_as_caller(&mut ua, now + Duration::from_secs(2), &tag);
     let (sent, events) = drain(&mut ua);
     assert_eq!(codes(&sent), [200]);
     assert!(matches!(events[..], [CallEvent::Ended { call: c, .. }] if c == call));
@@ -484,11 +486,7 @@ fn a_draining_node_refuses_new_calls_and_keep_alives_and_keeps_its_calls() {
     let mut ua = ua();
     let (call, tag) = answered(&mut ua, now);
     ua.drain();
-    let second = String::from_utf8(invite())
-        .unwrap()
-        .replace("call-1@", "call-2@")
-        .replace("z9hG4bK-inv1", "z9hG4bK-inv2");
-    ua.handle_message(now, caller(), Link::Udp, second.as_bytes());
+    ua.handle_message(now, caller(), Link::Udp, &invite_numbered(2));
     let (sent, events) = drain(&mut ua);
     assert_eq!(codes(&sent), [503], "a new call goes to another node");
     assert!(events.is_empty());
@@ -506,18 +504,8 @@ fn a_draining_node_refuses_new_calls_and_keep_alives_and_keeps_its_calls() {
     );
     assert_eq!(sent[0].1.headers.get(&Name::RetryAfter), Some("5"));
     // The call in progress is acknowledged and hung up as ever.
-    ua.handle_message(
-        now,
-        caller(),
-        Link::Udp,
-        &request("ACK", "z9hG4bK-ack1", 1, Some(&tag), "", ""),
-    );
-    ua.handle_message(
-        now,
-        caller(),
-        Link::Udp,
-        &request("BYE", "z9hG4bK-bye1", 2, Some(&tag), "", ""),
-    );
+    acknowledge(&mut ua, now, &tag);
+    hang_up_as_caller(&mut ua, now, &tag);
     let (sent, events) = drain(&mut ua);
     assert_eq!(codes(&sent), [200]);
     assert!(matches!(
