@@ -66,6 +66,8 @@ pub struct TrunkConfig {
     /// Digest credentials for its challenges.
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// A file holding the password instead (a systemd credential, a container secret).
+    pub password_file: Option<PathBuf>,
     /// The realm its challenges name: the credentials answer no other. Without one, any
     /// challenge from the trunk's address is answered.
     pub realm: Option<String>,
@@ -341,6 +343,9 @@ pub struct ApiConfig {
     /// Without one, a token is generated at first start and kept in the store.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// A file holding the token instead.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// Host names the API and the pages answer to, besides IP addresses and `localhost`;
     /// requests naming another host get 421, so DNS rebinding gets nowhere.
     #[serde(default)]
@@ -419,6 +424,9 @@ pub struct SipConfig {
     pub trunk_username: Option<String>,
     #[serde(default)]
     pub trunk_password: Option<Secret>,
+    /// A file holding `trunk_password` instead.
+    #[serde(default)]
+    pub trunk_password_file: Option<PathBuf>,
     /// When set (with outbound_proxy and trunk_username), callbackd registers as
     /// trunk_username@trunk_domain with the trunk and keeps the registration fresh.
     #[serde(default)]
@@ -675,6 +683,9 @@ fn port_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(u16, u16), D::E
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub url: Secret,
+    /// A file holding the URL instead (it names a password).
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
 }
 
 /// A string that is never printed: API tokens, store URLs with passwords.
@@ -778,24 +789,98 @@ impl Config {
             Source::Builtin => DEFAULT.to_owned(),
         };
         let mut config = Self::parse(&source.to_string(), &text, &env)?;
+        let store_from_env = env("DATABASE_URL")
+            .or_else(|| env("CALLBACKD_STORE_URL"))
+            .is_some();
         if let Source::File(path) = source {
             let folder = path.parent().unwrap_or(Path::new(""));
-            let store_from_env = env("DATABASE_URL")
-                .or_else(|| env("CALLBACKD_STORE_URL"))
-                .is_some();
             config.resolve_paths(folder, !store_from_env);
         }
+        let invalid = |(key, message): (String, String)| ConfigError::Invalid {
+            file: source.to_string(),
+            key,
+            message,
+        };
+        let token_from_env = env("CALLBACKD_API_TOKEN").is_some();
+        config
+            .read_secret_files(!store_from_env, !token_from_env)
+            .map_err(invalid)?;
+        config.check().map_err(invalid)?;
         Ok(config)
+    }
+
+    /// Takes each secret named by a `*_file` key from its file (the whole file, less a final
+    /// line break), unless the environment gave it. A secret given both ways is refused.
+    fn read_secret_files(&mut self, store: bool, token: bool) -> Result<(), (String, String)> {
+        fn read(
+            key: &str,
+            file: &Option<PathBuf>,
+            secret: &mut Option<Secret>,
+        ) -> Result<(), (String, String)> {
+            let Some(file) = file else {
+                return Ok(());
+            };
+            if secret.is_some() {
+                return Err((
+                    key.to_owned(),
+                    format!("give `{key}` or `{key}_file`, not both"),
+                ));
+            }
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                (
+                    format!("{key}_file"),
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            *secret = Some(Secret(text.trim_end_matches(['\r', '\n']).to_owned()));
+            Ok(())
+        }
+        if token {
+            read("api.token", &self.api.token_file, &mut self.api.token)?;
+        }
+        read(
+            "sip.trunk_password",
+            &self.sip.trunk_password_file,
+            &mut self.sip.trunk_password,
+        )?;
+        for (name, trunk) in &mut self.trunks {
+            read(
+                &format!("trunks.{name}.password"),
+                &trunk.password_file,
+                &mut trunk.password,
+            )?;
+        }
+        if store {
+            if let Some(file) = &self.store.url_file {
+                let mut url = None;
+                read("store.url", &Some(file.clone()), &mut url)?;
+                self.store.url = url.unwrap_or_else(|| self.store.url.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Takes the relative paths of a file's configuration from its `folder` (the store's
     /// too, when it came from the file).
     fn resolve_paths(&mut self, folder: &Path, store: bool) {
+        let secrets = [
+            self.api.token_file.as_mut(),
+            self.sip.trunk_password_file.as_mut(),
+            self.store.url_file.as_mut(),
+        ];
+        let trunks = self
+            .trunks
+            .values_mut()
+            .filter_map(|t| t.password_file.as_mut());
         for path in [
             &mut self.ivr.dialplan,
             &mut self.media.prompts,
             &mut self.chat.bots,
-        ] {
+        ]
+        .into_iter()
+        .chain(secrets.into_iter().flatten())
+        .chain(trunks)
+        {
             if path.is_relative() {
                 *path = folder.join(&*path);
             }
@@ -1120,6 +1205,7 @@ impl Config {
                     transport: Transport::Udp,
                     username: self.sip.trunk_username.clone(),
                     password: self.sip.trunk_password.clone(),
+                    password_file: None,
                     realm: None,
                     domain: self.sip.trunk_domain.clone(),
                     register: self.sip.trunk_domain.is_some() && self.sip.trunk_username.is_some(),

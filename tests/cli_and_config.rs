@@ -218,6 +218,77 @@ fn relative_paths_in_a_configuration_are_taken_from_its_folder() {
 }
 
 #[test]
+fn secrets_come_from_files_named_by_file_keys() {
+    let dir =
+        std::env::temp_dir().join(format!("callbackd-secrets-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = "a-token-from-a-file-0123";
+    std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
+    let store = dir.join("secret.db");
+    std::fs::write(
+        dir.join("store-url"),
+        format!("sqlite://{}\n", store.display()),
+    )
+    .unwrap();
+    // The token's file is named relatively: it is taken from the configuration's folder.
+    let written = common::config_with(
+        &store::testing::sqlite_url(),
+        &[
+            (
+                "# token = \"a long random string\"",
+                "token_file = \"token\"",
+            ),
+            ("\n[store]\n", "\n[store]\nurl_file = \"store-url\"\n"),
+        ],
+    );
+    let text = std::fs::read_to_string(written).unwrap();
+    let path = dir.join("callbackd.toml");
+    std::fs::write(&path, &text).unwrap();
+    let server = common::Server::start_without_token(&path);
+    assert!(store.exists(), "the store is the one the file names");
+    let ask = |bearer: &str| {
+        common::request(
+            server.addr,
+            "GET",
+            "/api/v1/queues",
+            &[("Authorization", &format!("Bearer {bearer}"))],
+            None,
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(
+        ask(token),
+        200,
+        "the token is the file's, less its line break"
+    );
+    assert_eq!(ask("another-token-0123456789"), 401);
+    drop(server);
+
+    // Both ways at once is a mistake, said as such.
+    std::fs::write(
+        &path,
+        text.replace(
+            "token_file = \"token\"",
+            "token_file = \"token\"\ntoken = \"0123456789abcdef\"",
+        ),
+    )
+    .unwrap();
+    let out = callbackd()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("api.token: give `api.token` or `api.token_file`, not both"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn start_up_stops_on_a_bad_dialplan_or_bots_file_with_its_line() {
     let dir = std::env::temp_dir().join(format!("callbackd-bad-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
