@@ -294,8 +294,8 @@ impl Routes {
         named.unwrap_or(&dialled.request_uri).clone()
     }
 
-    /// The trunks callbackd registers with, each at its first target (none yet for a name
-    /// not resolved; [`Routes::registrars`] follows it).
+    /// The trunks callbackd registers with, each at its first target now, the keep-alives'
+    /// down targets last (none yet for a name not resolved).
     pub fn registrations(&self) -> Vec<sip::ua::TrunkRegistration> {
         self.trunks
             .iter()
@@ -312,16 +312,6 @@ impl Routes {
                     expires: 3600,
                 })
             })
-            .collect()
-    }
-
-    /// Where each registering trunk should be registered now: its first target, the keep-
-    /// alives' down targets last.
-    pub fn registrars(&self) -> Vec<(&str, SocketAddr)> {
-        self.trunks
-            .iter()
-            .filter(|(_, t)| t.registers_in.is_some() && t.credentials.is_some())
-            .filter_map(|(name, t)| Some((name.as_str(), *t.ordered_targets().first()?)))
             .collect()
     }
 

@@ -736,8 +736,10 @@ impl Loop {
     fn housekeeping(&mut self, now: Instant) {
         self.qualify_trunks(now);
         // A registering trunk given by name registers where the name resolves now.
-        for (trunk, registrar) in self.routes.registrars() {
-            self.ua.set_registrar(now, trunk, registrar);
+        for registration in self.routes.registrations() {
+            if let Some(registrar) = registration.registrar {
+                self.ua.set_registrar(now, &registration.trunk, registrar);
+            }
         }
         self.bridge_timers(now);
         self.holding_housekeeping(now);
