@@ -27,6 +27,22 @@ pub enum KeySource {
     InBand,
 }
 
+impl KeySource {
+    pub const ALL: [KeySource; 3] = [
+        KeySource::TelephoneEvent,
+        KeySource::Info,
+        KeySource::InBand,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::TelephoneEvent => "rfc4733",
+            KeySource::Info => "info",
+            KeySource::InBand => "inband",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LegEvent {
     Key {

@@ -51,6 +51,9 @@ pub struct Counters {
     pub unexpected_payload_type: u64,
     /// From a source, or with an SSRC, still on probation (not yet [`PROBATION`] in sequence).
     pub probation: u64,
+    /// Packets of the learned stream that never came: gaps in its sequence numbers (one that
+    /// comes later, out of order, stays counted).
+    pub lost: u64,
 }
 
 /// Packets in sequence a source (or a new SSRC from it) must send before it is heard.
@@ -98,6 +101,8 @@ pub struct Session {
     learn: Learn,
     /// The learned source and its SSRC.
     learned: Option<(SocketAddr, u32)>,
+    /// The highest sequence number heard from the learned stream.
+    highest: u16,
     /// Sources or new SSRCs on probation, the most recently heard last.
     candidates: Vec<Candidate>,
     last_received: Instant,
@@ -125,6 +130,7 @@ impl Session {
             remote,
             learn,
             learned: None,
+            highest: 0,
             candidates: Vec::new(),
             last_received: now,
             spurt: true,
@@ -227,6 +233,13 @@ impl Session {
             }
             self.learned = Some((from, ssrc));
             self.remote = Some(from);
+            self.highest = u16::from(packet.sequence_number()).wrapping_sub(1);
+        }
+        // Ahead of the highest by up to half the sequence space: what lies between is lost.
+        let ahead = u16::from(packet.sequence_number()).wrapping_sub(self.highest);
+        if (1..0x8000).contains(&ahead) {
+            self.counters.lost += u64::from(ahead - 1);
+            self.highest = packet.sequence_number().into();
         }
         self.counters.received += 1;
         self.last_received = now;
@@ -378,6 +391,25 @@ mod tests {
             .payload(payload)
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn gaps_in_the_far_ends_sequence_count_as_lost() {
+        let now = Instant::now();
+        let mut s = session(now);
+        let far = "127.0.0.1:7000";
+        // Probation, then in sequence across the wrap of the sequence numbers (65530 to 3):
+        // nothing lost.
+        assert_eq!(
+            stream(&mut s, now, far, 9, 65530, 10),
+            10 - PROBATION as usize + 1
+        );
+        assert_eq!(s.counters.lost, 0);
+        // 4 never comes; 9 comes late, after 10, and is counted once.
+        for seq in [5, 6, 7, 8, 10, 9, 11, 12] {
+            stream(&mut s, now, far, 9, seq, 1);
+        }
+        assert_eq!(s.counters.lost, 2, "4, and 9 which came late");
     }
 
     #[test]

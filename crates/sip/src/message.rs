@@ -43,6 +43,22 @@ impl Method {
         (Method::Publish, "PUBLISH"),
     ];
 
+    /// How many methods are counted apart in statistics: each known one, and all others as one.
+    pub const COUNTED: usize = Self::KNOWN.len() + 1;
+
+    /// This method's place among the [`Self::COUNTED`]: a known method's own, or the last.
+    pub fn counted_index(&self) -> usize {
+        Self::KNOWN
+            .iter()
+            .position(|(m, _)| m == self)
+            .unwrap_or(Self::KNOWN.len())
+    }
+
+    /// The name of the method counted at `index`: `"other"` for the last.
+    pub fn counted_name(index: usize) -> &'static str {
+        Self::KNOWN.get(index).map_or("other", |(_, name)| name)
+    }
+
     /// A method token; `None` if it is not a token. Methods are case-sensitive.
     pub fn parse(text: &str) -> Option<Method> {
         if text.is_empty() || !text.bytes().all(is_token_byte) {

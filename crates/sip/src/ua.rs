@@ -30,10 +30,12 @@ use crate::transaction::server_non_invite::ServerNonInvite;
 use crate::transaction::{earliest, Backoff, Drain, Event, Key, Timers, Transport};
 mod extensions;
 mod outbound;
+mod stats;
 mod trunk;
 
 use extensions::{MIN_SE, SUPPORTED};
 pub use outbound::{Credentials, Dial};
+pub use stats::{Messages, Refusal, Stats};
 pub use trunk::TrunkRegistration;
 
 use crate::validate::{answer_invalid, check_request, response_to, Capabilities, RequestHeaders};
@@ -121,6 +123,34 @@ pub enum EndReason {
     NoAnswer,
     /// The session timer ran out (RFC 4028): the refreshes stopped, or ours went unanswered.
     SessionExpired,
+}
+
+impl EndReason {
+    /// Every reason's name, as [`EndReason::as_str`] gives it.
+    pub const NAMES: [&'static str; 8] = [
+        "remote_hangup",
+        "local_hangup",
+        "cancelled",
+        "rejected",
+        "no_ack",
+        "failed",
+        "no_answer",
+        "session_expired",
+    ];
+
+    /// The reason's name, without its status.
+    pub fn as_str(&self) -> &'static str {
+        Self::NAMES[match self {
+            EndReason::RemoteHangup => 0,
+            EndReason::LocalHangup => 1,
+            EndReason::Cancelled => 2,
+            EndReason::Rejected(_) => 3,
+            EndReason::NoAck => 4,
+            EndReason::Failed(_) => 5,
+            EndReason::NoAnswer => 6,
+            EndReason::SessionExpired => 7,
+        }]
+    }
 }
 
 /// The numbers an INVITE names as dialled. Carriers differ: most put it in the
@@ -393,6 +423,7 @@ pub struct UserAgent {
     /// timeout).
     trunks: Vec<trunk::TrunkState>,
     outputs: VecDeque<Output>,
+    stats: Stats,
 }
 
 impl fmt::Debug for UserAgent {
@@ -600,6 +631,7 @@ impl UserAgent {
             next_timer: 0,
             touched: Vec::new(),
             outputs: VecDeque::new(),
+            stats: Stats::default(),
         }
     }
 
@@ -613,7 +645,13 @@ impl UserAgent {
         (self.invites.len() + self.others.len(), self.charged)
     }
 
+    /// What has been counted since the start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     fn send(&mut self, to: SocketAddr, link: Link, message: &Message) {
+        self.stats.sent.count(message);
         self.outputs.push_back(Output::Send {
             to,
             link,
@@ -654,19 +692,28 @@ impl UserAgent {
     ) {
         if !self.trusted_network(source) {
             if self.admission.banned(source.ip(), now) {
+                self.stats.refuse(Refusal::Banned);
                 return;
             }
             if let Err(reason) = self.admission.request(source.ip(), read) {
+                self.stats.refuse(Refusal::Flood);
                 self.event(CallEvent::SourceBanned { source, reason });
                 return;
             }
         }
         match parse_datagram(bytes) {
-            Err(invalid) => self.answer_invalid(&invalid, source, link),
-            Ok(message) if message.is_request() => {
-                self.handle_request(now, source, link, message, bytes.len())
+            Err(invalid) => {
+                self.stats.invalid += 1;
+                self.answer_invalid(&invalid, source, link)
             }
-            Ok(message) => self.handle_response(now, source, message),
+            Ok(message) => {
+                self.stats.received.count(&message);
+                if message.is_request() {
+                    self.handle_request(now, source, link, message, bytes.len())
+                } else {
+                    self.handle_response(now, source, message)
+                }
+            }
         }
         self.handle_timeout(now);
     }
@@ -742,15 +789,18 @@ impl UserAgent {
             if !is_ack || transaction.state() == server_invite::State::Completed {
                 transaction.handle_request(&request, now);
                 self.touched.push(Slot::Invite(key));
+                self.stats.repeats += u64::from(!is_ack);
                 return;
             }
         } else if let Some((transaction, ..)) = self.others.get_mut(&key) {
             transaction.handle_request(&request, now);
             self.touched.push(Slot::Other(key));
+            self.stats.repeats += 1;
             return;
         } else if self.by_invite.contains_key(&key) && !is_ack {
             // A late retransmission of the INVITE of a call already confirmed, whose
             // transaction has ended: absorbed, as the transaction would have.
+            self.stats.repeats += 1;
             return;
         }
         let tag = hex(self.rng.as_mut(), 8);
@@ -769,6 +819,7 @@ impl UserAgent {
                 || self.charged + size > MAX_TRANSACTION_BYTES)
         {
             self.refuse_busy(&request.headers, &tag, source, link);
+            self.stats.refuse(Refusal::TransactionsFull);
             self.event(CallEvent::TransactionsFull);
             return;
         }
@@ -793,6 +844,7 @@ impl UserAgent {
             // Keep-alives from proxies and load balancers: answered with nothing kept.
             (Method::Options, None) if parsed.to.tag().is_none() => {
                 if self.draining {
+                    self.stats.refuse(Refusal::Draining);
                     self.refuse_busy(&request.headers, &tag, source, link);
                 } else {
                     let response = self.options_response(&request.headers, &tag);
@@ -968,9 +1020,15 @@ impl UserAgent {
         self.draining = true;
     }
 
-    fn admit(&mut self, now: Instant) -> bool {
-        if self.overloaded || self.draining || self.calls.len() >= self.config.max_calls {
-            return false;
+    fn admit(&mut self, now: Instant) -> Result<(), Refusal> {
+        if self.draining {
+            return Err(Refusal::Draining);
+        }
+        if self.overloaded {
+            return Err(Refusal::Overload);
+        }
+        if self.calls.len() >= self.config.max_calls {
+            return Err(Refusal::CallLimit);
         }
         let (start, count) = match self.window {
             Some((start, count)) if now.duration_since(start) < Duration::from_secs(1) => {
@@ -980,10 +1038,10 @@ impl UserAgent {
         };
         if count >= self.config.max_calls_per_second {
             self.window = Some((start, count));
-            return false;
+            return Err(Refusal::CallLimit);
         }
         self.window = Some((start, count + 1));
-        true
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1003,10 +1061,17 @@ impl UserAgent {
             let forbidden =
                 self.with_server(response_to(&request.headers, 403, "Forbidden", Some(&tag)));
             self.respond_stateless(forbidden, source, link);
+            self.stats.refuse(Refusal::Untrusted);
             return;
         }
         // Refusals are stateless too: one 503 per INVITE (and per retransmission of it).
-        if !self.within_source_limits(source) || !self.admit(now) {
+        let admitted = if self.within_source_limits(source) {
+            self.admit(now)
+        } else {
+            Err(Refusal::SourceLimit)
+        };
+        if let Err(refusal) = admitted {
+            self.stats.refuse(refusal);
             self.refuse_busy(&request.headers, &tag, source, link);
             return;
         }
@@ -1707,7 +1772,9 @@ impl UserAgent {
             match &slot {
                 Slot::Invite(key) => {
                     if let Some((t, ..)) = self.invites.get_mut(key) {
+                        let before = t.pending();
                         t.handle_timeout(now);
+                        self.stats.retransmitted += (t.pending() - before) as u64;
                     }
                 }
                 Slot::Other(key) => {
@@ -1717,12 +1784,16 @@ impl UserAgent {
                 }
                 Slot::Request(key) => {
                     if let Some((t, _, _, _, _)) = self.requests.get_mut(key) {
+                        let before = t.pending();
                         t.handle_timeout(now);
+                        self.stats.retransmitted += (t.pending() - before) as u64;
                     }
                 }
                 Slot::OutInvite(key) => {
                     if let Some((t, _, _, _)) = self.out_invites.get_mut(key) {
+                        let before = t.pending();
                         t.handle_timeout(now);
+                        self.stats.retransmitted += (t.pending() - before) as u64;
                     }
                 }
                 Slot::Call(handle) => self.call_timeout(now, *handle),
@@ -1795,6 +1866,7 @@ impl UserAgent {
             .filter(|t| confirmed && t.due <= now)
             .map(|t| t.we_refresh);
         let (source, link) = (call.source, call.link);
+        self.stats.retransmitted += resend.len() as u64;
         for response in resend {
             self.send(
                 response_destination(&response, source, link),

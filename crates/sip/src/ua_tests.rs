@@ -202,6 +202,18 @@ fn retransmitted_invite_is_one_call() {
     assert_eq!(codes(&sent), [100], "the last response again");
     assert!(events.is_empty(), "never a second call");
     assert_eq!(ua.calls(), 1);
+    let stats = ua.stats();
+    assert_eq!(stats.repeats, 1, "counted as a repeat");
+    assert_eq!(counted(&stats.received, "INVITE"), 2);
+    assert_eq!(counted(&stats.sent, "1xx"), 2);
+}
+
+/// A message count by method or response class.
+fn counted(messages: &Messages, label: &str) -> u64 {
+    messages
+        .labelled()
+        .find(|(_, l, _)| *l == label)
+        .map_or(0, |(.., n)| n)
 }
 
 #[test]
@@ -260,6 +272,12 @@ fn unacknowledged_2xx_is_retransmitted_then_the_call_is_torn_down() {
         [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
     );
     assert_eq!(byes, [32.0]);
+    assert_eq!(ua.stats().retransmitted, 10);
+    assert_eq!(
+        counted(&ua.stats().sent, "2xx"),
+        11,
+        "the 2xx and its ten copies"
+    );
     // The BYE goes unanswered too: the call ends when its transaction gives up.
     let mut ended = None;
     while let Some(at) = ua.poll_timeout() {
@@ -503,6 +521,10 @@ fn a_draining_node_refuses_new_calls_and_keep_alives_and_keeps_its_calls() {
         "a dispatcher's probe sees the node out"
     );
     assert_eq!(sent[0].1.headers.get(&Name::RetryAfter), Some("5"));
+    assert_eq!(
+        ua.stats().refused().find(|(r, _)| *r == Refusal::Draining),
+        Some((Refusal::Draining, 2))
+    );
     // The call in progress is acknowledged and hung up as ever.
     acknowledge(&mut ua, now, &tag);
     hang_up_as_caller(&mut ua, now, &tag);
@@ -897,6 +919,11 @@ fn a_silent_destination_times_out_after_seven_invites() {
         ended.extend(events);
     }
     assert_eq!(invites, 7);
+    assert_eq!(
+        ua.stats().retransmitted,
+        6,
+        "Timer A: six INVITEs after the first"
+    );
     assert_eq!(
         ended,
         [CallEvent::Ended {

@@ -176,6 +176,11 @@ impl ClientInvite {
         }
     }
 
+    /// Messages waiting for [`poll_transmit`](Self::poll_transmit).
+    pub fn pending(&self) -> usize {
+        self.transmits.len()
+    }
+
     /// The next message to send: the INVITE and its retransmissions, and the ACK for a
     /// 300-699 response (once more for each retransmission of that response).
     pub fn poll_transmit(&mut self) -> Option<Message> {

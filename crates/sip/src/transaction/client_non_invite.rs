@@ -136,6 +136,11 @@ impl ClientNonInvite {
         }
     }
 
+    /// Messages waiting for [`poll_transmit`](Self::poll_transmit).
+    pub fn pending(&self) -> usize {
+        self.transmits.len()
+    }
+
     /// The next message to send: the request and its retransmissions.
     pub fn poll_transmit(&mut self) -> Option<Message> {
         self.transmits.pop_front()

@@ -152,6 +152,11 @@ impl ServerInvite {
         }
     }
 
+    /// Messages waiting for [`poll_transmit`](Self::poll_transmit).
+    pub fn pending(&self) -> usize {
+        self.transmits.len()
+    }
+
     pub fn poll_transmit(&mut self) -> Option<Message> {
         self.transmits.pop_front()
     }
