@@ -2,8 +2,8 @@
 # Runs every test of callbackd on a fresh machine: installs what the tests need from Debian
 # packages (PostgreSQL, SIPp from sip-tester, espeak-ng and sox for the DTMF talk-off test,
 # iptables for the NAT test, Kamailio for the proxy in front, dnsmasq for trunk names, baresip
-# for the two-softphone walkthrough, systemd-analyze for the unit file, Chromium and Node.js for the
-# pages) and playwright-core from npm, starts a throwaway
+# for the two-softphone walkthrough, systemd-analyze for the unit file, Prometheus and promtool for
+# the metrics, Chromium and Node.js for the pages) and playwright-core from npm, starts a throwaway
 # PostgreSQL on loopback, checks formatting and lints, runs the whole workspace's tests and a
 # short run of every fuzz target (scripts/fuzz.sh), and stops PostgreSQL again.
 set -euo pipefail
@@ -19,6 +19,7 @@ command -v kamailio >/dev/null 2>&1 || need_packages+=(kamailio)
 command -v dnsmasq >/dev/null 2>&1 || need_packages+=(dnsmasq-base)
 command -v baresip >/dev/null 2>&1 || need_packages+=(baresip-core)
 command -v systemd-analyze >/dev/null 2>&1 || need_packages+=(systemd)
+command -v promtool >/dev/null 2>&1 || need_packages+=(prometheus)
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
 command -v node >/dev/null 2>&1 || need_packages+=(nodejs npm)
 if [ ${#need_packages[@]} -gt 0 ]; then

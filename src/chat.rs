@@ -136,6 +136,19 @@ impl Chats {
         self.idle
     }
 
+    /// Conversations open (used within their idle time, or answering now).
+    pub fn open(&self) -> usize {
+        let now = Instant::now();
+        self.sessions()
+            .values()
+            .filter(|held| {
+                held.entry
+                    .try_lock()
+                    .map_or(true, |e| now - e.last < self.idle)
+            })
+            .count()
+    }
+
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Held>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -169,6 +182,7 @@ impl Chats {
         };
         let entry = Arc::new(tokio::sync::Mutex::new(entry));
         sessions.insert(id, Held { client: key, entry });
+        metrics::counter!("callbackd_chat_sessions_started_total").increment(1);
         Ok((id, turn.replies))
     }
 

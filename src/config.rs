@@ -359,6 +359,13 @@ pub struct ApiConfig {
     pub max_connections: usize,
     #[serde(default = "default_http_connections_per_address")]
     pub max_connections_per_address: usize,
+    /// Prometheus metrics at `/metrics` (with the token).
+    #[serde(default = "yes")]
+    pub metrics: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_http_connections() -> usize {

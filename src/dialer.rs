@@ -176,6 +176,7 @@ impl Dialer {
         {
             let node = attempt.as_ref().map_or("-", |a| a.node.as_str());
             warn!(callback = %cb.confirmation_id, node, "a lease ran out unrenewed; the attempt's outcome is unknown");
+            metrics::counter!("callbackd_dialer_lease_takeovers_total").increment(1);
             self.settle(
                 cb.id,
                 attempt.as_ref(),
@@ -709,7 +710,11 @@ impl Dialer {
                 .step_attempt(generation, &new, &event, Some(&finish))
                 .await
             {
-                Ok(()) => return,
+                Ok(()) => {
+                    metrics::counter!("callbackd_dialer_attempts_total", "outcome" => outcome.as_str())
+                        .increment(1);
+                    return;
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::LeaseLost(_)) => {
                     warn!(callback = %cb.confirmation_id, "another node holds the callback now; its outcome is theirs to record");

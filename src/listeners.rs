@@ -154,28 +154,33 @@ pub const MAX_SIP_TCP: usize = 1024;
 /// port, nor calls the API without a connection. Warns when the rest is short of two
 /// descriptors per call (`sip.max_calls`, twice over for the dialer's pairs).
 pub fn budget(max_calls: usize, http_wanted: usize) -> Budget {
+    let files = match files_limit() {
+        None => 1024,
+        Some((soft, hard)) if soft < hard => {
+            let raised = libc::rlimit {
+                rlim_cur: hard,
+                rlim_max: hard,
+            };
+            // SAFETY: setrlimit only reads the struct passed.
+            match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
+                0 => hard,
+                _ => soft,
+            }
+        }
+        Some((soft, _)) => soft,
+    };
+    split(files, max_calls, http_wanted)
+}
+
+/// The limit on open files, soft and hard, if the system tells it.
+pub fn files_limit() -> Option<(u64, u64)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    let files = unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            1024
-        } else {
-            if limit.rlim_cur < limit.rlim_max {
-                let raised = libc::rlimit {
-                    rlim_cur: limit.rlim_max,
-                    rlim_max: limit.rlim_max,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                    limit.rlim_cur = limit.rlim_max;
-                }
-            }
-            limit.rlim_cur
-        }
-    };
-    split(files, max_calls, http_wanted)
+    // SAFETY: getrlimit only writes the struct passed.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    known.then_some((limit.rlim_cur, limit.rlim_max))
 }
 
 fn split(files: u64, max_calls: usize, http_wanted: usize) -> Budget {

@@ -14,6 +14,7 @@ mod ivr;
 mod limits;
 mod listeners;
 mod media;
+mod metrics;
 mod notifier;
 mod queues;
 mod routing;

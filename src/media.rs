@@ -135,12 +135,15 @@ impl<K: LegKey> Media<K> {
         let mut senders = Vec::new();
         for index in 0..threads.max(1) {
             let (tx, rx) = mpsc::channel();
+            let thread = index.to_string();
             let pacer = Pacer {
                 epoch,
                 commands: rx,
                 events: events.clone(),
                 streams: HashMap::new(),
                 slots: vec![Vec::new(); SLOTS],
+                lateness: metrics::histogram!("callbackd_rtp_pacing_lateness_seconds", "thread" => thread.clone()),
+                skips: metrics::counter!("callbackd_rtp_late_skips_total", "thread" => thread),
             };
             std::thread::Builder::new()
                 .name(format!("rtp-pacer-{index}"))
@@ -248,6 +251,23 @@ impl<K: LegKey> Media<K> {
     }
 }
 
+/// Adds a leg's RTP totals to the metrics.
+fn count_rtp(c: &media::rtp::Counters) {
+    use metrics::counter;
+    counter!("callbackd_rtp_packets_total", "direction" => "sent").increment(c.sent);
+    counter!("callbackd_rtp_packets_total", "direction" => "received").increment(c.received);
+    counter!("callbackd_rtp_packets_lost_total").increment(c.lost);
+    for (reason, n) in [
+        ("garbage", c.garbage),
+        ("foreign_source", c.foreign_source),
+        ("foreign_ssrc", c.foreign_ssrc),
+        ("unexpected_payload_type", c.unexpected_payload_type),
+        ("probation", c.probation),
+    ] {
+        counter!("callbackd_rtp_packets_dropped_total", "reason" => reason).increment(n);
+    }
+}
+
 /// Asks for real-time scheduling (SCHED_FIFO, priority 10) for the calling thread, so other
 /// work on the machine cannot hold a packet up; without the privilege (CAP_SYS_NICE) the thread
 /// stays at normal priority, and says so once.
@@ -273,6 +293,9 @@ struct Pacer<K> {
     streams: HashMap<K, Stream<K>>,
     /// The legs of each 1 ms slot of the period.
     slots: Vec<Vec<K>>,
+    /// How late the thread wakes for its slots, and the packets it skips for being late.
+    lateness: metrics::Histogram,
+    skips: metrics::Counter,
 }
 
 impl<K: LegKey> Pacer<K> {
@@ -305,6 +328,8 @@ impl<K: LegKey> Pacer<K> {
             // Every slot up to the present, so a late wake-up passes none over; after a stall
             // of more than a period, each slot once (the legs skip what they missed).
             let now = Instant::now();
+            self.lateness
+                .record(now.saturating_duration_since(deadline));
             let present = self.present().max(tick);
             for t in tick.max(present.saturating_sub(SLOTS as u64 - 1))..=present {
                 let slot = (t % SLOTS as u64) as usize;
@@ -366,10 +391,12 @@ impl<K: LegKey> Pacer<K> {
                     return;
                 };
                 let c = stream.leg.session().counters;
+                count_rtp(&c);
                 info!(
                     %call,
                     sent = c.sent,
                     received = c.received,
+                    lost = c.lost,
                     garbage = c.garbage,
                     foreign_source = c.foreign_source,
                     foreign_ssrc = c.foreign_ssrc,
@@ -428,6 +455,7 @@ impl<K: LegKey> Pacer<K> {
             let late = now - stream.due;
             let missed = periods_missed(late);
             if missed > 0 {
+                self.skips.increment(u64::from(missed));
                 stream.leg.skip(missed);
                 stream.due += PERIOD * missed;
             }

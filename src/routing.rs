@@ -60,6 +60,15 @@ impl Health {
     pub fn of(&self, target: SocketAddr) -> Option<bool> {
         self.0.read().ok().and_then(|h| h.get(&target).copied())
     }
+
+    /// `up`, `down` or `unknown` (not checked), as the API and the metrics say it.
+    pub fn state_of(&self, target: SocketAddr) -> &'static str {
+        match self.of(target) {
+            Some(true) => "up",
+            Some(false) => "down",
+            None => "unknown",
+        }
+    }
 }
 
 impl Trunk {
@@ -248,6 +257,23 @@ impl Routes {
 
     /// What the API and the board show of each trunk: its targets and what the keep-alives
     /// found of them (`up`, `down`, or `unknown` when none are sent or none has come back).
+    /// How many targets of each trunk are in each state (`up`, `down`, `unknown`), for the
+    /// metrics.
+    pub fn target_states(&self) -> std::collections::BTreeMap<(String, &'static str), usize> {
+        let mut states = std::collections::BTreeMap::new();
+        for (name, t) in &self.trunks {
+            for state in ["up", "down", "unknown"] {
+                states.insert((name.clone(), state), 0);
+            }
+            for at in t.targets.get() {
+                *states
+                    .entry((name.clone(), t.down.state_of(at)))
+                    .or_default() += 1;
+            }
+        }
+        states
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let trunks: Vec<serde_json::Value> = self
             .trunks
@@ -258,12 +284,7 @@ impl Routes {
                     .get()
                     .into_iter()
                     .map(|at| {
-                        let state = match t.down.of(at) {
-                            Some(true) => "up",
-                            Some(false) => "down",
-                            None => "unknown",
-                        };
-                        serde_json::json!({"address": at.to_string(), "state": state})
+                        serde_json::json!({"address": at.to_string(), "state": t.down.state_of(at)})
                     })
                     .collect();
                 serde_json::json!({

@@ -69,6 +69,10 @@ pub async fn print_token(config: &Config) -> anyhow::Result<()> {
 }
 
 pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Result<()> {
+    let metrics = match config.api.metrics {
+        true => Some(crate::metrics::Metrics::install()?),
+        false => None,
+    };
     let url = config.store.url.expose();
     let store = Store::open(url)
         .await
@@ -200,6 +204,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         routes,
         draining,
         stopped,
+        metrics,
     });
     let guard = Arc::new(crate::http::Guard {
         hosts: config.api.hosts.clone(),

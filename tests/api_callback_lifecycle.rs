@@ -453,6 +453,7 @@ async fn the_openapi_description_covers_every_route() {
         "/api/v1/chat/sessions/{id}/messages",
         "/healthz",
         "/readyz",
+        "/metrics",
     ] {
         assert!(paths.contains_key(path), "{path} is described");
     }

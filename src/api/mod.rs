@@ -60,6 +60,8 @@ pub struct AppState {
     /// Set when the drain is over and the node stops: event streams end, so open boards do
     /// not hold the stop.
     pub stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// The Prometheus recorder; `None` with `api.metrics = false`.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -117,8 +119,14 @@ pub fn router(state: Arc<AppState>, guard: Arc<crate::http::Guard>) -> Router {
         get(move || async move { ([(header::CONTENT_TYPE, kind)], text) })
     };
     let (js, css) = ("text/javascript; charset=utf-8", "text/css; charset=utf-8");
+    // Prometheus sends the API's token as its bearer token (`authorization` in its scrape
+    // configuration).
+    let metrics = Router::new()
+        .route("/metrics", get(crate::metrics::scrape))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .nest("/api/v1", api)
+        .merge(metrics)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         // The pages; the board's data needs the token, and the board asks for it.
@@ -138,6 +146,7 @@ pub fn router(state: Arc<AppState>, guard: Arc<crate::http::Guard>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             crate::http::REQUEST_TIMEOUT,
         ))
+        .layer(middleware::from_fn(crate::metrics::count_requests))
         .layer(middleware::from_fn_with_state(guard, crate::http::check))
 }
 

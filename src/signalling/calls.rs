@@ -46,6 +46,8 @@ pub(super) struct ActiveCall {
     pub(super) session: Option<Session>,
     /// Failed look-ups so far in this call.
     pub(super) failures: u32,
+    /// Whether one of its dialplan operations changed a callback.
+    pub(super) changed: bool,
     /// Where the call's INVITE came from (placed calls: where it went).
     pub(super) source: SocketAddr,
     /// Who the limiter counts for the call's look-ups and bookings (see `limits::client_of`).
@@ -125,6 +127,7 @@ impl Loop {
             } => {
                 // Keys are confirmation IDs and verification digits: not for the info log.
                 debug!(%call, %key, ?source, "key pressed");
+                metrics::counter!("callbackd_keys_total", "source" => source.as_str()).increment(1);
                 if self.holding_key(now, call, key) {
                     return;
                 }
@@ -247,6 +250,7 @@ impl Loop {
                         client,
                         arrived: chrono::Utc::now(),
                         instead: None,
+                        changed: false,
                     },
                 );
                 let ring_time = self.sip.ring_time.to_std().unwrap_or_default();
@@ -378,6 +382,20 @@ impl Loop {
                         self.holding_over(holding);
                     }
                     info!(%call, call_id = %active.call_id, ?reason, seconds = active.started.elapsed().as_secs(), "call ended");
+                    let direction = if active.ivr.is_some() {
+                        let flow = if active.changed {
+                            "changed"
+                        } else {
+                            "unchanged"
+                        };
+                        metrics::counter!("callbackd_ivr_flows_total", "outcome" => flow)
+                            .increment(1);
+                        "inbound"
+                    } else {
+                        "outbound"
+                    };
+                    metrics::counter!("callbackd_calls_total", "direction" => direction, "outcome" => reason.as_str())
+                        .increment(1);
                     if let Some((id, side)) = active.bridge {
                         match self.place_instead(now, active.instead.take(), &reason) {
                             Some(instead) => self.bridge_leg_placed(id, side, instead),

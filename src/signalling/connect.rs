@@ -124,11 +124,11 @@ impl Bridge {
 /// How a call ended, as test calls and the dialer read it.
 fn how(reason: EndReason) -> (&'static str, Option<u16>) {
     match reason {
-        EndReason::LocalHangup => ("local_hangup", None),
-        EndReason::RemoteHangup => ("remote_hangup", None),
         EndReason::Failed(code) => ("failed", Some(code)),
-        EndReason::NoAnswer => ("no_answer", None),
-        EndReason::SessionExpired => ("session_expired", None),
+        EndReason::LocalHangup
+        | EndReason::RemoteHangup
+        | EndReason::NoAnswer
+        | EndReason::SessionExpired => (reason.as_str(), None),
         _ => ("failed", None),
     }
 }

@@ -74,6 +74,12 @@ impl Loop {
                                     crate::ivr::unavailable(&operation)
                                 }
                             };
+                        let name = crate::ivr::OPERATIONS
+                            .iter()
+                            .find(|o| o.name == operation)
+                            .map_or("other", |o| o.name);
+                        metrics::counter!("callbackd_ivr_operations_total", "operation" => name, "result" => result)
+                            .increment(1);
                         let _ = tx.send(Inbound::Ran { call, result, vars }).await;
                     });
                 }
@@ -105,6 +111,7 @@ impl Loop {
         if crate::ivr::failed(result) {
             active.failures += 1;
         }
+        active.changed |= result == "success";
         if let Some(session) = active.session.as_mut() {
             session.handle_result(now, result, vars);
             self.drive(now, call);

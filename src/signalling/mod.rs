@@ -172,7 +172,7 @@ pub enum PlaceError {
 
 /// What the SIP runtime holds now: for operators, and to check that everything a call took is
 /// given back when it ends.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Gauges {
     /// Calls being set up, in progress or ending.
     pub calls: usize,
@@ -185,6 +185,9 @@ pub struct Gauges {
     /// Server transactions held, and the bytes of the requests behind them (bounded).
     pub transactions: usize,
     pub transaction_bytes: usize,
+    /// What the user agent counted, for the metrics.
+    #[serde(skip)]
+    pub stats: sip::ua::Stats,
 }
 
 /// The way in for the rest of callbackd: places calls through the user agent loop.
@@ -696,6 +699,7 @@ impl Loop {
             rtp_ports: self.calls.values().filter(|a| a.rtp.is_some()).count() + self.media.legs(),
             transactions: self.ua.transactions().0,
             transaction_bytes: self.ua.transactions().1,
+            stats: self.ua.stats().clone(),
         }
     }
 

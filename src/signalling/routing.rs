@@ -166,6 +166,7 @@ impl Loop {
                 client: String::new(),
                 arrived: chrono::Utc::now(),
                 instead,
+                changed: false,
             },
         );
         Ok(call)

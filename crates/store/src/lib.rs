@@ -18,14 +18,26 @@ mod postgres;
 mod sqlite;
 pub mod testing;
 
-/// Calls the same method on whichever backend the store is.
+/// Calls the same method on whichever backend the store is, and times it for the metrics.
 macro_rules! dispatch {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            Store::Postgres($s) => $call.await,
-            Store::Sqlite($s) => $call.await,
-        }
-    };
+    ($self:ident, $s:ident => $s2:ident.$operation:ident($($arg:expr),*)) => {{
+        let started = std::time::Instant::now();
+        let result = match $self {
+            Store::Postgres($s) => $s2.$operation($($arg),*).await,
+            Store::Sqlite($s) => $s2.$operation($($arg),*).await,
+        };
+        observe(stringify!($operation), started, result.is_ok());
+        result
+    }};
+}
+
+/// Counts one store operation for the metrics: how long it took, and whether it failed.
+fn observe(operation: &'static str, started: std::time::Instant, ok: bool) {
+    metrics::histogram!("callbackd_store_operation_seconds", "operation" => operation)
+        .record(started.elapsed());
+    // Counted at zero too, so the series is there before its first error.
+    metrics::counter!("callbackd_store_errors_total", "operation" => operation)
+        .increment(u64::from(!ok));
 }
 
 /// A pool of one database's connections, with the callback schema migrated.
