@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Sustained basic calls per second (INVITE, 200, ACK, BYE) driven by SIPp against callbackd,
 side by side with two references answering the same load in the same run: SIPp's own UAS
-(`sipp -sn uas`) and Kamailio answering statelessly (bench/kamailio_uas.cfg); and callbackd's
-memory per idle established call.
+(`sipp -sn uas`) and Kamailio answering statelessly (bench/kamailio_uas.cfg); callbackd with
+its metrics off (`api.metrics = false`) beside callbackd with them on and scraped every 5 s,
+for the metrics' cost; and callbackd's memory per idle established call.
 
 Usage: cargo build --release && python3 bench/sip_calls.py [--rates 500,1000,2000] [--seconds 15]
 Prints a Markdown table; bench/README.md keeps the latest figures.
 """
-import argparse, glob, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, glob, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIO = os.path.join(ROOT, "bench", "sipp", "uac_hold.xml")
@@ -203,12 +204,23 @@ def main():
                   f"resident: {(held - base) * 1024 / n:.0f} bytes per call (dialog, transactions and the "
                   f"call's bound RTP socket).")
 
-        callbackd, cport, _ = start_callbackd(workdir)
+        callbackd, cport, api = start_callbackd(workdir)
+        quiet, qport, _ = start_callbackd(workdir, f"sqlite://{workdir}/no-metrics.db",
+                                          changes=[("metrics = true", "metrics = false")],
+                                          name="no-metrics")
         reference, rport = start_reference()
         kamailio, kport = start_kamailio(workdir)
         answering = (("SIPp UAS (reference)", rport, reference.pid),
                      ("Kamailio, stateless (reference)", kport, kamailio.pid),
+                     ("callbackd, metrics off", qport, quiet.pid),
                      ("callbackd", cport, callbackd.pid))
+        # Prometheus's part: callbackd with metrics is scraped every 5 s throughout.
+        scraping = threading.Event()
+
+        def scrape():
+            while not scraping.wait(5):
+                urllib.request.urlopen(f"{api}/metrics", timeout=5).read()
+        threading.Thread(target=scrape, daemon=True).start()
         rows = []
         try:
             for rate in [int(r) for r in args.rates.split(",")]:
@@ -218,11 +230,13 @@ def main():
                     after = os.times()
                     r["gen_cpu"] = (after.children_user + after.children_system - before.children_user - before.children_system) / args.seconds
                     r["name"] = name
-                    r["rss"] = rss_kib(pid) / 1024 if name == "callbackd" else None
+                    r["rss"] = rss_kib(pid) / 1024 if name.startswith("callbackd") else None
                     rows.append(r)
                     time.sleep(2)
         finally:
+            scraping.set()
             callbackd.kill()
+            quiet.kill()
             reference.kill()
             subprocess.run(["pkill", "-P", str(kamailio.pid)])
             kamailio.kill()
@@ -231,6 +245,12 @@ def main():
         for r in rows:
             rss = f"{r['rss']:.0f}" if r["rss"] else ""
             print(f"| {r['name']} | {r['rate']} | {r['clients']} | {r['ok']} | {r['failed']} | {r['retrans']} | {r['achieved']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['target_cpu']:.2f} | {r['gen_cpu']:.2f} | {rss} |")
+        print()
+        for rate in sorted({r["rate"] for r in rows}):
+            cost = {r["name"]: r["target_cpu"] / max(r["achieved"], 1) * 1000 for r in rows if r["rate"] == rate}
+            on, off = cost["callbackd"], cost["callbackd, metrics off"]
+            print(f"At {rate} calls/s: callbackd CPU per call {on:.3f} ms with metrics, {off:.3f} ms without "
+                  f"({(on / off - 1) * 100:+.1f} %).")
         print()
         print("SIPp reports response times in whole milliseconds: 0 means under 1 ms.")
         print()
