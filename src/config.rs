@@ -779,15 +779,62 @@ impl fmt::Display for Source {
     }
 }
 
+/// The process's environment, as the configuration reads it.
+pub type Environment = BTreeMap<String, String>;
+
+/// A setting from the environment: the variable's name, the key's path and the value.
+type Override = (String, Vec<String>, toml::Value);
+
+/// The settings `CALLBACKD_SECTION__KEY=value` (`CALLBACKD_TRUNKS__CARRIER__PASSWORD` for
+/// `trunks.carrier.password`): the path lower-cased, the value read as TOML (a number,
+/// `true`, an array) or else taken as a string.
+fn overrides(env: &Environment) -> Result<Vec<Override>, (String, String)> {
+    let mut settings = Vec::new();
+    for (name, value) in env {
+        let Some(path) = name.strip_prefix("CALLBACKD_").filter(|p| p.contains("__")) else {
+            continue;
+        };
+        let path: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Err((
+                name.clone(),
+                "an empty part in the name (___ or a trailing __)".into(),
+            ));
+        }
+        let value = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        settings.push((name.clone(), path, value));
+    }
+    Ok(settings)
+}
+
+/// The configuration `text` with each setting from the environment put in.
+fn with_overrides(text: &str, overrides: &[Override]) -> Result<String, String> {
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    for (name, path, value) in overrides {
+        let (key, sections) = path.split_last().expect("a path has a key");
+        let mut at = &mut table;
+        for section in sections {
+            at = at
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| format!("{name}: `{section}` is a setting, not a section"))?;
+        }
+        at.insert(key.clone(), value.clone());
+    }
+    Ok(table.to_string())
+}
+
 impl Config {
     /// Reads, applies the environment's overrides from `env`, and checks. Relative paths in
     /// a file (the dialplan, the prompts, the bots, an SQLite store) are taken from the file's
     /// folder, so callbackd runs from anywhere; the built-in default's, from the working
     /// folder (a checkout).
-    pub fn load(
-        source: &Source,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(source: &Source, env: &Environment) -> Result<Config, ConfigError> {
         let text = match source {
             Source::File(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
                 path: path.clone(),
@@ -795,10 +842,14 @@ impl Config {
             })?,
             Source::Builtin => DEFAULT.to_owned(),
         };
-        let mut config = Self::parse(&source.to_string(), &text, &env)?;
-        let store_from_env = env("DATABASE_URL")
-            .or_else(|| env("CALLBACKD_STORE_URL"))
-            .is_some();
+        let mut config = Self::parse(&source.to_string(), &text, env)?;
+        let store_from_env = [
+            "DATABASE_URL",
+            "CALLBACKD_STORE_URL",
+            "CALLBACKD_STORE__URL",
+        ]
+        .iter()
+        .any(|k| env.contains_key(*k));
         if let Source::File(path) = source {
             let folder = path.parent().unwrap_or(Path::new(""));
             config.resolve_paths(folder, !store_from_env);
@@ -808,7 +859,9 @@ impl Config {
             key,
             message,
         };
-        let token_from_env = env("CALLBACKD_API_TOKEN").is_some();
+        let token_from_env = ["CALLBACKD_API_TOKEN", "CALLBACKD_API__TOKEN"]
+            .iter()
+            .any(|k| env.contains_key(*k));
         config
             .read_secret_files(!store_from_env, !token_from_env)
             .map_err(invalid)?;
@@ -900,33 +953,44 @@ impl Config {
         }
     }
 
-    pub fn parse(
-        file: &str,
-        text: &str,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    /// Reads `text` with the environment's settings (`CALLBACKD_SECTION__KEY`, and the
+    /// single ones that came first) over it, and checks it.
+    pub fn parse(file: &str, text: &str, env: &Environment) -> Result<Config, ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             file: file.to_owned(),
             key: key.to_owned(),
             message,
         };
-        let mut config: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        let overrides = overrides(env).map_err(|(name, message)| invalid(&name, message))?;
+        let text = match overrides.is_empty() {
+            true => text.to_owned(),
+            false => with_overrides(text, &overrides).map_err(|m| invalid("(top level)", m))?,
+        };
+        let mut config: Config = serde_path_to_error::deserialize(toml::Deserializer::new(&text))
             .map_err(|e| {
-                let key = e.path().to_string();
-                let key = if key == "." {
-                    "(top level)".to_owned()
-                } else {
-                    key
-                };
-                invalid(
-                    &key,
-                    e.into_inner().to_string().trim().replace('\n', "\n    "),
-                )
-            })?;
-        if let Some(url) = env("DATABASE_URL").or_else(|| env("CALLBACKD_STORE_URL")) {
-            config.store.url = Secret(url);
+            let key = e.path().to_string();
+            let key = if key == "." {
+                "(top level)".to_owned()
+            } else {
+                key
+            };
+            let mut message = e.into_inner().to_string().trim().replace('\n', "\n    ");
+            if !overrides.is_empty() {
+                let names: Vec<&str> = overrides.iter().map(|(n, ..)| n.as_str()).collect();
+                message += &format!(
+                    "\n    (with settings from the environment: {})",
+                    names.join(", ")
+                );
+            }
+            invalid(&key, message)
+        })?;
+        if let Some(url) = env
+            .get("DATABASE_URL")
+            .or_else(|| env.get("CALLBACKD_STORE_URL"))
+        {
+            config.store.url = Secret(url.clone());
         }
-        if let Some(listen) = env("CALLBACKD_API_LISTEN") {
+        if let Some(listen) = env.get("CALLBACKD_API_LISTEN") {
             config.api.listen = listen.parse().map_err(|_| {
                 invalid(
                     "api.listen",
@@ -936,8 +1000,8 @@ impl Config {
                 )
             })?;
         }
-        if let Some(token) = env("CALLBACKD_API_TOKEN") {
-            config.api.token = Some(Secret(token));
+        if let Some(token) = env.get("CALLBACKD_API_TOKEN") {
+            config.api.token = Some(Secret(token.clone()));
         }
         config
             .check()
@@ -1261,17 +1325,13 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
     fn parse(text: &str) -> Result<Config, String> {
-        Config::parse("test.toml", text, no_env).map_err(|e| e.to_string())
+        Config::parse("test.toml", text, &Environment::new()).map_err(|e| e.to_string())
     }
 
     #[test]
     fn the_default_configuration_is_valid() {
-        let config = Config::parse("callbackd.toml", DEFAULT, no_env).unwrap();
+        let config = Config::parse("callbackd.toml", DEFAULT, &Environment::new()).unwrap();
         assert_eq!(config.api.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.store.url.expose(), "sqlite://callbackd.db");
         assert_eq!(
@@ -1483,21 +1543,71 @@ mod tests {
 
     #[test]
     fn environment_overrides_single_settings() {
-        let env = |key: &str| match key {
-            "DATABASE_URL" => Some("postgres://cb:pw@127.0.0.1/cb".to_string()),
-            "CALLBACKD_API_LISTEN" => Some("127.0.0.1:9999".to_string()),
-            _ => None,
-        };
-        let config = Config::parse("x", DEFAULT, env).unwrap();
+        let env = environment(&[
+            ("DATABASE_URL", "postgres://cb:pw@127.0.0.1/cb"),
+            ("CALLBACKD_API_LISTEN", "127.0.0.1:9999"),
+        ]);
+        let config = Config::parse("x", DEFAULT, &env).unwrap();
         assert_eq!(config.store.url.expose(), "postgres://cb:pw@127.0.0.1/cb");
         assert_eq!(config.api.listen.port(), 9999);
-        let bad = Config::parse("x", DEFAULT, |k| {
-            (k == "CALLBACKD_API_LISTEN").then(|| "nope".into())
-        });
+        let bad = Config::parse(
+            "x",
+            DEFAULT,
+            &environment(&[("CALLBACKD_API_LISTEN", "nope")]),
+        );
         assert!(bad
             .unwrap_err()
             .to_string()
             .contains("CALLBACKD_API_LISTEN=`nope`"));
+    }
+
+    fn environment(pairs: &[(&str, &str)]) -> Environment {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_setting_can_come_from_the_environment() {
+        let env = environment(&[
+            ("CALLBACKD_SIP__MAX_CALLS", "800"),
+            ("CALLBACKD_SIP__UDP", "[\"127.0.0.1:5070\", \"[::1]:5070\"]"),
+            ("CALLBACKD_STORE__URL", "postgres://cb:pw@db/cb"),
+            ("CALLBACKD_API__METRICS", "false"),
+            ("CALLBACKD_QUEUES__SUPPORT__TIME_ZONE", "Europe/Paris"),
+            // A section the file does not have.
+            ("CALLBACKD_TRUNKS__CARRIER__HOST", "127.0.0.1"),
+            // Quoted, as it would read as a number.
+            ("CALLBACKD_SIP__CALLER_ID", "\"+12125550001\""),
+            ("CALLBACKD_LOG", "debug"),
+        ]);
+        let config = Config::parse("x", DEFAULT, &env).unwrap();
+        assert_eq!(config.sip.max_calls, 800);
+        assert_eq!(config.sip.udp.len(), 2);
+        assert_eq!(config.store.url.expose(), "postgres://cb:pw@db/cb");
+        assert!(!config.api.metrics);
+        assert_eq!(config.queues["support"].time_zone.name(), "Europe/Paris");
+        assert!(config.trunks.contains_key("carrier"));
+        assert_eq!(config.sip.caller_id.as_deref(), Some("+12125550001"));
+
+        let wrong = |name: &str, value: &str| {
+            Config::parse("x", DEFAULT, &environment(&[(name, value)]))
+                .unwrap_err()
+                .to_string()
+        };
+        let typo = wrong("CALLBACKD_SIP__MAX_CALS", "800");
+        assert!(
+            typo.contains("max_cals") && typo.contains("CALLBACKD_SIP__MAX_CALS"),
+            "{typo}"
+        );
+        let not_a_number = wrong("CALLBACKD_SIP__MAX_CALLS", "many");
+        assert!(not_a_number.contains("sip.max_calls"), "{not_a_number}");
+        let into_a_value = wrong("CALLBACKD_API__LISTEN__PORT", "1");
+        assert!(
+            into_a_value.contains("`listen` is a setting"),
+            "{into_a_value}"
+        );
     }
 
     #[test]
@@ -1514,10 +1624,8 @@ mod tests {
 
     #[test]
     fn secrets_stay_secret() {
-        let config = Config::parse("x", DEFAULT, |k| {
-            (k == "CALLBACKD_API_TOKEN").then(|| "0123456789abcdef-secret".into())
-        })
-        .unwrap();
+        let env = environment(&[("CALLBACKD_API_TOKEN", "0123456789abcdef-secret")]);
+        let config = Config::parse("x", DEFAULT, &env).unwrap();
         let debug = format!("{config:?}");
         assert!(
             !debug.contains("secret") && !debug.contains("callbackd.db"),

@@ -97,7 +97,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let source = config::Source::choose(args.config);
-    let config = match config::Config::load(&source, |k| std::env::var(k).ok()) {
+    let config = match config::Config::load(&source, &std::env::vars().collect()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("callbackd: bad configuration: {e}");

@@ -289,6 +289,33 @@ fn secrets_come_from_files_named_by_file_keys() {
 }
 
 #[test]
+fn settings_come_from_the_environment_and_a_wrong_one_is_named() {
+    let path = config("sqlite:///tmp/unused.db", "");
+    let check = |name: &str, value: &str| {
+        let out = callbackd()
+            .args(["config", "check", "--config"])
+            .arg(&path)
+            .env(name, value)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = check("CALLBACKD_API__LISTEN", "\"127.0.0.1:18181\"");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("API on 127.0.0.1:18181"), "{out}");
+    let (code, out) = check("CALLBACKD_SIP__MAX_CALLS", "lots");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("sip.max_calls") && out.contains("CALLBACKD_SIP__MAX_CALLS"),
+        "{out}"
+    );
+}
+
+#[test]
 fn start_up_stops_on_a_bad_dialplan_or_bots_file_with_its_line() {
     let dir = std::env::temp_dir().join(format!("callbackd-bad-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
