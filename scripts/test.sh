@@ -3,7 +3,7 @@
 # packages (PostgreSQL, SIPp from sip-tester, espeak-ng and sox for the DTMF talk-off test,
 # iptables for the NAT test, Kamailio for the proxy in front, dnsmasq for trunk names, baresip
 # for the two-softphone walkthrough, systemd-analyze for the unit file, Prometheus and promtool for
-# the metrics, Chromium and Node.js for the pages) and playwright-core from npm, starts a throwaway
+# the metrics, sngrep and tcpdump for the SIP trace, Chromium and Node.js for the pages) and playwright-core from npm, starts a throwaway
 # PostgreSQL on loopback, checks formatting and lints, runs the whole workspace's tests and a
 # short run of every fuzz target (scripts/fuzz.sh), and stops PostgreSQL again.
 set -euo pipefail
@@ -20,6 +20,8 @@ command -v dnsmasq >/dev/null 2>&1 || need_packages+=(dnsmasq-base)
 command -v baresip >/dev/null 2>&1 || need_packages+=(baresip-core)
 command -v systemd-analyze >/dev/null 2>&1 || need_packages+=(systemd)
 command -v promtool >/dev/null 2>&1 || need_packages+=(prometheus)
+command -v sngrep >/dev/null 2>&1 || need_packages+=(sngrep)
+command -v tcpdump >/dev/null 2>&1 || need_packages+=(tcpdump)
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
 command -v node >/dev/null 2>&1 || need_packages+=(nodejs npm)
 if [ ${#need_packages[@]} -gt 0 ]; then

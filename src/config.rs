@@ -41,6 +41,37 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub dns: DnsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// What the log looks like, and where the SIP trace goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// The SIP trace's file, written while the trace is on (`/api/v1/sip/trace`).
+    pub sip_trace: PathBuf,
+    /// Past this size the trace starts a new file, keeping the full one as `FILE.1`.
+    pub sip_trace_max_mb: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            sip_trace: PathBuf::from("sip-trace.pcap"),
+            sip_trace_max_mb: 100,
+        }
+    }
+}
+
+/// Lines of text, or one JSON object a line (for a log collector).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// How trunks' host names are looked up.
@@ -936,6 +967,7 @@ impl Config {
             &mut self.ivr.dialplan,
             &mut self.media.prompts,
             &mut self.chat.bots,
+            &mut self.log.sip_trace,
         ]
         .into_iter()
         .chain(secrets.into_iter().flatten())

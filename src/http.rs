@@ -118,6 +118,40 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     }
 }
 
+/// The access log and the requests' metric: one line and one count per request, by method,
+/// route (the pattern it matched, so IDs and tokens in paths and queries stay out of both) and
+/// status, with the time it took and the client.
+pub async fn access(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let client = request.extensions().get::<Client>().map(|c| c.0.ip());
+    // Only the standard methods by name: anyone may send any token.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    tracing::info!(target: "callbackd::access", method, route, status, ms = started.elapsed().as_millis() as u64, client = ?client, "request");
+    metrics::counter!(
+        "callbackd_http_requests_total",
+        "method" => method,
+        "route" => route,
+        "status" => status.to_string()
+    )
+    .increment(1);
+    response
+}
+
 /// The checks every request meets before the routes (see the module's description), and the
 /// security headers on every response, refusals included.
 pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {

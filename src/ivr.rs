@@ -282,7 +282,9 @@ impl Operations {
             .callbacks
             .modify(rng, now, actor, id, None, modification)
             .await?;
-        self.hints.changed(done.0.id);
+        let (callback, receipt) = &done;
+        tracing::info!(callback = %callback.confirmation_id, channel = %actor.channel, action = receipt.action, receipt = %receipt.code, state = %callback.state, "callback modified");
+        self.hints.changed(callback.id);
         Ok(done)
     }
 
@@ -487,13 +489,16 @@ impl Operations {
             enqueued_at: Some(caller.arrived),
         };
         match self.book_for(rng, now, caller, new).await {
-            Ok(callback) => (
-                "success",
-                vec![(
-                    "confirmation_id".into(),
-                    Value::Digits(callback.confirmation_id.to_string()),
-                )],
-            ),
+            Ok(callback) => {
+                tracing::info!(callback = %callback.confirmation_id, channel = %caller.channel, queue = %callback.queue, address = %callback.address.masked(), call_id = %caller.call_id, "callback created");
+                (
+                    "success",
+                    vec![(
+                        "confirmation_id".into(),
+                        Value::Digits(callback.confirmation_id.to_string()),
+                    )],
+                )
+            }
             Err(BookError::AlreadyBooked) => failure("already_booked", None),
             Err(BookError::Limited) => failure("limited", None),
             Err(BookError::Create(callbacks::CreateError::Rejected(rejection))) => {

@@ -21,6 +21,7 @@ mod routing;
 mod serve;
 mod signalling;
 mod systemd;
+mod trace;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -88,14 +89,6 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CALLBACKD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let source = config::Source::choose(args.config);
     let config = match config::Config::load(&source, &std::env::vars().collect()) {
         Ok(config) => config,
@@ -104,6 +97,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CALLBACKD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        config::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        config::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     if matches!(args.command, Command::Serve { no_auth: true })
         && !config.api.listen.ip().is_loopback()
     {

@@ -104,11 +104,6 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         operations.clone(),
         &config.chat,
     ));
-    let hold_settings = crate::signalling::HoldSettings {
-        node: config.dialer.node_name(),
-        every: config.dialer.hold_announcement.to_std().unwrap_or_default(),
-        hints: hints.clone(),
-    };
     let budget = crate::listeners::budget(config.sip.max_calls, config.api.max_connections);
     tracing::info!(
         open_files = budget.files,
@@ -121,13 +116,11 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
     let routes = crate::routing::Routes::new(&config);
     routes.follow_names(&crate::dns::resolver(&config.dns)?);
     let sip = crate::signalling::start(
+        &config,
         budget.sip_tcp,
-        config.sip.clone(),
-        config.media.clone(),
-        &config.ivr,
         routes.clone(),
         operations.clone(),
-        hold_settings,
+        hints.clone(),
     )
     .await?;
     for address in &sip.udp {

@@ -110,6 +110,10 @@ pub fn router(state: Arc<AppState>, guard: Arc<crate::http::Guard>) -> Router {
         .route("/queues/{name}", get(queue))
         .route("/test-calls", post(test_call))
         .route("/dialplan/reload", post(reload_dialplan))
+        .route(
+            "/sip/trace",
+            get(trace_status).put(set_trace).delete(stop_trace),
+        )
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         // The chat is for customers: no API token.
@@ -146,7 +150,7 @@ pub fn router(state: Arc<AppState>, guard: Arc<crate::http::Guard>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             crate::http::REQUEST_TIMEOUT,
         ))
-        .layer(middleware::from_fn(crate::metrics::count_requests))
+        .layer(middleware::from_fn(crate::http::access))
         .layer(middleware::from_fn_with_state(guard, crate::http::check))
 }
 
@@ -228,7 +232,7 @@ async fn create(
         .callbacks
         .create(&mut rng(), Utc::now(), &api_actor(), Source::Api, new)
         .await?;
-    tracing::info!(callback = %callback.id, queue = %callback.queue, address = %callback.address.masked(), "callback created");
+    tracing::info!(callback = %callback.confirmation_id, channel = "api", queue = %callback.queue, address = %callback.address.masked(), "callback created");
     state.wake_dialer();
     let tag = etag(callback.version);
     Ok((StatusCode::CREATED, [(header::ETAG, tag)], Json(callback)).into_response())
@@ -340,7 +344,7 @@ async fn modify(
         )
         .await
         .map_err(|e| ApiError::from(e).precondition(expected.is_some()))?;
-    tracing::info!(callback = %callback.id, action = receipt.action, receipt = %receipt.code, state = %callback.state, "callback modified");
+    tracing::info!(callback = %callback.confirmation_id, channel = "api", action = receipt.action, receipt = %receipt.code, state = %callback.state, "callback modified");
     state.hints.changed(callback.id);
     let tag = etag(callback.version);
     Ok((
@@ -688,6 +692,42 @@ async fn reload_dialplan(State(state): State<Arc<AppState>>) -> AppResult<Json<V
             message: problems,
         }),
     }
+}
+
+/// What the SIP trace chooses now, and its file.
+async fn trace_status(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
+    trace(&state, None).await
+}
+
+/// Traces what the filter chooses from now on: `all`, `sources` (IP addresses) and
+/// `numbers` (matched against the Request-URI, From and To).
+async fn set_trace(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<crate::trace::Filter>, JsonRejection>,
+) -> AppResult<Json<Value>> {
+    let Json(filter) = body?;
+    trace(&state, Some(filter)).await
+}
+
+async fn stop_trace(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
+    trace(&state, Some(crate::trace::Filter::default())).await
+}
+
+async fn trace(state: &AppState, filter: Option<crate::trace::Filter>) -> AppResult<Json<Value>> {
+    let (filter, path) = state
+        .sip
+        .trace(filter)
+        .await
+        .map_err(|message| ApiError::Request {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "trace_unavailable",
+            message,
+        })?;
+    Ok(Json(json!({
+        "on": !filter.is_empty(),
+        "filter": filter,
+        "file": path.display().to_string(),
+    })))
 }
 
 /// What this node holds now: calls, dialogs, bridges, RTP ports, open files and sockets,

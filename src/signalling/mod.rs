@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -106,6 +107,12 @@ enum Inbound {
         call: CallHandle,
         result: &'static str,
         vars: Vec<(String, Value)>,
+    },
+    /// Trace what `filter` chooses from now on (an empty one stops), or (`None`) only say
+    /// what is traced; the answer is the filter in force and the trace file.
+    Trace {
+        filter: Option<crate::trace::Filter>,
+        reply: oneshot::Sender<Result<(crate::trace::Filter, PathBuf), String>>,
     },
 }
 
@@ -322,6 +329,20 @@ impl Sip {
         let _ = self.tx.send(Inbound::HangUpAll).await;
     }
 
+    /// Sets the SIP trace (see [`Inbound::Trace`]).
+    pub async fn trace(
+        &self,
+        filter: Option<crate::trace::Filter>,
+    ) -> Result<(crate::trace::Filter, PathBuf), String> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || "callbackd is shutting down".to_owned();
+        self.tx
+            .send(Inbound::Trace { filter, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
     /// Loads the dialplan file again for new calls; calls in progress keep the one they
     /// started with, and a dialplan with problems is refused (the old one stays).
     pub async fn reload(&self) -> Result<String, String> {
@@ -346,14 +367,22 @@ pub struct Bound {
 
 /// Binds the SIP sockets and starts the user agent; runs until the process ends.
 pub async fn start(
+    config: &crate::config::Config,
     tcp_connections: usize,
-    sip: SipConfig,
-    media: MediaConfig,
-    ivr: &IvrConfig,
     routes: crate::routing::Routes,
     operations: std::sync::Arc<Operations>,
-    hold_settings: HoldSettings,
+    hints: crate::hints::Hints,
 ) -> anyhow::Result<Bound> {
+    let (sip, media, ivr) = (config.sip.clone(), config.media.clone(), &config.ivr);
+    let hold_settings = HoldSettings {
+        node: config.dialer.node_name(),
+        every: config.dialer.hold_announcement.to_std().unwrap_or_default(),
+        hints,
+    };
+    let trace = crate::trace::Trace::new(
+        config.log.sip_trace.clone(),
+        config.log.sip_trace_max_mb * 1024 * 1024,
+    );
     let store = operations.callbacks.store.clone();
     let (tx, rx) = mpsc::channel::<Inbound>(4096);
     let prompts = crate::media::load_prompts(&media.prompts)?;
@@ -475,6 +504,8 @@ pub async fn start(
             overloaded: false,
         },
         overload_log: Throttle::new(Duration::from_secs(10)),
+        trace,
+        tcp_bound: tcp_bound.clone(),
     };
     tokio::spawn(run(state, rx, media_rx));
     Ok(Bound {
@@ -571,6 +602,9 @@ struct Loop {
     /// logged.
     queue: QueueDelay,
     overload_log: Throttle,
+    /// The SIP trace, and the TCP listening addresses it names as ours.
+    trace: crate::trace::Trace,
+    tcp_bound: Vec<SocketAddr>,
 }
 
 async fn run(
@@ -597,6 +631,10 @@ async fn run(
                     }
                     let now = Instant::now();
                     state.queue_delay(now, now.saturating_duration_since(read));
+                    if state.trace.is_on() {
+                        let local = state.local_address(source, link, Some(socket));
+                        state.trace.record(source, local, source, &bytes);
+                    }
                     state.ua.handle_received(now, read, source, link, &bytes)
                 }
                 Some(Inbound::TcpOpened { peer, writer }) => { state.tcp.insert(peer, writer); }
@@ -610,6 +648,7 @@ async fn run(
                 Some(Inbound::Announce { call, vars, offer }) => state.announce(call, vars, offer),
                 Some(Inbound::Ran { call, result, vars }) => state.ran(Instant::now(), call, result, vars),
                 Some(Inbound::Reload { reply }) => { let _ = reply.send(state.reload()); }
+                Some(Inbound::Trace { filter, reply }) => { let _ = reply.send(state.set_trace(filter)); }
                 Some(Inbound::Drain) => state.ua.drain(),
                 Some(Inbound::HangUpAll) => {
                     let now = Instant::now();
@@ -669,8 +708,49 @@ impl Loop {
 
     /// Carries out what the user agent asks: messages out over their transport, events to
     /// call control.
+    /// Where a message to or from `peer` leaves or reaches us (for the trace): the UDP
+    /// socket it came in on, the one it goes out of, or a TCP listening address.
+    fn local_address(&self, peer: SocketAddr, link: Link, socket: Option<usize>) -> SocketAddr {
+        let unknown = SocketAddr::new(peer.ip(), 0);
+        match link {
+            Link::Udp => socket
+                .and_then(|i| self.udp.get(i).map(|(_, s)| s.clone()))
+                .or_else(|| self.udp_socket(peer))
+                .and_then(|s| s.local_addr().ok())
+                .unwrap_or(unknown),
+            Link::Tcp => self
+                .tcp_bound
+                .iter()
+                .find(|a| a.is_ipv4() == peer.is_ipv4())
+                .copied()
+                .unwrap_or(unknown),
+        }
+    }
+
+    fn set_trace(
+        &mut self,
+        filter: Option<crate::trace::Filter>,
+    ) -> Result<(crate::trace::Filter, PathBuf), String> {
+        if let Some(filter) = filter {
+            self.trace.set(filter).map_err(|e| {
+                format!(
+                    "cannot open the trace file {}: {e}",
+                    self.trace.path().display()
+                )
+            })?;
+            info!(filter = ?self.trace.filter(), path = %self.trace.path().display(), "SIP trace set");
+        }
+        Ok((self.trace.filter().clone(), self.trace.path().to_owned()))
+    }
+
     async fn drain(&mut self) {
         while let Some(output) = self.ua.poll_output() {
+            if let Output::Send { to, link, bytes } = &output {
+                if self.trace.is_on() {
+                    let local = self.local_address(*to, *link, None);
+                    self.trace.record(local, *to, *to, bytes);
+                }
+            }
             match output {
                 Output::Send {
                     to,
