@@ -2,8 +2,8 @@
 """Sustained basic calls per second (INVITE, 200, ACK, BYE) driven by SIPp against callbackd,
 side by side with two references answering the same load in the same run: SIPp's own UAS
 (`sipp -sn uas`) and Kamailio answering statelessly (bench/kamailio_uas.cfg); callbackd with
-its metrics off (`api.metrics = false`) beside callbackd with them on and scraped every 5 s,
-for the metrics' cost; and callbackd's memory per idle established call.
+its metrics and call records off (`api.metrics = false`, `log.call_records = false`) beside
+callbackd with both on and its metrics scraped every 5 s, for their cost; and callbackd's memory per idle established call.
 
 Usage: cargo build --release && python3 bench/sip_calls.py [--rates 500,1000,2000] [--seconds 15]
 Prints a Markdown table; bench/README.md keeps the latest figures.
@@ -206,13 +206,14 @@ def main():
 
         callbackd, cport, api = start_callbackd(workdir)
         quiet, qport, _ = start_callbackd(workdir, f"sqlite://{workdir}/no-metrics.db",
-                                          changes=[("metrics = true", "metrics = false")],
+                                          changes=[("metrics = true", "metrics = false"),
+                                                   ("call_records = true", "call_records = false")],
                                           name="no-metrics")
         reference, rport = start_reference()
         kamailio, kport = start_kamailio(workdir)
         answering = (("SIPp UAS (reference)", rport, reference.pid),
                      ("Kamailio, stateless (reference)", kport, kamailio.pid),
-                     ("callbackd, metrics off", qport, quiet.pid),
+                     ("callbackd, metrics and records off", qport, quiet.pid),
                      ("callbackd", cport, callbackd.pid))
         # Prometheus's part: callbackd with metrics is scraped every 5 s throughout.
         scraping = threading.Event()
@@ -248,9 +249,9 @@ def main():
         print()
         for rate in sorted({r["rate"] for r in rows}):
             cost = {r["name"]: r["target_cpu"] / max(r["achieved"], 1) * 1000 for r in rows if r["rate"] == rate}
-            on, off = cost["callbackd"], cost["callbackd, metrics off"]
-            print(f"At {rate} calls/s: callbackd CPU per call {on:.3f} ms with metrics, {off:.3f} ms without "
-                  f"({(on / off - 1) * 100:+.1f} %).")
+            on, off = cost["callbackd"], cost["callbackd, metrics and records off"]
+            print(f"At {rate} calls/s: callbackd CPU per call {on:.3f} ms with metrics and call records, "
+                  f"{off:.3f} ms without ({(on / off - 1) * 100:+.1f} %).")
         print()
         print("SIPp reports response times in whole milliseconds: 0 means under 1 ms.")
         print()

@@ -43,6 +43,30 @@ pub struct Config {
     pub dns: DnsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// How long personal data is kept: past its age it is deleted, checked every minute.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Call records, from the call's start.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub calls: chrono::Duration,
+    /// Callbacks once closed (completed, cancelled, failed, expired), with their histories
+    /// and dial attempts, from their closing.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub closed_callbacks: chrono::Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            calls: chrono::Duration::days(90),
+            closed_callbacks: chrono::Duration::days(365),
+        }
+    }
 }
 
 /// What the log looks like, and where the SIP trace goes.
@@ -54,6 +78,8 @@ pub struct LogConfig {
     pub sip_trace: PathBuf,
     /// Past this size the trace starts a new file, keeping the full one as `FILE.1`.
     pub sip_trace_max_mb: u64,
+    /// Whether each call's record goes to the store.
+    pub call_records: bool,
 }
 
 impl Default for LogConfig {
@@ -62,6 +88,7 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             sip_trace: PathBuf::from("sip-trace.pcap"),
             sip_trace_max_mb: 100,
+            call_records: true,
         }
     }
 }

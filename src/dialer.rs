@@ -468,6 +468,7 @@ impl Dialer {
             customer_ring: std_duration(self.config.customer_ring_timeout),
             deadline: Some(deadline),
             hold: None,
+            attempt: Some(attempt.id),
         };
         let (id, mut progress) = match self.sip.connect(connect).await {
             Ok(placed) => placed,
@@ -604,6 +605,7 @@ impl Dialer {
             customer_ring: std_duration(self.config.customer_ring_timeout),
             deadline: None,
             hold: None,
+            attempt: None,
         };
         let mut progress = match self.sip.connect(connect).await {
             Ok((_, progress)) => progress,

@@ -3,6 +3,7 @@
 //! rules live in the crates under `crates/`.
 
 mod api;
+mod calls;
 mod chat;
 mod cli;
 mod config;
@@ -17,6 +18,7 @@ mod media;
 mod metrics;
 mod notifier;
 mod queues;
+mod records;
 mod routing;
 mod serve;
 mod signalling;
@@ -68,6 +70,11 @@ enum Command {
     Callbacks {
         #[command(subcommand)]
         command: cli::CallbacksCommand,
+    },
+    /// Read the call records in the store.
+    Calls {
+        #[command(subcommand)]
+        command: calls::CallsCommand,
     },
     /// Check a dialplan, or try it without a phone.
     Dialplan {
@@ -148,6 +155,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Callbacks { command } => cli::run(config, command).await,
+            Command::Calls { command } => calls::command(&config, command).await,
             Command::Dialplan { command } => ivr::command(config, command).await,
             Command::Chat { command } => chat::command(&config, command),
         }

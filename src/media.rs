@@ -86,6 +86,11 @@ pub enum MediaEvent<K> {
     Silent {
         call: K,
     },
+    /// The leg is closed: what it sent, received and dropped.
+    Closed {
+        call: K,
+        counters: media::rtp::Counters,
+    },
 }
 
 enum Command<K> {
@@ -388,10 +393,13 @@ impl<K: LegKey> Pacer<K> {
             }
             Command::Close(call) => {
                 let Some(stream) = self.remove(call) else {
+                    let counters = Default::default();
+                    let _ = self.events.send(MediaEvent::Closed { call, counters });
                     return;
                 };
                 let c = stream.leg.session().counters;
                 count_rtp(&c);
+                let _ = self.events.send(MediaEvent::Closed { call, counters: c });
                 info!(
                     %call,
                     sent = c.sent,

@@ -167,6 +167,11 @@ const METRICS: &[(&str, Kind, &str)] = &[
         "HTTP requests answered, by method, route and status",
     ),
     (
+        "callbackd_call_records_dropped_total",
+        Kind::Counter,
+        "Call records not stored: the store failed three times, or 20,000 were waiting",
+    ),
+    (
         "callbackd_chat_sessions",
         Kind::Gauge,
         "Chat conversations open",
@@ -280,6 +285,7 @@ fn zeroes() {
         "callbackd_rtp_packets_lost_total",
         "callbackd_dialer_lease_takeovers_total",
         "callbackd_chat_sessions_started_total",
+        "callbackd_call_records_dropped_total",
     ] {
         counter!(name).absolute(0);
     }

@@ -115,12 +115,14 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
     // in the background and shared.
     let routes = crate::routing::Routes::new(&config);
     routes.follow_names(&crate::dns::resolver(&config.dns)?);
+    let records = crate::records::Recorder::start(callbacks.store.clone(), config.log.call_records);
     let sip = crate::signalling::start(
         &config,
         budget.sip_tcp,
         routes.clone(),
         operations.clone(),
         hints.clone(),
+        records,
     )
     .await?;
     for address in &sip.udp {
@@ -176,7 +178,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
     // Look-ups and bookings count within the limits' windows; older ones count for nothing
     // and are forgotten.
     let kept = operations.limiter.kept();
-    let lifecycle = tokio::spawn(lifecycle(callbacks.clone(), kept));
+    let lifecycle = tokio::spawn(lifecycle(callbacks.clone(), kept, config.retention.clone()));
     let reloads = tokio::spawn(reload_on_hangup(sip.sip.clone()));
     let (draining, stopped) = (Arc::default(), Arc::default());
     let drained = drain(
@@ -223,20 +225,38 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
 
 /// Moves scheduled callbacks into the queue when their time comes and expires stale ones;
 /// once a minute, forgets security events older than `kept`.
-async fn lifecycle(callbacks: Arc<Callbacks<Store>>, kept: chrono::Duration) {
+async fn lifecycle(
+    callbacks: Arc<Callbacks<Store>>,
+    kept: chrono::Duration,
+    retention: crate::config::RetentionConfig,
+) {
     let mut tick = tokio::time::interval(LIFECYCLE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for round in 0u64.. {
         tick.tick().await;
         if round % 60 == 0 {
-            match callbacks
-                .store
-                .prune_security_events(Utc::now() - kept)
-                .await
-            {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(forgotten = n, "old security events forgotten"),
-                Err(e) => tracing::warn!(error = %e, "cannot forget old security events"),
+            let (store, now) = (&callbacks.store, Utc::now());
+            for (what, purged) in [
+                (
+                    "security events",
+                    store.prune_security_events(now - kept).await,
+                ),
+                (
+                    "call records",
+                    store.purge_calls(now - retention.calls).await,
+                ),
+                (
+                    "closed callbacks",
+                    store.purge_closed(now - retention.closed_callbacks).await,
+                ),
+            ] {
+                match purged {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(forgotten = n, what, "past their retention"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, what, "cannot forget what is past its retention")
+                    }
+                }
             }
         }
         match callbacks.advance(Utc::now(), 500).await {

@@ -449,6 +449,7 @@ async fn the_openapi_description_covers_every_route() {
         "/api/v1/agents/{id}/state",
         "/api/v1/status",
         "/api/v1/sip/trace",
+        "/api/v1/calls",
         "/api/v1/events",
         "/api/v1/chat/sessions",
         "/api/v1/chat/sessions/{id}/messages",

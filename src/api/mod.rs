@@ -105,6 +105,7 @@ pub fn router(state: Arc<AppState>, guard: Arc<crate::http::Guard>) -> Router {
         .route("/agents/{id}", get(agent))
         .route("/agents/{id}/state", put(set_agent_state))
         .route("/status", get(status))
+        .route("/calls", get(calls))
         .route("/queues", get(queues))
         .route("/trunks", get(trunks))
         .route("/queues/{name}", get(queue))
@@ -692,6 +693,44 @@ async fn reload_dialplan(State(state): State<Arc<AppState>>) -> AppResult<Json<V
             message: problems,
         }),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallsQuery {
+    since: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Call records, oldest first: from `since` (RFC 3339 or a date), or after `cursor` (the
+/// `next_cursor` of the page before); `limit` a page (1 to 1000, default 100).
+async fn calls(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<CallsQuery>, QueryRejection>,
+) -> AppResult<Json<Value>> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let start = match (q.cursor, q.since) {
+        (Some(cursor), _) => crate::calls::parse_cursor(&cursor)
+            .ok_or_else(|| ApiError::bad_request("bad_query", "not a cursor this API gave"))?,
+        (None, Some(since)) => crate::calls::from(
+            crate::calls::parse_since(&since)
+                .map_err(|message| ApiError::bad_request("bad_query", message))?,
+        ),
+        (None, None) => crate::calls::from(chrono::DateTime::<Utc>::UNIX_EPOCH),
+    };
+    let page = state.callbacks.store.calls(start, limit).await?;
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(crate::calls::cursor_after))
+        .flatten();
+    Ok(Json(json!({"calls": page, "next_cursor": next})))
 }
 
 /// What the SIP trace chooses now, and its file.

@@ -21,7 +21,9 @@ use crate::media::MediaEvent;
 use super::{Loop, Side};
 
 pub(super) struct ActiveCall {
-    pub(super) call_id: String,
+    /// The call's record, filled in as it goes and stored once it has ended; its Call-ID
+    /// and its start (when its INVITE came or went) are the call's.
+    pub(super) record: store::CallRecord,
     pub(super) started: Instant,
     pub(super) hanging_up: bool,
     /// Our SDP offer (a call we placed, or an INVITE that came without one), to settle the
@@ -52,8 +54,6 @@ pub(super) struct ActiveCall {
     pub(super) source: SocketAddr,
     /// Who the limiter counts for the call's look-ups and bookings (see `limits::client_of`).
     pub(super) client: String,
-    /// When the call began (its INVITE came or went).
-    pub(super) arrived: chrono::DateTime<chrono::Utc>,
     /// For a call placed through a trunk with others after it on its route: where to place
     /// it if this trunk cannot carry it.
     pub(super) instead: Option<super::routing::Instead>,
@@ -116,7 +116,7 @@ impl Loop {
         match event {
             MediaEvent::Silent { call } => {
                 if let Some(active) = self.calls.get_mut(&call).filter(|a| !a.hanging_up) {
-                    warn!(%call, call_id = %active.call_id, "no RTP from the far end for media.rtp_timeout; hanging up");
+                    warn!(%call, call_id = %active.record.call_id, "no RTP from the far end for media.rtp_timeout; hanging up");
                     active.hanging_up = true;
                     self.ua.hang_up(now, call);
                 }
@@ -128,6 +128,12 @@ impl Loop {
                 // Keys are confirmation IDs and verification digits: not for the info log.
                 debug!(%call, %key, ?source, "key pressed");
                 metrics::counter!("callbackd_keys_total", "source" => source.as_str()).increment(1);
+                if let Some(active) = self.calls.get_mut(&call) {
+                    let record = &mut active.record;
+                    record
+                        .keys_source
+                        .get_or_insert_with(|| source.as_str().to_owned());
+                }
                 if self.holding_key(now, call, key) {
                     return;
                 }
@@ -161,6 +167,14 @@ impl Loop {
                 }
             }
             MediaEvent::Leg { call, event } => debug!(%call, ?event, "media"),
+            MediaEvent::Closed { call, counters } => {
+                if let Some(mut record) = self.closing.remove(&call) {
+                    record.rtp_sent = counters.sent;
+                    record.rtp_received = counters.received;
+                    record.rtp_lost = counters.lost;
+                    self.records.record(record);
+                }
+            }
         }
     }
 
@@ -177,7 +191,7 @@ impl Loop {
                 offer,
             } => {
                 let dialled = self.routes.dialled(source.ip(), &dialled);
-                let entry = self.sip.entry(&dialled);
+                let entry = self.sip.entry(&dialled).to_owned();
                 // Behind a trusted trunk, each identity it asserts is a source of its own;
                 // anyone else is their address, whatever their From says.
                 let client = match &asserted {
@@ -230,10 +244,14 @@ impl Loop {
                         body
                     }
                 };
+                let record = store::CallRecord {
+                    entry: Some(entry.clone()),
+                    ..self.new_record(call_id, "inbound", caller.clone(), dialled.clone())
+                };
                 self.calls.insert(
                     call,
                     ActiveCall {
-                        call_id,
+                        record,
                         started: now,
                         hanging_up: false,
                         offer: our_offer,
@@ -243,12 +261,11 @@ impl Loop {
                         rtp: Some(rtp),
                         media,
                         in_media: false,
-                        ivr: Some((entry.to_owned(), caller.clone().unwrap_or_default())),
+                        ivr: Some((entry, caller.clone().unwrap_or_default())),
                         session: None,
                         failures: 0,
                         source,
                         client,
-                        arrived: chrono::Utc::now(),
                         instead: None,
                         changed: false,
                     },
@@ -273,13 +290,13 @@ impl Loop {
             }
             CallEvent::Answered { call, answer } => {
                 if let Some(active) = self.calls.get_mut(&call) {
-                    info!(%call, call_id = %active.call_id, "placed call answered");
+                    info!(%call, call_id = %active.record.call_id, "placed call answered");
                     self.settle(now, call, answer.as_deref());
                 }
             }
             CallEvent::Established { call, answer } => {
                 if let Some(active) = self.calls.get(&call) {
-                    info!(%call, call_id = %active.call_id, "call established");
+                    info!(%call, call_id = %active.record.call_id, "call established");
                     if active.media.is_none() {
                         // An INVITE without an offer: the ACK brought the answer.
                         self.settle(now, call, answer.as_deref());
@@ -375,13 +392,28 @@ impl Loop {
             CallEvent::Ended { call, reason } => {
                 self.ringing.retain(|(_, c, _)| *c != call);
                 if let Some(mut active) = self.calls.remove(&call) {
+                    info!(%call, call_id = %active.record.call_id, ?reason, seconds = active.started.elapsed().as_secs(), "call ended");
+                    let mut record = std::mem::take(&mut active.record);
+                    record.ended_at = chrono::Utc::now();
+                    record.end_reason = reason.as_str().to_owned();
+                    if let sip::ua::EndReason::Rejected(status)
+                    | sip::ua::EndReason::Failed(status) = reason
+                    {
+                        record.sip_status = Some(status);
+                    }
+                    if let Some((id, _)) = active.bridge {
+                        record.attempt_id = self.bridges.get(&id).and_then(|b| b.attempt());
+                    }
                     if active.in_media {
+                        // Its RTP totals come with the leg's closing.
                         self.media.close(call);
+                        self.closing.insert(call, record);
+                    } else {
+                        self.records.record(record);
                     }
                     if let Some(holding) = active.holding.take() {
                         self.holding_over(holding);
                     }
-                    info!(%call, call_id = %active.call_id, ?reason, seconds = active.started.elapsed().as_secs(), "call ended");
                     let direction = if active.ivr.is_some() {
                         let flow = if active.changed {
                             "changed"
@@ -422,6 +454,7 @@ impl Loop {
         let (Some(socket), Some(media)) = (active.rtp.take(), active.media) else {
             return;
         };
+        active.record.answered_at = Some(chrono::Utc::now());
         let timeout = self
             .media_config
             .rtp_timeout

@@ -62,6 +62,8 @@ pub struct Connect {
     /// How long the connected calls (or the agent's call alone) are held before callbackd
     /// hangs up; `None` until someone hangs up.
     pub hold: Option<Duration>,
+    /// The dial attempt this connection is for (its calls' records name it).
+    pub attempt: Option<uuid::Uuid>,
 }
 
 /// Why a connection could not start, and which side's call it was.
@@ -116,6 +118,11 @@ pub(super) struct Bridge {
 }
 
 impl Bridge {
+    /// The dial attempt the connection is for, if the dialer made it.
+    pub(super) fn attempt(&self) -> Option<uuid::Uuid> {
+        self.connect.attempt
+    }
+
     fn report(&self, progress: Progress) {
         let _ = self.progress.send(progress);
     }

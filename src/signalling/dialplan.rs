@@ -52,9 +52,9 @@ impl Loop {
                             .unwrap_or_default(),
                         client: active.client.clone(),
                         source: active.source.to_string(),
-                        call_id: active.call_id.clone(),
+                        call_id: active.record.call_id.clone(),
                         failures: active.failures,
-                        arrived: active.arrived,
+                        arrived: active.record.started_at,
                     };
                     tokio::spawn(async move {
                         let mut rng = StdRng::from_entropy();

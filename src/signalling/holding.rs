@@ -76,7 +76,7 @@ impl Loop {
             queue: queue.to_owned(),
             skill: skill.clone(),
             priority: 0,
-            enqueued_at: active.arrived,
+            enqueued_at: active.record.started_at,
             caller_id: active
                 .ivr
                 .as_ref()
@@ -182,7 +182,7 @@ impl Loop {
             let (id, skill, offer) = (holding.id, holding.skill.clone(), holding.offer);
             let place = store::Place {
                 priority: 0,
-                enqueued_at: active.arrived,
+                enqueued_at: active.record.started_at,
                 id,
             };
             tokio::spawn(async move {

@@ -227,6 +227,7 @@ impl Sip {
             customer_ring: self.ring_timeout,
             deadline: None,
             hold: Some(call.hold),
+            attempt: None,
         };
         let asked_to_connect = connect.customer.is_some();
         let (_, mut progress) = self.connect(connect).await.map_err(|e| e.error)?;
@@ -372,6 +373,7 @@ pub async fn start(
     routes: crate::routing::Routes,
     operations: std::sync::Arc<Operations>,
     hints: crate::hints::Hints,
+    records: crate::records::Recorder,
 ) -> anyhow::Result<Bound> {
     let (sip, media, ivr) = (config.sip.clone(), config.media.clone(), &config.ivr);
     let hold_settings = HoldSettings {
@@ -506,6 +508,8 @@ pub async fn start(
         overload_log: Throttle::new(Duration::from_secs(10)),
         trace,
         tcp_bound: tcp_bound.clone(),
+        records,
+        closing: HashMap::new(),
     };
     tokio::spawn(run(state, rx, media_rx));
     Ok(Bound {
@@ -605,6 +609,9 @@ struct Loop {
     /// The SIP trace, and the TCP listening addresses it names as ours.
     trace: crate::trace::Trace,
     tcp_bound: Vec<SocketAddr>,
+    /// Where ended calls' records go, and those waiting for their leg's RTP totals.
+    records: crate::records::Recorder,
+    closing: HashMap<CallHandle, store::CallRecord>,
 }
 
 async fn run(
@@ -708,6 +715,28 @@ impl Loop {
 
     /// Carries out what the user agent asks: messages out over their transport, events to
     /// call control.
+    /// A new call's record, filled in as the call goes.
+    fn new_record(
+        &mut self,
+        call_id: String,
+        direction: &str,
+        from: Option<String>,
+        to: String,
+    ) -> store::CallRecord {
+        let now = chrono::Utc::now();
+        store::CallRecord {
+            id: uuid::Uuid::from_u128(rand::Rng::gen(&mut self.rng)),
+            call_id,
+            node: self.hold_settings.node.clone(),
+            direction: direction.to_owned(),
+            from: from.unwrap_or_default(),
+            to,
+            started_at: now,
+            ended_at: now,
+            ..Default::default()
+        }
+    }
+
     /// Where a message to or from `peer` leaves or reaches us (for the trace): the UDP
     /// socket it came in on, the one it goes out of, or a TCP listening address.
     fn local_address(&self, peer: SocketAddr, link: Link, socket: Option<usize>) -> SocketAddr {
@@ -862,7 +891,7 @@ impl Loop {
                 self.ua.hang_up(now, *call);
             }
             if !active.hanging_up && now.duration_since(active.started) >= longest {
-                info!(%call, call_id = %active.call_id, "call reached sip.max_call_duration; hanging up");
+                info!(%call, call_id = %active.record.call_id, "call reached sip.max_call_duration; hanging up");
                 active.hanging_up = true;
                 self.ua.hang_up(now, *call);
             }

@@ -124,6 +124,11 @@ impl Loop {
             .and_then(|name| self.routes.trunk(name))
             .map(|t| t.identity_headers(&from_user))
             .unwrap_or_default();
+        let to = sip::uri::Uri::parse(&route.uri)
+            .ok()
+            .and_then(|u| u.user)
+            .unwrap_or_default();
+        let record = (from_user.clone(), to);
         let dial = Dial {
             uri: route.uri,
             from_user,
@@ -140,6 +145,12 @@ impl Loop {
         }
         let call = self.ua.dial(now, dial);
         info!(%call, %destination, trunk = route.trunk.as_deref().unwrap_or(""), "call placed");
+        let call_id = self.ua.call_id(call).unwrap_or_default().to_owned();
+        let (from, to) = record;
+        let record = store::CallRecord {
+            trunk: route.trunk.clone(),
+            ..self.new_record(call_id, "outbound", Some(from), to)
+        };
         let instead = (!target.then.is_empty()).then(|| Instead {
             targets: target.then.clone(),
             caller_id: caller_id.map(str::to_owned),
@@ -149,7 +160,7 @@ impl Loop {
         self.calls.insert(
             call,
             ActiveCall {
-                call_id: String::new(),
+                record,
                 started: now,
                 hanging_up: false,
                 offer: Some(offer),
@@ -164,7 +175,6 @@ impl Loop {
                 failures: 0,
                 source: destination,
                 client: String::new(),
-                arrived: chrono::Utc::now(),
                 instead,
                 changed: false,
             },

@@ -640,6 +640,11 @@ impl UserAgent {
         self.calls.len()
     }
 
+    /// A call's Call-ID.
+    pub fn call_id(&self, handle: CallHandle) -> Option<&str> {
+        self.calls.get(&handle).map(|c| c.call_id.as_str())
+    }
+
     /// Server transactions held, and the bytes of their requests.
     pub fn transactions(&self) -> (usize, usize) {
         (self.invites.len() + self.others.len(), self.charged)

@@ -222,6 +222,37 @@ impl Hold {
     }
 }
 
+/// One call's record, written once it has ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CallRecord {
+    pub id: Uuid,
+    /// The SIP Call-ID.
+    pub call_id: String,
+    /// The node that had the call.
+    pub node: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// The caller's user part, and the number dialled (inbound) or called (outbound).
+    pub from: String,
+    pub to: String,
+    /// The dialplan entry an inbound call started at.
+    pub entry: Option<String>,
+    /// The dial attempt a placed call was part of.
+    pub attempt_id: Option<Uuid>,
+    pub trunk: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: DateTime<Utc>,
+    /// How it ended (`remote_hangup`, `failed`, …), with the status of a refusal or failure.
+    pub end_reason: String,
+    pub sip_status: Option<u16>,
+    /// How the first key came (`rfc4733`, `info`, `inband`); never the keys.
+    pub keys_source: Option<String>,
+    pub rtp_sent: u64,
+    pub rtp_received: u64,
+    pub rtp_lost: u64,
+}
+
 /// What a claim took.
 #[derive(Debug)]
 pub enum Claimed {
@@ -478,6 +509,30 @@ impl Store {
         finish: Option<&Finish>,
     ) -> Result<(), StoreError> {
         dispatch!(self, s => s.step_attempt(generation, callback, event, finish))
+    }
+
+    /// Stores ended calls' records (see `SqlStore::insert_calls`).
+    pub async fn insert_calls(&self, calls: &[CallRecord]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_calls(calls))
+    }
+
+    /// Call records after a cursor, oldest first (see `SqlStore::calls`).
+    pub async fn calls(
+        &self,
+        after: (DateTime<Utc>, Uuid),
+        limit: u32,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        dispatch!(self, s => s.calls(after, limit))
+    }
+
+    /// Forgets callbacks closed before `before`, with their histories and attempts.
+    pub async fn purge_closed(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.purge_closed(before))
+    }
+
+    /// Forgets the records of calls that started before `before`.
+    pub async fn purge_calls(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.purge_calls(before))
     }
 
     /// A callback by its internal ID.

@@ -30,6 +30,44 @@ macro_rules! event_columns {
     };
 }
 
+/// The call record columns in the order `insert_calls` binds them.
+macro_rules! call_columns {
+    () => {
+        "id, call_id, node, direction, from_user, to_user, entry, attempt_id, trunk, started_at, \
+         answered_at, ended_at, end_reason, sip_status, keys_source, rtp_sent, rtp_received, rtp_lost"
+    };
+}
+
+/// A call record as stored.
+fn call_from_row(row: &DbRow) -> Result<crate::CallRecord, StoreError> {
+    let count = |column: &str| -> Result<u64, StoreError> {
+        Ok(row.try_get::<i64, _>(column).map_err(db_error)?.max(0) as u64)
+    };
+    Ok(crate::CallRecord {
+        id: row.try_get("id").map_err(db_error)?,
+        call_id: row.try_get("call_id").map_err(db_error)?,
+        node: row.try_get("node").map_err(db_error)?,
+        direction: row.try_get("direction").map_err(db_error)?,
+        from: row.try_get("from_user").map_err(db_error)?,
+        to: row.try_get("to_user").map_err(db_error)?,
+        entry: row.try_get("entry").map_err(db_error)?,
+        attempt_id: row.try_get("attempt_id").map_err(db_error)?,
+        trunk: row.try_get("trunk").map_err(db_error)?,
+        started_at: row.try_get("started_at").map_err(db_error)?,
+        answered_at: row.try_get("answered_at").map_err(db_error)?,
+        ended_at: row.try_get("ended_at").map_err(db_error)?,
+        end_reason: row.try_get("end_reason").map_err(db_error)?,
+        sip_status: row
+            .try_get::<Option<i32>, _>("sip_status")
+            .map_err(db_error)?
+            .and_then(|s| u16::try_from(s).ok()),
+        keys_source: row.try_get("keys_source").map_err(db_error)?,
+        rtp_sent: count("rtp_sent")?,
+        rtp_received: count("rtp_received")?,
+        rtp_lost: count("rtp_lost")?,
+    })
+}
+
 /// Open states first, then the newest: the callback a confirmation ID stands for.
 pub(crate) const FIND: &str = concat!(
     "SELECT ",
@@ -421,6 +459,94 @@ impl SqlStore<Db> {
             .into_iter()
             .map(|(user, contact, source, transport, expires_at)| crate::Binding { user, contact, source, transport, expires_at })
             .collect())
+    }
+
+    /// Stores ended calls' records, all in one transaction.
+    pub async fn insert_calls(&self, calls: &[crate::CallRecord]) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await.map_err(db_error)?;
+        for c in calls {
+            sqlx::query(concat!(
+                "INSERT INTO calls (",
+                call_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            ))
+            .bind(c.id)
+            .bind(c.call_id.as_str())
+            .bind(c.node.as_str())
+            .bind(c.direction.as_str())
+            .bind(c.from.as_str())
+            .bind(c.to.as_str())
+            .bind(c.entry.as_deref())
+            .bind(c.attempt_id)
+            .bind(c.trunk.as_deref())
+            .bind(c.started_at)
+            .bind(c.answered_at)
+            .bind(c.ended_at)
+            .bind(c.end_reason.as_str())
+            .bind(c.sip_status.map(i32::from))
+            .bind(c.keys_source.as_deref())
+            .bind(c.rtp_sent as i64)
+            .bind(c.rtp_received as i64)
+            .bind(c.rtp_lost as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Up to `limit` call records, oldest first, that started after `after` (a time and,
+    /// among calls that started then, an ID: the cursor of the page before).
+    pub async fn calls(
+        &self,
+        after: (DateTime<Utc>, Uuid),
+        limit: u32,
+    ) -> Result<Vec<crate::CallRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM calls WHERE started_at > $1 OR (started_at = $1 AND id > $2) \
+             ORDER BY started_at, id LIMIT $3"
+        ))
+        .bind(after.0)
+        .bind(after.1)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(call_from_row).collect()
+    }
+
+    /// Forgets callbacks closed (completed, cancelled, failed or expired) before `before`,
+    /// with their histories and attempts, in one transaction; how many.
+    pub async fn purge_closed(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const CLOSED: &str = "SELECT id FROM callbacks WHERE updated_at < $1 \
+             AND state IN ('completed', 'cancelled', 'failed', 'expired')";
+        let mut tx = self.writer().begin().await.map_err(db_error)?;
+        for table in ["callback_events", "attempts"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE callback_id IN ({CLOSED})"))
+                .bind(before)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        let done = sqlx::query(&format!("DELETE FROM callbacks WHERE id IN ({CLOSED})"))
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+
+    /// Forgets the records of calls that started before `before`.
+    pub async fn purge_calls(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM calls WHERE started_at < $1")
+            .bind(before)
+            .execute(self.writer())
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
     }
 
     async fn fetch_callbacks(&self, query: Query<'_>) -> Result<Vec<Callback>, StoreError> {
