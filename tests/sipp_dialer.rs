@@ -232,6 +232,25 @@ fn a_ready_agent_is_connected_to_the_customer_who_presses_1_and_the_audio_crosse
     );
     // The customer hung up: both calls, their ports and the bridge are gone.
     back_at_rest(&call.server, call.sockets);
+    // Both calls placed for the attempt are recorded with it: the agent's, and the customer's.
+    let records = wait_for(
+        &call.server,
+        "/api/v1/calls",
+        Duration::from_secs(10),
+        |r| r["calls"].as_array().is_some_and(|c| c.len() == 3),
+    );
+    let placed: Vec<&Value> = records["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["direction"] == "outbound")
+        .collect();
+    assert_eq!(placed.len(), 2, "{records}");
+    assert!(
+        placed.iter().all(|r| r["attempt_id"] == attempts[0]["id"]),
+        "{records} {attempts:?}"
+    );
+    assert_eq!(placed[1]["to"], "customer", "{records}");
     assert_eq!(
         agent_steps(&call.server, "ada"),
         [
