@@ -122,7 +122,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         routes.clone(),
         operations.clone(),
         hints.clone(),
-        records,
+        records.clone(),
     )
     .await?;
     for address in &sip.udp {
@@ -218,6 +218,8 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         task.abort();
     }
     reloads.abort();
+    // The records of the last calls, written before the store closes.
+    let _ = tokio::time::timeout(Duration::from_secs(5), records.flush()).await;
     callbacks.store.close().await;
     tracing::info!("stopped");
     Ok(())

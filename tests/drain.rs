@@ -12,15 +12,17 @@ use std::time::Duration;
 
 use common::{config_with, exited, held_call_scenario, sipp_caller, Server};
 
-fn server(drain_timeout: &str) -> Server {
+/// A node with this drain time, and its configuration.
+fn server(drain_timeout: &str) -> (Server, std::path::PathBuf) {
     let url = store::testing::sqlite_url();
-    Server::start(&config_with(
+    let config = config_with(
         &url,
         &[(
             "drain_timeout = \"5m\"",
             &format!("drain_timeout = \"{drain_timeout}\""),
         )],
-    ))
+    );
+    (Server::start(&config), config)
 }
 
 fn signal(server: &Server, name: &str) {
@@ -97,7 +99,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 #[test]
 fn a_draining_node_refuses_new_calls_and_probes_lets_its_call_finish_and_exits_0() {
     let dir = temp_dir("drain");
-    let mut server = server("30s");
+    let (mut server, config) = server("30s");
     let target = server.sip_udp.unwrap();
     assert_eq!(final_answer(target, options), "SIP/2.0 200 OK");
     assert_eq!(server.get("/readyz").status, 200);
@@ -134,12 +136,16 @@ fn a_draining_node_refuses_new_calls_and_probes_lets_its_call_finish_and_exits_0
         .expect("the node stops once its call is over, open board and all");
     assert!(status.success(), "{status:?}");
     board.join().unwrap();
+    // The call that ended just before the stop was recorded before the store closed.
+    let exported = common::cli(&config, &["calls", "export", "--format", "jsonl"]);
+    let record: serde_json::Value = serde_json::from_str(exported.trim()).unwrap();
+    assert_eq!(record["end_reason"], "remote_hangup", "{exported}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn calls_left_when_the_drain_time_runs_out_are_hung_up() {
-    let mut server = server("1s");
+    let (mut server, _) = server("1s");
     let target = server.sip_udp.unwrap();
     // This caller stays until callbackd hangs up, and answers its BYE.
     let call = sipp_caller(target, &common::sipp_scenario("uac_callbackd_hangs_up.xml"));
@@ -158,7 +164,7 @@ fn calls_left_when_the_drain_time_runs_out_are_hung_up() {
 #[test]
 fn a_second_signal_stops_the_node_at_once() {
     let dir = temp_dir("drain-twice");
-    let mut server = server("60s");
+    let (mut server, _) = server("60s");
     let target = server.sip_udp.unwrap();
     let mut call = sipp_caller(target, &held_call_scenario(&dir, 30_000));
     std::thread::sleep(Duration::from_secs(1));
