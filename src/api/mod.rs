@@ -305,13 +305,7 @@ async fn list(
                 .ok_or_else(|| ApiError::bad_request("bad_query", format!("unknown state `{s}`")))
         })
         .transpose()?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_query",
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     let filter = Filter {
         state: wanted_state,
         queue,
@@ -695,6 +689,17 @@ async fn reload_dialplan(State(state): State<Arc<AppState>>) -> AppResult<Json<V
     }
 }
 
+/// A list's `limit`: 1 to 1000, 100 when not given.
+fn page_limit(limit: Option<u32>) -> AppResult<u32> {
+    match limit.unwrap_or(100) {
+        limit @ 1..=1000 => Ok(limit),
+        _ => Err(ApiError::bad_request(
+            "bad_query",
+            "limit must be between 1 and 1000",
+        )),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CallsQuery {
@@ -710,13 +715,7 @@ async fn calls(
     query: Result<Query<CallsQuery>, QueryRejection>,
 ) -> AppResult<Json<Value>> {
     let Query(q) = query?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_query",
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     let start = match (q.cursor, q.since) {
         (Some(cursor), _) => crate::calls::parse_cursor(&cursor)
             .ok_or_else(|| ApiError::bad_request("bad_query", "not a cursor this API gave"))?,
