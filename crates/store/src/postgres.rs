@@ -12,6 +12,11 @@ type Db = sqlx::Postgres;
 const BEGIN_WRITE: &str = "BEGIN";
 /// Rows a node reads to claim are locked, and rows another node has locked are passed over.
 const LOCK_SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+/// How long a transaction may wait for its node between statements before PostgreSQL ends
+/// it. A node frozen in the middle of one (a stopped process, a paused VM) would otherwise
+/// hold its rows locked, and every other node would pass its callbacks over, until its
+/// connection died. callbackd's transactions never wait for anything but the database.
+const IDLE_IN_TRANSACTION: &str = "15s";
 include!("sql.rs");
 
 impl SqlStore<Db> {
@@ -19,6 +24,17 @@ impl SqlStore<Db> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            // A SET rather than a start-up option, which a pooler such as PgBouncer refuses.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&format!(
+                        "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'"
+                    ))
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+                })
+            })
             .connect(url)
             .await
             .map_err(db_error)?;

@@ -1665,3 +1665,26 @@ async fn holding_callers_stand_in_line_with_the_callbacks(_url: &str, cb: Arc<Ca
         "a node that stopped renewing loses its holds"
     );
 }
+
+/// A node frozen in the middle of a transaction (a stopped process, a paused VM) must not
+/// keep its rows locked from the other nodes until its connection dies: PostgreSQL ends the
+/// transaction after 15 s of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_left_waiting_is_ended_by_postgres() {
+    let url = store::testing::postgres_url().await;
+    let store = Store::open(&url).await.expect("store opens");
+    let Store::Postgres(pg) = &store else {
+        unreachable!("a postgres:// URL opens PostgreSQL")
+    };
+    let mut frozen = pg.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut *frozen).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(17)).await;
+    let after = sqlx::query("SELECT 1").execute(&mut *frozen).await;
+    assert!(
+        after.is_err(),
+        "the waiting transaction was ended: {after:?}"
+    );
+    drop(frozen);
+    store.close().await;
+    store::testing::discard(&url).await;
+}
