@@ -1,12 +1,12 @@
-//! The chat's runtime: conversations (the `chat` crate's `Session`) kept in memory for as long as
-//! they are used, each pumped with what it asks for: the wait from the queues, a callback
+//! The chat's runtime: conversations (the `chat` crate's `Session`) kept in the store for as
+//! long as they are used, so any node answers any of them, each pumped with what it asks for: the wait from the queues, a callback
 //! booked in the store, and callbacks looked up (through the IVR's verification, so the same
 //! limits on failed look-ups apply) and changed (channel `chat` in the history).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::chat::bots::{Bots, Operation};
@@ -69,33 +69,24 @@ pub fn load(path: &Path, queues: &BTreeMap<String, Queue>) -> anyhow::Result<Bot
     })
 }
 
-struct Entry {
-    session: Session,
-    last: Instant,
-    /// Failed look-ups in this conversation.
-    failures: u32,
-    /// Messages taken, and their characters.
-    turns: usize,
-    chars: usize,
-}
+/// How long a node answering a message holds its conversation, at most: past it (a node that
+/// died answering), another node may answer the next message.
+const HOLD: chrono::Duration = chrono::Duration::seconds(30);
+/// How long a message waits for the one before it in the same conversation to be answered.
+const WAIT_FOR_TURN: Duration = Duration::from_secs(5);
 
+/// The chat's conversations, kept in the store between messages, so that any node answers any
+/// of them. The limits on conversations count them in the store, for all nodes; messages per
+/// address are counted by each node.
 pub struct Chats {
     bots: Arc<Bots>,
     operations: Arc<Operations>,
     /// A conversation unused this long is forgotten.
-    idle: Duration,
+    idle: chrono::Duration,
     /// Conversations one address may hold open.
     per_address: usize,
     /// Messages per address, over all its conversations.
     messages: governor::DefaultKeyedRateLimiter<String>,
-    sessions: Mutex<HashMap<Uuid, Held>>,
-}
-
-/// A conversation kept, with who opened it (`limits::client_of`) for the quota per address,
-/// readable while a message of it is being answered.
-struct Held {
-    client: String,
-    entry: Arc<tokio::sync::Mutex<Entry>>,
 }
 
 /// Why a conversation could not start, or a message was not taken.
@@ -111,6 +102,10 @@ pub enum Refused {
     TooLong,
     #[error("there is no such conversation (or it expired)")]
     Gone,
+    #[error("the message before this one is still being answered; send this one again")]
+    Busy,
+    #[error("conversations cannot be kept now; try again later")]
+    Store(#[from] callbacks::StoreError),
 }
 
 impl Chats {
@@ -124,80 +119,103 @@ impl Chats {
         Chats {
             bots: Arc::new(bots),
             operations,
-            idle: config.session_idle.to_std().unwrap_or_default(),
+            idle: config.session_idle,
             per_address: config.sessions_per_address,
             messages: governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)),
-            sessions: Mutex::new(HashMap::new()),
         }
     }
 
     /// How long a conversation lasts unused.
-    pub fn idle(&self) -> Duration {
+    pub fn idle(&self) -> chrono::Duration {
         self.idle
     }
 
-    /// Conversations open (used within their idle time, or answering now).
-    pub fn open(&self) -> usize {
-        let now = Instant::now();
-        self.sessions()
-            .values()
-            .filter(|held| {
-                held.entry
-                    .try_lock()
-                    .map_or(true, |e| now - e.last < self.idle)
-            })
-            .count()
-    }
-
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Held>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    /// Conversations open, on every node (used within their idle time).
+    pub async fn open(&self) -> Result<u64, Refused> {
+        let (all, _) = self
+            .operations
+            .callbacks
+            .store
+            .conversations(Utc::now() - self.idle, "")
+            .await?;
+        Ok(all)
     }
 
     /// A new conversation for `client`: its ID and the greeting.
-    pub fn start(&self, client: SocketAddr) -> Result<(Uuid, Vec<Reply>), Refused> {
-        let now = Instant::now();
+    pub async fn start(&self, client: SocketAddr) -> Result<(Uuid, Vec<Reply>), Refused> {
+        let now = Utc::now();
         let key = crate::limits::client_of(client.ip());
-        let mut sessions = self.sessions();
-        sessions.retain(|_, held| {
-            held.entry
-                .try_lock()
-                .map_or(true, |e| now - e.last < self.idle)
-        });
+        let store = &self.operations.callbacks.store;
+        let (all, theirs) = store.conversations(now - self.idle, &key).await?;
         self.messages.retain_recent();
-        if sessions.len() >= MAX_SESSIONS {
+        if all >= MAX_SESSIONS as u64 {
             return Err(Refused::Full);
         }
-        let theirs = sessions.values().filter(|held| held.client == key).count();
-        if theirs >= self.per_address {
+        if theirs >= self.per_address as u64 {
             return Err(Refused::TooManyFromAddress);
         }
         let (session, turn) = Session::new(self.bots.clone());
         let id = Uuid::from_u128(rand::random());
-        let entry = Entry {
-            session,
-            last: now,
-            failures: 0,
-            turns: 0,
-            chars: 0,
-        };
-        let entry = Arc::new(tokio::sync::Mutex::new(entry));
-        sessions.insert(id, Held { client: key, entry });
+        store
+            .insert_conversation(&store::Conversation {
+                id,
+                client: key,
+                memory: memory_json(&session),
+                failures: 0,
+                turns: 0,
+                chars: 0,
+                last_at: now,
+            })
+            .await?;
         metrics::counter!("callbackd_chat_sessions_started_total").increment(1);
         Ok((id, turn.replies))
     }
 
-    /// A customer's message to conversation `id` from `client`: the bot's replies.
+    /// A customer's message to conversation `id` from `client`: the bot's replies. The
+    /// conversation is taken from the store (waiting for a message before it to be answered,
+    /// on this node or another) and put back with what it now remembers.
     pub async fn message(
         &self,
         id: Uuid,
         text: &str,
         client: SocketAddr,
     ) -> Result<Vec<Reply>, Refused> {
-        let entry = self
-            .sessions()
-            .get(&id)
-            .map(|held| held.entry.clone())
-            .ok_or(Refused::Gone)?;
+        let store = &self.operations.callbacks.store;
+        let waited = Instant::now();
+        let (mut conversation, now) = loop {
+            let now = Utc::now();
+            match store
+                .take_conversation(id, now - self.idle, now, now + HOLD)
+                .await?
+            {
+                store::Taken::Yours(conversation) => break (conversation, now),
+                store::Taken::Gone => return Err(Refused::Gone),
+                store::Taken::Busy if waited.elapsed() < WAIT_FOR_TURN => {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                store::Taken::Busy => return Err(Refused::Busy),
+            }
+        };
+        let answered = self.answer(&mut conversation, now, text, client).await;
+        if answered.is_ok() {
+            conversation.last_at = now;
+        }
+        // Put back even when refused, to let it go and to keep its counts.
+        if let Err(e) = store.put_conversation(&conversation).await {
+            // The replies still go to the customer (they may carry a confirmation number);
+            // the next message finds the conversation as it was before this one.
+            tracing::warn!(error = %e, conversation = %id, "cannot keep the chat conversation");
+        }
+        answered
+    }
+
+    async fn answer(
+        &self,
+        conversation: &mut store::Conversation,
+        now: DateTime<Utc>,
+        text: &str,
+        client: SocketAddr,
+    ) -> Result<Vec<Reply>, Refused> {
         // Counted only for a conversation that exists, so the limiter keeps no key for
         // addresses that never opened one.
         if self
@@ -207,39 +225,47 @@ impl Chats {
         {
             return Err(Refused::TooFast);
         }
-        let mut entry = entry.lock().await;
-        let now = Instant::now();
-        if now - entry.last >= self.idle {
-            self.sessions().remove(&id);
-            return Err(Refused::Gone);
-        }
-        entry.turns += 1;
-        entry.chars += text.chars().count();
-        if entry.turns > MAX_TURNS || entry.chars > MAX_CONVERSATION_CHARS {
+        conversation.turns = conversation.turns.saturating_add(1);
+        conversation.chars = conversation
+            .chars
+            .saturating_add(u32::try_from(text.chars().count()).unwrap_or(u32::MAX));
+        if conversation.turns as usize > MAX_TURNS
+            || conversation.chars as usize > MAX_CONVERSATION_CHARS
+        {
             return Err(Refused::TooLong);
         }
-        entry.last = now;
-        let mut turn = entry.session.message(text);
+        let memory = match serde_json::from_str(&conversation.memory) {
+            Ok(memory) => memory,
+            Err(e) => {
+                tracing::warn!(error = %e, conversation = %conversation.id, "a chat conversation kept in the store cannot be read; it is over");
+                return Err(Refused::Gone);
+            }
+        };
+        let mut session = Session::resume(self.bots.clone(), memory);
+        let mut turn = session.message(text);
         let mut replies = std::mem::take(&mut turn.replies);
         // Each request is answered before the next message: a conversation asks one thing
         // at a time, and nothing it asks loops.
         while let Some(request) = turn.request.take() {
-            let answer = self.fulfil(id, &mut entry, request, client).await;
-            turn = entry.session.answer(answer);
+            let answer = self
+                .fulfil(conversation.id, &mut conversation.failures, request, client, now)
+                .await;
+            turn = session.answer(answer);
             replies.append(&mut turn.replies);
         }
+        conversation.memory = memory_json(&session);
         Ok(replies)
     }
 
     async fn fulfil(
         &self,
         id: Uuid,
-        entry: &mut Entry,
+        failures: &mut u32,
         request: Request,
         client: SocketAddr,
+        now: DateTime<Utc>,
     ) -> Answer {
         let ops = &self.operations;
-        let now = Utc::now();
         match request {
             Request::Estimate(route) => {
                 let Some(queue) = ops.callbacks.policy.queues.get(&route.queue) else {
@@ -310,7 +336,7 @@ impl Chats {
                 };
                 let mut rng = StdRng::from_entropy();
                 match ops
-                    .book_for(&mut rng, now, &caller(id, entry, client, now), new)
+                    .book_for(&mut rng, now, &caller(id, *failures, client, now), new)
                     .await
                 {
                     Ok(callback) => Answer::Booked {
@@ -343,7 +369,7 @@ impl Chats {
                 proof,
                 change,
             } => {
-                let caller = caller(id, entry, client, now);
+                let caller = caller(id, *failures, client, now);
                 let mut rng = StdRng::from_entropy();
                 let refused = |reason: &str| Answer::Refused(reason_words(reason).into());
                 let Ok(cid) = ConfirmationId::parse(&confirmation_id) else {
@@ -358,7 +384,7 @@ impl Chats {
                     ]);
                     let (result, _) = ops.run(&mut rng, now, &caller, "verify", &args).await;
                     if crate::ivr::failed(result) {
-                        entry.failures += 1;
+                        *failures += 1;
                     }
                     if result != "found" {
                         return refused("not_found");
@@ -429,16 +455,21 @@ impl Chats {
 
 /// The chat's customer as the IVR's operations and the limiter see them: counted by their
 /// address (an IPv6 /64), the conversation standing for the call.
-fn caller(id: Uuid, entry: &Entry, client: SocketAddr, now: DateTime<Utc>) -> Caller {
+fn caller(id: Uuid, failures: u32, client: SocketAddr, now: DateTime<Utc>) -> Caller {
     Caller {
         channel: Channel::Chat,
         caller_id: format!("chat:{}", client.ip()),
         client: crate::limits::client_of(client.ip()),
         source: client.to_string(),
         call_id: id.to_string(),
-        failures: entry.failures,
+        failures,
         arrived: now,
     }
+}
+
+/// What a conversation remembers, as the store keeps it.
+fn memory_json(session: &Session) -> String {
+    serde_json::to_string(session.memory()).expect("a chat's memory serializes")
 }
 
 fn no_estimate() -> Answer {

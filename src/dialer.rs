@@ -17,7 +17,7 @@ use callbacks::{Agent, AgentState, Attempt, AttemptOutcome, Callback, Policy, St
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::future::join_all;
 use rand::RngCore;
-use store::{Change, Choice, ClaimRequest, Claimed, Finish, Hold, Store};
+use store::{Choice, ClaimRequest, Claimed, Finish, Hold, Store};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -103,28 +103,6 @@ impl Dialer {
     /// This node's name, and how many attempts it has under way.
     pub fn gauges(&self) -> (&str, usize) {
         (&self.node, self.attempts.load(Ordering::Relaxed))
-    }
-
-    /// Hears what other nodes change, through the store (PostgreSQL); without a listener
-    /// (SQLite, one node) there is nothing to hear.
-    pub async fn listen(self: Arc<Self>) {
-        loop {
-            match self.store.listen().await {
-                Ok(None) => return,
-                Ok(Some(mut listener)) => loop {
-                    match listener.next().await {
-                        Ok(Change::Callback(id)) => self.hints.changed(id),
-                        Ok(Change::Agent(_)) => self.hints.wake(),
-                        Err(e) => {
-                            warn!(error = %e, "lost the store's change notices; listening again");
-                            break;
-                        }
-                    }
-                },
-                Err(e) => warn!(error = %e, "cannot listen for changes; trying again"),
-            }
-            tokio::time::sleep(RECHECK).await;
-        }
     }
 
     /// Runs until the node drains: every second the whole round, and on each hint only the

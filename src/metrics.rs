@@ -323,7 +323,6 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
     for ((trunk, state), n) in state.routes.target_states() {
         gauge!("callbackd_trunk_targets", "trunk" => trunk, "state" => state).set(n as f64);
     }
-    gauge!("callbackd_chat_sessions").set(state.chats.open() as f64);
     let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
     gauge!("callbackd_draining").set(f64::from(u8::from(draining)));
     let (open, idle) = state.callbacks.store.connections();
@@ -364,6 +363,9 @@ async fn store_gauges(state: &AppState) {
             gauge!("callbackd_callbacks", "queue" => queue.clone(), "state" => callback_state.as_str())
                 .set(n as f64);
         }
+    }
+    if let Ok(open) = state.chats.open().await {
+        gauge!("callbackd_chat_sessions").set(open as f64);
     }
     if let Ok(agents) = store.agents().await {
         let mut by_state = std::collections::BTreeMap::new();

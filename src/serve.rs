@@ -166,10 +166,9 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
             hints.clone(),
         )
     });
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(hints.clone().listen(callbacks.store.clone()))];
     if let Some(dialer) = &dialer {
         tasks.push(tokio::spawn(dialer.clone().run()));
-        tasks.push(tokio::spawn(dialer.clone().listen()));
         tasks.push(tokio::spawn(crate::dialer::follow_registrations(
             dialer.clone(),
             sip.registrations,
@@ -178,7 +177,12 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
     // Look-ups and bookings count within the limits' windows; older ones count for nothing
     // and are forgotten.
     let kept = operations.limiter.kept();
-    let lifecycle = tokio::spawn(lifecycle(callbacks.clone(), kept, config.retention.clone()));
+    let lifecycle = tokio::spawn(lifecycle(
+        callbacks.clone(),
+        kept,
+        config.retention.clone(),
+        config.chat.session_idle,
+    ));
     let reloads = tokio::spawn(reload_on_hangup(sip.sip.clone()));
     let (draining, stopped) = (Arc::default(), Arc::default());
     let drained = drain(
@@ -200,7 +204,9 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         draining,
         stopped,
         metrics,
+        board: api::board::feed(),
     });
+    tasks.push(tokio::spawn(api::board::run(state.clone())));
     let guard = Arc::new(crate::http::Guard {
         hosts: config.api.hosts.clone(),
         trusted_proxies: config.api.trusted_proxies.clone(),
@@ -226,11 +232,13 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
 }
 
 /// Moves scheduled callbacks into the queue when their time comes and expires stale ones;
-/// once a minute, forgets security events older than `kept`.
+/// once a minute, forgets security events older than `kept`, what is past its retention, and
+/// chat conversations idle for `chat_idle`.
 async fn lifecycle(
     callbacks: Arc<Callbacks<Store>>,
     kept: chrono::Duration,
     retention: crate::config::RetentionConfig,
+    chat_idle: chrono::Duration,
 ) {
     let mut tick = tokio::time::interval(LIFECYCLE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -250,6 +258,10 @@ async fn lifecycle(
                 (
                     "closed callbacks",
                     store.purge_closed(now - retention.closed_callbacks).await,
+                ),
+                (
+                    "idle chat conversations",
+                    store.purge_conversations(now - chat_idle).await,
                 ),
             ] {
                 match purged {

@@ -116,6 +116,8 @@ impl From<crate::chat::Refused> for ApiError {
             Refused::TooFast => (StatusCode::TOO_MANY_REQUESTS, "too_many_messages"),
             Refused::TooLong => (StatusCode::PAYLOAD_TOO_LARGE, "conversation_too_long"),
             Refused::Gone => (StatusCode::NOT_FOUND, "not_found"),
+            Refused::Busy => (StatusCode::CONFLICT, "conversation_busy"),
+            Refused::Store(e) => return e.into(),
         };
         ApiError::Request {
             status,

@@ -1,5 +1,6 @@
 //! The HTTP API (`/api/v1`, JSON) and `/healthz`.
 
+pub mod board;
 mod error;
 
 use std::collections::BTreeMap;
@@ -9,7 +10,6 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -39,8 +39,6 @@ const CHAT_STYLE: &str = include_str!("../../web/chat.css");
 const BOARD_PAGE: &str = include_str!("../../web/board.html");
 const BOARD_SCRIPT: &str = include_str!("../../web/board.js");
 const BOARD_STYLE: &str = include_str!("../../web/board.css");
-/// How often the board's event stream looks for a change.
-const EVENTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct AppState {
     pub callbacks: Arc<Callbacks<Store>>,
@@ -57,6 +55,8 @@ pub struct AppState {
     pub routes: crate::routing::Routes,
     /// Set when the node drains (SIGTERM): `/readyz` says so.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// What the board shows, computed once for every board open on this node.
+    pub board: board::Feed,
     /// Set when the drain is over and the node stops: event streams end, so open boards do
     /// not hold the stop.
     pub stopped: Arc<std::sync::atomic::AtomicBool>,
@@ -115,7 +115,7 @@ pub fn router(state: Arc<AppState>, guard: Arc<crate::http::Guard>) -> Router {
             "/sip/trace",
             get(trace_status).put(set_trace).delete(stop_trace),
         )
-        .route("/events", get(events))
+        .route("/events", get(board::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         // The chat is for customers: no API token.
         .merge(chat)
@@ -409,50 +409,6 @@ async fn queues(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
 /// The trunks, their targets and what the keep-alives found of each.
 async fn trunks(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "trunks": state.routes.status() }))
-}
-
-/// What the board shows: queues with their lines, agents, callbacks in dialing order (the
-/// first 500), and the calls.
-async fn board(state: &AppState) -> AppResult<Value> {
-    let filter = Filter {
-        state: None,
-        queue: None,
-        skill: None,
-        limit: 500,
-    };
-    Ok(json!({
-        "queues": all_queues(state).await?,
-        "agents": state.callbacks.store.agents().await?,
-        "callbacks": state.callbacks.store.list(&filter).await?.iter().map(|c| state.callback_json(c)).collect::<Vec<_>>(),
-        "status": {"sip": state.sip.gauges().await.ok()},
-        "trunks": state.routes.status(),
-    }))
-}
-
-/// Server-sent events for the board: a `snapshot` event (the board's JSON) at once and
-/// whenever it changes, looked at every second, until the node stops.
-async fn events(
-    State(state): State<Arc<AppState>>,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
-    let stream = futures_util::stream::unfold((state, String::new()), |(state, last)| async move {
-        loop {
-            if state.stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                return None;
-            }
-            match board(&state).await {
-                Ok(snapshot) => {
-                    let text = snapshot.to_string();
-                    if text != last {
-                        let event = Event::default().event("snapshot").data(text.clone());
-                        return Some((Ok(event), (state, text)));
-                    }
-                }
-                Err(e) => tracing::debug!(error = ?e, "the board's snapshot failed; trying again"),
-            }
-            tokio::time::sleep(EVENTS_EVERY).await;
-        }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 async fn queue(
@@ -851,12 +807,12 @@ async fn start_chat(
     body: Result<Json<StartChat>, JsonRejection>,
 ) -> AppResult<(StatusCode, Json<Value>)> {
     let Json(StartChat {}) = body?;
-    let (id, greeting) = state.chats.start(client)?;
+    let (id, greeting) = state.chats.start(client).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "id": id,
-            "idle_timeout_seconds": state.chats.idle().as_secs(),
+            "idle_timeout_seconds": state.chats.idle().num_seconds(),
             "replies": replies(greeting),
         })),
     ))
@@ -887,7 +843,21 @@ async fn chat_message(
             format!("a message has 1 to {} characters", crate::chat::MAX_MESSAGE),
         ));
     }
-    let said = match state.chats.message(session, text, client).await {
+    // Answered to the end even if the customer goes away meanwhile, so the conversation is
+    // put back in the store and not held until its hold runs out.
+    let chats = state.chats.clone();
+    let text = text.to_owned();
+    let answered =
+        tokio::spawn(async move { chats.message(session, &text, client).await }).await;
+    let answered = answered.map_err(|e| {
+        tracing::error!(error = %e, "a chat message's answer failed");
+        ApiError::Request {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "the message could not be answered".into(),
+        }
+    })?;
+    let said = match answered {
         Ok(said) => said,
         Err(crate::chat::Refused::Gone) => return Err(gone()),
         Err(refused) => return Err(refused.into()),

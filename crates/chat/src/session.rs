@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::bots::{Bots, Does, Operation, Route};
 
 /// A reply of the bot, with any quick answers it offers.
@@ -43,7 +45,7 @@ pub enum Change {
 }
 
 /// How the customer showed a callback is theirs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Proof {
     /// It was booked in this chat.
     BookedHere,
@@ -107,7 +109,7 @@ pub struct Turn {
     pub request: Option<Request>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Waiting {
     Nothing,
     Estimate(Route),
@@ -125,6 +127,13 @@ enum Waiting {
 
 pub struct Session {
     bots: Arc<Bots>,
+    memory: Memory,
+}
+
+/// What a conversation remembers between messages: kept anywhere (callbackd keeps it in its
+/// store, as JSON), so that any node can take the conversation up with [`Session::resume`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
     waiting: Waiting,
     /// The last intent understood, for where a callback goes.
     topic: Option<String>,
@@ -140,28 +149,40 @@ impl Session {
     pub fn new(bots: Arc<Bots>) -> (Session, Turn) {
         let mut session = Session {
             bots,
-            waiting: Waiting::Nothing,
-            topic: None,
-            callback: None,
-            transcript: Vec::new(),
+            memory: Memory {
+                waiting: Waiting::Nothing,
+                topic: None,
+                callback: None,
+                transcript: Vec::new(),
+            },
         };
         let turn = session.say(GREETING, &[]);
         (session, turn)
     }
 
+    /// A conversation taken up where `memory` left it.
+    pub fn resume(bots: Arc<Bots>, memory: Memory) -> Session {
+        Session { bots, memory }
+    }
+
+    /// What the conversation remembers, to keep until its next message.
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
     /// Everything said so far, a line each (`customer: …`, `bot: …`).
     pub fn transcript(&self) -> &[String] {
-        &self.transcript
+        &self.memory.transcript
     }
 
     /// A message from the customer.
     pub fn message(&mut self, text: &str) -> Turn {
         let text = text.trim();
-        self.transcript.push(format!("customer: {text}"));
-        match std::mem::replace(&mut self.waiting, Waiting::Nothing) {
+        self.memory.transcript.push(format!("customer: {text}"));
+        match std::mem::replace(&mut self.memory.waiting, Waiting::Nothing) {
             Waiting::Offer(route) => match yes_or_no(text) {
                 Some(true) => {
-                    self.waiting = Waiting::Number(route);
+                    self.memory.waiting = Waiting::Number(route);
                     self.say(ASK_NUMBER, &[])
                 }
                 Some(false) => self.say("All right. Is there anything else I can help with?", &[]),
@@ -169,11 +190,11 @@ impl Session {
             },
             Waiting::Number(route) => match phone_number(text) {
                 Some(number) => {
-                    self.waiting = Waiting::When(route, number);
+                    self.memory.waiting = Waiting::When(route, number);
                     self.say(ASK_WHEN, &["As soon as possible"])
                 }
                 None => {
-                    self.waiting = Waiting::Number(route);
+                    self.memory.waiting = Waiting::Number(route);
                     self.say(
                         "That does not look like a phone number. Please write it with the country code, like +1 212 555 0100.",
                         &[],
@@ -182,19 +203,19 @@ impl Session {
             },
             Waiting::When(route, number) => match when(text) {
                 Some(when) => {
-                    self.waiting = Waiting::Booking(route.clone(), number.clone());
+                    self.memory.waiting = Waiting::Booking(route.clone(), number.clone());
                     Turn {
                         replies: Vec::new(),
                         request: Some(Request::Book {
                             route,
                             number,
                             when,
-                            transcript: self.transcript.clone(),
+                            transcript: self.memory.transcript.clone(),
                         }),
                     }
                 }
                 None => {
-                    self.waiting = Waiting::When(route, number);
+                    self.memory.waiting = Waiting::When(route, number);
                     self.say(
                         "Sorry, I did not get the time. Say \"now\", or a time such as 14:30 or 2:30 pm (add \"tomorrow\" for tomorrow).",
                         &["As soon as possible"],
@@ -204,13 +225,13 @@ impl Session {
             Waiting::Id(operation) => {
                 let digits: String = text.chars().filter(char::is_ascii_digit).collect();
                 if callbacks::ConfirmationId::parse(&digits).is_ok() {
-                    self.waiting = Waiting::LastFour(operation, digits);
+                    self.memory.waiting = Waiting::LastFour(operation, digits);
                     self.say(
                         "And the last four digits of the number we are to call?",
                         &[],
                     )
                 } else {
-                    self.waiting = Waiting::Id(operation);
+                    self.memory.waiting = Waiting::Id(operation);
                     self.say(
                         "That is not a confirmation number: it has 9 digits, as we gave it to you. Please check it and write it again.",
                         &[],
@@ -220,23 +241,23 @@ impl Session {
             Waiting::LastFour(operation, id) => {
                 let digits: String = text.chars().filter(char::is_ascii_digit).collect();
                 if digits.len() == 4 {
-                    self.callback = Some((id, Proof::LastFour(digits)));
+                    self.memory.callback = Some((id, Proof::LastFour(digits)));
                     self.operation(operation)
                 } else {
-                    self.waiting = Waiting::LastFour(operation, id);
+                    self.memory.waiting = Waiting::LastFour(operation, id);
                     self.say("Please write just the last four digits of the number.", &[])
                 }
             }
             Waiting::Detail(operation) => match self.detail(operation, text) {
                 Some(change) => self.run(operation, Some(change)),
                 None => {
-                    self.waiting = Waiting::Detail(operation);
+                    self.memory.waiting = Waiting::Detail(operation);
                     let (question, choices) = self.question(operation);
                     self.say(&format!("Sorry, I did not get that. {question}"), &choices)
                 }
             },
             waiting @ (Waiting::Estimate(_) | Waiting::Booking(..) | Waiting::Running) => {
-                self.waiting = waiting;
+                self.memory.waiting = waiting;
                 self.say("One moment, please.", &[])
             }
             Waiting::Nothing => self.understand(text),
@@ -246,7 +267,7 @@ impl Session {
     /// The result of the request the last turn made.
     pub fn answer(&mut self, answer: Answer) -> Turn {
         match (
-            std::mem::replace(&mut self.waiting, Waiting::Nothing),
+            std::mem::replace(&mut self.memory.waiting, Waiting::Nothing),
             answer,
         ) {
             (
@@ -273,7 +294,7 @@ impl Session {
                             .to_owned()
                     }
                 };
-                self.waiting = Waiting::Offer(route);
+                self.memory.waiting = Waiting::Offer(route);
                 self.say(
                     &format!("That is something an agent should help you with. {wait} Would you like us to call you back?"),
                     &["Yes, call me back", "No, thanks"],
@@ -283,15 +304,15 @@ impl Session {
                 let text = format!(
                     "Your callback is booked. Your confirmation number is {confirmation_id}. You can ask me about it here, or call us and enter it."
                 );
-                self.callback = Some((confirmation_id, Proof::BookedHere));
+                self.memory.callback = Some((confirmation_id, Proof::BookedHere));
                 self.say(&text, &[])
             }
             (Waiting::Booking(route, _), Answer::Refused(reason)) => {
-                self.waiting = Waiting::Number(route);
+                self.memory.waiting = Waiting::Number(route);
                 self.say(&format!("We cannot book that: {reason}. {ASK_NUMBER}"), &[])
             }
             (Waiting::Booking(route, number), Answer::TimeRefused(reason)) => {
-                self.waiting = Waiting::When(route, number);
+                self.memory.waiting = Waiting::When(route, number);
                 self.say(
                     &format!("We cannot book that: {reason}. {ASK_WHEN}"),
                     &["As soon as possible"],
@@ -304,14 +325,14 @@ impl Session {
             ),
             (Waiting::Running, Answer::Refused(reason)) => {
                 // A callback that could not be found or verified is not this chat's.
-                if matches!(self.callback, Some((_, Proof::LastFour(_)))) {
-                    self.callback = None;
+                if matches!(self.memory.callback, Some((_, Proof::LastFour(_)))) {
+                    self.memory.callback = None;
                 }
                 self.say(&format!("Sorry, that did not work: {reason}."), &[])
             }
             (waiting, _) => {
                 // Not an answer to anything asked: nothing changes.
-                self.waiting = waiting;
+                self.memory.waiting = waiting;
                 Turn::default()
             }
         }
@@ -323,7 +344,7 @@ impl Session {
         let Some((intent, _)) = bots.intent(text) else {
             return self.beyond();
         };
-        self.topic = Some(intent.to_owned());
+        self.memory.topic = Some(intent.to_owned());
         let bot = &bots.intents[intent].bot;
         match bots.capability(bot, text) {
             Some(Does::Answer(answer)) => self.say(answer, &[]),
@@ -335,11 +356,11 @@ impl Session {
     /// Offers a callback for the topic: first, the wait.
     fn beyond(&mut self) -> Turn {
         let route = self
-            .topic
+            .memory.topic
             .as_ref()
             .and_then(|t| self.bots.intents.get(t))
             .map_or_else(|| self.bots.fallback.clone(), |i| i.route());
-        self.waiting = Waiting::Estimate(route.clone());
+        self.memory.waiting = Waiting::Estimate(route.clone());
         Turn {
             replies: Vec::new(),
             request: Some(Request::Estimate(route)),
@@ -348,12 +369,12 @@ impl Session {
 
     /// An operation on the chat's callback, asking which one it is first if need be.
     fn operation(&mut self, operation: Operation) -> Turn {
-        if self.callback.is_none() {
-            self.waiting = Waiting::Id(operation);
+        if self.memory.callback.is_none() {
+            self.memory.waiting = Waiting::Id(operation);
             return self.say("What is the confirmation number of your callback?", &[]);
         }
         if operation_needs_detail(operation) {
-            self.waiting = Waiting::Detail(operation);
+            self.memory.waiting = Waiting::Detail(operation);
             let (question, choices) = self.question(operation);
             return self.say(question, &choices);
         }
@@ -406,10 +427,10 @@ impl Session {
     }
 
     fn run(&mut self, operation: Operation, change: Option<Change>) -> Turn {
-        let Some((confirmation_id, proof)) = self.callback.clone() else {
+        let Some((confirmation_id, proof)) = self.memory.callback.clone() else {
             return self.operation(operation);
         };
-        self.waiting = Waiting::Running;
+        self.memory.waiting = Waiting::Running;
         Turn {
             replies: Vec::new(),
             request: Some(Request::Run {
@@ -422,7 +443,7 @@ impl Session {
     }
 
     fn say(&mut self, text: &str, choices: &[&str]) -> Turn {
-        self.transcript.push(format!("bot: {text}"));
+        self.memory.transcript.push(format!("bot: {text}"));
         Turn {
             replies: vec![Reply {
                 text: text.to_owned(),
@@ -612,6 +633,21 @@ operation = "change_media"
     }
 
     #[test]
+    fn a_conversation_kept_as_json_goes_on_where_it_left_off() {
+        let chat = booking();
+        let kept = serde_json::to_string(chat.memory()).unwrap();
+        let memory: Memory = serde_json::from_str(&kept).unwrap();
+        let mut resumed = Session::resume(chat.bots.clone(), memory);
+        assert_eq!(resumed.transcript(), chat.transcript());
+        resumed.message("+1 (212) 555-0100");
+        let turn = resumed.message("now");
+        let Some(Request::Book { route, number, .. }) = turn.request else {
+            panic!("{turn:?}")
+        };
+        assert_eq!((route, number.as_str()), (support(), "+12125550100"));
+    }
+
+    #[test]
     fn a_question_the_bot_can_answer_is_answered() {
         let mut chat = chat();
         let turn = chat.message("When is my bill due?");
@@ -788,7 +824,7 @@ operation = "change_media"
     #[test]
     fn the_number_and_the_way_we_reach_them_are_asked_then_changed() {
         let mut chat = chat();
-        chat.callback = Some(("123456789".into(), Proof::BookedHere));
+        chat.memory.callback = Some(("123456789".into(), Proof::BookedHere));
         let run = |change| {
             Some(Request::Run {
                 operation: match change {

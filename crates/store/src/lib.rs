@@ -222,6 +222,33 @@ impl Hold {
     }
 }
 
+/// A chat conversation, kept between its messages so that any node can answer the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: Uuid,
+    /// Who opened it, as the limits count addresses.
+    pub client: String,
+    /// What it remembers (the chat's memory, as JSON).
+    pub memory: String,
+    /// Failed look-ups in it.
+    pub failures: u32,
+    /// Messages taken, and their characters.
+    pub turns: u32,
+    pub chars: u32,
+    pub last_at: DateTime<Utc>,
+}
+
+/// What taking a conversation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// It is held for this message until it is put back.
+    Yours(Conversation),
+    /// Another message of it is being answered.
+    Busy,
+    /// There is no such conversation, or it has been idle too long.
+    Gone,
+}
+
 /// One call's record, written once it has ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CallRecord {
@@ -533,6 +560,41 @@ impl Store {
     /// Forgets the records of calls that started before `before`.
     pub async fn purge_calls(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         dispatch!(self, s => s.purge_calls(before))
+    }
+
+    /// Chat conversations used since `since`: all, and `client`'s.
+    pub async fn conversations(
+        &self,
+        since: DateTime<Utc>,
+        client: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        dispatch!(self, s => s.conversations(since, client))
+    }
+
+    /// Keeps a new chat conversation.
+    pub async fn insert_conversation(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_conversation(conversation))
+    }
+
+    /// Takes a conversation to answer a message (see `SqlStore::take_conversation`).
+    pub async fn take_conversation(
+        &self,
+        id: Uuid,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Taken, StoreError> {
+        dispatch!(self, s => s.take_conversation(id, since, now, until))
+    }
+
+    /// Keeps a conversation taken, as it is now, and lets it go.
+    pub async fn put_conversation(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_conversation(conversation))
+    }
+
+    /// Forgets conversations unused since `before`.
+    pub async fn purge_conversations(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.purge_conversations(before))
     }
 
     /// A callback by its internal ID.

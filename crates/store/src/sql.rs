@@ -554,6 +554,125 @@ impl SqlStore<Db> {
         Ok(done.rows_affected())
     }
 
+    /// Chat conversations used since `since`: all of them, and those `client` opened.
+    pub async fn conversations(
+        &self,
+        since: DateTime<Utc>,
+        client: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        let (all, theirs): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN client = $2 THEN 1 ELSE 0 END), 0) \
+             FROM chats WHERE last_at >= $1",
+        )
+        .bind(since)
+        .bind(client)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok((all.max(0) as u64, theirs.max(0) as u64))
+    }
+
+    pub async fn insert_conversation(
+        &self,
+        conversation: &crate::Conversation,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO chats (id, client, memory, failures, turns, chars, last_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(conversation.id)
+        .bind(conversation.client.as_str())
+        .bind(conversation.memory.as_str())
+        .bind(i64::from(conversation.failures))
+        .bind(i64::from(conversation.turns))
+        .bind(i64::from(conversation.chars))
+        .bind(conversation.last_at)
+        .execute(self.writer())
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Takes conversation `id`, used since `since`, to answer a message: it is held until
+    /// `until` (or until `put_conversation`), unless another message holds it now.
+    pub async fn take_conversation(
+        &self,
+        id: Uuid,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<crate::Taken, StoreError> {
+        let row = sqlx::query(
+            "UPDATE chats SET busy_until = $4 WHERE id = $1 AND last_at >= $2 \
+             AND (busy_until IS NULL OR busy_until < $3) \
+             RETURNING id, client, memory, failures, turns, chars, last_at",
+        )
+        .bind(id)
+        .bind(since)
+        .bind(now)
+        .bind(until)
+        .fetch_optional(self.writer())
+        .await
+        .map_err(db_error)?;
+        if let Some(row) = row {
+            let count = |column: &str| -> Result<u32, StoreError> {
+                let n: i64 = row.try_get(column).map_err(db_error)?;
+                Ok(u32::try_from(n).unwrap_or(u32::MAX))
+            };
+            return Ok(crate::Taken::Yours(crate::Conversation {
+                id: row.try_get("id").map_err(db_error)?,
+                client: row.try_get("client").map_err(db_error)?,
+                memory: row.try_get("memory").map_err(db_error)?,
+                failures: count("failures")?,
+                turns: count("turns")?,
+                chars: count("chars")?,
+                last_at: row.try_get("last_at").map_err(db_error)?,
+            }));
+        }
+        let there: Option<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM chats WHERE id = $1 AND last_at >= $2")
+                .bind(id)
+                .bind(since)
+                .fetch_optional(self.writer())
+                .await
+                .map_err(db_error)?;
+        Ok(match there {
+            Some(_) => crate::Taken::Busy,
+            None => crate::Taken::Gone,
+        })
+    }
+
+    /// Keeps a conversation taken with `take_conversation` as it is now, and lets it go.
+    pub async fn put_conversation(
+        &self,
+        conversation: &crate::Conversation,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE chats SET memory = $2, failures = $3, turns = $4, chars = $5, last_at = $6, \
+             busy_until = NULL WHERE id = $1",
+        )
+        .bind(conversation.id)
+        .bind(conversation.memory.as_str())
+        .bind(i64::from(conversation.failures))
+        .bind(i64::from(conversation.turns))
+        .bind(i64::from(conversation.chars))
+        .bind(conversation.last_at)
+        .execute(self.writer())
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Forgets conversations unused since `before`, with their transcripts.
+    pub async fn purge_conversations(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM chats WHERE last_at < $1")
+            .bind(before)
+            .execute(self.writer())
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+
     async fn fetch_callbacks(&self, query: Query<'_>) -> Result<Vec<Callback>, StoreError> {
         query
             .fetch_all(&self.pool)

@@ -104,6 +104,7 @@ conformance!(
     places_in_line_are_counted_by_skill_and_handle_times_kept,
     callbacks_outside_their_window_are_deferred_and_agents_left_behind_found,
     holding_callers_stand_in_line_with_the_callbacks,
+    chat_conversations_are_answered_one_message_at_a_time_by_any_node,
 );
 
 async fn create_find_and_history_round_trip(_url: &str, cb: Arc<Callbacks<Store>>) {
@@ -1664,6 +1665,90 @@ async fn holding_callers_stand_in_line_with_the_callbacks(_url: &str, cb: Arc<Ca
         1,
         "a node that stopped renewing loses its holds"
     );
+}
+
+/// A conversation kept by one node is taken up by another (a second store on the same
+/// database); while one message of it is being answered, no other is; it is gone once idle.
+async fn chat_conversations_are_answered_one_message_at_a_time_by_any_node(
+    url: &str,
+    cb: Arc<Callbacks<Store>>,
+) {
+    let other = Store::open(url).await.expect("a second node opens the store");
+    let (now, idle) = (t0(), Duration::minutes(30));
+    let kept = |id, client: &str, at| store::Conversation {
+        id,
+        client: client.into(),
+        memory: r#"{"transcript":[]}"#.into(),
+        failures: 0,
+        turns: 0,
+        chars: 0,
+        last_at: at,
+    };
+    let id = uuid::Uuid::from_u128(rand::random());
+    cb.store
+        .insert_conversation(&kept(id, "192.0.2.1", now))
+        .await
+        .unwrap();
+    cb.store
+        .insert_conversation(&kept(uuid::Uuid::from_u128(rand::random()), "192.0.2.2", now))
+        .await
+        .unwrap();
+    cb.store
+        .insert_conversation(&kept(uuid::Uuid::from_u128(rand::random()), "192.0.2.1", now - idle * 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.conversations(now - idle, "192.0.2.1").await.unwrap(),
+        (2, 1),
+        "the conversation idle too long is not counted"
+    );
+
+    let take = |store: &Store, at: DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            store
+                .take_conversation(id, at - idle, at, at + Duration::seconds(30))
+                .await
+                .unwrap()
+        }
+    };
+    let store::Taken::Yours(mut conversation) = take(&other, now).await else {
+        panic!("a conversation nobody holds is taken")
+    };
+    assert_eq!(conversation, kept(id, "192.0.2.1", now));
+    assert_eq!(take(&cb.store, now).await, store::Taken::Busy);
+    conversation.memory = r#"{"transcript":["customer: hello"]}"#.into();
+    conversation.turns = 1;
+    conversation.chars = 5;
+    conversation.last_at = now + Duration::seconds(1);
+    other.put_conversation(&conversation).await.unwrap();
+    let store::Taken::Yours(taken) = take(&cb.store, now + Duration::seconds(2)).await else {
+        panic!("a conversation put back is taken by the other node")
+    };
+    assert_eq!(taken, conversation);
+    assert!(
+        matches!(take(&other, now + Duration::seconds(40)).await, store::Taken::Yours(_)),
+        "a hold not let go (a node that died answering) runs out"
+    );
+    assert_eq!(
+        take(&other, now + idle * 2).await,
+        store::Taken::Gone,
+        "an idle conversation is gone"
+    );
+    assert_eq!(
+        cb.store
+            .purge_conversations(now + idle * 2 - idle)
+            .await
+            .unwrap(),
+        3,
+        "every conversation unused for the idle time is forgotten"
+    );
+    assert_eq!(
+        take(&cb.store, now).await,
+        store::Taken::Gone,
+        "a forgotten conversation is gone"
+    );
+    other.close().await;
 }
 
 /// A node frozen in the middle of a transaction (a stopped process, a paused VM) must not
