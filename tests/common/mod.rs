@@ -835,3 +835,84 @@ impl Drop for Kamailio {
         let _ = self.0.wait();
     }
 }
+
+/// An open `GET /api/v1/events`, read event by event.
+pub struct Events {
+    reader: BufReader<TcpStream>,
+    /// Decoded body not yet taken as events.
+    pending: String,
+}
+
+impl Events {
+    /// The stream with `query`, sending the server's token as a header too when `bearer`.
+    pub fn open(server: &Server, query: &str, bearer: bool) -> Result<Events, u16> {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let auth = if bearer {
+            format!("Authorization: Bearer {}\r\n", server.token)
+        } else {
+            String::new()
+        };
+        write!(
+            stream,
+            "GET /api/v1/events{query} HTTP/1.1\r\nHost: {}\r\n{auth}Accept: text/event-stream\r\n\r\n",
+            server.addr
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        let code: u16 = status.split_whitespace().nth(1).unwrap().parse().unwrap();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+        }
+        if code != 200 {
+            return Err(code);
+        }
+        Ok(Events {
+            reader,
+            pending: String::new(),
+        })
+    }
+
+    /// The next `snapshot` event's data (the body is chunked: each chunk is undone).
+    pub fn next_snapshot(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let event: String = self.pending.drain(..end + 2).collect();
+                if event.lines().any(|l| l == "event: snapshot") {
+                    let data: String = event
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data: "))
+                        .collect();
+                    return serde_json::from_str(&data).unwrap();
+                }
+                continue;
+            }
+            let mut size = String::new();
+            self.reader
+                .read_line(&mut size)
+                .expect("the stream goes on");
+            let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            let mut chunk = vec![0; size + 2];
+            self.reader.read_exact(&mut chunk).unwrap();
+            self.pending
+                .push_str(&String::from_utf8_lossy(&chunk[..size]));
+        }
+    }
+}
+
+/// A callback's state on a board's snapshot.
+pub fn state_of(snapshot: &Value, id: &str) -> Option<String> {
+    snapshot["callbacks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["confirmation_id"] == id)
+        .and_then(|c| c["state"].as_str().map(str::to_owned))
+}
