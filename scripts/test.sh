@@ -4,8 +4,9 @@
 # iptables for the NAT test, Kamailio for the proxy in front, dnsmasq for trunk names, baresip
 # for the two-softphone walkthrough, systemd-analyze for the unit file, Prometheus and promtool for
 # the metrics, sngrep and tcpdump for the SIP trace, Chromium and Node.js for the pages) and playwright-core from npm, starts a throwaway
-# PostgreSQL on loopback, checks formatting and lints, runs the whole workspace's tests and a
-# short run of every fuzz target (scripts/fuzz.sh), and stops PostgreSQL again.
+# PostgreSQL on loopback, checks formatting and lints, builds the Debian package with cargo-deb
+# (installed from crates.io), runs the whole workspace's tests (one of which installs the
+# package) and a short run of every fuzz target (scripts/fuzz.sh), and stops PostgreSQL again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +48,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== the Debian package, from the test build (scripts/deb.sh --dev; tests/debian_package.rs installs it)"
+scripts/deb.sh --dev
 echo "== cargo test"
 cargo test --workspace "$@"
 echo "== fuzz targets, a few seconds each"

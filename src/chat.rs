@@ -248,7 +248,13 @@ impl Chats {
         // at a time, and nothing it asks loops.
         while let Some(request) = turn.request.take() {
             let answer = self
-                .fulfil(conversation.id, &mut conversation.failures, request, client, now)
+                .fulfil(
+                    conversation.id,
+                    &mut conversation.failures,
+                    request,
+                    client,
+                    now,
+                )
                 .await;
             turn = session.answer(answer);
             replies.append(&mut turn.replies);

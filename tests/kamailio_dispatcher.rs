@@ -115,7 +115,8 @@ impl Watch {
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let (heard, stop): (Arc<Mutex<Vec<_>>>, _) = (Arc::default(), Arc::new(AtomicBool::new(false)));
+        let (heard, stop): (Arc<Mutex<Vec<_>>>, _) =
+            (Arc::default(), Arc::new(AtomicBool::new(false)));
         let (into, stopped) = (Arc::clone(&heard), Arc::clone(&stop));
         std::thread::spawn(move || {
             let mut buffer = [0u8; 65536];
@@ -255,8 +256,10 @@ fn three_nodes_on_one_postgresql() {
 
     // A conversation started on node a goes on through b and c.
     let chat = chat_start(&a);
-    assert!(chat_say(&a, &chat, "I was charged twice for the same month")
-        .ends_with("Would you like us to call you back?"));
+    assert!(
+        chat_say(&a, &chat, "I was charged twice for the same month")
+            .ends_with("Would you like us to call you back?")
+    );
     assert!(chat_say(&b, &chat, "yes please").starts_with("What number should we call?"));
     assert!(chat_say(&c, &chat, "+1 212 555 0399").starts_with("When should we call?"));
     let booked = chat_say(&b, &chat, "as soon as possible");
@@ -299,7 +302,10 @@ fn three_nodes_on_one_postgresql() {
         .collect();
     let after = Instant::now();
     let ran = phone_in(through, &dir, &flows);
-    assert!(ran.iter().all(|r| *r), "new calls succeed on a and b: {ran:?}");
+    assert!(
+        ran.iter().all(|r| *r),
+        "new calls succeed on a and b: {ran:?}"
+    );
     let invites = watch.heard("INVITE");
     assert!(
         invites.iter().all(|at| *at < after),

@@ -847,8 +847,7 @@ async fn chat_message(
     // put back in the store and not held until its hold runs out.
     let chats = state.chats.clone();
     let text = text.to_owned();
-    let answered =
-        tokio::spawn(async move { chats.message(session, &text, client).await }).await;
+    let answered = tokio::spawn(async move { chats.message(session, &text, client).await }).await;
     let answered = answered.map_err(|e| {
         tracing::error!(error = %e, "a chat message's answer failed");
         ApiError::Request {

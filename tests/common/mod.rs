@@ -157,12 +157,19 @@ impl Server {
         if let Some(token) = &configured {
             command.env("CALLBACKD_API_TOKEN", token);
         }
-        let mut child = command
+        command
             .args(["serve", "--config"])
             .arg(config)
             .env("CALLBACKD_LOG", level)
+            .stderr(stderr);
+        Server::run(command, configured, config)
+    }
+
+    /// Runs `command`, a `callbackd serve`, and waits until it listens. Its API token is
+    /// `token`, else the one it prints, else the one `callbackd token` tells for `config`.
+    pub fn run(mut command: Command, token: Option<String>, config: &Path) -> Server {
+        let mut child = command
             .stdout(Stdio::piped())
-            .stderr(stderr)
             .spawn()
             .expect("the callbackd binary runs");
         let stdout = child.stdout.take().unwrap();
@@ -191,11 +198,9 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let token = configured.or(printed_token).unwrap_or_else(|| {
-            cli(std::path::Path::new(config), &["token"])
-                .trim()
-                .to_owned()
-        });
+        let token = token
+            .or(printed_token)
+            .unwrap_or_else(|| cli(config, &["token"]).trim().to_owned());
         Server {
             child,
             addr,

@@ -356,7 +356,8 @@ impl Session {
     /// Offers a callback for the topic: first, the wait.
     fn beyond(&mut self) -> Turn {
         let route = self
-            .memory.topic
+            .memory
+            .topic
             .as_ref()
             .and_then(|t| self.bots.intents.get(t))
             .map_or_else(|| self.bots.fallback.clone(), |i| i.route());

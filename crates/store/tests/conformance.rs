@@ -1673,7 +1673,9 @@ async fn chat_conversations_are_answered_one_message_at_a_time_by_any_node(
     url: &str,
     cb: Arc<Callbacks<Store>>,
 ) {
-    let other = Store::open(url).await.expect("a second node opens the store");
+    let other = Store::open(url)
+        .await
+        .expect("a second node opens the store");
     let (now, idle) = (t0(), Duration::minutes(30));
     let kept = |id, client: &str, at| store::Conversation {
         id,
@@ -1690,11 +1692,19 @@ async fn chat_conversations_are_answered_one_message_at_a_time_by_any_node(
         .await
         .unwrap();
     cb.store
-        .insert_conversation(&kept(uuid::Uuid::from_u128(rand::random()), "192.0.2.2", now))
+        .insert_conversation(&kept(
+            uuid::Uuid::from_u128(rand::random()),
+            "192.0.2.2",
+            now,
+        ))
         .await
         .unwrap();
     cb.store
-        .insert_conversation(&kept(uuid::Uuid::from_u128(rand::random()), "192.0.2.1", now - idle * 2))
+        .insert_conversation(&kept(
+            uuid::Uuid::from_u128(rand::random()),
+            "192.0.2.1",
+            now - idle * 2,
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -1727,7 +1737,10 @@ async fn chat_conversations_are_answered_one_message_at_a_time_by_any_node(
     };
     assert_eq!(taken, conversation);
     assert!(
-        matches!(take(&other, now + Duration::seconds(40)).await, store::Taken::Yours(_)),
+        matches!(
+            take(&other, now + Duration::seconds(40)).await,
+            store::Taken::Yours(_)
+        ),
         "a hold not let go (a node that died answering) runs out"
     );
     assert_eq!(
