@@ -139,10 +139,7 @@ async fn measure(name: &str, url: &str, report: &mut String) {
     let clients: usize = env("CALLBACKD_BENCH_CLIENTS", "16").parse().unwrap();
     eprintln!("{name}:");
     let store = Store::open(url).await.expect("store opens");
-    let cb = Arc::new(Callbacks {
-        store,
-        policy: policy(),
-    });
+    let cb = Arc::new(Callbacks::new(store, policy()));
     let actor = Actor::new(Channel::Api, "bench");
     let template = cb
         .create(

@@ -274,7 +274,8 @@ impl Chats {
         let ops = &self.operations;
         match request {
             Request::Estimate(route) => {
-                let Some(queue) = ops.callbacks.policy.queues.get(&route.queue) else {
+                let policy = ops.callbacks.policy();
+                let Some(queue) = policy.queues.get(&route.queue) else {
                     return no_estimate();
                 };
                 let next_opening = (!queue.calling_window.contains(now, queue.time_zone))
@@ -315,7 +316,7 @@ impl Chats {
             } => {
                 let zone = ops
                     .callbacks
-                    .policy
+                    .policy()
                     .queues
                     .get(&route.queue)
                     .map_or(chrono_tz::UTC, |q| q.time_zone);

@@ -91,10 +91,7 @@ fn modification(action: &str, args: &[String]) -> anyhow::Result<Modification> {
 
 pub async fn run(config: Config, command: CallbacksCommand) -> anyhow::Result<()> {
     let store = store::Store::open(config.store.url.expose()).await?;
-    let callbacks = Callbacks {
-        store,
-        policy: config.policy(),
-    };
+    let callbacks = Callbacks::new(store, config.policy());
     let actor = Actor::new(
         Channel::Cli,
         std::env::var("USER").unwrap_or_else(|_| "operator".into()),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callbacks::dialer::{self as decide, Verdict};
-use callbacks::{Agent, AgentState, Attempt, AttemptOutcome, Callback, Policy, StoreError};
+use callbacks::{Agent, AgentState, Attempt, AttemptOutcome, Callback, Callbacks, StoreError};
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::future::join_all;
 use rand::RngCore;
@@ -38,7 +38,8 @@ const MARGIN: Duration = Duration::from_secs(2);
 /// The dialer, shared by its loop, its calls and whoever wakes it.
 pub struct Dialer {
     store: Store,
-    policy: Policy,
+    /// For the queues and the dialing policy, as reloaded.
+    callbacks: Arc<Callbacks<Store>>,
     sip: Sip,
     config: DialerConfig,
     /// Where customers can be called.
@@ -78,8 +79,7 @@ impl Dialer {
     }
 
     pub fn new(
-        store: Store,
-        policy: Policy,
+        callbacks: Arc<Callbacks<Store>>,
         sip: Sip,
         config: DialerConfig,
         sip_config: &SipConfig,
@@ -88,8 +88,8 @@ impl Dialer {
     ) -> Arc<Dialer> {
         Arc::new(Dialer {
             node: config.node_name(),
-            store,
-            policy,
+            store: callbacks.store.clone(),
+            callbacks,
             sip,
             config,
             routes,
@@ -252,7 +252,7 @@ impl Dialer {
                 if self.routes.unroutable(cb).is_some() {
                     return Choice::Pass;
                 }
-                match decide::verdict(cb, &self.policy, now) {
+                match decide::verdict(cb, &self.callbacks.policy(), now) {
                     Verdict::Wait | Verdict::Later(None) => Choice::Pass,
                     Verdict::Later(Some(opens)) => {
                         let (later, event) = decide::deferred(cb, opens, &self.node, now);
@@ -344,7 +344,8 @@ impl Dialer {
         }
         words.push("whisper-requested".into());
         let zone = self
-            .policy
+            .callbacks
+            .policy()
             .queues
             .get(&cb.queue)
             .map(|q| q.time_zone)
@@ -388,7 +389,7 @@ impl Dialer {
                 dialer.hints.wake();
             }
         };
-        let customer = match decide::verdict(&cb, &self.policy, now()) {
+        let customer = match decide::verdict(&cb, &self.callbacks.policy(), now()) {
             Verdict::Block(reason) => {
                 warn!(callback = %cb.confirmation_id, reason, "the dialing policy blocks this callback now; not calling");
                 return end_early(AttemptOutcome::Blocked, None).await;
@@ -410,7 +411,8 @@ impl Dialer {
             }
         };
         let known = |name: &str| self.sip.has_prompt(name);
-        let queue = self.policy.queues.get(&cb.queue);
+        let policy = self.callbacks.policy();
+        let queue = policy.queues.get(&cb.queue);
         let customer_first = queue.is_some_and(|q| q.customer_first);
         let confirm = std_duration(self.config.confirm_timeout);
         let connect = Connect {
@@ -673,7 +675,8 @@ impl Dialer {
                     continue;
                 }
             };
-            let queue = self.policy.queues.get(&cb.queue);
+            let policy = self.callbacks.policy();
+            let queue = policy.queues.get(&cb.queue);
             if queue.is_none() {
                 warn!(queue = %cb.queue, callback = %cb.confirmation_id, "the callback's queue is no longer configured; it cannot be retried");
             }

@@ -66,10 +66,7 @@ pub async fn command(config: Config, command: DialplanCommand) -> anyhow::Result
                 .await
                 .with_context(|| format!("opening the store at {}", store::redact(url)))?;
             let operations = Operations {
-                callbacks: Arc::new(Callbacks {
-                    store: store.clone(),
-                    policy: config.policy(),
-                }),
+                callbacks: Arc::new(Callbacks::new(store.clone(), config.policy())),
                 max_failures_per_call: config.ivr.max_failures_per_call,
                 limiter: crate::limits::Limiter::new(store.clone(), config.limits.clone()),
                 wrap_up: config.dialer.wrap_up,
@@ -290,7 +287,7 @@ impl Operations {
 
     /// What a found callback says about itself (see [`STATUS`]).
     pub async fn status(&self, c: &Callback, now: DateTime<Utc>) -> Vec<(String, Value)> {
-        let estimate = match self.callbacks.policy.queues.get(&c.queue) {
+        let estimate = match self.callbacks.policy().queues.get(&c.queue) {
             Some(queue) => {
                 crate::queues::of_callback(&self.callbacks.store, queue, c, self.wrap_up, now)
                     .await
@@ -326,9 +323,8 @@ impl Operations {
         queue_name: &str,
         now: DateTime<Utc>,
     ) -> (&'static str, Vec<(String, Value)>) {
-        let Some((queue, skill)) = self
-            .callbacks
-            .policy
+        let policy = self.callbacks.policy();
+        let Some((queue, skill)) = policy
             .queues
             .get(queue_name)
             .and_then(|q| Some((q, q.skills.first()?)))
@@ -521,7 +517,7 @@ impl Operations {
         caller: &Caller,
         new: callbacks::NewCallback,
     ) -> Result<Callback, BookError> {
-        let address = Address::parse(new.media, &new.address, &self.callbacks.policy.dialing)
+        let address = Address::parse(new.media, &new.address, &self.callbacks.policy().dialing)
             .map_err(|e| BookError::Create(callbacks::Rejection::from(e).into()))?;
         let booking = match self.limiter.booking(caller, &address, now).await {
             Ok(booking) => booking,
@@ -608,7 +604,7 @@ impl Operations {
                     .ok_or("not_found")?;
                 let skills = self
                     .callbacks
-                    .policy
+                    .policy()
                     .queues
                     .get(&callback.queue)
                     .map(|q| q.skills.clone())

@@ -351,7 +351,7 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
 async fn store_gauges(state: &AppState) {
     use callbacks::CallbackStore;
     let store = &state.callbacks.store;
-    for queue in state.callbacks.policy.queues.keys() {
+    for queue in state.callbacks.policy().queues.keys() {
         let Ok(counts) = store.counts(queue).await else {
             return;
         };

@@ -79,10 +79,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         .with_context(|| format!("opening the store at {}", store::redact(url)))?;
     tracing::info!(config = %source, store = store.backend(), url = %store::redact(url), "store ready");
     let token = api_token(&config, &store, no_auth).await?;
-    let callbacks = Arc::new(Callbacks {
-        store,
-        policy: config.policy(),
-    });
+    let callbacks = Arc::new(Callbacks::new(store, config.policy()));
     let listener = TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding the HTTP API to {}", config.api.listen))?;
@@ -157,8 +154,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
     }
     let dialer = config.dialer.enabled.then(|| {
         crate::dialer::Dialer::new(
-            callbacks.store.clone(),
-            config.policy(),
+            callbacks.clone(),
             sip.sip.clone(),
             config.dialer.clone(),
             &config.sip,

@@ -252,7 +252,7 @@ async fn show(
         .ok_or_else(|| ApiError::not_found(format!("no callback has confirmation ID {id}")))?;
     let tag = etag(callback.version);
     let attempts = state.callbacks.store.attempts(callback.id).await?;
-    let estimate = match state.callbacks.policy.queues.get(&callback.queue) {
+    let estimate = match state.callbacks.policy().queues.get(&callback.queue) {
         Some(queue) => {
             crate::queues::of_callback(
                 &state.callbacks.store,
@@ -350,9 +350,8 @@ async fn modify(
 }
 
 async fn queue_body(state: &AppState, name: &str) -> AppResult<Value> {
-    let queue = state
-        .callbacks
-        .policy
+    let policy = state.callbacks.policy();
+    let queue = policy
         .queues
         .get(name)
         .ok_or_else(|| ApiError::not_found(format!("there is no queue `{name}`")))?;
@@ -396,7 +395,7 @@ async fn queue_body(state: &AppState, name: &str) -> AppResult<Value> {
 
 async fn all_queues(state: &AppState) -> AppResult<Vec<Value>> {
     let mut all = Vec::new();
-    for name in state.callbacks.policy.queues.keys() {
+    for name in state.callbacks.policy().queues.keys() {
         all.push(queue_body(state, name).await?);
     }
     Ok(all)
@@ -425,7 +424,7 @@ async fn create_agent(
 ) -> AppResult<Response> {
     let Json(new) = body?;
     let agent = new
-        .build(&state.callbacks.policy, Utc::now())
+        .build(&state.callbacks.policy(), Utc::now())
         .map_err(agent_error)?;
     match state.callbacks.store.insert_agent(&agent, "api").await {
         Err(StoreError::DuplicateAgent) => Err(ApiError::Request {
@@ -600,7 +599,7 @@ async fn test_call(
     for to in std::iter::once(&call.to).chain(&call.connect_to) {
         state
             .callbacks
-            .policy
+            .policy()
             .dialing
             .check_sip(to)
             .map_err(|e| ApiError::from(callbacks::Rejection::from(e)))?;

@@ -59,7 +59,7 @@ impl Loop {
         let skill = self
             .operations
             .callbacks
-            .policy
+            .policy()
             .queues
             .get(queue)
             .and_then(|q| q.skills.first().cloned());
@@ -171,7 +171,7 @@ impl Loop {
             let Some(queue) = self
                 .operations
                 .callbacks
-                .policy
+                .policy()
                 .queues
                 .get(&holding.queue)
                 .cloned()

@@ -1,5 +1,8 @@
 //! The operations every channel (API, IVR, chat, CLI) performs on callbacks, over any store.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Tz;
 use rand_core::RngCore;
@@ -78,7 +81,28 @@ pub enum ModifyError {
 /// The callback operations, over a store and the configured policies.
 pub struct Callbacks<S> {
     pub store: S,
-    pub policy: Policy,
+    /// Replaced whole when the configuration is reloaded; each operation works with the one
+    /// it started with.
+    policy: ArcSwap<Policy>,
+}
+
+impl<S> Callbacks<S> {
+    pub fn new(store: S, policy: Policy) -> Callbacks<S> {
+        Callbacks {
+            store,
+            policy: ArcSwap::from_pointee(policy),
+        }
+    }
+
+    /// The queues and the dialing policy now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Puts `policy` in place for the operations that start from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
 }
 
 /// Free text must be storable everywhere (PostgreSQL refuses NUL) and sensible to show.
@@ -157,14 +181,15 @@ pub(crate) fn changes(old: Option<&Callback>, new: &Callback) -> serde_json::Val
     serde_json::Value::Object(diff)
 }
 
-impl<S: CallbackStore> Callbacks<S> {
-    fn queue(&self, name: &str) -> Result<&Queue, Rejection> {
-        self.policy
-            .queues
-            .get(name)
-            .ok_or_else(|| Rejection::UnknownQueue(name.to_owned()))
-    }
+/// Queue `name` of `policy`.
+fn queue<'p>(policy: &'p Policy, name: &str) -> Result<&'p Queue, Rejection> {
+    policy
+        .queues
+        .get(name)
+        .ok_or_else(|| Rejection::UnknownQueue(name.to_owned()))
+}
 
+impl<S: CallbackStore> Callbacks<S> {
     /// Creates a callback with a fresh confirmation ID, unique among open callbacks.
     pub async fn create<R: RngCore + Send + ?Sized>(
         &self,
@@ -175,7 +200,8 @@ impl<S: CallbackStore> Callbacks<S> {
         new: NewCallback,
     ) -> Result<Callback, CreateError> {
         let now = micros(now);
-        let queue = self.queue(&new.queue)?;
+        let policy = self.policy();
+        let queue = queue(&policy, &new.queue)?;
         check_text(&new)?;
         let skill = new.skill.unwrap_or_else(|| queue.skills[0].clone());
         if !queue.offers_skill(&skill) {
@@ -185,7 +211,7 @@ impl<S: CallbackStore> Callbacks<S> {
             }
             .into());
         }
-        let address = Address::parse(new.media, &new.address, &self.policy.dialing)
+        let address = Address::parse(new.media, &new.address, &policy.dialing)
             .map_err(Rejection::from)?;
         let time_zone = new
             .time_zone
@@ -274,9 +300,11 @@ impl<S: CallbackStore> Callbacks<S> {
                     expected,
                     found: old.version,
                 }),
-                _ => self
-                    .queue(&old.queue)
-                    .and_then(|queue| modification.apply(old, queue, &self.policy.dialing, now)),
+                _ => {
+                    let policy = self.policy();
+                    queue(&policy, &old.queue)
+                        .and_then(|queue| modification.apply(old, queue, &policy.dialing, now))
+                }
             },
         };
         let event = |outcome, receipt: &Receipt, new: Option<&Callback>| Event {

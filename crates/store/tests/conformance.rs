@@ -77,10 +77,7 @@ macro_rules! conformance {
 
 async fn open(url: &str) -> Arc<Callbacks<Store>> {
     let store = Store::open(url).await.expect("store opens and migrates");
-    Arc::new(Callbacks {
-        store,
-        policy: policy(),
-    })
+    Arc::new(Callbacks::new(store, policy()))
 }
 
 conformance!(
@@ -145,12 +142,9 @@ async fn create_find_and_history_round_trip(_url: &str, cb: Arc<Callbacks<Store>
     // A UK number gets the UK's single time zone; a later time makes it scheduled.
     let mut uk = request("+44 20 7946 0958");
     uk.at = RequestedTime::At(t0() + Duration::hours(3));
-    let mut cb_uk = cb.policy.clone();
+    let mut cb_uk = (*cb.policy()).clone();
     cb_uk.dialing.allowed_regions = vec!["US".parse().unwrap(), "GB".parse().unwrap()];
-    let cb2 = Callbacks {
-        store: cb.store.clone(),
-        policy: cb_uk,
-    };
+    let cb2 = Callbacks::new(cb.store.clone(), cb_uk);
     let created = cb2
         .create(&mut rng, t0(), &api(), Source::Chat, uk)
         .await
@@ -740,10 +734,7 @@ async fn reopening_keeps_everything(url: &str, cb: Arc<Callbacks<Store>>) {
     ));
     let before = cb.show(&created.confirmation_id).await.unwrap().unwrap();
     // A second opening (a restart, another node) migrates nothing and sees everything.
-    let again = Callbacks {
-        store: Store::open(url).await.unwrap(),
-        policy: policy(),
-    };
+    let again = Callbacks::new(Store::open(url).await.unwrap(), policy());
     assert_eq!(
         again.show(&created.confirmation_id).await.unwrap().unwrap(),
         before
@@ -805,13 +796,13 @@ async fn racing_writers_meet_the_version_check_in_the_store(_url: &str, cb: Arc<
         .create(&mut rng, t0(), &api(), Source::Api, request("+12125550100"))
         .await
         .unwrap();
-    let gated = Arc::new(Callbacks {
-        store: Gate {
+    let gated = Arc::new(Callbacks::new(
+        Gate {
             inner: cb.store.clone(),
             barrier: tokio::sync::Barrier::new(2),
         },
-        policy: policy(),
-    });
+        policy(),
+    ));
     let racer = |seed: u64, m: Modification| {
         let (gated, id) = (gated.clone(), created.confirmation_id.clone());
         tokio::spawn(async move {
