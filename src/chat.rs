@@ -79,7 +79,8 @@ const WAIT_FOR_TURN: Duration = Duration::from_secs(5);
 /// of them. The limits on conversations count them in the store, for all nodes; messages per
 /// address are counted by each node.
 pub struct Chats {
-    bots: Arc<Bots>,
+    /// Replaced by a reload; a conversation answers each message with the bots of then.
+    bots: arc_swap::ArcSwap<Bots>,
     operations: Arc<Operations>,
     /// A conversation unused this long is forgotten.
     idle: chrono::Duration,
@@ -117,12 +118,17 @@ impl Chats {
         let per_minute = std::num::NonZeroU32::new(config.messages_per_minute)
             .unwrap_or(std::num::NonZeroU32::MIN);
         Chats {
-            bots: Arc::new(bots),
+            bots: arc_swap::ArcSwap::from_pointee(bots),
             operations,
             idle: config.session_idle,
             per_address: config.sessions_per_address,
             messages: governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)),
         }
+    }
+
+    /// Puts reloaded bots in place for the messages answered from now on.
+    pub fn set_bots(&self, bots: Bots) {
+        self.bots.store(Arc::new(bots));
     }
 
     /// How long a conversation lasts unused.
@@ -154,7 +160,7 @@ impl Chats {
         if theirs >= self.per_address as u64 {
             return Err(Refused::TooManyFromAddress);
         }
-        let (session, turn) = Session::new(self.bots.clone());
+        let (session, turn) = Session::new(self.bots.load_full());
         let id = Uuid::from_u128(rand::random());
         store
             .insert_conversation(&store::Conversation {
@@ -241,7 +247,7 @@ impl Chats {
                 return Err(Refused::Gone);
             }
         };
-        let mut session = Session::resume(self.bots.clone(), memory);
+        let mut session = Session::resume(self.bots.load_full(), memory);
         let mut turn = session.message(text);
         let mut replies = std::mem::take(&mut turn.replies);
         // Each request is answered before the next message: a conversation asks one thing

@@ -111,7 +111,7 @@ pub struct DnsConfig {
 }
 
 /// A SIP trunk or PBX that carries the calls callbackd places to numbers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     /// Its address, or a host name: looked up by SRV (RFC 3263) without a port, by A/AAAA
@@ -818,6 +818,17 @@ pub enum Source {
 const USUAL_PLACES: [&str; 2] = ["callbackd.toml", "/etc/callbackd/callbackd.toml"];
 
 impl Source {
+    /// The configuration's text.
+    pub fn read(&self) -> Result<String, ConfigError> {
+        match self {
+            Source::File(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.clone(),
+                source: e,
+            }),
+            Source::Builtin => Ok(DEFAULT.to_owned()),
+        }
+    }
+
     /// The file named (`--config`, or `CALLBACKD_CONFIG`), else the first of
     /// `./callbackd.toml` and `/etc/callbackd/callbackd.toml` that exists, else the built-in
     /// default.
@@ -893,14 +904,16 @@ impl Config {
     /// folder, so callbackd runs from anywhere; the built-in default's, from the working
     /// folder (a checkout).
     pub fn load(source: &Source, env: &Environment) -> Result<Config, ConfigError> {
-        let text = match source {
-            Source::File(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-                path: path.clone(),
-                source: e,
-            })?,
-            Source::Builtin => DEFAULT.to_owned(),
-        };
-        let mut config = Self::parse(&source.to_string(), &text, env)?;
+        Self::load_text(source, &source.read()?, env)
+    }
+
+    /// The same with the text `source` was found to hold.
+    pub fn load_text(
+        source: &Source,
+        text: &str,
+        env: &Environment,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Self::parse(&source.to_string(), text, env)?;
         let store_from_env = [
             "DATABASE_URL",
             "CALLBACKD_STORE_URL",

@@ -24,7 +24,6 @@ use uuid::Uuid;
 
 use crate::config::{DialerConfig, SipConfig};
 use crate::hints::Hints;
-use crate::routing::Routes;
 use crate::signalling::{Connect, ConnectError, PlaceError, Progress, Side, Sip};
 
 /// How often the dialer looks again without being woken.
@@ -43,7 +42,7 @@ pub struct Dialer {
     sip: Sip,
     config: DialerConfig,
     /// Where customers can be called.
-    routes: Routes,
+    routes: crate::routing::Shared,
     /// `sip.realm`: agents at `sip:USER@<realm>` are phones registered with callbackd.
     realm: String,
     node: String,
@@ -83,7 +82,7 @@ impl Dialer {
         sip: Sip,
         config: DialerConfig,
         sip_config: &SipConfig,
-        routes: Routes,
+        routes: crate::routing::Shared,
         hints: Hints,
     ) -> Arc<Dialer> {
         Arc::new(Dialer {
@@ -249,7 +248,7 @@ impl Dialer {
             .claim(&request, |cb| {
                 // Nothing can reach it as configured: it keeps its place and its attempts,
                 // marked in the API and on the board, and the next in line is taken.
-                if self.routes.unroutable(cb).is_some() {
+                if self.routes.load().unroutable(cb).is_some() {
                     return Choice::Pass;
                 }
                 match decide::verdict(cb, &self.callbacks.policy(), now) {
@@ -394,7 +393,7 @@ impl Dialer {
                 warn!(callback = %cb.confirmation_id, reason, "the dialing policy blocks this callback now; not calling");
                 return end_early(AttemptOutcome::Blocked, None).await;
             }
-            _ => self.routes.target(&cb.address, Some(&cb.queue)),
+            _ => self.routes.load().target(&cb.address, Some(&cb.queue)),
         };
         let customer = match customer {
             Ok(uri) => uri,

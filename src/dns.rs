@@ -38,6 +38,12 @@ impl Targets {
         self.0.read().map(|t| t.clone()).unwrap_or_default()
     }
 
+    /// Whether nobody but the holder of this one uses these targets any more (their trunk
+    /// was removed or changed by a reload).
+    fn forsaken(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+
     fn set(&self, targets: Vec<SocketAddr>) {
         if let Ok(mut t) = self.0.write() {
             *t = targets;
@@ -180,8 +186,8 @@ fn order(mut records: Vec<(u16, u16, String, u16)>, rng: &mut impl Rng) -> Vec<(
     ordered
 }
 
-/// Keeps `targets` of the trunk `name` fresh: looked up now, then again as answers expire.
-/// A failed look-up keeps the last targets and is logged.
+/// Keeps `targets` of the trunk `name` fresh: looked up now, then again as answers expire,
+/// until nobody else uses them. A failed look-up keeps the last targets and is logged.
 pub async fn follow(
     resolver: TokioResolver,
     name: String,
@@ -190,7 +196,7 @@ pub async fn follow(
     transport: Transport,
     targets: Targets,
 ) {
-    loop {
+    while !targets.forsaken() {
         let wait = match resolve(&resolver, &host, port, transport).await {
             Ok((found, ttl)) => {
                 if found != targets.get() {

@@ -19,6 +19,7 @@ mod metrics;
 mod notifier;
 mod queues;
 mod records;
+mod reload;
 mod routing;
 mod serve;
 mod signalling;

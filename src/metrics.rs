@@ -320,7 +320,7 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
         gauge!("callbackd_bridges_active").set(sip.bridges as f64);
         gauge!("callbackd_rtp_ports").set(sip.rtp_ports as f64);
     }
-    for ((trunk, state), n) in state.routes.target_states() {
+    for ((trunk, state), n) in state.routes.load().target_states() {
         gauge!("callbackd_trunk_targets", "trunk" => trunk, "state" => state).set(n as f64);
     }
     let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);

@@ -13,6 +13,10 @@ use sip::ua::{Credentials, Link};
 use crate::config::{CalledNumber, Config, NumberFormat, RouteConfig, Transport, TrunkConfig};
 use crate::dns::Targets;
 
+/// The routes in use, shared by the SIP runtime, the dialer and the API: a reload puts new
+/// ones in place (see [`Routes::reloaded`]) for the calls placed from then on.
+pub type Shared = std::sync::Arc<arc_swap::ArcSwap<Routes>>;
+
 /// A trunk, ready to send to.
 #[derive(Debug, Clone)]
 pub struct Trunk {
@@ -41,6 +45,8 @@ pub struct Trunk {
     pub qualify: Option<std::time::Duration>,
     /// Targets found down by the keep-alives (shared: the API shows them).
     pub down: Health,
+    /// Its configuration, for a reload to tell whether it changed.
+    configured: TrunkConfig,
 }
 
 /// The targets of a trunk its keep-alives found down, and those they found up.
@@ -91,6 +97,21 @@ impl Trunk {
         up
     }
 
+    /// Starts looking its host name up, if it is given by name, and keeping its targets
+    /// fresh while it is in use.
+    fn follow_name(&self, trunk: &str, resolver: &hickory_resolver::TokioResolver) {
+        if let Some((host, port)) = self.name.clone() {
+            tokio::spawn(crate::dns::follow(
+                resolver.clone(),
+                trunk.to_owned(),
+                host,
+                port,
+                self.transport,
+                self.targets.clone(),
+            ));
+        }
+    }
+
     fn new(config: &TrunkConfig) -> Trunk {
         let address = config.host.parse::<std::net::IpAddr>().ok();
         let (targets, name) = match address {
@@ -138,6 +159,7 @@ impl Trunk {
             privacy: config.privacy.clone(),
             qualify: config.qualify.to_std().ok().filter(|d| !d.is_zero()),
             down: Health::default(),
+            configured: config.clone(),
         }
     }
 
@@ -229,17 +251,23 @@ impl Routes {
     /// Starts looking up the trunks given by host name, and keeping their targets fresh.
     pub fn follow_names(&self, resolver: &hickory_resolver::TokioResolver) {
         for (trunk, t) in &self.trunks {
-            if let Some((host, port)) = t.name.clone() {
-                tokio::spawn(crate::dns::follow(
-                    resolver.clone(),
-                    trunk.clone(),
-                    host,
-                    port,
-                    t.transport,
-                    t.targets.clone(),
-                ));
+            t.follow_name(trunk, resolver);
+        }
+    }
+
+    /// The routes of `config`, to use in place of these. A trunk configured as before is
+    /// kept as it is: its targets, what its keep-alives found, and its look-ups go on. A new
+    /// or changed one starts afresh (and is looked up, if given by name); the look-ups of
+    /// one removed or changed stop at their next turn.
+    pub fn reloaded(&self, config: &Config, resolver: &hickory_resolver::TokioResolver) -> Routes {
+        let mut routes = Routes::new(config);
+        for (name, trunk) in routes.trunks.iter_mut() {
+            match self.trunks.get(name) {
+                Some(old) if old.configured == trunk.configured => *trunk = old.clone(),
+                _ => trunk.follow_name(name, resolver),
             }
         }
+        routes
     }
 
     /// Whether any trunk is configured.

@@ -110,8 +110,10 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
     );
     // One set of trunks for all who route: the targets of those given by name are looked up
     // in the background and shared.
+    let resolver = crate::dns::resolver(&config.dns)?;
     let routes = crate::routing::Routes::new(&config);
-    routes.follow_names(&crate::dns::resolver(&config.dns)?);
+    routes.follow_names(&resolver);
+    let routes: crate::routing::Shared = Arc::new(arc_swap::ArcSwap::from_pointee(routes));
     let records = crate::records::Recorder::start(callbacks.store.clone(), config.log.call_records);
     let sip = crate::signalling::start(
         &config,
@@ -134,18 +136,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
     println!("callbackd: HTTP API on http://{address}");
     tracing::info!(%address, "HTTP API listening");
 
-    if config.dialer.enabled {
-        if let Some(missing) = crate::dialer::Dialer::prompts(&config.dialer)
-            .into_iter()
-            .find(|p| !sip.sip.has_prompt(p))
-        {
-            anyhow::bail!(
-                "the dialer plays the prompt `{missing}`, which is not in {}",
-                config.media.prompts.display()
-            );
-        }
-    }
-    if config.dialer.enabled && !routes.has_trunk() {
+    if config.dialer.enabled && !routes.load().has_trunk() {
         tracing::warn!(
             "the dialer is on, but no trunk is configured ([trunks], or sip.outbound_proxy): callbacks \
              to numbers stay queued, marked unroutable, until one is; phones registered with \
@@ -179,7 +170,17 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         config.retention.clone(),
         config.chat.session_idle,
     ));
-    let reloads = tokio::spawn(reload_on_hangup(sip.sip.clone()));
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        source.clone(),
+        std::env::vars().collect(),
+        &source.read()?,
+        resolver,
+        sip.sip.clone(),
+        callbacks.clone(),
+        routes.clone(),
+        chats.clone(),
+    ));
+    let reloads = tokio::spawn(reload_on_hangup(reloader.clone()));
     let (draining, stopped) = (Arc::default(), Arc::default());
     let drained = drain(
         sip.sip.clone(),
@@ -201,6 +202,7 @@ pub async fn run(config: Config, source: &Source, no_auth: bool) -> anyhow::Resu
         stopped,
         metrics,
         board: api::board::feed(),
+        reloader,
     });
     tasks.push(tokio::spawn(api::board::run(state.clone())));
     let guard = Arc::new(crate::http::Guard {
@@ -277,15 +279,15 @@ async fn lifecycle(
     }
 }
 
-/// SIGHUP loads the dialplan again, for new calls.
-async fn reload_on_hangup(sip: crate::signalling::Sip) {
+/// SIGHUP reloads the configuration (see `crate::reload`).
+async fn reload_on_hangup(reloader: Arc<crate::reload::Reloader>) {
     let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         return;
     };
     while hangup.recv().await.is_some() {
         // The outcome is logged either way.
-        let _ = sip.reload().await;
+        let _ = reloader.reload().await;
     }
 }
 

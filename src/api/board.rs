@@ -54,7 +54,7 @@ async fn board(state: &AppState) -> AppResult<Value> {
         "agents": state.callbacks.store.agents().await?,
         "callbacks": state.callbacks.store.list(&filter).await?.iter().map(|c| state.callback_json(c)).collect::<Vec<_>>(),
         "status": {"sip": state.sip.gauges().await.ok()},
-        "trunks": state.routes.status(),
+        "trunks": state.routes.load().status(),
     }))
 }
 

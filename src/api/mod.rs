@@ -52,9 +52,11 @@ pub struct AppState {
     pub wrap_up: chrono::Duration,
     pub chats: Arc<crate::chat::Chats>,
     /// Where calls can go: a callback nothing can reach is marked with the reason.
-    pub routes: crate::routing::Routes,
+    pub routes: crate::routing::Shared,
     /// Set when the node drains (SIGTERM): `/readyz` says so.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Reloads the configuration (`POST /api/v1/reload`, and SIGHUP).
+    pub reloader: Arc<crate::reload::Reloader>,
     /// What the board shows, computed once for every board open on this node.
     pub board: board::Feed,
     /// Set when the drain is over and the node stops: event streams end, so open boards do
@@ -69,7 +71,7 @@ impl AppState {
     /// place it as configured, when it would be dialed otherwise.
     fn callback_json(&self, callback: &callbacks::Callback) -> Value {
         let mut body = serde_json::to_value(callback).expect("callbacks serialize");
-        if let Some(reason) = self.routes.unroutable(callback) {
+        if let Some(reason) = self.routes.load().unroutable(callback) {
             body["unroutable"] = reason.into();
         }
         body
@@ -110,7 +112,7 @@ pub fn router(state: Arc<AppState>, guard: Arc<crate::http::Guard>) -> Router {
         .route("/trunks", get(trunks))
         .route("/queues/{name}", get(queue))
         .route("/test-calls", post(test_call))
-        .route("/dialplan/reload", post(reload_dialplan))
+        .route("/reload", post(reload))
         .route(
             "/sip/trace",
             get(trace_status).put(set_trace).delete(stop_trace),
@@ -407,7 +409,7 @@ async fn queues(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
 
 /// The trunks, their targets and what the keep-alives found of each.
 async fn trunks(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "trunks": state.routes.status() }))
+    Json(json!({ "trunks": state.routes.load().status() }))
 }
 
 async fn queue(
@@ -633,15 +635,18 @@ async fn test_call(
 
 /// Loads the dialplan again for new calls; a dialplan with problems is refused with them, and
 /// the one in use stays.
-async fn reload_dialplan(State(state): State<Arc<AppState>>) -> AppResult<Json<Value>> {
-    match state.sip.reload().await {
-        Ok(summary) => Ok(Json(json!({"reloaded": summary}))),
-        Err(problems) => Err(ApiError::Request {
+/// Reloads the configuration, as SIGHUP does (see `crate::reload`).
+async fn reload(State(state): State<Arc<AppState>>) -> AppResult<Json<crate::reload::Reloaded>> {
+    state
+        .reloader
+        .reload()
+        .await
+        .map(Json)
+        .map_err(|problem| ApiError::Request {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "invalid_dialplan",
-            message: problems,
-        }),
-    }
+            code: "invalid_configuration",
+            message: problem,
+        })
 }
 
 /// A list's `limit`: 1 to 1000, 100 when not given.

@@ -190,7 +190,7 @@ impl Loop {
                 call_id,
                 offer,
             } => {
-                let dialled = self.routes.dialled(source.ip(), &dialled);
+                let dialled = self.routes.load().dialled(source.ip(), &dialled);
                 let entry = self.sip.entry(&dialled).to_owned();
                 // Behind a trusted trunk, each identity it asserts is a source of its own;
                 // anyone else is their address, whatever their From says.

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::config::{IvrConfig, MediaConfig, SipConfig};
+use crate::config::{MediaConfig, SipConfig};
 use crate::ivr::Operations;
 use crate::listeners::{Connections, Throttle};
 use crate::media::{Media, MediaEvent};
@@ -98,9 +98,13 @@ enum Inbound {
     Drain,
     /// Hang up every call (the drain's time ran out).
     HangUpAll,
-    /// Load the dialplan again (new calls only); the answer is its summary or what is wrong.
+    /// A reload (new calls only): the prompts and the dialplan, and the SIP settings to
+    /// take from `sip` (see [`Loop::reload`]); the answer names the settings that need a
+    /// restart after all.
     Reload {
-        reply: oneshot::Sender<Result<String, String>>,
+        voice: Box<Voice>,
+        sip: Box<SipConfig>,
+        reply: oneshot::Sender<Vec<String>>,
     },
     /// A dialplan operation of a call finished.
     Ran {
@@ -203,8 +207,58 @@ pub struct Sip {
     tx: mpsc::Sender<Inbound>,
     /// `sip.ring_timeout`, for test calls.
     ring_timeout: Duration,
-    /// The prompts calls play.
+    /// The prompts calls play (as last reloaded).
+    prompts: std::sync::Arc<arc_swap::ArcSwap<Library>>,
+}
+
+/// The prompts and the dialplan: what callers hear, and what their keys do. Loaded and
+/// checked together, at start-up and at each reload: every prompt the dialplan, callers
+/// holding in a queue and the dialer play is there, and every entry `sip` names is in the
+/// dialplan.
+pub struct Voice {
     prompts: Library,
+    plan: ivr::dialplan::Dialplan,
+}
+
+impl Voice {
+    pub fn load(config: &crate::config::Config) -> anyhow::Result<Voice> {
+        let (media, ivr, sip) = (&config.media, &config.ivr, &config.sip);
+        let prompts = crate::media::load_prompts(&media.prompts)?;
+        let dialer = match config.dialer.enabled {
+            true => crate::dialer::Dialer::prompts(&config.dialer).to_vec(),
+            false => Vec::new(),
+        };
+        for (who, prompt) in holding::PROMPTS
+            .iter()
+            .map(|p| ("callers holding in a queue hear", *p))
+            .chain(dialer.into_iter().map(|p| ("the dialer plays", p)))
+        {
+            anyhow::ensure!(
+                prompts.get(prompt).is_ok(),
+                "{who} the prompt `{prompt}`, which is not in {}",
+                media.prompts.display()
+            );
+        }
+        let plan = crate::ivr::load(&ivr.dialplan, &prompts)?;
+        for entry in std::iter::once(&sip.default_entry).chain(sip.entries.values()) {
+            anyhow::ensure!(
+                plan.entries.contains_key(entry),
+                "sip names the dialplan entry `{entry}`, which {} does not have",
+                ivr.dialplan.display()
+            );
+        }
+        Ok(Voice { prompts, plan })
+    }
+
+    /// What was loaded, in a few words.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} prompts; a dialplan of {} entries, {} nodes",
+            self.prompts.len(),
+            self.plan.entries.len(),
+            self.plan.nodes.len()
+        )
+    }
 }
 
 impl Sip {
@@ -304,11 +358,6 @@ impl Sip {
         answer.await.map_err(|_| PlaceError::Gone)
     }
 
-    /// Whether there is a prompt of this name.
-    pub fn has_prompt(&self, name: &str) -> bool {
-        self.prompts.get(name).is_ok()
-    }
-
     /// Hangs up both calls of a connection.
     pub async fn abort(&self, id: u64) {
         let _ = self.tx.send(Inbound::Abort { id }).await;
@@ -344,16 +393,27 @@ impl Sip {
         answer.await.map_err(|_| gone())?
     }
 
-    /// Loads the dialplan file again for new calls; calls in progress keep the one they
-    /// started with, and a dialplan with problems is refused (the old one stays).
-    pub async fn reload(&self) -> Result<String, String> {
+    /// Whether there is a prompt of this name.
+    pub fn has_prompt(&self, name: &str) -> bool {
+        self.prompts.load().get(name).is_ok()
+    }
+
+    /// Puts reloaded prompts, dialplan and SIP settings in place for new calls; calls in
+    /// progress keep what they started with. The settings that need a restart after all.
+    pub async fn reload(&self, voice: Voice, sip: SipConfig) -> Result<Vec<String>, String> {
+        self.prompts
+            .store(std::sync::Arc::new(voice.prompts.clone()));
         let (reply, answer) = oneshot::channel();
         let gone = || "callbackd is shutting down".to_owned();
         self.tx
-            .send(Inbound::Reload { reply })
+            .send(Inbound::Reload {
+                voice: Box::new(voice),
+                sip: Box::new(sip),
+                reply,
+            })
             .await
             .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        answer.await.map_err(|_| gone())
     }
 }
 
@@ -370,7 +430,7 @@ pub struct Bound {
 pub async fn start(
     config: &crate::config::Config,
     tcp_connections: usize,
-    routes: crate::routing::Routes,
+    routes: crate::routing::Shared,
     operations: std::sync::Arc<Operations>,
     hints: crate::hints::Hints,
     records: crate::records::Recorder,
@@ -387,23 +447,9 @@ pub async fn start(
     );
     let store = operations.callbacks.store.clone();
     let (tx, rx) = mpsc::channel::<Inbound>(4096);
-    let prompts = crate::media::load_prompts(&media.prompts)?;
-    info!(count = prompts.len(), dir = %media.prompts.display(), "prompts loaded");
-    if let Some(missing) = holding::PROMPTS.iter().find(|p| prompts.get(p).is_err()) {
-        anyhow::bail!(
-            "callers holding in a queue hear the prompt `{missing}`, which is not in {}",
-            media.prompts.display()
-        );
-    }
-    let plan = crate::ivr::load(&ivr.dialplan, &prompts)?;
-    for entry in std::iter::once(&sip.default_entry).chain(sip.entries.values()) {
-        anyhow::ensure!(
-            plan.entries.contains_key(entry),
-            "sip names the dialplan entry `{entry}`, which {} does not have",
-            ivr.dialplan.display()
-        );
-    }
-    info!(dialplan = %ivr.dialplan.display(), nodes = plan.nodes.len(), "dialplan loaded");
+    let Voice { prompts, plan } = Voice::load(config)?;
+    let library = prompts.clone();
+    info!(prompts = prompts.len(), dialplan = %ivr.dialplan.display(), nodes = plan.nodes.len(), "prompts and dialplan loaded");
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let runtime =
         Media::start(media.pacing_threads, media_tx).context("starting the RTP pacing threads")?;
@@ -443,7 +489,7 @@ pub async fn start(
         max_calls_per_second: sip.max_calls_per_second,
         trusted: sip.trusted.clone(),
         per_source: sip.per_source.admission(),
-        registrations: routes.registrations(),
+        registrations: routes.load().registrations(),
         registrar: (!sip.phones.is_empty()).then(|| {
             let mut secret = vec![0; 32];
             StdRng::from_entropy().fill_bytes(&mut secret);
@@ -469,7 +515,6 @@ pub async fn start(
         .map(|s| (s.local_addr().is_ok_and(|a| a.is_ipv4()), s))
         .collect();
     let ring_timeout = sip.ring_timeout.to_std().unwrap_or(Duration::from_secs(30));
-    let library = prompts.clone();
     let (registrations, registrations_rx) = mpsc::unbounded_channel();
     let state = Loop {
         ua,
@@ -494,7 +539,6 @@ pub async fn start(
         media: runtime,
         prompts,
         plan: std::sync::Arc::new(plan),
-        ivr_config: ivr.clone(),
         operations,
         tx: tx.clone(),
         udp_peers: HashMap::new(),
@@ -518,7 +562,7 @@ pub async fn start(
         sip: Sip {
             tx,
             ring_timeout,
-            prompts: library,
+            prompts: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(library)),
         },
         registrations: registrations_rx,
     })
@@ -578,7 +622,7 @@ struct Loop {
     ports: PortPool,
     addresses: Addresses,
     /// Trunks and the rules choosing them, for the calls callbackd places.
-    routes: crate::routing::Routes,
+    routes: crate::routing::Shared,
     /// Keep-alives: when each trunk's next are due, and the targets whose last is unanswered.
     qualify_due: HashMap<String, Instant>,
     unanswered: std::collections::HashSet<SocketAddr>,
@@ -592,7 +636,6 @@ struct Loop {
     media: Media<CallHandle>,
     prompts: Library,
     plan: std::sync::Arc<Dialplan>,
-    ivr_config: IvrConfig,
     operations: std::sync::Arc<Operations>,
     /// For operations running on their own to report back.
     tx: mpsc::Sender<Inbound>,
@@ -654,7 +697,7 @@ async fn run(
                 Some(Inbound::Gauges { reply }) => { let _ = reply.send(state.gauges()); }
                 Some(Inbound::Announce { call, vars, offer }) => state.announce(call, vars, offer),
                 Some(Inbound::Ran { call, result, vars }) => state.ran(Instant::now(), call, result, vars),
-                Some(Inbound::Reload { reply }) => { let _ = reply.send(state.reload()); }
+                Some(Inbound::Reload { voice, sip, reply }) => { let _ = reply.send(state.reload(*voice, *sip)); }
                 Some(Inbound::Trace { filter, reply }) => { let _ = reply.send(state.set_trace(filter)); }
                 Some(Inbound::Drain) => state.ua.drain(),
                 Some(Inbound::HangUpAll) => {
@@ -812,44 +855,37 @@ impl Loop {
         }
     }
 
-    fn reload(&mut self) -> Result<String, String> {
-        let path = &self.ivr_config.dialplan;
-        match crate::ivr::load(path, &self.prompts) {
-            Ok(plan) => {
-                if let Some(entry) = std::iter::once(&self.sip.default_entry)
-                    .chain(self.sip.entries.values())
-                    .find(|e| !plan.entries.contains_key(*e))
-                {
-                    let problem = format!(
-                        "sip names the dialplan entry `{entry}`, which {} does not have",
-                        path.display()
-                    );
-                    warn!(problem, "dialplan not reloaded; the old one stays");
-                    return Err(problem);
-                }
-                let summary = format!(
-                    "{}: {} entries, {} nodes",
-                    path.display(),
-                    plan.entries.len(),
-                    plan.nodes.len()
-                );
-                info!(summary, "dialplan reloaded; new calls use it");
-                self.plan = std::sync::Arc::new(plan);
-                Ok(summary)
-            }
-            Err(e) => {
-                let problem = format!("{e:#}");
-                warn!(problem, "dialplan not reloaded; the old one stays");
-                Err(problem)
-            }
+    /// Takes the reloaded prompts and dialplan, and of `sip` what new calls use: the entries,
+    /// the caller ID, ringing, early media, the longest call, and the phones. What needs a
+    /// restart after all: phones on a node that started with none (it has no registrar).
+    fn reload(&mut self, voice: Voice, sip: SipConfig) -> Vec<String> {
+        self.prompts = voice.prompts;
+        self.plan = std::sync::Arc::new(voice.plan);
+        let mut restart = Vec::new();
+        let phones = sip
+            .phones
+            .iter()
+            .map(|(user, password)| (user.clone(), password.expose().to_owned()))
+            .collect();
+        if self.ua.set_phones(phones) {
+            self.sip.phones = sip.phones;
+        } else {
+            restart.push("sip.phones (this node started with none)".to_owned());
         }
+        self.sip.entries = sip.entries;
+        self.sip.default_entry = sip.default_entry;
+        self.sip.caller_id = sip.caller_id;
+        self.sip.ring_time = sip.ring_time;
+        self.sip.early_media = sip.early_media;
+        self.sip.max_call_duration = sip.max_call_duration;
+        restart
     }
 
     /// Answers calls whose ring time is over and hangs up calls past the longest duration.
     fn housekeeping(&mut self, now: Instant) {
         self.qualify_trunks(now);
         // A registering trunk given by name registers where the name resolves now.
-        for registration in self.routes.registrations() {
+        for registration in self.routes.load().registrations() {
             if let Some(registrar) = registration.registrar {
                 self.ua.set_registrar(now, &registration.trunk, registrar);
             }

@@ -21,8 +21,8 @@ impl Loop {
     /// where it registered from; else the address the URI names.
     pub(super) fn route(&self, target: &Target) -> Result<Route, PlaceError> {
         if let Some(name) = &target.trunk {
-            let trunk = self
-                .routes
+            let routes = self.routes.load();
+            let trunk = routes
                 .trunk(name)
                 .ok_or_else(|| PlaceError::NoRoute(target.uri.clone()))?;
             // The first target, then the others if it fails (RFC 3263 section 4.3).
@@ -68,7 +68,7 @@ impl Loop {
                 Ok(direct(target.uri.clone(), at, Link::Udp))
             }
             // A host name: through the default route's trunk.
-            Err(_) => match self.routes.default_trunk(None) {
+            Err(_) => match self.routes.load().default_trunk(None) {
                 Some(trunk) => self.route(&Target {
                     uri: target.uri.clone(),
                     trunk: Some(trunk.to_owned()),
@@ -118,10 +118,11 @@ impl Loop {
             .or(self.sip.caller_id.as_deref())
             .unwrap_or("callbackd")
             .to_owned();
+        let routes = self.routes.load();
         let headers = route
             .trunk
             .as_deref()
-            .and_then(|name| self.routes.trunk(name))
+            .and_then(|name| routes.trunk(name))
             .map(|t| t.identity_headers(&from_user))
             .unwrap_or_default();
         let to = sip::uri::Uri::parse(&route.uri)
@@ -238,6 +239,7 @@ impl Loop {
     pub(super) fn qualify_trunks(&mut self, now: Instant) {
         let due: Vec<(String, std::time::Duration, Link, Vec<SocketAddr>)> = self
             .routes
+            .load()
             .trunks()
             .filter_map(|(name, t)| Some((name.clone(), t.qualify?, t.link, t.targets.get())))
             .filter(|(name, ..)| self.qualify_due.get(name).map_or(true, |at| *at <= now))
@@ -258,7 +260,7 @@ impl Loop {
         if up {
             self.unanswered.remove(&target);
         }
-        for (name, trunk) in self.routes.trunks() {
+        for (name, trunk) in self.routes.load().trunks() {
             if trunk.targets.get().contains(&target) && trunk.down.set(target, up) {
                 if up {
                     info!(trunk = name, %target, "trunk target up: it answers OPTIONS");

@@ -211,8 +211,8 @@ impl<S: CallbackStore> Callbacks<S> {
             }
             .into());
         }
-        let address = Address::parse(new.media, &new.address, &policy.dialing)
-            .map_err(Rejection::from)?;
+        let address =
+            Address::parse(new.media, &new.address, &policy.dialing).map_err(Rejection::from)?;
         let time_zone = new
             .time_zone
             .unwrap_or_else(|| address.time_zone(queue.time_zone));

@@ -372,6 +372,27 @@ impl Registrar {
         changes
     }
 
+    /// Puts `users` in place of the configured users (a reload). The bindings of users no
+    /// longer configured are removed, and those users unregistered.
+    pub fn set_users(&mut self, users: HashMap<String, String>) -> Vec<Registration> {
+        self.settings.users = users;
+        let mut changes = Vec::new();
+        self.bindings.retain(|user, _| {
+            let kept = self.settings.users.contains_key(user);
+            if !kept {
+                changes.push(Registration::Bindings {
+                    user: user.clone(),
+                    bindings: Vec::new(),
+                });
+                changes.push(Registration::Unregistered { user: user.clone() });
+            }
+            kept
+        });
+        self.failures
+            .retain(|user, _| self.settings.users.contains_key(user));
+        changes
+    }
+
     /// Puts back a binding kept from before a restart.
     pub fn restore(&mut self, user: String, binding: Binding) {
         let list = self.bindings.entry(user).or_default();

@@ -926,6 +926,19 @@ impl UserAgent {
         self.registrar.as_ref()?.binding(user, now)
     }
 
+    /// Replaces the phones that may register (user name → password), as a reload does:
+    /// phones no longer configured lose their bindings. `false` when this user agent has no
+    /// registrar (it started with no phones), which only a restart gives it.
+    pub fn set_phones(&mut self, users: std::collections::HashMap<String, String>) -> bool {
+        let Some(registrar) = self.registrar.as_mut() else {
+            return users.is_empty();
+        };
+        let changes = registrar.set_users(users);
+        self.touched.push(Slot::Registrar);
+        self.registration_events(changes);
+        true
+    }
+
     /// Puts back a registrar binding kept from before a restart.
     pub fn restore_binding(&mut self, user: String, binding: crate::registrar::Binding) {
         if let Some(registrar) = self.registrar.as_mut() {

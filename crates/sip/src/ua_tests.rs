@@ -1088,6 +1088,54 @@ fn a_phone_registers_with_digest_and_its_binding_expires() {
 }
 
 #[test]
+fn phones_replaced_by_a_reload_register_with_their_new_passwords_and_removed_ones_are_gone() {
+    let now = Instant::now();
+    let mut ua = ua_with_registrar();
+    ua.handle_message(now, caller(), Link::Udp, &register(1, 120, None));
+    let challenge = drain(&mut ua).0.remove(0).1;
+    let credentials = answer_challenge(&challenge, "phone-secret");
+    ua.handle_message(
+        now,
+        caller(),
+        Link::Udp,
+        &register(2, 120, Some(credentials)),
+    );
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+
+    let users = std::collections::HashMap::from([("1001".to_owned(), "new-secret".to_owned())]);
+    assert!(ua.set_phones(users));
+    assert!(
+        drain(&mut ua).1.is_empty(),
+        "a phone still configured keeps its binding"
+    );
+    assert!(ua.binding("1001", now).is_some());
+    ua.handle_message(now, caller(), Link::Udp, &register(3, 120, None));
+    let challenge = drain(&mut ua).0.remove(0).1;
+    let old = answer_challenge(&challenge, "phone-secret");
+    ua.handle_message(now, caller(), Link::Udp, &register(4, 120, Some(old)));
+    assert_eq!(
+        codes(&drain(&mut ua).0),
+        [401],
+        "the old password no longer"
+    );
+    ua.handle_message(now, caller(), Link::Udp, &register(5, 120, None));
+    let challenge = drain(&mut ua).0.remove(0).1;
+    let new = answer_challenge(&challenge, "new-secret");
+    ua.handle_message(now, caller(), Link::Udp, &register(6, 120, Some(new)));
+    assert_eq!(codes(&drain(&mut ua).0), [200], "the new one");
+
+    assert!(ua.set_phones(std::collections::HashMap::new()));
+    let (_, events) = drain(&mut ua);
+    assert!(
+        events.contains(&CallEvent::PhoneUnregistered {
+            user: "1001".into()
+        }),
+        "{events:?}"
+    );
+    assert!(ua.binding("1001", now).is_none());
+}
+
+#[test]
 fn wrong_passwords_short_intervals_and_strangers_are_refused() {
     let now = Instant::now();
     let mut ua = ua_with_registrar();
