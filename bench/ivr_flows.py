@@ -1,28 +1,33 @@
 #!/usr/bin/env python3
-"""Self-service IVR flows per second, driven by SIPp with RFC 4733 keys from the captures
-Debian's sip-tester ships.
+"""Self-service IVR flows per second, driven by SIPp.
 
-A flow: call in, type a confirmation ID and #, press 5 (pause, or resume when paused), hear
-it confirmed, hang up. Each SIPp process places 10 flows a second on its own callback (the ID
-is baked into its scenario), so the rate is split over rate/10 processes. After the run every
-callback's history is read back through the API: each successful flow must have left exactly
-one committed change from the IVR.
+A flow: call in, type a confirmation ID and #, press 5 (pause), hear it confirmed, hang up.
+Every flow has a callback of its own, made through the API beforehand: its number and ID come
+from an injection file (-inf), and its keys go as SIP INFO application/dtmf-relay (SIPp 3.6
+cannot choose an RFC 4733 capture per call). The rate is split over rate/25 SIPp processes.
+After the run every callback's history is read back through the API: each successful flow
+must have committed its change, so the changes committed per second are counted.
 
-The short call: answer, the greeting, 4 keys, hang up (nothing is committed).
+The short call: answer, the greeting, 4 keys as RFC 4733 telephone-events from the captures
+Debian's sip-tester ships, hang up (nothing is committed).
 
 Usage:
   cargo build --release
   python3 bench/ivr_flows.py --store sqlite --flows 100 --short 200 --seconds 60
   python3 bench/ivr_flows.py --store postgres://postgres@127.0.0.1:5432/bench ...
+  python3 bench/ivr_flows.py --store postgres://... --nodes 1,3 --short 0 ...   (three nodes
+      behind Kamailio's dispatcher, after one node alone)
 Prints Markdown rows; bench/README.md keeps the latest figures.
 """
-import argparse, glob, json, os, random, re, shutil, subprocess, sys, tempfile, time, urllib.request
+import argparse, concurrent.futures, glob, json, os, re, shutil, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sip_calls import ROOT, cpu_seconds, free_port, start_callbackd  # noqa: E402
+from sip_calls import ROOT, cpu_seconds, free_port, start_callbackd, start_kamailio  # noqa: E402
 
 TEMPLATE = os.path.join(ROOT, "bench", "sipp", "uac_flow.xml")
+INFO_TEMPLATE = os.path.join(ROOT, "bench", "sipp", "uac_flow_info.xml")
 KEY_GAP_MS = 300  # >= 140 ms capture + 375 ms end timeout over two presses of one key
+FLOWS_PER_PROCESS = 25
 
 
 def api(url, method="GET", body=None):
@@ -32,14 +37,47 @@ def api(url, method="GET", body=None):
         return json.loads(r.read())
 
 
-def callback_without_repeats(api_url, number):
-    """A callback whose ID has no key twice in a row (a capture replayed at once for the same
-    key is the same telephone-event)."""
-    while True:
+def callbacks(api_url, count):
+    """`count` callbacks, each with a number of its own: (number, confirmation ID)."""
+    def make(i):
+        number = f"+1212{550 + i // 10000}{i % 10000:04d}"
         cb = api(f"{api_url}/api/v1/callbacks", "POST", {"queue": "support", "address": number})
-        cid = cb["confirmation_id"]
-        if all(a != b for a, b in zip(cid, cid[1:])):
-            return cid
+        return number, cb["confirmation_id"]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        return list(pool.map(make, range(count)))
+
+
+def info_scenario(workdir, name, hold_ms):
+    """The flow with its keys as SIP INFO: [field1] to [field9] of the injection file (the
+    confirmation ID), then # and 5."""
+    keys = [f"[field{i}]" for i in range(1, 10)] + ["#", "5"]
+    actions = "".join(
+        f"""  <send retrans="500">
+    <![CDATA[
+
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      [routes]
+      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {2 + n} INFO
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={key}
+      Duration=160
+    ]]>
+  </send>
+  <recv response="200"/>
+  <pause milliseconds="{KEY_GAP_MS}"/>
+""" for n, key in enumerate(keys))
+    text = (open(INFO_TEMPLATE).read().replace("KEYS_ACTIONS", actions)
+            .replace("CSeq: 2 BYE", f"CSeq: {2 + len(keys)} BYE").replace("HOLD_MS", str(hold_ms)))
+    path = os.path.join(workdir, name)
+    open(path, "w").write(text)
+    return path
 
 
 def scenario(workdir, name, from_user, keys, hold_ms):
@@ -56,8 +94,9 @@ def scenario(workdir, name, from_user, keys, hold_ms):
 
 
 def run_sipp(scenarios, port, rate_each, seconds, workdir):
+    """Runs each (scenario, injection file or None) in a SIPp process of its own."""
     procs = []
-    for i, sf in enumerate(scenarios):
+    for i, (sf, inf) in enumerate(scenarios):
         # Each process's media on a loopback address of its own: SIPp's pcap player binds a
         # raw socket to the media address for each key it plays, and the kernel hands a copy
         # of every UDP datagram to that address to each such socket open at the time.
@@ -66,7 +105,7 @@ def run_sipp(scenarios, port, rate_each, seconds, workdir):
                "-p", str(free_port()), "-mp", str(free_port()), "-r", str(rate_each),
                "-m", str(rate_each * seconds), "-l", str(rate_each * 30), "-nostdin",
                "-timeout", f"{seconds * 3 + 60}s", "-trace_rtt", "-rtt_freq", "1",
-               "-max_socket", "1000", "-trace_err"]
+               "-max_socket", "1000", "-trace_err"] + (["-inf", inf] if inf else [])
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                       text=True, cwd=os.path.join(workdir, f"p{i}")))
     outs = [p.communicate()[0] for p in procs]
@@ -89,45 +128,68 @@ def run_sipp(scenarios, port, rate_each, seconds, workdir):
     return counts, p99
 
 
-def measure(kind, store, rate, seconds):
+def measure(kind, store, rate, seconds, nodes=1):
+    """One row: `rate` calls of `kind` a second for `seconds`, to one node, or through
+    Kamailio's dispatcher (docs/operations/kamailio-dispatcher.cfg) to `nodes` nodes sharing
+    the store."""
     workdir = tempfile.mkdtemp(prefix="callbackd-ivr-bench-")
-    proc, port, api_url = start_callbackd(workdir, None if store == "sqlite" else store)
+    started = [start_callbackd(workdir, None if store == "sqlite" else store, name=f"node{n}")
+               for n in range(nodes)]
+    procs = [proc for proc, _, _ in started]
+    port, api_url = started[0][1], started[0][2]
+    if nodes > 1:
+        listed = os.path.join(workdir, "nodes.list")
+        with open(listed, "w") as f:
+            for _, node_port, _ in started:
+                f.write(f"1 sip:127.0.0.1:{node_port}\n")
+        kamailio, port = start_kamailio(workdir, "docs/operations/kamailio-dispatcher.cfg",
+                                        {'"NODES"': f'"{listed}"'})
+        procs.append(kamailio)
     try:
-        processes = max(1, rate // 10)
+        per_process = FLOWS_PER_PROCESS if kind == "flow" else 10
+        processes = max(1, rate // per_process)
         for i in range(processes):
             os.makedirs(os.path.join(workdir, f"p{i}"))
-        ids, scenarios = [], []
-        for i in range(processes):
-            number = f"+1212555{1000 + i:04d}"
-            if kind == "flow":
-                cid = callback_without_repeats(api_url, number)
-                ids.append(cid)
-                scenarios.append(scenario(workdir, f"flow{i}.xml", number, cid + "#5", 2500))
-            else:
-                scenarios.append(scenario(workdir, f"short{i}.xml", number, "1234", 200))
-        before, start = cpu_seconds(proc.pid), time.time()
+        scenarios, ids = [], []
+        if kind == "flow":
+            made = callbacks(api_url, rate * seconds)
+            ids = [cid for _, cid in made]
+            flow = info_scenario(workdir, "flow.xml", 2500)
+            for i in range(processes):
+                inf = os.path.join(workdir, f"p{i}", "callbacks.csv")
+                with open(inf, "w") as f:
+                    f.write("SEQUENTIAL\n")
+                    for number, cid in made[i::processes]:
+                        f.write(";".join([number] + list(cid)) + "\n")
+                scenarios.append((flow, inf))
+        else:
+            for i in range(processes):
+                number = f"+1212555{1000 + i:04d}"
+                scenarios.append((scenario(workdir, f"short{i}.xml", number, "1234", 200), None))
+        pids = [p.pid for p in procs[:nodes]]
+        before, start = sum(map(cpu_seconds, pids)), time.time()
         counts, p99 = run_sipp(scenarios, port, rate // processes, seconds, workdir)
-        cores = (cpu_seconds(proc.pid) - before) / (time.time() - start)
+        cores = (sum(map(cpu_seconds, pids)) - before) / (time.time() - start)
         ok = sum(c[0] for c in counts)
         failed = sum(c[1] for c in counts)
         committed = "n/a"
         if kind == "flow":
-            # Each successful flow left one IVR change attempt in the history, with its receipt
-            # (flows on one callback race each other, so a pause can meet a callback another
-            # flow just paused: that attempt is refused, and recorded all the same).
-            # A failed call may have made its change before failing, hence at least.
-            histories = [[e for e in api(f"{api_url}/api/v1/callbacks/{cid}")["history"]
-                          if e["channel"] == "ivr" and e["receipt"]] for cid in ids]
-            changes = [len(h) for h in histories]
-            succeeded = sum(1 for h in histories for e in h if e["outcome"] == "success")
-            committed = (f"yes ({succeeded} made, {sum(changes) - succeeded} refused)"
-                         if all(ch >= c[0] for ch, c in zip(changes, counts))
-                         else f"no ({sum(changes)} changes for {ok} flows)")
+            # Each successful flow committed its change, with its receipt, on a callback no
+            # other flow touched. A failed call may have made its change before failing.
+            def made_by_phone(cid):
+                history = api(f"{api_url}/api/v1/callbacks/{cid}")["history"]
+                return sum(1 for e in history if e["channel"] == "ivr" and e["outcome"] == "success")
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                changes = sum(pool.map(made_by_phone, ids))
+            verdict = "yes" if ok <= changes <= ok + failed else "NO"
+            committed = f"{verdict}: {changes} ({changes / seconds:.1f}/s)"
         backend = "SQLite" if store == "sqlite" else "PostgreSQL"
-        print(f"| {kind} | {backend} | {rate} | {processes} | {seconds} | {ok} | {failed} | "
+        print(f"| {kind} | {backend} | {nodes} | {rate} | {processes} | {seconds} | {ok} | {failed} | "
               f"{ok / seconds:.1f} | {p99:.0f} | {cores:.2f} | {committed} |", flush=True)
     finally:
-        proc.kill()
+        for proc in procs:
+            subprocess.run(["pkill", "-P", str(proc.pid)], check=False)
+            proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -137,15 +199,22 @@ def main():
     ap.add_argument("--flows", type=int, default=100, help="self-service flows per second")
     ap.add_argument("--short", type=int, default=200, help="short calls per second (0: skip)")
     ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--nodes", default="1",
+                    help="comma-separated node counts to run in turn: 1 is a node alone, more go "
+                         "behind Kamailio's dispatcher and need a PostgreSQL store")
     args = ap.parse_args()
+    nodes = [int(n) for n in args.nodes.split(",")]
+    if any(n > 1 for n in nodes) and args.store == "sqlite":
+        sys.exit("several nodes share a PostgreSQL store: --store postgres://...")
     if not shutil.which("sipp"):
         sys.exit("sipp is not installed: apt-get install sip-tester")
-    print("| call | store | offered/s | SIPp processes | seconds | successful | failed | completed/s | INVITE→200 p99 ms | callbackd cores | every change committed |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    if args.flows:
-        measure("flow", args.store, args.flows, args.seconds)
-    if args.short:
-        measure("short", args.store, args.short, args.seconds)
+    print("| call | store | nodes | offered/s | SIPp processes | seconds | successful | failed | completed/s | INVITE→200 p99 ms | callbackd cores | changes committed (per second) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for n in nodes:
+        if args.flows:
+            measure("flow", args.store, args.flows, args.seconds, n)
+        if args.short:
+            measure("short", args.store, args.short, args.seconds, n)
 
 
 if __name__ == "__main__":

@@ -91,15 +91,19 @@ def start_reference():
     return proc, port
 
 
-def start_kamailio(workdir):
-    """Kamailio answering basic calls statelessly with two workers, one per core."""
+def start_kamailio(workdir, config="bench/kamailio_uas.cfg", fill=None):
+    """Kamailio running `config` (a path from the checkout) on a free port, with LISTEN,
+    MODULES and each key of `fill` put in place ("{port}" in a value is its port); by default
+    answering basic calls statelessly with two workers, one per core. Returns it and its port."""
     modules = next(m for m in glob.glob("/usr/lib/*/kamailio/modules") if os.path.exists(f"{m}/sl.so"))
     port = free_port()
-    text = (open(os.path.join(ROOT, "bench", "kamailio_uas.cfg")).read()
-            .replace("CHILDREN", "2")
+    fill = fill or {"CHILDREN": "2", "CONTACT": "sip:127.0.0.1:{port}"}
+    text = (open(os.path.join(ROOT, config)).read()
             .replace("LISTEN", f"udp:127.0.0.1:{port}")
-            .replace("CONTACT", f"sip:127.0.0.1:{port}")
             .replace("MODULES", modules))
+    for key, value in fill.items():
+        assert key in text, key
+        text = text.replace(key, value.format(port=port))
     path = os.path.join(workdir, "kamailio.cfg")
     open(path, "w").write(text)
     proc = subprocess.Popen(["kamailio", "-f", path, "-DD", "-E", "-Y", workdir],
