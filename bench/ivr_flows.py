@@ -14,7 +14,7 @@ Debian's sip-tester ships, hang up (nothing is committed).
 Usage:
   cargo build --release
   python3 bench/ivr_flows.py --store sqlite --flows 100 --short 200 --seconds 60
-  python3 bench/ivr_flows.py --store postgres://postgres@127.0.0.1:5432/bench ...
+  python3 bench/ivr_flows.py --store postgres://postgres@127.0.0.1:5432/postgres ...
   python3 bench/ivr_flows.py --store postgres://... --nodes 1,3 --short 0 ...   (three nodes
       behind Kamailio's dispatcher, after one node alone)
 Prints Markdown rows; bench/README.md keeps the latest figures.
@@ -128,13 +128,22 @@ def run_sipp(scenarios, port, rate_each, seconds, workdir):
     return counts, p99
 
 
-def measure(kind, store, rate, seconds, nodes=1):
+def fresh_database(server_url):
+    """A new, empty database on the PostgreSQL server of `server_url` (whose database the
+    connection starts from), so that no run inherits another's callbacks or limits."""
+    name = f"bench_{int(time.time() * 1000)}"
+    subprocess.run(["psql", server_url, "-qc", f"CREATE DATABASE {name}"], check=True)
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def measure(kind, store, rate, seconds, nodes=1, keep=False):
     """One row: `rate` calls of `kind` a second for `seconds`, to one node, or through
     Kamailio's dispatcher (docs/operations/kamailio-dispatcher.cfg) to `nodes` nodes sharing
-    the store."""
+    the store (a fresh database of the PostgreSQL server `store` names, or a fresh SQLite
+    file). With `keep`, the nodes log at info and the work folder stays."""
     workdir = tempfile.mkdtemp(prefix="callbackd-ivr-bench-")
-    started = [start_callbackd(workdir, None if store == "sqlite" else store, name=f"node{n}")
-               for n in range(nodes)]
+    url = None if store == "sqlite" else fresh_database(store)
+    started = [start_callbackd(workdir, url, name=f"node{n}", log=keep) for n in range(nodes)]
     procs = [proc for proc, _, _ in started]
     port, api_url = started[0][1], started[0][2]
     if nodes > 1:
@@ -190,12 +199,17 @@ def measure(kind, store, rate, seconds, nodes=1):
         for proc in procs:
             subprocess.run(["pkill", "-P", str(proc.pid)], check=False)
             proc.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--store", default="sqlite", help="sqlite, or a postgres:// URL of an empty database")
+    ap.add_argument("--store", default="sqlite",
+                    help="sqlite, or a postgres:// URL to a server where each run makes a database of its own")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder, with each node's log")
     ap.add_argument("--flows", type=int, default=100, help="self-service flows per second")
     ap.add_argument("--short", type=int, default=200, help="short calls per second (0: skip)")
     ap.add_argument("--seconds", type=int, default=60)
@@ -212,9 +226,9 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in nodes:
         if args.flows:
-            measure("flow", args.store, args.flows, args.seconds, n)
+            measure("flow", args.store, args.flows, args.seconds, n, args.keep)
         if args.short:
-            measure("short", args.store, args.short, args.seconds, n)
+            measure("short", args.store, args.short, args.seconds, n, args.keep)
 
 
 if __name__ == "__main__":

@@ -55,9 +55,10 @@ def config_text(sip, store_url):
             .replace('url = "sqlite://callbackd.db"', f'url = "{store_url}"'))
 
 
-def start_callbackd(workdir, store_url=None, changes=(), name="bench", sip=None):
+def start_callbackd(workdir, store_url=None, changes=(), name="bench", sip=None, log=False):
     """A release callbackd with the limits raised (and each (from, to) of `changes` made to
-    its configuration), on SIP port `sip` or a free one; returns it, its SIP port and its API
+    its configuration), on SIP port `sip` or a free one, logging at `info` to
+    `workdir/NAME.log` when `log`, else warnings nowhere; returns it, its SIP port and its API
     URL."""
     sip = sip or free_port()
     text = (config_text(sip, store_url or f"sqlite://{workdir}/bench.db")
@@ -71,10 +72,11 @@ def start_callbackd(workdir, store_url=None, changes=(), name="bench", sip=None)
         text = text.replace(old, new)
     path = os.path.join(workdir, f"{name}.toml")
     open(path, "w").write(text)
-    env = dict(os.environ, CALLBACKD_LOG="warn")
+    env = dict(os.environ, CALLBACKD_LOG=os.environ.get("CALLBACKD_LOG", "info") if log else "warn")
+    stderr = open(os.path.join(workdir, f"{name}.log"), "w") if log else subprocess.DEVNULL
     # On loopback for a benchmark: no API token to pass around.
     proc = subprocess.Popen([os.path.join(ROOT, "target/release/callbackd"), "serve", "--no-auth", "--config", path],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=stderr, env=env, text=True, cwd=ROOT)
     api = None
     for line in proc.stdout:
         if line.startswith("callbackd: HTTP API on"):

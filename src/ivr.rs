@@ -423,7 +423,7 @@ impl Operations {
                     None => {
                         // A caller ID that does not match counts as a miss too, or it would
                         // tell, without limit, whether an ID belongs to a number.
-                        self.limiter.wrong(caller);
+                        self.limiter.wrong(caller, &guess).await;
                         miss()
                     }
                 }

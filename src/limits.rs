@@ -152,15 +152,19 @@ impl Limiter {
         Ok(counted)
     }
 
-    /// The look-up found nothing matching: it stays counted for the window. One log line per
-    /// failure, with the source, for fail2ban.
-    pub fn wrong(&self, caller: &Caller) {
+    /// The look-up found nothing matching: it stays counted for the window, and counts in
+    /// everyone's failures from now on. One log line per failure, with the source, for
+    /// fail2ban.
+    pub async fn wrong(&self, caller: &Caller, guess: &Guess) {
         warn!(
             source = %caller.source,
             call_id = caller.call_id,
             caller = %callbacks::mask(&caller.caller_id),
             "failed callback look-up"
         );
+        if let Err(e) = self.store.settle(guess.reservation).await {
+            warn!(error = %e, "cannot count a failed look-up in everyone's failures");
+        }
     }
 
     /// The look-up was right: it and the misses of its call on `id` count for nothing.

@@ -127,7 +127,9 @@ pub struct Since {
     pub all: DateTime<Utc>,
 }
 
-/// A reserved event and the counts it was checked against, itself included.
+/// A reserved event and the counts it was checked against: its client's and its subject's
+/// events, itself and those reserved but not yet settled included (so racing attempts cannot
+/// pass a limit together), and everyone's events settled as failures (see `Store::settle`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation {
     pub id: i64,
@@ -408,6 +410,12 @@ impl Store {
     /// The setting `name`, if one is stored.
     pub async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
         dispatch!(self, s => s.setting(name))
+    }
+
+    /// Settles a reserved event as a failure that happened: only settled ones count in
+    /// everyone's (`Reservation::all`).
+    pub async fn settle(&self, reservation: i64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.settle(reservation))
     }
 
     /// Takes back a reservation that turned out to count for nothing (refused before it was

@@ -320,8 +320,8 @@ impl SqlStore<Db> {
         // Committed before the count, so of simultaneous reservations the last to count sees
         // every other one.
         let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO security_events (at, kind, client, subject, caller_id, source, call_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO security_events (at, kind, client, subject, caller_id, source, call_id, settled) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE) RETURNING id",
         )
         .bind(e.at)
         .bind(e.kind.as_str())
@@ -337,7 +337,7 @@ impl SqlStore<Db> {
             "SELECT \
              (SELECT COUNT(*) FROM security_events WHERE kind = $1 AND client = $2 AND at > $3), \
              (SELECT COUNT(*) FROM security_events WHERE kind = $1 AND subject = $4 AND at > $5), \
-             (SELECT COUNT(*) FROM security_events WHERE kind = $1 AND at > $6)",
+             (SELECT COUNT(*) FROM security_events WHERE kind = $1 AND settled AND at > $6)",
         )
         .bind(e.kind.as_str())
         .bind(e.client.as_str())
@@ -407,6 +407,16 @@ impl SqlStore<Db> {
             .await
             .map_err(db_error)?;
         Ok(row.map(|(value,)| value))
+    }
+
+    /// Marks a reservation as a failure that happened (see `Reservation::all`).
+    pub async fn settle(&self, reservation: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE security_events SET settled = TRUE WHERE id = $1")
+            .bind(reservation)
+            .execute(self.writer())
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     pub async fn withdraw(&self, reservation: i64) -> Result<(), StoreError> {
