@@ -128,6 +128,13 @@ def run_sipp(scenarios, port, rate_each, seconds, workdir):
     return counts, p99
 
 
+def machine_busy():
+    """The machine's busy and total CPU time so far, in clock ticks (from /proc/stat)."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def fresh_database(server_url):
     """A new, empty database on the PostgreSQL server of `server_url` (whose database the
     connection starts from), so that no run inherits another's callbacks or limits."""
@@ -176,9 +183,16 @@ def measure(kind, store, rate, seconds, nodes=1, keep=False):
                 number = f"+1212555{1000 + i:04d}"
                 scenarios.append((scenario(workdir, f"short{i}.xml", number, "1234", 200), None))
         pids = [p.pid for p in procs[:nodes]]
+        proxy = procs[nodes].pid if nodes > 1 else None
         before, start = sum(map(cpu_seconds, pids)), time.time()
+        proxy_before = cpu_seconds(proxy) if proxy else 0
+        busy_before = machine_busy()
         counts, p99 = run_sipp(scenarios, port, rate // processes, seconds, workdir)
-        cores = (sum(map(cpu_seconds, pids)) - before) / (time.time() - start)
+        elapsed = time.time() - start
+        cores = (sum(map(cpu_seconds, pids)) - before) / elapsed
+        proxy_cores = f"{(cpu_seconds(proxy) - proxy_before) / elapsed:.2f}" if proxy else ""
+        busy_after = machine_busy()
+        busy = 100 * (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
         ok = sum(c[0] for c in counts)
         failed = sum(c[1] for c in counts)
         committed = "n/a"
@@ -194,7 +208,8 @@ def measure(kind, store, rate, seconds, nodes=1, keep=False):
             committed = f"{verdict}: {changes} ({changes / seconds:.1f}/s)"
         backend = "SQLite" if store == "sqlite" else "PostgreSQL"
         print(f"| {kind} | {backend} | {nodes} | {rate} | {processes} | {seconds} | {ok} | {failed} | "
-              f"{ok / seconds:.1f} | {p99:.0f} | {cores:.2f} | {committed} |", flush=True)
+              f"{ok / seconds:.1f} | {p99:.0f} | {cores:.2f} | {proxy_cores} | {busy:.0f} | {committed} |",
+              flush=True)
     finally:
         for proc in procs:
             subprocess.run(["pkill", "-P", str(proc.pid)], check=False)
@@ -222,8 +237,8 @@ def main():
         sys.exit("several nodes share a PostgreSQL store: --store postgres://...")
     if not shutil.which("sipp"):
         sys.exit("sipp is not installed: apt-get install sip-tester")
-    print("| call | store | nodes | offered/s | SIPp processes | seconds | successful | failed | completed/s | INVITE→200 p99 ms | callbackd cores | changes committed (per second) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| call | store | nodes | offered/s | SIPp processes | seconds | successful | failed | completed/s | INVITE→200 p99 ms | callbackd cores | Kamailio cores | machine busy % | changes committed (per second) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in nodes:
         if args.flows:
             measure("flow", args.store, args.flows, args.seconds, n, args.keep)

@@ -108,8 +108,12 @@ def start_kamailio(workdir, config="bench/kamailio_uas.cfg", fill=None):
         text = text.replace(key, value.format(port=port))
     path = os.path.join(workdir, "kamailio.cfg")
     open(path, "w").write(text)
-    proc = subprocess.Popen(["kamailio", "-f", path, "-DD", "-E", "-Y", workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # 512 MB of shared memory: Debian's default of 64 MB holds about 7,000 transactions,
+    # which a proxy in front of 100 self-service flows a second (14 transactions each, kept
+    # some seconds after they end) runs out of.
+    proc = subprocess.Popen(["kamailio", "-f", path, "-m", "512", "-DD", "-E", "-Y", workdir],
+                            stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(workdir, "kamailio.log"), "w"))
     time.sleep(1)
     assert proc.poll() is None, "kamailio did not start"
     return proc, port
