@@ -219,7 +219,9 @@ fn callback_from_row(row: &DbRow) -> Result<Callback, StoreError> {
         address: Address::stored(media, &address).map_err(|_| corrupt("address", &address))?,
         customer_name: row.try_get("customer_name").map_err(db_error)?,
         requested: requested_at.map_or(RequestedTime::Asap, RequestedTime::At),
-        time_zone: time_zone.parse().map_err(|_| corrupt("time zone", &time_zone))?,
+        time_zone: time_zone
+            .parse()
+            .map_err(|_| corrupt("time zone", &time_zone))?,
         state: State::parse(&state).ok_or_else(|| corrupt("state", &state))?,
         priority: row.try_get("priority").map_err(db_error)?,
         attempts: row.try_get::<i32, _>("attempts").map_err(db_error)? as u32,
@@ -269,26 +271,39 @@ where
     E: sqlx::Executor<'c, Database = Db>,
 {
     sqlx::query(INSERT_EVENT)
-    .bind(event.callback_id)
-    .bind(event.confirmation_id.as_deref())
-    .bind(event.at)
-    .bind(event.channel.as_str())
-    .bind(event.actor.as_str())
-    .bind(event.action.as_str())
-    .bind(event.outcome.as_str())
-    .bind(event.receipt.as_ref().map(ReceiptCode::as_str))
-    .bind(event.from_state.map(State::as_str))
-    .bind(event.to_state.map(State::as_str))
-    .bind(Json(&event.changes))
-    .execute(executor)
-    .await
-    .map_err(db_error)?;
+        .bind(event.callback_id)
+        .bind(event.confirmation_id.as_deref())
+        .bind(event.at)
+        .bind(event.channel.as_str())
+        .bind(event.actor.as_str())
+        .bind(event.action.as_str())
+        .bind(event.outcome.as_str())
+        .bind(event.receipt.as_ref().map(ReceiptCode::as_str))
+        .bind(event.from_state.map(State::as_str))
+        .bind(event.to_state.map(State::as_str))
+        .bind(Json(&event.changes))
+        .execute(executor)
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 
 impl SqlStore<Db> {
+    /// Runs a write on the writer; how many rows it changed.
+    async fn write(&self, query: Query<'_>) -> Result<u64, StoreError> {
+        Ok(query
+            .execute(self.writer())
+            .await
+            .map_err(db_error)?
+            .rows_affected())
+    }
+
     /// Replaces every binding of `user` with `bindings`, in one transaction.
-    pub async fn replace_bindings(&self, user: &str, bindings: &[crate::Binding]) -> Result<(), StoreError> {
+    pub async fn replace_bindings(
+        &self,
+        user: &str,
+        bindings: &[crate::Binding],
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer().begin().await.map_err(db_error)?;
         sqlx::query("DELETE FROM sip_bindings WHERE username = $1")
             .bind(user)
@@ -381,22 +396,21 @@ impl SqlStore<Db> {
     }
 
     pub async fn setting_or(&self, name: &str, value: &str) -> Result<String, StoreError> {
-        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        self.write(
+            sqlx::query(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
             .bind(name)
-            .bind(value)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
+            .bind(value),
+        )
+        .await?;
         self.setting(name)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("setting `{name}` vanished")))
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
+        self.write(sqlx::query("SELECT 1")).await?;
         Ok(())
     }
 
@@ -411,20 +425,17 @@ impl SqlStore<Db> {
 
     /// Marks a reservation as a failure that happened (see `Reservation::all`).
     pub async fn settle(&self, reservation: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE security_events SET settled = TRUE WHERE id = $1")
-            .bind(reservation)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
+        self.write(
+            sqlx::query("UPDATE security_events SET settled = TRUE WHERE id = $1")
+                .bind(reservation),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn withdraw(&self, reservation: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM security_events WHERE id = $1")
-            .bind(reservation)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
+        self.write(sqlx::query("DELETE FROM security_events WHERE id = $1").bind(reservation))
+            .await?;
         Ok(())
     }
 
@@ -434,25 +445,24 @@ impl SqlStore<Db> {
         call_id: &str,
         subject: &str,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM security_events WHERE kind = $1 AND subject = $2 AND call_id = $3",
-        )
-        .bind(kind)
-        .bind(subject)
-        .bind(call_id)
-        .execute(self.writer())
-        .await
-        .map_err(db_error)?;
-        Ok(done.rows_affected())
+        let done = self
+            .write(
+                sqlx::query(
+                    "DELETE FROM security_events WHERE kind = $1 AND subject = $2 AND call_id = $3",
+                )
+                .bind(kind)
+                .bind(subject)
+                .bind(call_id),
+            )
+            .await?;
+        Ok(done)
     }
 
     pub async fn prune_security_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM security_events WHERE at < $1")
-            .bind(before)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected())
+        let done = self
+            .write(sqlx::query("DELETE FROM security_events WHERE at < $1").bind(before))
+            .await?;
+        Ok(done)
     }
 
     /// Every binding still valid at `now`.
@@ -467,7 +477,15 @@ impl SqlStore<Db> {
         .map_err(db_error)?;
         Ok(rows
             .into_iter()
-            .map(|(user, contact, source, transport, expires_at)| crate::Binding { user, contact, source, transport, expires_at })
+            .map(
+                |(user, contact, source, transport, expires_at)| crate::Binding {
+                    user,
+                    contact,
+                    source,
+                    transport,
+                    expires_at,
+                },
+            )
             .collect())
     }
 
@@ -539,11 +557,13 @@ impl SqlStore<Db> {
              AND state IN ('completed', 'cancelled', 'failed', 'expired')";
         let mut tx = self.writer().begin().await.map_err(db_error)?;
         for table in ["callback_events", "attempts"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE callback_id IN ({CLOSED})"))
-                .bind(before)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE callback_id IN ({CLOSED})"
+            ))
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         }
         let done = sqlx::query(&format!("DELETE FROM callbacks WHERE id IN ({CLOSED})"))
             .bind(before)
@@ -556,12 +576,10 @@ impl SqlStore<Db> {
 
     /// Forgets the records of calls that started before `before`.
     pub async fn purge_calls(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM calls WHERE started_at < $1")
-            .bind(before)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected())
+        let done = self
+            .write(sqlx::query("DELETE FROM calls WHERE started_at < $1").bind(before))
+            .await?;
+        Ok(done)
     }
 
     /// Chat conversations used since `since`: all of them, and those `client` opened.
@@ -586,20 +604,20 @@ impl SqlStore<Db> {
         &self,
         conversation: &crate::Conversation,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO chats (id, client, memory, failures, turns, chars, last_at) \
+        self.write(
+            sqlx::query(
+                "INSERT INTO chats (id, client, memory, failures, turns, chars, last_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(conversation.id)
+            .bind(conversation.client.as_str())
+            .bind(conversation.memory.as_str())
+            .bind(i64::from(conversation.failures))
+            .bind(i64::from(conversation.turns))
+            .bind(i64::from(conversation.chars))
+            .bind(conversation.last_at),
         )
-        .bind(conversation.id)
-        .bind(conversation.client.as_str())
-        .bind(conversation.memory.as_str())
-        .bind(i64::from(conversation.failures))
-        .bind(i64::from(conversation.turns))
-        .bind(i64::from(conversation.chars))
-        .bind(conversation.last_at)
-        .execute(self.writer())
-        .await
-        .map_err(db_error)?;
+        .await?;
         Ok(())
     }
 
@@ -657,7 +675,7 @@ impl SqlStore<Db> {
         &self,
         conversation: &crate::Conversation,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write(sqlx::query(
             "UPDATE chats SET memory = $2, failures = $3, turns = $4, chars = $5, last_at = $6, \
              busy_until = NULL WHERE id = $1",
         )
@@ -666,21 +684,17 @@ impl SqlStore<Db> {
         .bind(i64::from(conversation.failures))
         .bind(i64::from(conversation.turns))
         .bind(i64::from(conversation.chars))
-        .bind(conversation.last_at)
-        .execute(self.writer())
-        .await
-        .map_err(db_error)?;
+        .bind(conversation.last_at))
+.await?;
         Ok(())
     }
 
     /// Forgets conversations unused since `before`, with their transcripts.
     pub async fn purge_conversations(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM chats WHERE last_at < $1")
-            .bind(before)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected())
+        let done = self
+            .write(sqlx::query("DELETE FROM chats WHERE last_at < $1").bind(before))
+            .await?;
+        Ok(done)
     }
 
     async fn fetch_callbacks(&self, query: Query<'_>) -> Result<Vec<Callback>, StoreError> {
@@ -709,20 +723,18 @@ impl CallbackStore for SqlStore<Db> {
         // The write comes first, so on SQLite the transaction takes the write lock at once
         // (waiting for it if need be) instead of failing to upgrade a stale read.
         let mut tx = self.writer().begin().await.map_err(db_error)?;
-        let updated = bind_callback(
-            sqlx::query(UPDATE),
-            callback,
-        )
-        .bind(callback.version - 1)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        let updated = bind_callback(sqlx::query(UPDATE), callback)
+            .bind(callback.version - 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         if updated.rows_affected() == 0 {
-            let found: Option<i64> = sqlx::query_scalar("SELECT version FROM callbacks WHERE id = $1")
-                .bind(callback.id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM callbacks WHERE id = $1")
+                    .bind(callback.id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
             tx.rollback().await.map_err(db_error)?;
             return Err(match found {
                 Some(found) => StoreError::Conflict { found },
@@ -750,13 +762,13 @@ impl CallbackStore for SqlStore<Db> {
 
     async fn history(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {
         sqlx::query(HISTORY)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(event_from_row)
-        .collect()
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(event_from_row)
+            .collect()
     }
 
     async fn list(&self, filter: &Filter) -> Result<Vec<Callback>, StoreError> {
@@ -765,7 +777,8 @@ impl CallbackStore for SqlStore<Db> {
         for value in values {
             query = query.bind(value);
         }
-        self.fetch_callbacks(query.bind(i64::from(filter.limit))).await
+        self.fetch_callbacks(query.bind(i64::from(filter.limit)))
+            .await
     }
 
     async fn counts(&self, queue: &str) -> Result<Vec<(State, u64)>, StoreError> {
@@ -880,7 +893,10 @@ impl SqlStore<Db> {
     /// A write transaction; on SQLite it takes the write lock at once, so a read inside it
     /// can never go stale.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
-        self.writer().begin_with(BEGIN_WRITE).await.map_err(db_error)
+        self.writer()
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(db_error)
     }
 
     pub async fn insert_agent(&self, agent: &Agent, actor: &str) -> Result<(), StoreError> {
@@ -911,45 +927,63 @@ impl SqlStore<Db> {
 
     /// Every agent, by ID.
     pub async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
-        sqlx::query(concat!("SELECT ", agent_columns!(), " FROM agents ORDER BY id"))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(agent_from_row)
-            .collect()
+        sqlx::query(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(agent_from_row)
+        .collect()
     }
 
     pub async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
-        sqlx::query(concat!("SELECT ", agent_columns!(), " FROM agents WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(agent_from_row)
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(agent_from_row)
+        .transpose()
     }
 
     /// Moves an agent from `old` (the version read) to `new`; a conflict when someone moved
     /// it first.
-    pub async fn move_agent(&self, old: &Agent, new: &Agent, actor: &str) -> Result<(), StoreError> {
+    pub async fn move_agent(
+        &self,
+        old: &Agent,
+        new: &Agent,
+        actor: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         move_agent_in(&mut tx, old, new, actor).await?;
         tx.commit().await.map_err(db_error)
     }
 
     pub async fn agent_history(&self, id: &str) -> Result<Vec<AgentEvent>, StoreError> {
-        type Row = (DateTime<Utc>, String, Option<String>, String, Option<String>);
-        let rows: Vec<Row> =
-            sqlx::query_as(
-                "SELECT at, actor, from_state, to_state, reason FROM agent_events \
+        type Row = (
+            DateTime<Utc>,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT at, actor, from_state, to_state, reason FROM agent_events \
                  WHERE agent_id = $1 ORDER BY seq",
-            )
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
         let state = |s: &str| AgentState::parse(s).ok_or_else(|| corrupt("agent state", s));
         rows.into_iter()
             .map(|(at, actor, from, to, reason)| {
@@ -977,7 +1011,14 @@ impl SqlStore<Db> {
         request: &crate::ClaimRequest<'_>,
         mut choose: impl FnMut(&Callback) -> crate::Choice + Send,
     ) -> Result<Option<crate::Claimed>, StoreError> {
-        let crate::ClaimRequest { attempt_id, agent: old, reserved, node, now, until } = *request;
+        let crate::ClaimRequest {
+            attempt_id,
+            agent: old,
+            reserved,
+            node,
+            now,
+            until,
+        } = *request;
         let mut tx = self.begin_write().await?;
         let skills: Vec<&str> = old.skills.iter().map(|s| s.name.as_str()).collect();
         let placeholders: Vec<String> = (0..skills.len()).map(|i| format!("${}", i + 2)).collect();
@@ -1024,15 +1065,17 @@ impl SqlStore<Db> {
             .await
             .map_err(db_error)?
             .into_iter()
-            .map(|(id, node, queue, skill, priority, enqueued_at, caller_id)| crate::Hold {
-                id,
-                node,
-                queue,
-                skill,
-                priority,
-                enqueued_at,
-                caller_id,
-            });
+            .map(
+                |(id, node, queue, skill, priority, enqueued_at, caller_id)| crate::Hold {
+                    id,
+                    node,
+                    queue,
+                    skill,
+                    priority,
+                    enqueued_at,
+                    caller_id,
+                },
+            );
         // One line: callbacks and holding callers by priority, then by when they came.
         let mut line: Vec<(crate::Place, Result<Callback, crate::Hold>)> = callbacks
             .into_iter()
@@ -1133,7 +1176,12 @@ impl SqlStore<Db> {
     }
 
     /// Extends the lease of generation `generation` to `until`; `false` when it was lost.
-    pub async fn renew(&self, callback: Uuid, generation: i64, until: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn renew(
+        &self,
+        callback: Uuid,
+        generation: i64,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let renewed = sqlx::query(
             "UPDATE callbacks SET lease_expires_at = $3 \
              WHERE id = $1 AND lease_generation = $2 AND lease_owner IS NOT NULL",
@@ -1205,14 +1253,18 @@ impl SqlStore<Db> {
 
     /// The callback a lease is on, as it stands.
     pub async fn callback(&self, callback: Uuid) -> Result<Option<Callback>, StoreError> {
-        sqlx::query(concat!("SELECT ", columns!(), " FROM callbacks WHERE id = $1"))
-            .bind(callback)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(callback_from_row)
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM callbacks WHERE id = $1"
+        ))
+        .bind(callback)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(callback_from_row)
+        .transpose()
     }
 
     /// Takes over the leases that expired before `now` (their nodes stopped or lost the
@@ -1249,11 +1301,15 @@ impl SqlStore<Db> {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-            let cb = sqlx::query(concat!("SELECT ", columns!(), " FROM callbacks WHERE id = $1"))
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            let cb = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM callbacks WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
             let attempt = sqlx::query(concat!(
                 "SELECT ",
                 attempt_columns!(),
@@ -1294,7 +1350,12 @@ impl SqlStore<Db> {
 impl SqlStore<Db> {
     /// How many due queued callbacks and holding callers needing `skill` come before `place`
     /// in line (across queues: agents serve a skill, not a queue); all of them for `None`.
-    pub async fn ahead(&self, skill: &str, place: Option<crate::Place>, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub async fn ahead(
+        &self,
+        skill: &str,
+        place: Option<crate::Place>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         let before = "($3 IS NULL OR priority > $3 \
              OR (priority = $3 AND (enqueued_at < $4 OR (enqueued_at = $4 AND id < $5))))";
         let sql = format!(
@@ -1317,7 +1378,11 @@ impl SqlStore<Db> {
 
     /// How long the latest `limit` connected calls with `skill` took, from the claim to the
     /// hang-up, newest first.
-    pub async fn handle_times(&self, skill: &str, limit: u32) -> Result<Vec<chrono::Duration>, StoreError> {
+    pub async fn handle_times(
+        &self,
+        skill: &str,
+        limit: u32,
+    ) -> Result<Vec<chrono::Duration>, StoreError> {
         let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
             "SELECT a.started_at, a.ended_at FROM attempts a JOIN callbacks c ON c.id = a.callback_id \
              WHERE a.outcome = 'connected' AND c.skill = $1 ORDER BY a.ended_at DESC LIMIT $2",
@@ -1354,8 +1419,12 @@ impl SqlStore<Db> {
 }
 
 impl SqlStore<Db> {
-    pub async fn insert_hold(&self, h: &crate::Hold, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query(
+    pub async fn insert_hold(
+        &self,
+        h: &crate::Hold,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(sqlx::query(
             "INSERT INTO holds (id, node, queue, skill, priority, enqueued_at, caller_id, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -1366,47 +1435,37 @@ impl SqlStore<Db> {
         .bind(h.priority)
         .bind(h.enqueued_at)
         .bind(h.caller_id.as_str())
-        .bind(expires_at)
-        .execute(self.writer())
-        .await
-        .map_err(db_error)?;
+        .bind(expires_at))
+.await?;
         Ok(())
     }
 
     pub async fn renew_holds(&self, node: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE holds SET expires_at = $2 WHERE node = $1")
-            .bind(node)
-            .bind(until)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
+        self.write(
+            sqlx::query("UPDATE holds SET expires_at = $2 WHERE node = $1")
+                .bind(node)
+                .bind(until),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn remove_hold(&self, id: Uuid) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM holds WHERE id = $1")
-            .bind(id)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
+        self.write(sqlx::query("DELETE FROM holds WHERE id = $1").bind(id))
+            .await?;
         Ok(())
     }
 
     pub async fn release_hold(&self, id: Uuid) -> Result<(), StoreError> {
-        sqlx::query("UPDATE holds SET agent_id = NULL WHERE id = $1")
-            .bind(id)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
+        self.write(sqlx::query("UPDATE holds SET agent_id = NULL WHERE id = $1").bind(id))
+            .await?;
         Ok(())
     }
 
     pub async fn purge_holds(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM holds WHERE expires_at < $1")
-            .bind(now)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected())
+        let done = self
+            .write(sqlx::query("DELETE FROM holds WHERE expires_at < $1").bind(now))
+            .await?;
+        Ok(done)
     }
 }
