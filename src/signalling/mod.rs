@@ -767,8 +767,12 @@ impl Loop {
         to: String,
     ) -> store::CallRecord {
         let now = chrono::Utc::now();
+        // Time first (a UUIDv7), so records go into the store's index in order, at its end,
+        // where random IDs landed on a random page each.
+        let random: [u8; 10] = rand::Rng::gen(&mut self.rng);
+        let millis = u64::try_from(now.timestamp_millis()).unwrap_or_default();
         store::CallRecord {
-            id: uuid::Uuid::from_u128(rand::Rng::gen(&mut self.rng)),
+            id: uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid(),
             call_id,
             node: self.hold_settings.node.clone(),
             direction: direction.to_owned(),
