@@ -30,6 +30,25 @@ fn node(dir: &std::path::Path, name: &str) -> (Server, std::path::PathBuf) {
     (Server::start_logging(&config, &log), log)
 }
 
+/// Kamailio's dispatcher (docs/operations/kamailio-dispatcher.cfg) in front of `nodes`, and
+/// where it listens.
+fn dispatcher(dir: &Path, nodes: &[&Server]) -> (Kamailio, SocketAddr) {
+    let list = dir.join("nodes.list");
+    let lines: String = nodes
+        .iter()
+        .map(|n| format!("1 sip:{}\n", n.sip_udp.unwrap()))
+        .collect();
+    std::fs::write(&list, lines).unwrap();
+    let port = free_port();
+    let kamailio = Kamailio::start(
+        dir,
+        "docs/operations/kamailio-dispatcher.cfg",
+        port,
+        &[("\"NODES\"", format!("\"{}\"", list.display()))],
+    );
+    (kamailio, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
 fn calls_established(log: &std::path::Path) -> usize {
     std::fs::read_to_string(log)
         .unwrap()
@@ -46,24 +65,7 @@ fn calls_spread_over_the_nodes_and_avoid_one_that_drains() {
     std::fs::create_dir_all(&dir).unwrap();
     let (mut a, a_log) = node(&dir, "a");
     let (b, b_log) = node(&dir, "b");
-    let nodes = dir.join("nodes.list");
-    std::fs::write(
-        &nodes,
-        format!(
-            "1 sip:{}\n1 sip:{}\n",
-            a.sip_udp.unwrap(),
-            b.sip_udp.unwrap()
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let _kamailio = Kamailio::start(
-        &dir,
-        "docs/operations/kamailio-dispatcher.cfg",
-        port,
-        &[("\"NODES\"", format!("\"{}\"", nodes.display()))],
-    );
-    let through = format!("127.0.0.1:{port}").parse().unwrap();
+    let (_kamailio, through) = dispatcher(&dir, &[&a, &b]);
 
     let (ok, failed, out) = run_sipp(through, "uac_basic.xml", 10, &[]);
     assert_eq!((ok, failed), (10, 0), "{out}");
@@ -200,20 +202,7 @@ fn three_nodes_on_one_postgresql() {
     let a = Server::start_logging(&config, &log("a"));
     let b = Server::start_logging(&config, &log("b"));
     let mut c = Server::start_logging(&config, &log("c"));
-    let nodes = dir.join("nodes.list");
-    let list: String = [&a, &b, &c]
-        .iter()
-        .map(|n| format!("1 sip:{}\n", n.sip_udp.unwrap()))
-        .collect();
-    std::fs::write(&nodes, list).unwrap();
-    let port = free_port();
-    let _kamailio = Kamailio::start(
-        &dir,
-        "docs/operations/kamailio-dispatcher.cfg",
-        port,
-        &[("\"NODES\"", format!("\"{}\"", nodes.display()))],
-    );
-    let through: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (_kamailio, through) = dispatcher(&dir, &[&a, &b, &c]);
     let numbers: Vec<String> = (0..9).map(|i| format!("+1212555{:04}", 300 + i)).collect();
     let ids: Vec<String> = numbers
         .iter()
