@@ -55,13 +55,13 @@ pub struct Reloaded {
 
 /// Everything a reload replaces, and where the configuration comes from.
 pub struct Reloader {
-    pub source: Source,
-    pub environment: Environment,
-    pub resolver: hickory_resolver::TokioResolver,
-    pub sip: crate::signalling::Sip,
-    pub callbacks: Arc<Callbacks<Store>>,
-    pub routes: crate::routing::Shared,
-    pub chats: Arc<crate::chat::Chats>,
+    source: Source,
+    environment: Environment,
+    resolver: hickory_resolver::TokioResolver,
+    sip: crate::signalling::Sip,
+    callbacks: Arc<Callbacks<Store>>,
+    routes: crate::routing::Shared,
+    chats: Arc<crate::chat::Chats>,
     /// The file's settings in effect (key → value), to tell what changed. Held for the whole
     /// of a reload, so two never interleave.
     last: tokio::sync::Mutex<BTreeMap<String, String>>,
